@@ -1,0 +1,84 @@
+//! Accounts: the tenants. Every other row belongs to one.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use socle_types::ids::AccountId;
+
+use crate::Result;
+
+/// Per-account limits, enforced when VMs are created.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Quotas {
+    pub max_vms: i64,
+    pub max_vcpus: i64,
+    pub max_memory_mib: i64,
+}
+
+impl Default for Quotas {
+    /// Defaults sized for a small team on one host; operators raise them with
+    /// `socle account quota`.
+    fn default() -> Self {
+        Quotas { max_vms: 20, max_vcpus: 40, max_memory_mib: 80 * 1024 }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Account {
+    pub account_id: AccountId,
+    pub name: String,
+    pub created_at: String,
+    pub quotas: Quotas,
+}
+
+fn from_row(r: &Row) -> rusqlite::Result<Account> {
+    Ok(Account {
+        account_id: AccountId::from_trusted(r.get(0)?),
+        name: r.get(1)?,
+        created_at: r.get(2)?,
+        quotas: Quotas { max_vms: r.get(3)?, max_vcpus: r.get(4)?, max_memory_mib: r.get(5)? },
+    })
+}
+
+const COLUMNS: &str = "account_id, name, created_at, max_vms, max_vcpus, max_memory_mib";
+
+pub fn insert(conn: &Connection, account: &Account) -> Result<()> {
+    conn.execute(
+        "INSERT INTO accounts (account_id, name, created_at, max_vms, max_vcpus, max_memory_mib)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![
+            account.account_id.as_str(),
+            account.name,
+            account.created_at,
+            account.quotas.max_vms,
+            account.quotas.max_vcpus,
+            account.quotas.max_memory_mib
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn get(conn: &Connection, id: &AccountId) -> Result<Option<Account>> {
+    Ok(conn
+        .query_row(&format!("SELECT {COLUMNS} FROM accounts WHERE account_id = ?1"), [id.as_str()], from_row)
+        .optional()?)
+}
+
+pub fn get_by_name(conn: &Connection, name: &str) -> Result<Option<Account>> {
+    Ok(conn
+        .query_row(&format!("SELECT {COLUMNS} FROM accounts WHERE name = ?1"), [name], from_row)
+        .optional()?)
+}
+
+pub fn list(conn: &Connection) -> Result<Vec<Account>> {
+    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM accounts ORDER BY created_at, account_id"))?;
+    let rows = stmt.query_map([], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Returns false when the account does not exist.
+pub fn set_quotas(conn: &Connection, id: &AccountId, q: &Quotas) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE accounts SET max_vms = ?2, max_vcpus = ?3, max_memory_mib = ?4 WHERE account_id = ?1",
+        params![id.as_str(), q.max_vms, q.max_vcpus, q.max_memory_mib],
+    )?;
+    Ok(n == 1)
+}

@@ -1,0 +1,109 @@
+//! Machine images (OMIs). Platform images (like `socle-tiny`) belong to the
+//! platform account and are public; account images arrive with the storage
+//! issue.
+
+use rusqlite::{params, Connection, OptionalExtension, Row};
+use socle_types::ids::{AccountId, ImageId};
+
+use crate::Result;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageRow {
+    pub image_id: ImageId,
+    pub account_id: AccountId,
+    pub name: String,
+    pub description: String,
+    pub state: String,
+    pub architecture: String,
+    pub kernel_path: Option<String>,
+    pub initrd_path: Option<String>,
+    pub disk_path: String,
+    pub is_public: bool,
+    pub created_at: String,
+}
+
+const COLUMNS: &str = "image_id, account_id, name, description, state, architecture, kernel_path, \
+                       initrd_path, disk_path, is_public, created_at";
+
+fn from_row(r: &Row) -> rusqlite::Result<ImageRow> {
+    Ok(ImageRow {
+        image_id: ImageId::from_trusted(r.get(0)?),
+        account_id: AccountId::from_trusted(r.get(1)?),
+        name: r.get(2)?,
+        description: r.get(3)?,
+        state: r.get(4)?,
+        architecture: r.get(5)?,
+        kernel_path: r.get(6)?,
+        initrd_path: r.get(7)?,
+        disk_path: r.get(8)?,
+        is_public: r.get(9)?,
+        created_at: r.get(10)?,
+    })
+}
+
+pub fn insert(conn: &Connection, i: &ImageRow) -> Result<()> {
+    conn.execute(
+        &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+        params![
+            i.image_id.as_str(),
+            i.account_id.as_str(),
+            i.name,
+            i.description,
+            i.state,
+            i.architecture,
+            i.kernel_path,
+            i.initrd_path,
+            i.disk_path,
+            i.is_public,
+            i.created_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// Updates the files and state of an image (when a platform image is rebuilt).
+pub fn update_files(conn: &Connection, i: &ImageRow) -> Result<()> {
+    conn.execute(
+        "UPDATE images SET kernel_path = ?2, initrd_path = ?3, disk_path = ?4, state = ?5 WHERE image_id = ?1",
+        params![i.image_id.as_str(), i.kernel_path, i.initrd_path, i.disk_path, i.state],
+    )?;
+    Ok(())
+}
+
+/// The images `account` may see: its own and the public ones.
+pub fn list_visible(conn: &Connection, account: &AccountId) -> Result<Vec<ImageRow>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM images WHERE account_id = ?1 OR is_public = 1 ORDER BY created_at, image_id"
+    ))?;
+    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// One image if `account` may see it.
+pub fn get_visible(conn: &Connection, account: &AccountId, id: &ImageId) -> Result<Option<ImageRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM images WHERE image_id = ?1 AND (account_id = ?2 OR is_public = 1)"),
+            params![id.as_str(), account.as_str()],
+            from_row,
+        )
+        .optional()?)
+}
+
+pub fn get_by_owner_and_name(conn: &Connection, owner: &AccountId, name: &str) -> Result<Option<ImageRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM images WHERE account_id = ?1 AND name = ?2"),
+            params![owner.as_str(), name],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// An image by ID regardless of owner: for the host side, which boots what
+/// the control plane already authorised.
+pub fn get(conn: &Connection, id: &ImageId) -> Result<Option<ImageRow>> {
+    Ok(conn
+        .query_row(&format!("SELECT {COLUMNS} FROM images WHERE image_id = ?1"), [id.as_str()], from_row)
+        .optional()?)
+}

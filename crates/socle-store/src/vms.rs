@@ -1,0 +1,371 @@
+//! Virtual machines.
+//!
+//! Two columns drive the lifecycle: `desired` (what the user last asked for:
+//! `running`, `stopped` or `terminated`) and `state` (what `ReadVms` reports:
+//! the OSC states). API operations write `desired` (and the transitional
+//! `state`); the reconciler acts on the host and writes `state`. Because the
+//! wish is persisted, a crash at any point resumes from the database.
+
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use socle_types::ids::{AccountId, ImageId, ReservationId, VmId};
+
+use crate::accounts::Quotas;
+use crate::Result;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VmRow {
+    pub vm_id: VmId,
+    pub account_id: AccountId,
+    pub reservation_id: ReservationId,
+    pub image_id: ImageId,
+    pub vm_type: String,
+    pub vcpus: i64,
+    pub memory_mib: i64,
+    pub performance: String,
+    pub keypair_name: Option<String>,
+    /// Base64, as given by the user.
+    pub user_data: String,
+    pub subregion: String,
+    pub deletion_protection: bool,
+    pub client_token: Option<String>,
+    pub launch_number: i64,
+    pub state: String,
+    pub desired: String,
+    pub force_stop: bool,
+    pub state_reason: String,
+    pub created_at: String,
+    pub terminated_at: Option<String>,
+}
+
+const COLUMNS: &str = "vm_id, account_id, reservation_id, image_id, vm_type, vcpus, memory_mib, performance, \
+     keypair_name, user_data, subregion, deletion_protection, client_token, launch_number, state, desired, \
+     force_stop, state_reason, created_at, terminated_at";
+
+fn from_row(r: &Row) -> rusqlite::Result<VmRow> {
+    Ok(VmRow {
+        vm_id: VmId::from_trusted(r.get(0)?),
+        account_id: AccountId::from_trusted(r.get(1)?),
+        reservation_id: ReservationId::from_trusted(r.get(2)?),
+        image_id: ImageId::from_trusted(r.get(3)?),
+        vm_type: r.get(4)?,
+        vcpus: r.get(5)?,
+        memory_mib: r.get(6)?,
+        performance: r.get(7)?,
+        keypair_name: r.get(8)?,
+        user_data: r.get(9)?,
+        subregion: r.get(10)?,
+        deletion_protection: r.get(11)?,
+        client_token: r.get(12)?,
+        launch_number: r.get(13)?,
+        state: r.get(14)?,
+        desired: r.get(15)?,
+        force_stop: r.get(16)?,
+        state_reason: r.get(17)?,
+        created_at: r.get(18)?,
+        terminated_at: r.get(19)?,
+    })
+}
+
+/// What an account currently consumes: every VM not yet terminated counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub vms: i64,
+    pub vcpus: i64,
+    pub memory_mib: i64,
+}
+
+pub fn usage(conn: &Connection, account: &AccountId) -> Result<Usage> {
+    Ok(conn.query_row(
+        "SELECT COUNT(*), COALESCE(SUM(vcpus), 0), COALESCE(SUM(memory_mib), 0)
+         FROM vms WHERE account_id = ?1 AND state != 'terminated'",
+        [account.as_str()],
+        |r| Ok(Usage { vms: r.get(0)?, vcpus: r.get(1)?, memory_mib: r.get(2)? }),
+    )?)
+}
+
+/// Which quota a create would break.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QuotaExceeded {
+    Vms { max: i64, used: i64 },
+    Vcpus { max: i64, used: i64 },
+    Memory { max_mib: i64, used_mib: i64 },
+}
+
+/// Inserts `vms` (all for one account) if, and only if, the account stays
+/// within `quotas` afterwards.
+///
+/// The check and the insert run in one IMMEDIATE transaction: SQLite takes
+/// the write lock at BEGIN, so no concurrent create can slip between the
+/// usage read and the insert — 50 parallel calls cannot overshoot.
+pub fn insert_within_quota(
+    tx: &Transaction,
+    account: &AccountId,
+    quotas: &Quotas,
+    vms: &[VmRow],
+) -> Result<Result<(), QuotaExceeded>> {
+    debug_assert!(!tx.is_autocommit());
+    let used = usage(tx, account)?;
+    let add_vcpus: i64 = vms.iter().map(|v| v.vcpus).sum();
+    let add_mem: i64 = vms.iter().map(|v| v.memory_mib).sum();
+    if used.vms + vms.len() as i64 > quotas.max_vms {
+        return Ok(Err(QuotaExceeded::Vms { max: quotas.max_vms, used: used.vms }));
+    }
+    if used.vcpus + add_vcpus > quotas.max_vcpus {
+        return Ok(Err(QuotaExceeded::Vcpus { max: quotas.max_vcpus, used: used.vcpus }));
+    }
+    if used.memory_mib + add_mem > quotas.max_memory_mib {
+        return Ok(Err(QuotaExceeded::Memory { max_mib: quotas.max_memory_mib, used_mib: used.memory_mib }));
+    }
+    let mut stmt = tx.prepare(&format!(
+        "INSERT INTO vms ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+    ))?;
+    for v in vms {
+        stmt.execute(params![
+            v.vm_id.as_str(),
+            v.account_id.as_str(),
+            v.reservation_id.as_str(),
+            v.image_id.as_str(),
+            v.vm_type,
+            v.vcpus,
+            v.memory_mib,
+            v.performance,
+            v.keypair_name,
+            v.user_data,
+            v.subregion,
+            v.deletion_protection,
+            v.client_token,
+            v.launch_number,
+            v.state,
+            v.desired,
+            v.force_stop,
+            v.state_reason,
+            v.created_at,
+            v.terminated_at
+        ])?;
+    }
+    Ok(Ok(()))
+}
+
+/// All VMs of an account that ReadVms may show, in creation order.
+pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<VmRow>> {
+    let mut stmt =
+        conn.prepare(&format!("SELECT {COLUMNS} FROM vms WHERE account_id = ?1 ORDER BY created_at, vm_id"))?;
+    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+pub fn list_by_reservation(conn: &Connection, account: &AccountId, r: &ReservationId) -> Result<Vec<VmRow>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM vms WHERE account_id = ?1 AND reservation_id = ?2 ORDER BY created_at, vm_id"
+    ))?;
+    let rows = stmt.query_map([account.as_str(), r.as_str()], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// One VM of `account`. Another account's VM is `None`, like an absent one.
+pub fn get(conn: &Connection, account: &AccountId, id: &VmId) -> Result<Option<VmRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM vms WHERE vm_id = ?1 AND account_id = ?2"),
+            params![id.as_str(), account.as_str()],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// One VM whatever its account: for the reconciler only.
+pub fn get_any(conn: &Connection, id: &VmId) -> Result<Option<VmRow>> {
+    Ok(conn
+        .query_row(&format!("SELECT {COLUMNS} FROM vms WHERE vm_id = ?1"), [id.as_str()], from_row)
+        .optional()?)
+}
+
+/// Every VM whose host side may need work: not yet terminated.
+pub fn list_live(conn: &Connection) -> Result<Vec<VmRow>> {
+    let mut stmt =
+        conn.prepare(&format!("SELECT {COLUMNS} FROM vms WHERE state != 'terminated' ORDER BY created_at, vm_id"))?;
+    let rows = stmt.query_map([], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Records a user's request: the new wish and the transitional state.
+pub fn set_lifecycle(conn: &Connection, id: &VmId, state: &str, desired: &str, force_stop: bool) -> Result<()> {
+    conn.execute(
+        "UPDATE vms SET state = ?2, desired = ?3, force_stop = ?4 WHERE vm_id = ?1",
+        params![id.as_str(), state, desired, force_stop],
+    )?;
+    Ok(())
+}
+
+/// Records what the host did. `terminated_at` is set when reaching `terminated`.
+pub fn set_state(conn: &Connection, id: &VmId, state: &str, reason: &str, now: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE vms SET state = ?2, state_reason = ?3,
+                terminated_at = CASE WHEN ?2 = 'terminated' THEN ?4 ELSE terminated_at END
+         WHERE vm_id = ?1",
+        params![id.as_str(), state, reason, now],
+    )?;
+    Ok(())
+}
+
+/// A guest that powered itself off: both state and wish become `stopped`,
+/// unless the user asked for something else meanwhile.
+pub fn mark_guest_stopped(conn: &Connection, id: &VmId) -> Result<()> {
+    conn.execute(
+        "UPDATE vms SET state = 'stopped', desired = 'stopped', state_reason = 'guest powered off'
+         WHERE vm_id = ?1 AND desired = 'running' AND state = 'running'",
+        [id.as_str()],
+    )?;
+    Ok(())
+}
+
+pub fn set_type(conn: &Connection, id: &VmId, vm_type: &str, vcpus: i64, memory_mib: i64, perf: &str) -> Result<()> {
+    conn.execute(
+        "UPDATE vms SET vm_type = ?2, vcpus = ?3, memory_mib = ?4, performance = ?5 WHERE vm_id = ?1",
+        params![id.as_str(), vm_type, vcpus, memory_mib, perf],
+    )?;
+    Ok(())
+}
+
+pub fn set_deletion_protection(conn: &Connection, id: &VmId, on: bool) -> Result<()> {
+    conn.execute("UPDATE vms SET deletion_protection = ?2 WHERE vm_id = ?1", params![id.as_str(), on])?;
+    Ok(())
+}
+
+/// Forgets VMs terminated before `cutoff` (they stop showing in ReadVms),
+/// with their tags. Returns how many were purged.
+pub fn purge_terminated_before(conn: &mut Connection, cutoff: &str) -> Result<usize> {
+    let tx = conn.transaction()?;
+    tx.execute(
+        "DELETE FROM tags WHERE resource_id IN
+           (SELECT vm_id FROM vms WHERE state = 'terminated' AND terminated_at < ?1)",
+        [cutoff],
+    )?;
+    let n = tx.execute("DELETE FROM vms WHERE state = 'terminated' AND terminated_at < ?1", [cutoff])?;
+    tx.commit()?;
+    Ok(n)
+}
+
+/// The idempotency record of a create call with a ClientToken.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientTokenRecord {
+    pub request_hash: String,
+    /// Operation-specific result, e.g. the reservation ID of CreateVms.
+    pub result: String,
+}
+
+pub fn get_client_token(
+    conn: &Connection,
+    account: &AccountId,
+    operation: &str,
+    token: &str,
+) -> Result<Option<ClientTokenRecord>> {
+    Ok(conn
+        .query_row(
+            "SELECT request_hash, result FROM client_tokens WHERE account_id = ?1 AND operation = ?2 AND token = ?3",
+            params![account.as_str(), operation, token],
+            |r| Ok(ClientTokenRecord { request_hash: r.get(0)?, result: r.get(1)? }),
+        )
+        .optional()?)
+}
+
+pub fn put_client_token(
+    conn: &Connection,
+    account: &AccountId,
+    operation: &str,
+    token: &str,
+    rec: &ClientTokenRecord,
+    now: &str,
+) -> Result<()> {
+    conn.execute(
+        "INSERT INTO client_tokens (account_id, operation, token, request_hash, result, created_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        params![account.as_str(), operation, token, rec.request_hash, rec.result, now],
+    )?;
+    Ok(())
+}
+
+/// The next launch number of a reservation-less counter per account
+/// (Outscale's `LaunchNumber` is the index of a VM within its CreateVms call).
+pub fn count_all(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM vms", [], |r| r.get(0))?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::{self, Account};
+
+    fn vm(account: &AccountId, vcpus: i64) -> VmRow {
+        VmRow {
+            vm_id: VmId::generate(),
+            account_id: account.clone(),
+            reservation_id: ReservationId::generate(),
+            image_id: ImageId::generate(),
+            vm_type: "t2.small".into(),
+            vcpus,
+            memory_mib: 1024,
+            performance: "high".into(),
+            keypair_name: None,
+            user_data: String::new(),
+            subregion: "eu-west-2a".into(),
+            deletion_protection: false,
+            client_token: None,
+            launch_number: 0,
+            state: "pending".into(),
+            desired: "running".into(),
+            force_stop: false,
+            state_reason: String::new(),
+            created_at: crate::now_iso(),
+            terminated_at: None,
+        }
+    }
+
+    #[test]
+    fn quota_is_enforced_and_terminated_vms_free_it() {
+        let store = crate::test_store();
+        store
+            .run_sync(|conn| -> Result<()> {
+                let id = AccountId::generate();
+                let quotas = Quotas { max_vms: 2, max_vcpus: 3, max_memory_mib: 10_000 };
+                accounts::insert(conn, &Account { account_id: id.clone(), name: "a".into(), created_at: crate::now_iso(), quotas })?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                assert_eq!(insert_within_quota(&tx, &id, &quotas, &[vm(&id, 1), vm(&id, 1)])?, Ok(()));
+                tx.commit()?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                assert_eq!(insert_within_quota(&tx, &id, &quotas, &[vm(&id, 1)])?, Err(QuotaExceeded::Vms { max: 2, used: 2 }));
+                drop(tx);
+                let first = list(conn, &id)?.remove(0);
+                set_state(conn, &first.vm_id, "terminated", "", &crate::now_iso())?;
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                assert_eq!(insert_within_quota(&tx, &id, &quotas, &[vm(&id, 3)])?, Err(QuotaExceeded::Vcpus { max: 3, used: 1 }));
+                assert_eq!(insert_within_quota(&tx, &id, &quotas, &[vm(&id, 1)])?, Ok(()));
+                tx.commit()?;
+                assert_eq!(usage(conn, &id)?, Usage { vms: 2, vcpus: 2, memory_mib: 2048 });
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn other_accounts_vms_are_invisible() {
+        let store = crate::test_store();
+        store
+            .run_sync(|conn| -> Result<()> {
+                let a = AccountId::generate();
+                let b = AccountId::generate();
+                for (id, name) in [(&a, "a"), (&b, "b")] {
+                    accounts::insert(conn, &Account { account_id: id.clone(), name: name.into(), created_at: crate::now_iso(), quotas: Quotas::default() })?;
+                }
+                let v = vm(&a, 1);
+                let tx = conn.transaction()?;
+                insert_within_quota(&tx, &a, &Quotas::default(), std::slice::from_ref(&v))?.unwrap();
+                tx.commit()?;
+                assert!(get(conn, &a, &v.vm_id)?.is_some());
+                assert!(get(conn, &b, &v.vm_id)?.is_none());
+                assert!(list(conn, &b)?.is_empty());
+                Ok(())
+            })
+            .unwrap();
+    }
+}

@@ -1,0 +1,220 @@
+//! The one error type that crosses the API boundary.
+//!
+//! Every failure a caller can see is an [`ApiError`]: an OSC error code (from
+//! Outscale's catalogue, `gateway_errors.yaml`), its family `Type`, the HTTP
+//! status, and a `details` message written for the user. Operator-only detail
+//! (file paths, QEMU stderr, SQL errors) goes in `internal`, which is logged
+//! but never sent: a user sees "internal error, request id …" and the
+//! operator finds the cause in the log under that request id.
+
+use std::fmt;
+
+/// The OSC error codes Socle emits. Codes and types follow Outscale's
+/// catalogue; authentication and "missing parameter" are not in it and use
+/// the codes Outscale's gateway answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorCode {
+    /// 1 — bad or missing credentials / signature (HTTP 401).
+    AccessDenied,
+    /// 2 — the request is authenticated but its date is out of the window (HTTP 401).
+    RequestExpired,
+    /// 4045 — unknown parameter name.
+    InvalidParameter,
+    /// 4047 — a parameter has a value we do not accept.
+    InvalidParameterValue,
+    /// 4104 — an ID with the wrong prefix.
+    InvalidIdPrefix,
+    /// 4105 — an ID with the right prefix but a wrong shape.
+    MalformedId,
+    /// 4106 — a string too long or too short.
+    InvalidParameterValueLength,
+    /// 4108 — a parameter of the wrong JSON type.
+    InvalidParameterType,
+    /// 4110 — the body is not valid JSON.
+    InvalidJson,
+    /// 4118 — the body is larger than the API accepts (HTTP 413).
+    BodyTooLarge,
+    /// 7000 — a required parameter is absent.
+    MissingParameter,
+    /// 5023 — no such image.
+    NoSuchImage,
+    /// 5038 — no such operation (or not implemented by this Socle).
+    NoSuchOperation,
+    /// 5063 — no such VM.
+    NoSuchVm,
+    /// 5071 — no such keypair.
+    NoSuchKeypair,
+    /// 4000 — no such access key.
+    NoSuchAccessKey,
+    /// 5024 — no such resource (for tags on unknown IDs).
+    NoSuchResource,
+    /// 6006 — the VM is not in a state that allows the operation.
+    InvalidVmState,
+    /// 6003 — the resource is in a state that forbids the operation.
+    InvalidResourceState,
+    /// 9011 — a resource with that name already exists (HTTP 409).
+    DuplicateKey,
+    /// 9029 — the operation conflicts with a protection or a dependency.
+    ResourceConflict,
+    /// 10010 — too many VMs for the account's quota.
+    TooManyVms,
+    /// 10029 — too many vCPUs for the account's quota.
+    TooManyCores,
+    /// 10042 — too much memory for the account's quota.
+    TooMuchMemory,
+    /// 10041 — too many tags on a resource.
+    TooManyTags,
+    /// 10004 — too many access keys.
+    TooManyAccessKeys,
+    /// 10001 — the platform has no capacity left for this request (HTTP 503 is
+    /// retried by clients; capacity is a quota-like 400 instead).
+    InsufficientCapacity,
+    /// 2000 — an internal error (HTTP 500); details are in the server log.
+    InternalError,
+}
+
+impl ErrorCode {
+    pub fn code(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            AccessDenied => "1",
+            RequestExpired => "2",
+            InvalidParameter => "4045",
+            InvalidParameterValue => "4047",
+            InvalidIdPrefix => "4104",
+            MalformedId => "4105",
+            InvalidParameterValueLength => "4106",
+            InvalidParameterType => "4108",
+            InvalidJson => "4110",
+            BodyTooLarge => "4118",
+            MissingParameter => "7000",
+            NoSuchImage => "5023",
+            NoSuchOperation => "5038",
+            NoSuchVm => "5063",
+            NoSuchKeypair => "5071",
+            NoSuchAccessKey => "4000",
+            NoSuchResource => "5024",
+            InvalidVmState => "6006",
+            InvalidResourceState => "6003",
+            DuplicateKey => "9011",
+            ResourceConflict => "9029",
+            TooManyVms => "10010",
+            TooManyCores => "10029",
+            TooMuchMemory => "10042",
+            TooManyTags => "10041",
+            TooManyAccessKeys => "10004",
+            InsufficientCapacity => "10001",
+            InternalError => "2000",
+        }
+    }
+
+    /// The `Type` field: the error family.
+    pub fn kind(self) -> &'static str {
+        use ErrorCode::*;
+        match self {
+            AccessDenied => "AccessDenied",
+            RequestExpired => "RequestExpired",
+            InvalidParameter | InvalidParameterValue | InvalidIdPrefix | MalformedId
+            | InvalidParameterValueLength | InvalidParameterType | InvalidJson | BodyTooLarge
+            | NoSuchAccessKey => "InvalidParameterValue",
+            MissingParameter => "MissingParameter",
+            NoSuchImage | NoSuchOperation | NoSuchVm | NoSuchKeypair | NoSuchResource => {
+                "InvalidResource"
+            }
+            InvalidVmState | InvalidResourceState => "InvalidState",
+            DuplicateKey | ResourceConflict => "ResourceConflict",
+            TooManyVms | TooManyCores | TooMuchMemory | TooManyTags | TooManyAccessKeys
+            | InsufficientCapacity => "TooManyResources (QuotaExceded)",
+            InternalError => "InternalError",
+        }
+    }
+
+    pub fn http_status(self) -> u16 {
+        use ErrorCode::*;
+        match self {
+            AccessDenied | RequestExpired => 401,
+            BodyTooLarge => 413,
+            DuplicateKey => 409,
+            InternalError => 500,
+            _ => 400,
+        }
+    }
+}
+
+/// An error as the API caller sees it, plus operator-only detail.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiError {
+    pub code: ErrorCode,
+    /// Shown to the caller. Never contains secrets or host paths.
+    pub details: String,
+    /// Logged only.
+    pub internal: Option<String>,
+}
+
+impl ApiError {
+    pub fn new(code: ErrorCode, details: impl Into<String>) -> Self {
+        Self { code, details: details.into(), internal: None }
+    }
+
+    /// An unexpected failure: the user learns only that it happened.
+    pub fn internal(operator_detail: impl Into<String>) -> Self {
+        Self {
+            code: ErrorCode::InternalError,
+            details: "internal error; the operator can find the cause in the server log under this request id".into(),
+            internal: Some(operator_detail.into()),
+        }
+    }
+
+    pub fn code(&self) -> &'static str {
+        self.code.code()
+    }
+
+    pub fn invalid_value(details: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidParameterValue, details)
+    }
+
+    pub fn missing(param: &str) -> Self {
+        Self::new(ErrorCode::MissingParameter, format!("the parameter {param} is required"))
+    }
+
+    pub fn malformed_id(what: &str, id: &str) -> Self {
+        Self::new(ErrorCode::MalformedId, format!("{id:?} is not a valid {what} ID"))
+    }
+
+    pub fn invalid_id_prefix(what: &str, prefix: &str, id: &str) -> Self {
+        Self::new(
+            ErrorCode::InvalidIdPrefix,
+            format!("{id:?} is not a {what} ID (they start with \"{prefix}-\")"),
+        )
+    }
+
+    /// Not found. Also the answer for another account's resource, so the two
+    /// cases are indistinguishable.
+    pub fn not_found(code: ErrorCode, what: &str, id: &str) -> Self {
+        Self::new(code, format!("the {what} {id} does not exist"))
+    }
+
+    pub fn invalid_state(code: ErrorCode, details: impl Into<String>) -> Self {
+        Self::new(code, details)
+    }
+}
+
+impl fmt::Display for ApiError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {}: {}", self.code.code(), self.code.kind(), self.details)?;
+        if let Some(internal) = &self.internal {
+            write!(f, " ({internal})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ApiError {}
+
+/// The JSON body of an error answer, as the OSC spec's `ErrorResponse`.
+pub fn error_body(err: &ApiError, request_id: &str) -> serde_json::Value {
+    serde_json::json!({
+        "Errors": [{ "Code": err.code.code(), "Type": err.code.kind(), "Details": err.details }],
+        "ResponseContext": { "RequestId": request_id },
+    })
+}
