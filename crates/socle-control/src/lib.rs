@@ -1,0 +1,84 @@
+//! Socle's control plane.
+//!
+//! [`Cloud`] owns the state store, the sealing key and the host agent, and
+//! answers OSC operations ([`Cloud::call`]) for an already authenticated
+//! caller. The HTTP layer (socle-api) authenticates and shapes replies; the
+//! [`reconciler`] moves VMs on the host towards what users asked for.
+
+pub mod config;
+mod dispatch;
+pub mod identity;
+mod ops;
+mod paging;
+pub mod reconciler;
+pub mod secrets;
+pub mod startup;
+
+use std::sync::Arc;
+
+use socle_agent::Agent;
+use socle_store::Store;
+use socle_types::ids::AccountId;
+use socle_types::ApiError;
+
+pub use config::CloudConfig;
+pub use socle_store::now_iso;
+
+/// Who is calling: resolved by authentication, checked by every operation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    pub account_id: AccountId,
+    /// The access key used, when the call was signed (for audit and logs).
+    pub access_key_id: Option<String>,
+}
+
+pub struct Cloud {
+    pub config: CloudConfig,
+    pub store: Store,
+    pub secrets: secrets::SecretBox,
+    pub agent: Agent,
+    /// Wakes the reconciler after an operation changed what users want.
+    pub(crate) wake: tokio::sync::Notify,
+}
+
+impl Cloud {
+    pub fn new(config: CloudConfig, store: Store, secrets: secrets::SecretBox, agent: Agent) -> Arc<Cloud> {
+        Arc::new(Cloud { config, store, secrets, agent, wake: tokio::sync::Notify::new() })
+    }
+
+    /// Runs one OSC operation for `caller` (None for the operations that
+    /// need no authentication). `body` is the request's JSON object.
+    pub async fn call(
+        self: &Arc<Self>,
+        caller: Option<&Caller>,
+        operation: &str,
+        body: serde_json::Value,
+    ) -> Result<serde_json::Value, ApiError> {
+        dispatch::call(self, caller, operation, body).await
+    }
+
+    pub(crate) fn wake_reconciler(&self) {
+        self.wake.notify_one();
+    }
+}
+
+/// Storage failures are internal errors: the user cannot fix them.
+pub(crate) fn db_err(e: socle_store::StoreError) -> ApiError {
+    ApiError::internal(e.to_string())
+}
+
+/// Operations that answer without authentication, as on Outscale (osc-cli
+/// sends them unsigned).
+pub fn is_anonymous_operation(operation: &str) -> bool {
+    matches!(
+        operation,
+        "ReadRegions"
+            | "ReadVmTypes"
+            | "ReadPublicIpRanges"
+            | "ReadLocations"
+            | "ReadProductTypes"
+            | "ReadPublicCatalog"
+            | "ReadFlexibleGpuCatalog"
+            | "ReadNetAccessPointServices"
+    )
+}

@@ -116,3 +116,23 @@ pub(crate) fn test_store() -> Store {
     std::mem::forget(dir);
     store
 }
+
+/// Begins a write transaction. IMMEDIATE takes SQLite's write lock at once,
+/// so two writers (say the server and `socle account create`) never
+/// deadlock upgrading a read lock, and check-then-write sequences inside are
+/// atomic.
+pub fn begin(conn: &mut Connection) -> Result<Transaction<'_>> {
+    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+}
+
+pub fn commit(tx: Transaction<'_>) -> Result<()> {
+    Ok(tx.commit()?)
+}
+
+/// A storage failure is an internal error to API callers: they cannot fix it,
+/// the operator finds the cause in the log.
+impl From<StoreError> for socle_types::ApiError {
+    fn from(e: StoreError) -> Self {
+        socle_types::ApiError::internal(e.to_string())
+    }
+}

@@ -197,15 +197,18 @@ pub fn set_lifecycle(conn: &Connection, id: &VmId, state: &str, desired: &str, f
     Ok(())
 }
 
-/// Records what the host did. `terminated_at` is set when reaching `terminated`.
-pub fn set_state(conn: &Connection, id: &VmId, state: &str, reason: &str, now: &str) -> Result<()> {
-    conn.execute(
-        "UPDATE vms SET state = ?2, state_reason = ?3,
-                terminated_at = CASE WHEN ?2 = 'terminated' THEN ?4 ELSE terminated_at END
-         WHERE vm_id = ?1",
-        params![id.as_str(), state, reason, now],
+/// Records what the host did, provided the user's wish is still `acted_on`:
+/// if the user changed their mind while the host worked, the state is left
+/// for the next reconciler pass rather than overwritten with a stale result.
+/// Returns whether the row changed. `terminated_at` is set on `terminated`.
+pub fn set_state(conn: &Connection, id: &VmId, acted_on: &str, state: &str, reason: &str, now: &str) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE vms SET state = ?3, state_reason = ?4,
+                terminated_at = CASE WHEN ?3 = 'terminated' THEN ?5 ELSE terminated_at END
+         WHERE vm_id = ?1 AND desired = ?2",
+        params![id.as_str(), acted_on, state, reason, now],
     )?;
-    Ok(())
+    Ok(n == 1)
 }
 
 /// A guest that powered itself off: both state and wish become `stopped`,
@@ -219,16 +222,23 @@ pub fn mark_guest_stopped(conn: &Connection, id: &VmId) -> Result<()> {
     Ok(())
 }
 
-pub fn set_type(conn: &Connection, id: &VmId, vm_type: &str, vcpus: i64, memory_mib: i64, perf: &str) -> Result<()> {
+/// Saves the user-changeable settings of a VM (UpdateVm).
+pub fn update_settings(conn: &Connection, vm: &VmRow) -> Result<()> {
     conn.execute(
-        "UPDATE vms SET vm_type = ?2, vcpus = ?3, memory_mib = ?4, performance = ?5 WHERE vm_id = ?1",
-        params![id.as_str(), vm_type, vcpus, memory_mib, perf],
+        "UPDATE vms SET vm_type = ?2, vcpus = ?3, memory_mib = ?4, performance = ?5, keypair_name = ?6,
+                user_data = ?7, deletion_protection = ?8
+         WHERE vm_id = ?1",
+        params![
+            vm.vm_id.as_str(),
+            vm.vm_type,
+            vm.vcpus,
+            vm.memory_mib,
+            vm.performance,
+            vm.keypair_name,
+            vm.user_data,
+            vm.deletion_protection
+        ],
     )?;
-    Ok(())
-}
-
-pub fn set_deletion_protection(conn: &Connection, id: &VmId, on: bool) -> Result<()> {
-    conn.execute("UPDATE vms SET deletion_protection = ?2 WHERE vm_id = ?1", params![id.as_str(), on])?;
     Ok(())
 }
 
@@ -285,12 +295,6 @@ pub fn put_client_token(
     Ok(())
 }
 
-/// The next launch number of a reservation-less counter per account
-/// (Outscale's `LaunchNumber` is the index of a VM within its CreateVms call).
-pub fn count_all(conn: &Connection) -> Result<i64> {
-    Ok(conn.query_row("SELECT COUNT(*) FROM vms", [], |r| r.get(0))?)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,7 +340,8 @@ mod tests {
                 assert_eq!(insert_within_quota(&tx, &id, &quotas, &[vm(&id, 1)])?, Err(QuotaExceeded::Vms { max: 2, used: 2 }));
                 drop(tx);
                 let first = list(conn, &id)?.remove(0);
-                set_state(conn, &first.vm_id, "terminated", "", &crate::now_iso())?;
+                set_lifecycle(conn, &first.vm_id, "shutting-down", "terminated", false)?;
+                assert!(set_state(conn, &first.vm_id, "terminated", "terminated", "", &crate::now_iso())?);
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 assert_eq!(insert_within_quota(&tx, &id, &quotas, &[vm(&id, 3)])?, Err(QuotaExceeded::Vcpus { max: 3, used: 1 }));
                 assert_eq!(insert_within_quota(&tx, &id, &quotas, &[vm(&id, 1)])?, Ok(()));

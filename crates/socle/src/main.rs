@@ -1,1 +1,69 @@
-fn main() {}
+//! `socle`: one binary for the whole cloud.
+//!
+//! - `socle up`: an all-in-one cloud on this machine (API, host agent, SQLite).
+//! - `socle account …`: admin commands working on a data dir.
+//! - `socle vm …`, `socle api …`: a client of any Socle (or Outscale) endpoint.
+
+mod client;
+mod cli_account;
+mod cli_vm;
+mod up;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "socle", version, about = "Socle — a sovereign IaaS cloud with an OUTSCALE-compatible API")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// Where a cloud keeps its state: `--data-dir`, else `$SOCLE_DATA_DIR`, else
+/// `~/.local/share/socle`.
+#[derive(clap::Args, Clone)]
+pub struct DataDirArg {
+    #[arg(long, env = "SOCLE_DATA_DIR")]
+    pub data_dir: Option<PathBuf>,
+}
+
+impl DataDirArg {
+    pub fn resolve(&self) -> PathBuf {
+        self.data_dir.clone().unwrap_or_else(|| {
+            let home = std::env::var_os("HOME").map(PathBuf::from).unwrap_or_else(|| PathBuf::from("/var/lib"));
+            home.join(".local/share/socle")
+        })
+    }
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run an all-in-one cloud on this machine, in the foreground.
+    Up(up::UpArgs),
+    /// Manage accounts of a local cloud (works on its data dir).
+    #[command(subcommand)]
+    Account(cli_account::AccountCommand),
+    /// Manage your virtual machines.
+    #[command(subcommand)]
+    Vm(cli_vm::VmCommand),
+    /// Call any API operation: `socle api ReadVms '{"Filters":{"VmStateNames":["running"]}}'`.
+    Api(cli_vm::ApiArgs),
+}
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Up(args) => up::run(args),
+        Command::Account(cmd) => cli_account::run(cmd),
+        Command::Vm(cmd) => cli_vm::run_vm(cmd),
+        Command::Api(args) => cli_vm::run_api(args),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}

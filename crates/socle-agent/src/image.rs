@@ -1,0 +1,485 @@
+//! The "socle-tiny" guest image: a Debian cloud kernel, a busybox initramfs
+//! and an empty base qcow2 disk.
+//!
+//! Everything comes from Debian packages fetched with `apt-get download` and
+//! unpacked with `dpkg-deb -x`, so nothing is installed on the host:
+//!   * kernel: the `linux-image-*-cloud-amd64` package that the metapackage
+//!     `linux-image-cloud-amd64` depends on (bzImage + the few modules we need);
+//!   * userland: the static busybox binary of `busybox-static`.
+//!
+//! The initramfs is written by [`crate::cpio`] (deterministic, no root needed).
+//! Builds happen in a temporary directory inside the cache and are renamed into
+//! place, so concurrent builders (threads or processes) never see half an
+//! image; the loser of the race discards its copy. The cache directory name is
+//! a hash of this recipe (guest scripts, module list, recipe version): a
+//! complete directory is reused as is, without asking apt anything.
+
+use std::collections::{BTreeSet, HashMap};
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use tokio::process::Command;
+
+use crate::cpio::CpioWriter;
+use crate::error::AgentError;
+use crate::util::{fnv1a64, run};
+
+/// Bump when the build procedure changes in a way the hash below cannot see.
+const RECIPE_VERSION: &str = "socle-tiny/1";
+const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
+const BUSYBOX_PACKAGE: &str = "busybox-static";
+/// Virtual size of the empty base disk.
+const BASE_DISK_SIZE: &str = "1G";
+
+const GUEST_INIT: &str = include_str!("guest/init.sh");
+const GUEST_INITTAB: &str = include_str!("guest/inittab");
+const GUEST_RCS: &str = include_str!("guest/rcS.sh");
+const GUEST_RCK: &str = include_str!("guest/rcK.sh");
+const GUEST_POWER_BUTTON: &str = include_str!("guest/power-button.sh");
+
+/// Modules the guest loads (their dependencies are added automatically and
+/// ordered first). `true` = required: the build fails if the kernel has it
+/// neither as a module nor built in.
+const MODULES: &[(&str, bool)] = &[
+    ("virtio_pci", true),   // virtio transport (pulls virtio_ring, virtio, ...)
+    ("virtio_blk", true),   // root disk
+    ("button", true),       // ACPI power button -> input event
+    ("evdev", true),        // /dev/input/event* for acpid
+    ("qemu_fw_cfg", false), // /sys/firmware/qemu_fw_cfg: vm-id and user-data
+    ("virtio_net", false),  // for the networking work to come
+];
+
+/// The three files a VM boots from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageFiles {
+    /// bzImage passed to `-kernel`.
+    pub kernel: PathBuf,
+    /// initramfs passed to `-initrd`.
+    pub initrd: PathBuf,
+    /// Base qcow2; each VM's root disk is an overlay backed by it.
+    pub disk: PathBuf,
+}
+
+/// Written last into a finished image directory; its presence means "complete".
+#[derive(Debug, Serialize, Deserialize)]
+struct Manifest {
+    name: String,
+    recipe: String,
+    kernel_package: String,
+    kernel_package_version: String,
+    kernel_release: String,
+    busybox_package_version: String,
+    modules: Vec<String>,
+    built_in_seconds: f64,
+}
+
+/// Name of the cache directory for the current recipe.
+fn cache_key() -> String {
+    let mut parts: Vec<&[u8]> = vec![
+        RECIPE_VERSION.as_bytes(),
+        GUEST_INIT.as_bytes(),
+        GUEST_INITTAB.as_bytes(),
+        GUEST_RCS.as_bytes(),
+        GUEST_RCK.as_bytes(),
+        GUEST_POWER_BUTTON.as_bytes(),
+        BASE_DISK_SIZE.as_bytes(),
+    ];
+    let mods: Vec<String> = MODULES.iter().map(|(m, r)| format!("{m}:{r}")).collect();
+    for m in &mods {
+        parts.push(m.as_bytes());
+    }
+    format!("socle-tiny-{:016x}", fnv1a64(&parts))
+}
+
+fn files_in(dir: &Path) -> ImageFiles {
+    ImageFiles {
+        kernel: dir.join("vmlinuz"),
+        initrd: dir.join("initrd.cpio"),
+        disk: dir.join("base.qcow2"),
+    }
+}
+
+fn complete(dir: &Path) -> Option<ImageFiles> {
+    let f = files_in(dir);
+    (dir.join("manifest.json").is_file()
+        && f.kernel.is_file()
+        && f.initrd.is_file()
+        && f.disk.is_file())
+    .then_some(f)
+}
+
+/// Returns the cached socle-tiny image, building it first if needed.
+pub(crate) async fn build_or_reuse(
+    cache_dir: &Path,
+    qemu_img: &Path,
+) -> Result<ImageFiles, AgentError> {
+    let final_dir = cache_dir.join(cache_key());
+    if let Some(files) = complete(&final_dir) {
+        return Ok(files);
+    }
+    std::fs::create_dir_all(cache_dir)
+        .map_err(|e| AgentError::io("cannot create the image cache directory", cache_dir, e))?;
+    let started = Instant::now();
+    tracing::info!(dir = %final_dir.display(), "building the socle-tiny guest image");
+    let tmp = tempfile::Builder::new()
+        .prefix(".build-")
+        .tempdir_in(cache_dir)
+        .map_err(|e| AgentError::io("cannot create a build directory in", cache_dir, e))?;
+    let out = tmp.path().join("out");
+    build_into(tmp.path(), &out, qemu_img, started).await?;
+    match std::fs::rename(&out, &final_dir) {
+        Ok(()) => {}
+        Err(e) => {
+            // Someone else finished first: use their copy (ours goes with `tmp`).
+            if complete(&final_dir).is_none() {
+                return Err(AgentError::io(
+                    "cannot move the finished image to",
+                    &final_dir,
+                    e,
+                ));
+            }
+        }
+    }
+    tracing::info!(dir = %final_dir.display(), secs = started.elapsed().as_secs_f64(), "socle-tiny image ready");
+    complete(&final_dir).ok_or_else(|| {
+        AgentError::Image(format!(
+            "{} is incomplete after the build",
+            final_dir.display()
+        ))
+    })
+}
+
+async fn build_into(
+    work: &Path,
+    out: &Path,
+    qemu_img: &Path,
+    started: Instant,
+) -> Result<(), AgentError> {
+    let debs = work.join("debs");
+    for d in [&debs, out] {
+        std::fs::create_dir_all(d).map_err(|e| AgentError::io("cannot create", d, e))?;
+    }
+
+    // 1. Which versioned kernel package does the cloud metapackage point at?
+    let kernel_pkg = resolve_kernel_package().await?;
+
+    // 2. Download both packages (no install) and unpack them.
+    let mut cmd = Command::new("apt-get");
+    cmd.arg("download")
+        .arg(&kernel_pkg)
+        .arg(BUSYBOX_PACKAGE)
+        .current_dir(&debs);
+    run(cmd, Duration::from_secs(600))
+        .await
+        .map_err(|e| AgentError::AptDownload {
+            packages: format!("{kernel_pkg} and {BUSYBOX_PACKAGE}"),
+            detail: e.to_string(),
+        })?;
+    let kernel_deb = find_deb(&debs, &kernel_pkg)?;
+    let busybox_deb = find_deb(&debs, BUSYBOX_PACKAGE)?;
+    let kroot = work.join("kernel");
+    let broot = work.join("busybox");
+    for (deb, dir) in [(&kernel_deb, &kroot), (&busybox_deb, &broot)] {
+        let mut cmd = Command::new("dpkg-deb");
+        cmd.arg("-x").arg(deb).arg(dir);
+        run(cmd, Duration::from_secs(300)).await?;
+    }
+    let kernel_version = deb_field(&kernel_deb, "Version").await?;
+    let busybox_version = deb_field(&busybox_deb, "Version").await?;
+
+    // 3. Assemble kernel + initramfs (blocking file work).
+    let out2 = out.to_path_buf();
+    let (kernel_release, modules) =
+        tokio::task::spawn_blocking(move || assemble(&kroot, &broot, &out2))
+            .await
+            .map_err(|e| AgentError::Image(format!("image assembly task failed: {e}")))??;
+
+    // 4. The empty base disk.
+    let disk = out.join("base.qcow2");
+    let mut cmd = Command::new(qemu_img);
+    cmd.args(["create", "-q", "-f", "qcow2"])
+        .arg(&disk)
+        .arg(BASE_DISK_SIZE);
+    run(cmd, Duration::from_secs(60)).await?;
+
+    // Read-only: VMs only ever read these (their writes go to their overlay).
+    for f in ["vmlinuz", "initrd.cpio", "base.qcow2"] {
+        set_mode(&out.join(f), 0o444)?;
+    }
+    let manifest = Manifest {
+        name: "socle-tiny".into(),
+        recipe: cache_key(),
+        kernel_package: kernel_pkg,
+        kernel_package_version: kernel_version,
+        kernel_release,
+        busybox_package_version: busybox_version,
+        modules,
+        built_in_seconds: started.elapsed().as_secs_f64(),
+    };
+    let json = serde_json::to_vec_pretty(&manifest).expect("manifest serializes");
+    let path = out.join("manifest.json");
+    std::fs::write(&path, json).map_err(|e| AgentError::io("cannot write", &path, e))?;
+    Ok(())
+}
+
+async fn resolve_kernel_package() -> Result<String, AgentError> {
+    let mut cmd = Command::new("apt-cache");
+    cmd.arg("depends").arg(KERNEL_METAPACKAGE);
+    let out = run(cmd, Duration::from_secs(120))
+        .await
+        .map_err(|e| AgentError::AptDownload {
+            packages: KERNEL_METAPACKAGE.into(),
+            detail: e.to_string(),
+        })?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .filter_map(|l| l.trim().trim_start_matches('|').strip_prefix("Depends:"))
+        .map(str::trim)
+        .find(|p| {
+            p.strip_prefix("linux-image-")
+                .is_some_and(|rest| rest.starts_with(|c: char| c.is_ascii_digit()))
+        })
+        .map(str::to_string)
+        .ok_or_else(|| AgentError::AptDownload {
+            packages: KERNEL_METAPACKAGE.into(),
+            detail: format!(
+                "`apt-cache depends {KERNEL_METAPACKAGE}` names no linux-image-<version>-cloud-amd64 package (is the package list empty?); output: {}",
+                text.trim()
+            ),
+        })
+}
+
+fn find_deb(dir: &Path, package: &str) -> Result<PathBuf, AgentError> {
+    let prefix = format!("{package}_");
+    let rd = std::fs::read_dir(dir).map_err(|e| AgentError::io("cannot list", dir, e))?;
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if name.starts_with(&prefix) && name.ends_with(".deb") {
+            return Ok(entry.path());
+        }
+    }
+    Err(AgentError::AptDownload {
+        packages: package.into(),
+        detail: format!(
+            "apt-get download succeeded but left no {prefix}*.deb in {}",
+            dir.display()
+        ),
+    })
+}
+
+async fn deb_field(deb: &Path, field: &str) -> Result<String, AgentError> {
+    let mut cmd = Command::new("dpkg-deb");
+    cmd.arg("-f").arg(deb).arg(field);
+    let out = run(cmd, Duration::from_secs(60)).await?;
+    Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+}
+
+fn set_mode(path: &Path, mode: u32) -> Result<(), AgentError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| AgentError::io("cannot chmod", path, e))
+}
+
+/// Copies the kernel and writes the initramfs into `out`.
+/// Returns the kernel release and the module load order.
+fn assemble(kroot: &Path, broot: &Path, out: &Path) -> Result<(String, Vec<String>), AgentError> {
+    // Kernel: the package holds exactly one boot/vmlinuz-<release>.
+    let boot = kroot.join("boot");
+    let rd = std::fs::read_dir(&boot)
+        .map_err(|e| AgentError::io("kernel package has no boot directory:", &boot, e))?;
+    let mut vmlinuz = None;
+    for entry in rd.flatten() {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if let Some(rel) = name.strip_prefix("vmlinuz-") {
+            vmlinuz = Some((entry.path(), rel.to_string()));
+        }
+    }
+    let (vmlinuz, release) =
+        vmlinuz.ok_or_else(|| AgentError::Image(format!("no vmlinuz-* in {}", boot.display())))?;
+    let kernel_dst = out.join("vmlinuz");
+    std::fs::copy(&vmlinuz, &kernel_dst)
+        .map_err(|e| AgentError::io("cannot copy the kernel to", &kernel_dst, e))?;
+
+    // Modules: index the tree, then resolve dependencies.
+    let moddir = kroot.join("lib/modules").join(&release);
+    let mut index = HashMap::new();
+    index_modules(&moddir.join("kernel"), &mut index)?;
+    let builtin = read_builtin(&moddir.join("modules.builtin"));
+    let mut order = Vec::new();
+    let mut seen = BTreeSet::new();
+    for (name, required) in MODULES {
+        if index.contains_key(*name) {
+            add_with_deps(name, &index, &builtin, &mut seen, &mut order)?;
+        } else if builtin.contains(*name) {
+            tracing::debug!(module = name, "built into the kernel");
+        } else if *required {
+            return Err(AgentError::Image(format!(
+                "kernel {release} has module {name} neither as a .ko under {} nor built in",
+                moddir.display()
+            )));
+        } else {
+            tracing::warn!(module = name, kernel = %release, "optional module not available; the guest will run without it");
+        }
+    }
+
+    let busybox_path = broot.join("bin/busybox");
+    let busybox = std::fs::read(&busybox_path)
+        .map_err(|e| AgentError::io("busybox-static package has no usable", &busybox_path, e))?;
+
+    let mut w = CpioWriter::new();
+    for d in [
+        "bin",
+        "dev",
+        "etc",
+        "etc/init.d",
+        "etc/acpi",
+        "etc/acpi/PWRF",
+        "lib",
+        "lib/modules",
+        "proc",
+        "run",
+        "sys",
+        "var",
+        "var/log",
+    ] {
+        w.dir(d, 0o755);
+    }
+    w.dir("root", 0o700);
+    w.dir("tmp", 0o1777);
+    // The kernel opens /dev/console for PID 1 before anything is mounted.
+    w.char_dev("dev/console", 0o600, 5, 1);
+    w.file("bin/busybox", 0o755, &busybox);
+    w.symlink("bin/sh", "busybox");
+    w.file("init", 0o755, GUEST_INIT.as_bytes());
+    w.file("etc/inittab", 0o644, GUEST_INITTAB.as_bytes());
+    w.file("etc/init.d/rcS", 0o755, GUEST_RCS.as_bytes());
+    w.file("etc/init.d/rcK", 0o755, GUEST_RCK.as_bytes());
+    // busybox acpid maps KEY_POWER to "PWRF/00000080" under its config dir.
+    w.file(
+        "etc/acpi/PWRF/00000080",
+        0o755,
+        GUEST_POWER_BUTTON.as_bytes(),
+    );
+    let mut list = String::new();
+    for m in &order {
+        let src = &index[m.as_str()];
+        let data = std::fs::read(src).map_err(|e| AgentError::io("cannot read module", src, e))?;
+        w.file(&format!("lib/modules/{m}.ko"), 0o644, &data);
+        list.push_str(m);
+        list.push('\n');
+    }
+    w.file("etc/socle-modules", 0o644, list.as_bytes());
+    w.file(
+        "etc/socle-release",
+        0o644,
+        format!("socle-tiny {} kernel {release}\n", cache_key()).as_bytes(),
+    );
+    let initrd = out.join("initrd.cpio");
+    std::fs::write(&initrd, w.finish()).map_err(|e| AgentError::io("cannot write", &initrd, e))?;
+    Ok((release, order))
+}
+
+/// Maps module name (dashes normalised to underscores) → .ko path.
+fn index_modules(dir: &Path, index: &mut HashMap<String, PathBuf>) -> Result<(), AgentError> {
+    let rd = std::fs::read_dir(dir)
+        .map_err(|e| AgentError::io("cannot list kernel modules in", dir, e))?;
+    for entry in rd.flatten() {
+        let path = entry.path();
+        let ft = entry
+            .file_type()
+            .map_err(|e| AgentError::io("cannot stat", &path, e))?;
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if ft.is_dir() {
+            index_modules(&path, index)?;
+        } else if let Some(stem) = name.strip_suffix(".ko") {
+            index.insert(stem.replace('-', "_"), path);
+        } else if name.contains(".ko.") {
+            // .ko.xz / .ko.zst: busybox insmod cannot load them; say so if one is needed.
+            let stem = name
+                .split(".ko.")
+                .next()
+                .unwrap_or_default()
+                .replace('-', "_");
+            index.entry(stem).or_insert(path);
+        }
+    }
+    Ok(())
+}
+
+fn read_builtin(path: &Path) -> BTreeSet<String> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .filter_map(|l| l.rsplit('/').next())
+        .filter_map(|f| f.strip_suffix(".ko"))
+        .map(|s| s.replace('-', "_"))
+        .collect()
+}
+
+/// Depth-first: dependencies land in `order` before the module itself.
+fn add_with_deps(
+    name: &str,
+    index: &HashMap<String, PathBuf>,
+    builtin: &BTreeSet<String>,
+    seen: &mut BTreeSet<String>,
+    order: &mut Vec<String>,
+) -> Result<(), AgentError> {
+    if !seen.insert(name.to_string()) {
+        return Ok(());
+    }
+    let Some(path) = index.get(name) else {
+        if builtin.contains(name) {
+            return Ok(());
+        }
+        return Err(AgentError::Image(format!(
+            "module dependency {name} not found in the kernel package"
+        )));
+    };
+    if path.extension().is_some_and(|e| e != "ko") {
+        return Err(AgentError::Image(format!(
+            "module {} is compressed; the socle-tiny initramfs needs plain .ko files",
+            path.display()
+        )));
+    }
+    let data = std::fs::read(path).map_err(|e| AgentError::io("cannot read module", path, e))?;
+    for dep in module_depends(&data) {
+        add_with_deps(&dep, index, builtin, seen, order)?;
+    }
+    order.push(name.to_string());
+    Ok(())
+}
+
+/// The `depends=a,b` entry of a module's .modinfo section.
+fn module_depends(ko: &[u8]) -> Vec<String> {
+    const KEY: &[u8] = b"\0depends=";
+    let Some(pos) = ko.windows(KEY.len()).position(|w| w == KEY) else {
+        return Vec::new();
+    };
+    let rest = &ko[pos + KEY.len()..];
+    let end = rest.iter().position(|b| *b == 0).unwrap_or(rest.len());
+    String::from_utf8_lossy(&rest[..end])
+        .split(',')
+        .map(|s| s.trim().replace('-', "_"))
+        .filter(|s| !s.is_empty())
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn depends_parsing() {
+        let ko = b"junk\0license=GPL\0depends=virtio_ring,virtio\0name=x\0";
+        assert_eq!(module_depends(ko), vec!["virtio_ring", "virtio"]);
+        assert!(module_depends(b"\0depends=\0").is_empty());
+        assert!(module_depends(b"nothing").is_empty());
+    }
+
+    #[test]
+    fn cache_key_is_stable_within_a_build() {
+        assert_eq!(cache_key(), cache_key());
+        assert!(cache_key().starts_with("socle-tiny-"));
+    }
+}

@@ -1,0 +1,131 @@
+//! Shared helpers for the real-QEMU integration tests.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use socle_agent::{AccelChoice, Agent, AgentConfig, ImageFiles, VmSpec};
+
+/// Fails the test (never skips it) when QEMU is not installed.
+pub fn require_qemu() {
+    for bin in ["qemu-system-x86_64", "qemu-img"] {
+        let ok = std::process::Command::new(bin)
+            .arg("--version")
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(
+            ok,
+            "`{bin}` is not installed or does not run: these tests boot real QEMU guests. \
+             Install it with scripts/install-agent-deps.sh (Debian: qemu-system-x86 + qemu-utils)."
+        );
+    }
+}
+
+/// Image cache shared by all test runs of this workspace (SOCLE_IMAGE_CACHE wins).
+pub fn image_cache() -> PathBuf {
+    match std::env::var_os("SOCLE_IMAGE_CACHE") {
+        Some(d) if !d.is_empty() => PathBuf::from(d),
+        _ => PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("socle-images"),
+    }
+}
+
+pub fn config(state_dir: &Path, accel: AccelChoice) -> AgentConfig {
+    let mut cfg = AgentConfig::new(state_dir);
+    cfg.accel = accel;
+    cfg.image_cache_dir = image_cache();
+    cfg
+}
+
+pub async fn tcg_agent(state_dir: &Path) -> Agent {
+    require_qemu();
+    Agent::new(config(state_dir, AccelChoice::Tcg))
+        .await
+        .expect("Agent::new")
+}
+
+pub fn spec(vm_id: &str, image: &ImageFiles) -> VmSpec {
+    VmSpec {
+        vm_id: vm_id.to_string(),
+        vcpus: 1,
+        memory_mib: 256,
+        image: image.clone(),
+        user_data: None,
+        kernel_cmdline: None,
+    }
+}
+
+pub fn count(hay: &[u8], needle: &str) -> usize {
+    let n = needle.as_bytes();
+    hay.windows(n.len()).filter(|w| *w == n).count()
+}
+
+/// Waits until `marker` appears `times` times on the console; returns the wait.
+pub async fn wait_console(
+    agent: &Agent,
+    vm_id: &str,
+    marker: &str,
+    times: usize,
+    timeout: Duration,
+) -> Duration {
+    let started = Instant::now();
+    loop {
+        let out = agent
+            .console_output(vm_id, 1 << 20)
+            .expect("console_output");
+        if count(&out, marker) >= times {
+            return started.elapsed();
+        }
+        if started.elapsed() > timeout {
+            panic!(
+                "{vm_id}: {marker:?} x{times} not seen within {timeout:?}; console:\n{}",
+                String::from_utf8_lossy(&out)
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Kills every QEMU started under a state dir when dropped (also on panic),
+/// without relying on the agent.
+pub struct KillGuard {
+    pub state_dir: PathBuf,
+}
+
+impl KillGuard {
+    pub fn new(state_dir: &Path) -> Self {
+        KillGuard {
+            state_dir: std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf()),
+        }
+    }
+}
+
+/// Pids of live QEMU processes whose command line mentions `needle`.
+pub fn qemu_pids_mentioning(needle: &str) -> Vec<i32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+            continue;
+        };
+        let cmd = String::from_utf8_lossy(&cmd);
+        if cmd.contains("qemu-system") && cmd.contains(needle) {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+impl Drop for KillGuard {
+    fn drop(&mut self) {
+        let needle = self.state_dir.to_string_lossy().into_owned();
+        for pid in qemu_pids_mentioning(&needle) {
+            // SAFETY: plain kill(2).
+            unsafe {
+                libc::kill(pid, libc::SIGKILL);
+            }
+        }
+    }
+}

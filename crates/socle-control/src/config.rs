@@ -1,0 +1,44 @@
+//! Control-plane settings, with defaults that make `socle up` work as is.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Debug, Clone)]
+pub struct CloudConfig {
+    pub data_dir: PathBuf,
+    /// The region this cloud calls itself (`eu-west-2` by default, as the
+    /// official clients default to it).
+    pub region: String,
+    /// Subregion letters this host serves (`a` → `eu-west-2a`).
+    pub subregion_letters: Vec<char>,
+    /// The public API URL, ending in `/api/v1` (written to credentials.json).
+    pub endpoint: String,
+    /// How long a graceful (ACPI) stop may take before the VM is powered off.
+    pub stop_timeout: Duration,
+    /// How long terminated VMs stay visible in ReadVms.
+    pub terminated_retention: Duration,
+    /// Period of the reconciler's health pass over running VMs.
+    pub health_interval: Duration,
+}
+
+impl CloudConfig {
+    pub fn new(data_dir: PathBuf, endpoint: String) -> CloudConfig {
+        CloudConfig {
+            data_dir,
+            region: "eu-west-2".into(),
+            subregion_letters: vec!['a'],
+            endpoint,
+            stop_timeout: Duration::from_secs(30),
+            terminated_retention: Duration::from_secs(3600),
+            health_interval: Duration::from_secs(2),
+        }
+    }
+
+    pub fn subregions(&self) -> Vec<String> {
+        self.subregion_letters.iter().map(|l| format!("{}{}", self.region, l)).collect()
+    }
+
+    pub fn default_subregion(&self) -> String {
+        self.subregions().into_iter().next().expect("at least one subregion")
+    }
+}

@@ -1,0 +1,113 @@
+//! From an operation name and a JSON body to a typed handler and back.
+
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use socle_types::error::ErrorCode;
+use socle_types::osc::ALL_OPERATIONS;
+use socle_types::ApiError;
+
+use crate::ops;
+use crate::{Caller, Cloud};
+
+/// Turns serde's message into the OSC error a client expects, without the
+/// "at line 1 column 42" noise.
+pub fn parse_request<T: DeserializeOwned>(body: serde_json::Value) -> Result<T, ApiError> {
+    serde_json::from_value(body).map_err(|e| {
+        let msg = e.to_string();
+        let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
+        let code = if msg.starts_with("unknown field") {
+            ErrorCode::InvalidParameter
+        } else if msg.starts_with("missing field") {
+            ErrorCode::MissingParameter
+        } else if msg.starts_with("invalid type") || msg.starts_with("invalid value") {
+            ErrorCode::InvalidParameterType
+        } else {
+            ErrorCode::InvalidParameterValue
+        };
+        // serde says "field"; OSC users think in "parameters".
+        ApiError::new(code, msg.replacen("field", "parameter", 1))
+    })
+}
+
+fn to_json<T: Serialize>(v: T) -> Result<serde_json::Value, ApiError> {
+    serde_json::to_value(v).map_err(|e| ApiError::internal(e.to_string()))
+}
+
+fn require(caller: Option<&Caller>) -> Result<&Caller, ApiError> {
+    // The HTTP layer only passes None for anonymous operations; this guards
+    // against a routing mistake ever running a scoped operation unscoped.
+    caller.ok_or_else(|| ApiError::new(ErrorCode::AccessDenied, "this operation requires a signed request"))
+}
+
+macro_rules! operations {
+    ($cloud:ident, $caller:ident, $op:ident, $body:ident;
+     anonymous { $($aname:literal => $ahandler:path),* $(,)? }
+     scoped { $($name:literal => $handler:path),* $(,)? }) => {
+        match $op {
+            $($aname => to_json($ahandler($cloud, parse_request($body)?).await?),)*
+            $($name => to_json($handler($cloud, require($caller)?, parse_request($body)?).await?),)*
+            other if ALL_OPERATIONS.contains(&other) => Err(ApiError::new(
+                ErrorCode::NoSuchOperation,
+                format!("the operation {other} is part of the OSC API but not implemented by this Socle version"),
+            )),
+            other => Err(ApiError::new(ErrorCode::NoSuchOperation, format!("there is no operation named {other:?}"))),
+        }
+    };
+}
+
+pub async fn call(
+    cloud: &Arc<Cloud>,
+    caller: Option<&Caller>,
+    op: &str,
+    body: serde_json::Value,
+) -> Result<serde_json::Value, ApiError> {
+    operations!(cloud, caller, op, body;
+        anonymous {
+            "ReadRegions" => ops::catalog::read_regions,
+            "ReadVmTypes" => ops::catalog::read_vm_types,
+        }
+        scoped {
+            "ReadSubregions" => ops::catalog::read_subregions,
+            "ReadImages" => ops::images::read_images,
+            "CreateKeypair" => ops::keypairs::create_keypair,
+            "ReadKeypairs" => ops::keypairs::read_keypairs,
+            "DeleteKeypair" => ops::keypairs::delete_keypair,
+            "CreateTags" => ops::tags::create_tags,
+            "ReadTags" => ops::tags::read_tags,
+            "DeleteTags" => ops::tags::delete_tags,
+            "CreateAccessKey" => ops::access_keys::create_access_key,
+            "ReadAccessKeys" => ops::access_keys::read_access_keys,
+            "UpdateAccessKey" => ops::access_keys::update_access_key,
+            "DeleteAccessKey" => ops::access_keys::delete_access_key,
+            "ReadQuotas" => ops::quotas::read_quotas,
+            "CreateVms" => ops::vms::create_vms,
+            "ReadVms" => ops::vms::read_vms,
+            "ReadVmsState" => ops::vms::read_vms_state,
+            "StartVms" => ops::vm_lifecycle::start_vms,
+            "StopVms" => ops::vm_lifecycle::stop_vms,
+            "RebootVms" => ops::vm_lifecycle::reboot_vms,
+            "DeleteVms" => ops::vm_lifecycle::delete_vms,
+            "UpdateVm" => ops::vms::update_vm,
+            "ReadConsoleOutput" => ops::vms::read_console_output,
+        }
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use socle_types::osc::CreateKeypairRequest;
+
+    #[test]
+    fn serde_errors_map_to_osc_codes() {
+        let e = parse_request::<CreateKeypairRequest>(serde_json::json!({})).unwrap_err();
+        assert_eq!((e.code(), e.details.as_str()), ("7000", "missing parameter `KeypairName`"));
+        let e = parse_request::<CreateKeypairRequest>(serde_json::json!({"KeypairName": "k", "Nope": 1})).unwrap_err();
+        assert_eq!(e.code(), "4045");
+        assert!(e.details.contains("Nope"), "{}", e.details);
+        let e = parse_request::<CreateKeypairRequest>(serde_json::json!({"KeypairName": 5})).unwrap_err();
+        assert_eq!(e.code(), "4108");
+    }
+}

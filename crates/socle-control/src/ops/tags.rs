@@ -1,0 +1,152 @@
+//! Tags on the caller's resources.
+
+use std::sync::Arc;
+
+use socle_store::tags::{self as tag_store, TagRow, MAX_TAGS_PER_RESOURCE};
+use socle_store::{images as image_store, keypairs as keypair_store, vms as vm_store, Connection};
+use socle_types::error::ErrorCode;
+use socle_types::ids::{AccountId, ImageId, KeypairId, VmId};
+use socle_types::osc::*;
+use socle_types::ApiError;
+
+use super::is_dry_run;
+use crate::paging::{matches, paginate, reject_unsupported_filters};
+use crate::{db_err, Caller, Cloud};
+
+/// Checks that `id` names a resource of `account` and returns its OSC
+/// resource type. Absent and foreign resources give the same error.
+fn owned_resource_type(conn: &Connection, account: &AccountId, id: &str) -> Result<&'static str, ApiError> {
+    let not_found = || ApiError::not_found(ErrorCode::NoSuchResource, "resource", id);
+    let prefix = id.split('-').next().unwrap_or("");
+    let found = match prefix {
+        "i" => vm_store::get(conn, account, &VmId::parse(id)?).map_err(db_err)?.map(|_| "instance"),
+        "key" => keypair_store::get(conn, account, &KeypairId::parse(id)?).map_err(db_err)?.map(|_| "keypair"),
+        "ami" => image_store::get_visible(conn, account, &ImageId::parse(id)?)
+            .map_err(db_err)?
+            .filter(|i| i.account_id == *account)
+            .map(|_| "image"),
+        _ => {
+            return Err(ApiError::new(
+                ErrorCode::InvalidIdPrefix,
+                format!("{id:?} is not the ID of a taggable resource (VM, image or keypair)"),
+            ))
+        }
+    };
+    found.ok_or_else(not_found)
+}
+
+fn validate_tag(tag: &ResourceTag) -> Result<(), ApiError> {
+    if tag.key.is_empty() || tag.key.len() > 255 {
+        return Err(ApiError::new(ErrorCode::InvalidParameterValueLength, "a tag Key must be 1 to 255 characters"));
+    }
+    if tag.key.starts_with("osc:") || tag.key.starts_with("aws:") {
+        return Err(ApiError::invalid_value("tag keys starting with osc: or aws: are reserved"));
+    }
+    if tag.value.len() > 255 {
+        return Err(ApiError::new(ErrorCode::InvalidParameterValueLength, "a tag Value must be at most 255 characters"));
+    }
+    Ok(())
+}
+
+fn require_non_empty<T>(list: &[T], name: &str) -> Result<(), ApiError> {
+    if list.is_empty() {
+        return Err(ApiError::missing(name));
+    }
+    Ok(())
+}
+
+pub async fn create_tags(cloud: &Arc<Cloud>, caller: &Caller, req: CreateTagsRequest) -> Result<CreateTagsResponse, ApiError> {
+    require_non_empty(&req.resource_ids, "ResourceIds")?;
+    require_non_empty(&req.tags, "Tags")?;
+    req.tags.iter().try_for_each(validate_tag)?;
+    let account = caller.account_id.clone();
+    let dry_run = is_dry_run(req.dry_run);
+    cloud
+        .store
+        .run(move |conn| -> Result<(), ApiError> {
+            let tx = socle_store::begin(conn).map_err(db_err)?;
+            for id in &req.resource_ids {
+                let resource_type = owned_resource_type(&tx, &account, id)?;
+                for tag in &req.tags {
+                    let row = TagRow {
+                        resource_id: id.clone(),
+                        resource_type: resource_type.into(),
+                        key: tag.key.clone(),
+                        value: tag.value.clone(),
+                    };
+                    tag_store::upsert(&tx, &account, &row).map_err(db_err)?;
+                }
+                if tag_store::count_for_resource(&tx, id).map_err(db_err)? > MAX_TAGS_PER_RESOURCE {
+                    return Err(ApiError::new(
+                        ErrorCode::TooManyTags,
+                        format!("{id} would have more than {MAX_TAGS_PER_RESOURCE} tags"),
+                    ));
+                }
+            }
+            if dry_run {
+                return Ok(()); // dropping the transaction rolls it back
+            }
+            socle_store::commit(tx).map_err(db_err)
+        })
+        .await?;
+    Ok(CreateTagsResponse::default())
+}
+
+pub async fn delete_tags(cloud: &Arc<Cloud>, caller: &Caller, req: DeleteTagsRequest) -> Result<DeleteTagsResponse, ApiError> {
+    require_non_empty(&req.resource_ids, "ResourceIds")?;
+    require_non_empty(&req.tags, "Tags")?;
+    let account = caller.account_id.clone();
+    let dry_run = is_dry_run(req.dry_run);
+    cloud
+        .store
+        .run(move |conn| -> Result<(), ApiError> {
+            let tx = socle_store::begin(conn).map_err(db_err)?;
+            for id in &req.resource_ids {
+                owned_resource_type(&tx, &account, id)?;
+                for tag in &req.tags {
+                    // An empty Value means "whatever the value" (the spec makes Value required).
+                    let value = (!tag.value.is_empty()).then_some(tag.value.as_str());
+                    tag_store::delete(&tx, &account, id, &tag.key, value).map_err(db_err)?;
+                }
+            }
+            if dry_run {
+                return Ok(());
+            }
+            socle_store::commit(tx).map_err(db_err)
+        })
+        .await?;
+    Ok(DeleteTagsResponse::default())
+}
+
+pub async fn read_tags(cloud: &Arc<Cloud>, caller: &Caller, req: ReadTagsRequest) -> Result<ReadTagsResponse, ApiError> {
+    reject_unsupported_filters(&req.filters, &["Keys", "Values", "ResourceIds", "ResourceTypes"])?;
+    let f = req.filters.unwrap_or_default();
+    let account = caller.account_id.clone();
+    let rows = cloud.store.run(move |conn| tag_store::list(conn, &account).map_err(db_err)).await?;
+    let items: Vec<TagRow> = rows
+        .into_iter()
+        .filter(|t| {
+            matches(&f.keys, &t.key)
+                && matches(&f.values, &t.value)
+                && matches(&f.resource_ids, &t.resource_id)
+                && matches(&f.resource_types, &t.resource_type)
+        })
+        .collect();
+    let (page, next) = paginate(items, req.next_page_token.as_deref(), req.results_per_page, |t| {
+        format!("{}|{}", t.resource_id, t.key)
+    })?;
+    Ok(ReadTagsResponse {
+        tags: Some(
+            page.into_iter()
+                .map(|t| Tag {
+                    key: Some(t.key),
+                    value: Some(t.value),
+                    resource_id: Some(t.resource_id),
+                    resource_type: Some(t.resource_type),
+                })
+                .collect(),
+        ),
+        next_page_token: next,
+        ..Default::default()
+    })
+}

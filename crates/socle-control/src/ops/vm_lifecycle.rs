@@ -1,0 +1,166 @@
+//! StartVms, StopVms, RebootVms, DeleteVms.
+//!
+//! These record the user's wish (`desired`) and the transitional state in
+//! one transaction, then wake the reconciler, which does the host work. All
+//! IDs are checked before anything changes: one unknown ID fails the whole
+//! call and changes nothing.
+
+use std::sync::Arc;
+
+use socle_store::vms::{self as vm_store, VmRow};
+use socle_types::error::ErrorCode;
+use socle_types::ids::VmId;
+use socle_types::osc::*;
+use socle_types::ApiError;
+
+use super::is_dry_run;
+use super::vms::vm_not_found;
+use crate::{db_err, Caller, Cloud};
+
+/// What a lifecycle call does to one VM in a given state.
+enum Transition {
+    /// Nothing to do (already there or on the way).
+    Stay,
+    /// New (state, desired, force_stop).
+    To(&'static str, &'static str, bool),
+}
+
+fn parse_ids(ids: &[String]) -> Result<Vec<VmId>, ApiError> {
+    if ids.is_empty() {
+        return Err(ApiError::missing("VmIds"));
+    }
+    let mut out: Vec<VmId> = ids.iter().map(|s| VmId::parse(s)).collect::<Result<_, _>>()?;
+    out.dedup();
+    Ok(out)
+}
+
+/// Applies `decide` to every VM in one transaction and reports each VM's
+/// previous and current state.
+async fn transition(
+    cloud: &Arc<Cloud>,
+    caller: &Caller,
+    ids: &[String],
+    dry_run: Option<bool>,
+    decide: fn(&VmRow) -> Result<Transition, ApiError>,
+) -> Result<Vec<VmState>, ApiError> {
+    let ids = parse_ids(ids)?;
+    let account = caller.account_id.clone();
+    let dry_run = is_dry_run(dry_run);
+    let states = cloud
+        .store
+        .run(move |conn| -> Result<Vec<VmState>, ApiError> {
+            let tx = socle_store::begin(conn).map_err(db_err)?;
+            let mut vms = vec![];
+            for id in &ids {
+                vms.push(vm_store::get(&tx, &account, id).map_err(db_err)?.ok_or_else(|| vm_not_found(id.as_str()))?);
+            }
+            let mut plans = vec![];
+            for vm in &vms {
+                plans.push(decide(vm)?);
+            }
+            let mut out = vec![];
+            for (vm, plan) in vms.iter().zip(plans) {
+                let current = match plan {
+                    Transition::Stay => vm.state.clone(),
+                    Transition::To(state, desired, force) => {
+                        vm_store::set_lifecycle(&tx, &vm.vm_id, state, desired, force).map_err(db_err)?;
+                        state.to_string()
+                    }
+                };
+                out.push(VmState {
+                    vm_id: Some(vm.vm_id.to_string()),
+                    previous_state: Some(vm.state.clone()),
+                    current_state: Some(current),
+                });
+            }
+            if dry_run {
+                return Ok(vec![]);
+            }
+            socle_store::commit(tx).map_err(db_err)?;
+            Ok(out)
+        })
+        .await?;
+    cloud.wake_reconciler();
+    Ok(states)
+}
+
+fn gone(vm: &VmRow) -> ApiError {
+    ApiError::new(ErrorCode::InvalidVmState, format!("the VM {} is {}", vm.vm_id, vm.state))
+}
+
+pub async fn start_vms(cloud: &Arc<Cloud>, caller: &Caller, req: StartVmsRequest) -> Result<StartVmsResponse, ApiError> {
+    let vms = transition(cloud, caller, &req.vm_ids, req.dry_run, |vm| match vm.state.as_str() {
+        "pending" | "running" => Ok(Transition::Stay),
+        "stopped" | "stopping" => Ok(Transition::To("pending", "running", false)),
+        _ => Err(gone(vm)),
+    })
+    .await?;
+    Ok(StartVmsResponse { vms: Some(vms), ..Default::default() })
+}
+
+fn stop(vm: &VmRow, force: bool) -> Result<Transition, ApiError> {
+    match vm.state.as_str() {
+        "stopped" => Ok(Transition::Stay),
+        "stopping" if !force || vm.force_stop => Ok(Transition::Stay),
+        "pending" | "running" | "stopping" => Ok(Transition::To("stopping", "stopped", force)),
+        _ => Err(gone(vm)),
+    }
+}
+
+pub async fn stop_vms(cloud: &Arc<Cloud>, caller: &Caller, req: StopVmsRequest) -> Result<StopVmsResponse, ApiError> {
+    let vms = if req.force_stop == Some(true) {
+        transition(cloud, caller, &req.vm_ids, req.dry_run, |vm| stop(vm, true)).await?
+    } else {
+        transition(cloud, caller, &req.vm_ids, req.dry_run, |vm| stop(vm, false)).await?
+    };
+    Ok(StopVmsResponse { vms: Some(vms), ..Default::default() })
+}
+
+pub async fn delete_vms(cloud: &Arc<Cloud>, caller: &Caller, req: DeleteVmsRequest) -> Result<DeleteVmsResponse, ApiError> {
+    let vms = transition(cloud, caller, &req.vm_ids, req.dry_run, |vm| {
+        if vm.deletion_protection {
+            return Err(ApiError::new(
+                ErrorCode::ResourceConflict,
+                format!("the VM {} has DeletionProtection; turn it off with UpdateVm first", vm.vm_id),
+            ));
+        }
+        match vm.state.as_str() {
+            "shutting-down" | "terminated" => Ok(Transition::Stay),
+            _ => Ok(Transition::To("shutting-down", "terminated", true)),
+        }
+    })
+    .await?;
+    Ok(DeleteVmsResponse { vms: Some(vms), ..Default::default() })
+}
+
+pub async fn reboot_vms(cloud: &Arc<Cloud>, caller: &Caller, req: RebootVmsRequest) -> Result<RebootVmsResponse, ApiError> {
+    let ids = parse_ids(&req.vm_ids)?;
+    let account = caller.account_id.clone();
+    let lookup = ids.clone();
+    let vms = cloud
+        .store
+        .run(move |conn| -> Result<Vec<VmRow>, ApiError> {
+            lookup
+                .iter()
+                .map(|id| vm_store::get(conn, &account, id).map_err(db_err)?.ok_or_else(|| vm_not_found(id.as_str())))
+                .collect()
+        })
+        .await?;
+    if let Some(vm) = vms.iter().find(|vm| vm.state != "running") {
+        return Err(ApiError::new(
+            ErrorCode::InvalidVmState,
+            format!("the VM {} is {}; only running VMs can be rebooted", vm.vm_id, vm.state),
+        ));
+    }
+    if is_dry_run(req.dry_run) {
+        return Ok(RebootVmsResponse::default());
+    }
+    for vm in &vms {
+        cloud
+            .agent
+            .reboot_vm(vm.vm_id.as_str())
+            .await
+            .map_err(|e| ApiError::internal(format!("reboot {}: {e}", vm.vm_id)))?;
+    }
+    Ok(RebootVmsResponse::default())
+}

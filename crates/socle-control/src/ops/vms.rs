@@ -1,0 +1,470 @@
+//! VM creation, reading, updating and console.
+
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use sha2::{Digest, Sha256};
+use socle_store::vms::{self as vm_store, ClientTokenRecord, QuotaExceeded, VmRow};
+use socle_store::{accounts, images as image_store, keypairs as keypair_store, now_iso};
+use socle_types::error::ErrorCode;
+use socle_types::ids::{ImageId, ReservationId, VmId};
+use socle_types::osc::*;
+use socle_types::vm_type::{parse_vm_type, VmShape, DEFAULT_VM_TYPE};
+use socle_types::ApiError;
+
+use super::{is_dry_run, resource_tags, tag_pairs};
+use crate::paging::{created_key, matches, paginate, reject_unsupported_fields, reject_unsupported_filters, tags_match};
+use crate::{db_err, Caller, Cloud};
+
+/// At most this many VMs per CreateVms call.
+const MAX_VMS_PER_CALL: i64 = 100;
+/// UserData limit (decoded), as on Outscale.
+const MAX_USER_DATA: usize = 500 * 1024;
+/// ReadConsoleOutput returns at most the last 64 KiB of the console.
+const CONSOLE_TAIL: usize = 64 * 1024;
+
+/// OSC state codes (as AWS): shown by ReadVms filters on VmStateCodes.
+pub(crate) fn state_code(state: &str) -> i64 {
+    match state {
+        "pending" => 0,
+        "running" => 16,
+        "shutting-down" => 32,
+        "terminated" => 48,
+        "stopping" => 64,
+        "stopped" => 80,
+        _ => -1,
+    }
+}
+
+pub(crate) fn vm_not_found(id: &str) -> ApiError {
+    ApiError::not_found(ErrorCode::NoSuchVm, "VM", id)
+}
+
+pub(crate) fn vm_view(row: &VmRow, tags: Vec<ResourceTag>) -> Vm {
+    Vm {
+        architecture: Some("x86_64".into()),
+        block_device_mappings: Some(vec![]),
+        boot_mode: Some("legacy".into()),
+        bsu_optimized: Some(false),
+        client_token: Some(row.client_token.clone().unwrap_or_default()),
+        creation_date: Some(row.created_at.clone()),
+        deletion_protection: Some(row.deletion_protection),
+        hypervisor: Some("kvm".into()),
+        image_id: Some(row.image_id.to_string()),
+        is_source_dest_checked: Some(true),
+        keypair_name: row.keypair_name.clone(),
+        launch_number: Some(row.launch_number),
+        nested_virtualization: Some(false),
+        nics: Some(vec![]),
+        os_family: Some(String::new()),
+        performance: Some(row.performance.clone()),
+        placement: Some(Placement { subregion_name: Some(row.subregion.clone()), tenancy: Some("default".into()) }),
+        product_codes: Some(vec!["0001".into()]),
+        reservation_id: Some(row.reservation_id.to_string()),
+        root_device_name: Some("/dev/sda1".into()),
+        root_device_type: Some("ebs".into()),
+        security_groups: Some(vec![]),
+        state: Some(row.state.clone()),
+        state_reason: Some(row.state_reason.clone()),
+        tags: Some(tags),
+        tpm_enabled: Some(false),
+        user_data: Some(row.user_data.clone()),
+        vm_id: Some(row.vm_id.to_string()),
+        vm_initiated_shutdown_behavior: Some("stop".into()),
+        vm_type: Some(row.vm_type.clone()),
+        ..Default::default()
+    }
+}
+
+fn performance_of(req: Option<&str>, shape: &VmShape) -> Result<String, ApiError> {
+    match req {
+        None => Ok(shape.performance_name().to_string()),
+        Some(p @ ("medium" | "high" | "highest")) => Ok(p.to_string()),
+        Some(p) => Err(ApiError::invalid_value(format!("Performance must be medium, high or highest, got {p:?}"))),
+    }
+}
+
+fn quota_error(q: QuotaExceeded, asked: i64) -> ApiError {
+    match q {
+        QuotaExceeded::Vms { max, used } => ApiError::new(
+            ErrorCode::TooManyVms,
+            format!("VM quota exceeded: {used} of {max} VMs in use, {asked} more requested"),
+        ),
+        QuotaExceeded::Vcpus { max, used } => ApiError::new(
+            ErrorCode::TooManyCores,
+            format!("vCPU quota exceeded: {used} of {max} vCPUs in use"),
+        ),
+        QuotaExceeded::Memory { max_mib, used_mib } => ApiError::new(
+            ErrorCode::TooMuchMemory,
+            format!("memory quota exceeded: {} of {} GiB in use", (used_mib + 1023) / 1024, max_mib / 1024),
+        ),
+    }
+}
+
+pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsRequest) -> Result<CreateVmsResponse, ApiError> {
+    reject_unsupported_fields(
+        &req,
+        &[
+            "BlockDeviceMappings",
+            "Nics",
+            "PrivateIps",
+            "SecurityGroupIds",
+            "SecurityGroups",
+            "SubnetId",
+            "ActionsOnNextBoot",
+            "ShutdownBehaviorConfiguration",
+        ],
+    )?;
+    if req.boot_mode.as_deref().is_some_and(|m| m != "legacy") {
+        return Err(ApiError::invalid_value("BootMode: only legacy boot is supported by this Socle version"));
+    }
+    if req.nested_virtualization == Some(true) || req.tpm_enabled == Some(true) {
+        return Err(ApiError::invalid_value("NestedVirtualization and TpmEnabled are not supported by this Socle version"));
+    }
+    if req.vm_initiated_shutdown_behavior.as_deref().is_some_and(|b| b != "stop") {
+        return Err(ApiError::invalid_value("VmInitiatedShutdownBehavior: only \"stop\" is supported"));
+    }
+    let image_id = ImageId::parse(&req.image_id)?;
+    let vm_type = req.vm_type.clone().unwrap_or_else(|| DEFAULT_VM_TYPE.to_string());
+    let shape = parse_vm_type(&vm_type)?;
+    let performance = performance_of(req.performance.as_deref(), &shape)?;
+    let min = req.min_vms_count.unwrap_or(1);
+    let max = req.max_vms_count.unwrap_or(min.max(1));
+    if min < 1 || max < min || max > MAX_VMS_PER_CALL {
+        return Err(ApiError::invalid_value(format!(
+            "need 1 <= MinVmsCount <= MaxVmsCount <= {MAX_VMS_PER_CALL}, got MinVmsCount={min}, MaxVmsCount={max}"
+        )));
+    }
+    let user_data = req.user_data.clone().unwrap_or_default();
+    let decoded = STANDARD
+        .decode(&user_data)
+        .map_err(|_| ApiError::invalid_value("UserData must be Base64-encoded"))?;
+    if decoded.len() > MAX_USER_DATA {
+        return Err(ApiError::invalid_value(format!("UserData is limited to {MAX_USER_DATA} bytes once decoded")));
+    }
+    let subregion = match req.placement.as_ref().and_then(|p| p.subregion_name.clone()) {
+        None => cloud.config.default_subregion(),
+        Some(s) if cloud.config.subregions().contains(&s) => s,
+        Some(s) => {
+            return Err(ApiError::invalid_value(format!(
+                "no subregion named {s:?}; this cloud has {}",
+                cloud.config.subregions().join(", ")
+            )))
+        }
+    };
+    if req.placement.as_ref().and_then(|p| p.tenancy.as_deref()).is_some_and(|t| t != "default") {
+        return Err(ApiError::invalid_value("Placement.Tenancy: only \"default\" is supported"));
+    }
+    if let Some(token) = &req.client_token {
+        if token.is_empty() || token.len() > 64 {
+            return Err(ApiError::invalid_value("ClientToken must be 1 to 64 characters"));
+        }
+    }
+    let request_hash = {
+        let mut canonical = req.clone();
+        canonical.dry_run = None;
+        hex::encode(Sha256::digest(serde_json::to_vec(&canonical).map_err(|e| ApiError::internal(e.to_string()))?))
+    };
+    let dry_run = is_dry_run(req.dry_run);
+    let account = caller.account_id.clone();
+    let rows = cloud
+        .store
+        .run(move |conn| -> Result<Vec<VmRow>, ApiError> {
+            let tx = socle_store::begin(conn).map_err(db_err)?;
+            if let Some(token) = &req.client_token {
+                if let Some(rec) = vm_store::get_client_token(&tx, &account, "CreateVms", token).map_err(db_err)? {
+                    if rec.request_hash != request_hash {
+                        return Err(ApiError::invalid_value(
+                            "this ClientToken was already used with different parameters",
+                        ));
+                    }
+                    let reservation = ReservationId::from_trusted(rec.result);
+                    return vm_store::list_by_reservation(&tx, &account, &reservation).map_err(db_err);
+                }
+            }
+            let acct = accounts::get(&tx, &account)
+                .map_err(db_err)?
+                .ok_or_else(|| ApiError::internal("authenticated account has no row"))?;
+            let image = image_store::get_visible(&tx, &account, &image_id)
+                .map_err(db_err)?
+                .ok_or_else(|| ApiError::not_found(ErrorCode::NoSuchImage, "image", image_id.as_str()))?;
+            if image.state != "available" {
+                return Err(ApiError::new(
+                    ErrorCode::InvalidResourceState,
+                    format!("the image {image_id} is {}, not available", image.state),
+                ));
+            }
+            if let Some(name) = &req.keypair_name {
+                if keypair_store::get_by_name(&tx, &account, name).map_err(db_err)?.is_none() {
+                    return Err(ApiError::not_found(ErrorCode::NoSuchKeypair, "keypair", name));
+                }
+            }
+            // Launch as many as fit between Min and Max (as Outscale does).
+            let used = vm_store::usage(&tx, &account).map_err(db_err)?;
+            let q = acct.quotas;
+            let fits = |n: i64| {
+                used.vms + n <= q.max_vms
+                    && used.vcpus + n * i64::from(shape.vcpus) <= q.max_vcpus
+                    && used.memory_mib + n * shape.memory_mib as i64 <= q.max_memory_mib
+            };
+            let count = (min..=max).rev().find(|&n| fits(n)).unwrap_or(min);
+            let reservation = ReservationId::generate();
+            let now = now_iso();
+            let boot = req.boot_on_creation != Some(false);
+            let rows: Vec<VmRow> = (0..count)
+                .map(|i| VmRow {
+                    vm_id: VmId::generate(),
+                    account_id: account.clone(),
+                    reservation_id: reservation.clone(),
+                    image_id: image_id.clone(),
+                    vm_type: vm_type.clone(),
+                    vcpus: i64::from(shape.vcpus),
+                    memory_mib: shape.memory_mib as i64,
+                    performance: performance.clone(),
+                    keypair_name: req.keypair_name.clone(),
+                    user_data: user_data.clone(),
+                    subregion: subregion.clone(),
+                    deletion_protection: req.deletion_protection.unwrap_or(false),
+                    client_token: req.client_token.clone(),
+                    launch_number: i,
+                    state: if boot { "pending" } else { "stopped" }.into(),
+                    desired: if boot { "running" } else { "stopped" }.into(),
+                    force_stop: false,
+                    state_reason: String::new(),
+                    created_at: now.clone(),
+                    terminated_at: None,
+                })
+                .collect();
+            vm_store::insert_within_quota(&tx, &account, &q, &rows)
+                .map_err(db_err)?
+                .map_err(|e| quota_error(e, count))?;
+            if let Some(token) = &req.client_token {
+                let rec = ClientTokenRecord { request_hash, result: reservation.to_string() };
+                vm_store::put_client_token(&tx, &account, "CreateVms", token, &rec, &now).map_err(db_err)?;
+            }
+            if dry_run {
+                return Ok(vec![]); // the transaction is dropped: nothing is written
+            }
+            socle_store::commit(tx).map_err(db_err)?;
+            Ok(rows)
+        })
+        .await?;
+    if dry_run {
+        return Ok(CreateVmsResponse::default());
+    }
+    cloud.wake_reconciler();
+    Ok(CreateVmsResponse { vms: Some(rows.iter().map(|r| vm_view(r, vec![])).collect()), ..Default::default() })
+}
+
+/// The caller's VMs with their tags.
+async fn vms_with_tags(cloud: &Arc<Cloud>, caller: &Caller) -> Result<Vec<(VmRow, Vec<ResourceTag>)>, ApiError> {
+    let account = caller.account_id.clone();
+    cloud
+        .store
+        .run(move |conn| -> Result<_, ApiError> {
+            let vms = vm_store::list(conn, &account).map_err(db_err)?;
+            let mut tags_by_vm: std::collections::HashMap<String, Vec<ResourceTag>> = Default::default();
+            for t in socle_store::tags::list(conn, &account).map_err(db_err)? {
+                tags_by_vm.entry(t.resource_id).or_default().push(ResourceTag { key: t.key, value: t.value });
+            }
+            Ok(vms
+                .into_iter()
+                .map(|v| {
+                    let tags = tags_by_vm.remove(v.vm_id.as_str()).unwrap_or_default();
+                    (v, tags)
+                })
+                .collect())
+        })
+        .await
+}
+
+pub async fn read_vms(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVmsRequest) -> Result<ReadVmsResponse, ApiError> {
+    reject_unsupported_filters(
+        &req.filters,
+        &[
+            "VmIds", "VmStateNames", "VmStateCodes", "TagKeys", "TagValues", "Tags", "ImageIds", "SubregionNames",
+            "VmTypes", "KeypairNames", "ReservationIds", "ClientTokens", "LaunchNumbers", "Architectures",
+        ],
+    )?;
+    let f = req.filters.unwrap_or_default();
+    let items: Vec<(VmRow, Vec<ResourceTag>)> = vms_with_tags(cloud, caller)
+        .await?
+        .into_iter()
+        .filter(|(v, tags)| {
+            matches(&f.vm_ids, v.vm_id.as_str())
+                && matches(&f.vm_state_names, &v.state)
+                && matches(&f.vm_state_codes, &state_code(&v.state))
+                && matches(&f.image_ids, v.image_id.as_str())
+                && matches(&f.subregion_names, &v.subregion)
+                && matches(&f.vm_types, &v.vm_type)
+                && f.keypair_names.as_ref().is_none_or(|k| v.keypair_name.as_ref().is_some_and(|n| k.contains(n)))
+                && matches(&f.reservation_ids, v.reservation_id.as_str())
+                && f.client_tokens.as_ref().is_none_or(|c| v.client_token.as_ref().is_some_and(|t| c.contains(t)))
+                && matches(&f.launch_numbers, &v.launch_number)
+                && matches(&f.architectures, "x86_64")
+                && tags_match(&tag_pairs(tags), &f.tag_keys, &f.tag_values, &f.tags)
+        })
+        .collect();
+    let (page, next) = paginate(items, req.next_page_token.as_deref(), req.results_per_page, |(v, _)| {
+        created_key(&v.created_at, v.vm_id.as_str())
+    })?;
+    Ok(ReadVmsResponse {
+        vms: Some(page.into_iter().map(|(v, t)| vm_view(&v, t)).collect()),
+        next_page_token: next,
+        ..Default::default()
+    })
+}
+
+pub async fn read_vms_state(
+    cloud: &Arc<Cloud>,
+    caller: &Caller,
+    req: ReadVmsStateRequest,
+) -> Result<ReadVmsStateResponse, ApiError> {
+    reject_unsupported_filters(&req.filters, &["VmIds", "VmStates", "SubregionNames"])?;
+    let f = req.filters.unwrap_or_default();
+    let all = req.all_vms == Some(true);
+    let account = caller.account_id.clone();
+    let rows = cloud.store.run(move |conn| vm_store::list(conn, &account).map_err(db_err)).await?;
+    let items: Vec<VmRow> = rows
+        .into_iter()
+        .filter(|v| {
+            (all || v.state == "running")
+                && matches(&f.vm_ids, v.vm_id.as_str())
+                && matches(&f.vm_states, &v.state)
+                && matches(&f.subregion_names, &v.subregion)
+        })
+        .collect();
+    let (page, next) = paginate(items, req.next_page_token.as_deref(), req.results_per_page, |v| {
+        created_key(&v.created_at, v.vm_id.as_str())
+    })?;
+    Ok(ReadVmsStateResponse {
+        vm_states: Some(
+            page.into_iter()
+                .map(|v| VmStates {
+                    vm_id: Some(v.vm_id.to_string()),
+                    vm_state: Some(v.state),
+                    subregion_name: Some(v.subregion),
+                    maintenance_events: Some(vec![]),
+                })
+                .collect(),
+        ),
+        next_page_token: next,
+        ..Default::default()
+    })
+}
+
+pub async fn update_vm(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVmRequest) -> Result<UpdateVmResponse, ApiError> {
+    reject_unsupported_fields(
+        &req,
+        &[
+            "ActionsOnNextBoot",
+            "BlockDeviceMappings",
+            "SecurityGroupIds",
+            "ShutdownBehaviorConfiguration",
+            "IsSourceDestChecked",
+            "NestedVirtualization",
+        ],
+    )?;
+    if req.vm_initiated_shutdown_behavior.as_deref().is_some_and(|b| b != "stop") {
+        return Err(ApiError::invalid_value("VmInitiatedShutdownBehavior: only \"stop\" is supported"));
+    }
+    let vm_id = VmId::parse(&req.vm_id)?;
+    let new_shape = req.vm_type.as_deref().map(parse_vm_type).transpose()?;
+    if let Some(ud) = &req.user_data {
+        let decoded = STANDARD.decode(ud).map_err(|_| ApiError::invalid_value("UserData must be Base64-encoded"))?;
+        if decoded.len() > MAX_USER_DATA {
+            return Err(ApiError::invalid_value(format!("UserData is limited to {MAX_USER_DATA} bytes once decoded")));
+        }
+    }
+    let dry_run = is_dry_run(req.dry_run);
+    let account = caller.account_id.clone();
+    let row = cloud
+        .store
+        .run(move |conn| -> Result<VmRow, ApiError> {
+            let tx = socle_store::begin(conn).map_err(db_err)?;
+            let mut vm = vm_store::get(&tx, &account, &vm_id)
+                .map_err(db_err)?
+                .ok_or_else(|| vm_not_found(vm_id.as_str()))?;
+            if matches!(vm.state.as_str(), "terminated" | "shutting-down") {
+                return Err(ApiError::new(ErrorCode::InvalidVmState, format!("the VM {vm_id} is {}", vm.state)));
+            }
+            if let (Some(shape), Some(name)) = (new_shape, &req.vm_type) {
+                if vm.state != "stopped" {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidVmState,
+                        format!("the VM {vm_id} must be stopped to change its type (it is {})", vm.state),
+                    ));
+                }
+                // The new size must fit the quota, counting the VM's current size as freed.
+                let acct = accounts::get(&tx, &account).map_err(db_err)?.ok_or_else(|| ApiError::internal("no account row"))?;
+                let used = vm_store::usage(&tx, &account).map_err(db_err)?;
+                if used.vcpus - vm.vcpus + i64::from(shape.vcpus) > acct.quotas.max_vcpus {
+                    return Err(quota_error(QuotaExceeded::Vcpus { max: acct.quotas.max_vcpus, used: used.vcpus }, 0));
+                }
+                if used.memory_mib - vm.memory_mib + shape.memory_mib as i64 > acct.quotas.max_memory_mib {
+                    return Err(quota_error(
+                        QuotaExceeded::Memory { max_mib: acct.quotas.max_memory_mib, used_mib: used.memory_mib },
+                        0,
+                    ));
+                }
+                vm.vm_type = name.clone();
+                vm.vcpus = i64::from(shape.vcpus);
+                vm.memory_mib = shape.memory_mib as i64;
+                vm.performance = shape.performance_name().to_string();
+            }
+            if let Some(p) = &req.performance {
+                vm.performance = performance_of(Some(p), &parse_vm_type(&vm.vm_type)?)?;
+            }
+            if let Some(name) = &req.keypair_name {
+                if keypair_store::get_by_name(&tx, &account, name).map_err(db_err)?.is_none() {
+                    return Err(ApiError::not_found(ErrorCode::NoSuchKeypair, "keypair", name));
+                }
+                vm.keypair_name = Some(name.clone());
+            }
+            if let Some(ud) = &req.user_data {
+                vm.user_data = ud.clone();
+            }
+            if let Some(dp) = req.deletion_protection {
+                vm.deletion_protection = dp;
+            }
+            if dry_run {
+                return Ok(vm);
+            }
+            vm_store::update_settings(&tx, &vm).map_err(db_err)?;
+            socle_store::commit(tx).map_err(db_err)?;
+            Ok(vm)
+        })
+        .await?;
+    if dry_run {
+        return Ok(UpdateVmResponse::default());
+    }
+    let id = row.vm_id.to_string();
+    let tags = cloud.store.run(move |conn| resource_tags(conn, &id)).await?;
+    Ok(UpdateVmResponse { vm: Some(vm_view(&row, tags)), ..Default::default() })
+}
+
+pub async fn read_console_output(
+    cloud: &Arc<Cloud>,
+    caller: &Caller,
+    req: ReadConsoleOutputRequest,
+) -> Result<ReadConsoleOutputResponse, ApiError> {
+    let vm_id = VmId::parse(&req.vm_id)?;
+    let account = caller.account_id.clone();
+    let id = vm_id.clone();
+    cloud
+        .store
+        .run(move |conn| vm_store::get(conn, &account, &id).map_err(db_err))
+        .await?
+        .ok_or_else(|| vm_not_found(vm_id.as_str()))?;
+    if is_dry_run(req.dry_run) {
+        return Ok(ReadConsoleOutputResponse::default());
+    }
+    // A VM that never ran (or was terminated and cleaned up) has no console yet.
+    let bytes = cloud.agent.console_output(vm_id.as_str(), CONSOLE_TAIL).unwrap_or_default();
+    Ok(ReadConsoleOutputResponse {
+        console_output: Some(STANDARD.encode(bytes)),
+        vm_id: Some(vm_id.to_string()),
+        ..Default::default()
+    })
+}

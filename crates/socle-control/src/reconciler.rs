@@ -1,0 +1,223 @@
+//! Moves VMs on the host towards what their users asked for.
+//!
+//! The database holds, per VM, `desired` (running / stopped / terminated)
+//! and `state`. Whenever they differ the reconciler runs one worker for that
+//! VM (never two at once) which calls the agent and records the outcome.
+//! Because the wish is persisted before anything happens on the host, a
+//! crash at any point is repaired by the next pass: every agent call is
+//! idempotent (start re-attaches to a running QEMU, destroy of an absent VM
+//! succeeds).
+//!
+//! A slower health pass notices guests that powered themselves off.
+
+use std::collections::HashSet;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
+use socle_agent::{ImageFiles, VmRuntime, VmSpec};
+use socle_store::vms::{self as vm_store, VmRow};
+use socle_store::{format_iso, images as image_store, now_iso, StoreError};
+use socle_types::ids::VmId;
+
+use crate::Cloud;
+
+/// How often the reconciler looks even when nobody woke it.
+const TICK: Duration = Duration::from_millis(500);
+const PURGE_EVERY: Duration = Duration::from_secs(60);
+
+#[derive(Debug, thiserror::Error)]
+pub enum ReconcileError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("host agent: {0}")]
+    Agent(#[from] socle_agent::AgentError),
+    #[error("VM {0} refers to image {1}, which is gone")]
+    MissingImage(String, String),
+}
+
+/// Repairs what a crash or a host restart left, before serving: VMs we
+/// believed running whose QEMU is gone are queued to start again, and VM
+/// directories with no live VM behind them (a crash between the host work
+/// and the database write) are destroyed.
+pub async fn recover(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
+    let live = cloud.store.run(|c| vm_store::list_live(c)).await?;
+    let mut known = HashSet::new();
+    for vm in &live {
+        known.insert(vm.vm_id.to_string());
+        if vm.state == "running" && vm.desired == "running" {
+            match cloud.agent.vm_runtime(vm.vm_id.as_str()).await? {
+                VmRuntime::Running | VmRuntime::Paused => {
+                    tracing::info!(vm = %vm.vm_id, "re-attached to running VM");
+                }
+                VmRuntime::Shutdown | VmRuntime::NotRunning => {
+                    tracing::warn!(vm = %vm.vm_id, "VM was running before the restart but its QEMU is gone; starting it again");
+                    let id = vm.vm_id.clone();
+                    cloud
+                        .store
+                        .run(move |c| vm_store::set_state(c, &id, "running", "pending", "restarting after a host restart", &now_iso()))
+                        .await?;
+                }
+            }
+        }
+    }
+    for dir in cloud.agent.list_vms().await? {
+        if !known.contains(&dir) {
+            tracing::warn!(vm = %dir, "removing a VM left on the host with no live VM in the database");
+            cloud.agent.destroy_vm(&dir).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Runs forever (until its task is aborted).
+pub async fn run(cloud: Arc<Cloud>) {
+    let active: Arc<Mutex<HashSet<VmId>>> = Arc::default();
+    let mut last_health = Instant::now();
+    let mut last_purge = Instant::now() - PURGE_EVERY;
+    loop {
+        tokio::select! {
+            _ = cloud.wake.notified() => {}
+            _ = tokio::time::sleep(TICK) => {}
+        }
+        let live = match cloud.store.run(|c| vm_store::list_live(c)).await {
+            Ok(v) => v,
+            Err(e) => {
+                tracing::error!(error = %e, "reconciler cannot read VMs");
+                continue;
+            }
+        };
+        for vm in live.iter().filter(|vm| vm.state != vm.desired) {
+            if active.lock().unwrap().insert(vm.vm_id.clone()) {
+                let (cloud, active, id) = (cloud.clone(), active.clone(), vm.vm_id.clone());
+                tokio::spawn(async move {
+                    if let Err(e) = work(&cloud, &id).await {
+                        tracing::error!(vm = %id, error = %e, "reconcile step failed; will retry");
+                        tokio::time::sleep(Duration::from_secs(2)).await;
+                    }
+                    active.lock().unwrap().remove(&id);
+                    cloud.wake.notify_one();
+                });
+            }
+        }
+        if last_health.elapsed() >= cloud.config.health_interval {
+            last_health = Instant::now();
+            let settled: Vec<VmId> = live
+                .iter()
+                .filter(|vm| vm.state == "running" && vm.desired == "running")
+                .map(|vm| vm.vm_id.clone())
+                .collect();
+            for id in settled {
+                if active.lock().unwrap().contains(&id) {
+                    continue;
+                }
+                if let Err(e) = check_health(&cloud, &id).await {
+                    tracing::error!(vm = %id, error = %e, "health check failed");
+                }
+            }
+        }
+        if last_purge.elapsed() >= PURGE_EVERY {
+            last_purge = Instant::now();
+            let retention = time::Duration::try_from(cloud.config.terminated_retention).unwrap_or(time::Duration::HOUR);
+            let cutoff = format_iso(time::OffsetDateTime::now_utc() - retention);
+            match cloud.store.run(move |c| vm_store::purge_terminated_before(c, &cutoff)).await {
+                Ok(0) => {}
+                Ok(n) => tracing::info!(count = n, "forgot VMs terminated longer ago than the retention"),
+                Err(e) => tracing::error!(error = %e, "purge of terminated VMs failed"),
+            }
+        }
+    }
+}
+
+/// One step for one VM: re-reads the row (the wish may have changed since
+/// the pass that spawned us) and acts.
+async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
+    let lookup = id.clone();
+    let Some(vm) = cloud.store.run(move |c| vm_store::get_any(c, &lookup)).await? else {
+        return Ok(());
+    };
+    if vm.state == vm.desired {
+        return Ok(());
+    }
+    let (next, reason) = match vm.desired.as_str() {
+        "running" => match start(cloud, &vm).await {
+            Ok(()) => ("running", String::new()),
+            Err(e) => {
+                // Do not retry a VM that cannot start in a loop: it ends
+                // stopped with a reason the user sees; StartVms retries.
+                tracing::error!(vm = %vm.vm_id, error = %e, "VM failed to start");
+                let id = vm.vm_id.clone();
+                cloud
+                    .store
+                    .run(move |c| -> Result<(), StoreError> {
+                        vm_store::set_lifecycle(c, &id, "stopping", "stopped", true)?;
+                        Ok(())
+                    })
+                    .await?;
+                cloud.agent.stop_vm(vm.vm_id.as_str(), true, Duration::ZERO).await?;
+                ("stopped", "Server.InternalError: the VM failed to start; the operator log has details".to_string())
+            }
+        },
+        "stopped" => {
+            cloud.agent.stop_vm(vm.vm_id.as_str(), vm.force_stop, cloud.config.stop_timeout).await?;
+            ("stopped", if vm.force_stop { "User initiated (forced)" } else { "User initiated" }.to_string())
+        }
+        "terminated" => {
+            cloud.agent.destroy_vm(vm.vm_id.as_str()).await?;
+            ("terminated", "User initiated".to_string())
+        }
+        other => {
+            tracing::error!(vm = %vm.vm_id, desired = other, "unknown desired state");
+            return Ok(());
+        }
+    };
+    // After a start failure the wish became "stopped".
+    let acted_on = if reason.starts_with("Server.") { "stopped" } else { vm.desired.as_str() }.to_string();
+    let id = vm.vm_id.clone();
+    let changed = cloud
+        .store
+        .run(move |c| vm_store::set_state(c, &id, &acted_on, next, &reason, &now_iso()))
+        .await?;
+    tracing::info!(vm = %vm.vm_id, from = %vm.state, to = next, recorded = changed, "VM state");
+    Ok(())
+}
+
+async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
+    let image_id = vm.image_id.clone();
+    let image = cloud
+        .store
+        .run(move |c| image_store::get(c, &image_id))
+        .await?
+        .ok_or_else(|| ReconcileError::MissingImage(vm.vm_id.to_string(), vm.image_id.to_string()))?;
+    let user_data = STANDARD.decode(&vm.user_data).ok().filter(|d| !d.is_empty());
+    let spec = VmSpec {
+        vm_id: vm.vm_id.to_string(),
+        vcpus: vm.vcpus as u32,
+        memory_mib: vm.memory_mib as u64,
+        image: ImageFiles {
+            kernel: image.kernel_path.unwrap_or_default().into(),
+            initrd: image.initrd_path.unwrap_or_default().into(),
+            disk: image.disk_path.into(),
+        },
+        user_data,
+        kernel_cmdline: None,
+    };
+    cloud.agent.define_vm(&spec).await?;
+    cloud.agent.start_vm(vm.vm_id.as_str()).await?;
+    Ok(())
+}
+
+/// A running VM whose guest powered itself off becomes stopped.
+async fn check_health(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
+    match cloud.agent.vm_runtime(id.as_str()).await? {
+        VmRuntime::Running | VmRuntime::Paused => Ok(()),
+        VmRuntime::Shutdown | VmRuntime::NotRunning => {
+            tracing::info!(vm = %id, "guest powered off by itself");
+            cloud.agent.stop_vm(id.as_str(), true, Duration::ZERO).await?;
+            let id = id.clone();
+            cloud.store.run(move |c| vm_store::mark_guest_stopped(c, &id)).await?;
+            Ok(())
+        }
+    }
+}

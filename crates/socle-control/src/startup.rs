@@ -1,0 +1,187 @@
+//! Bringing a cloud up on a data dir: the store, the sealing key, the host
+//! agent, the platform image and the default account.
+
+use std::fs;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use socle_agent::{AccelChoice, Agent, AgentConfig};
+use socle_store::accounts::{self, Quotas};
+use socle_store::images::{self as image_store, ImageRow};
+use socle_store::{now_iso, Store};
+use socle_types::ids::{AccountId, ImageId};
+
+use crate::identity::{self, NewCredentials};
+use crate::ops::images::PLATFORM_ACCOUNT;
+use crate::secrets::SecretBox;
+use crate::{Cloud, CloudConfig};
+
+pub const TINY_IMAGE_NAME: &str = "socle-tiny";
+pub const DEFAULT_ACCOUNT: &str = "default";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StartupError {
+    #[error("data dir {path}: {source}")]
+    DataDir { path: String, source: std::io::Error },
+    #[error(transparent)]
+    Store(#[from] socle_store::StoreError),
+    #[error(transparent)]
+    Secrets(#[from] crate::secrets::SecretError),
+    #[error(transparent)]
+    Agent(#[from] socle_agent::AgentError),
+    #[error(transparent)]
+    Identity(#[from] identity::IdentityError),
+    #[error(transparent)]
+    Reconcile(#[from] crate::reconciler::ReconcileError),
+}
+
+fn data_dir_err(path: &Path) -> impl Fn(std::io::Error) -> StartupError + '_ {
+    move |source| StartupError::DataDir { path: path.display().to_string(), source }
+}
+
+/// The state and keys of a data dir, without the host agent: enough for
+/// admin commands such as `socle account create`.
+pub fn open_identity(data_dir: &Path) -> Result<(Store, SecretBox), StartupError> {
+    fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir).map_err(data_dir_err(data_dir))?;
+    let store = Store::open(&data_dir.join("socle.db"))?;
+    let secrets = SecretBox::load_or_create(&data_dir.join("master.key"))?;
+    Ok((store, secrets))
+}
+
+/// Opens everything `socle up` needs and repairs what a crash left.
+pub async fn open_cloud(config: CloudConfig, accel: AccelChoice) -> Result<Arc<Cloud>, StartupError> {
+    let (store, secrets) = open_identity(&config.data_dir)?;
+    let mut agent_cfg = AgentConfig::new(config.data_dir.join("agent"));
+    agent_cfg.accel = accel;
+    let agent = Agent::new(agent_cfg).await?;
+    tracing::info!(accel = %agent.accel(), qemu = agent.qemu_version(), "host agent ready");
+    ensure_tiny_image(&store, &agent, &config.data_dir).await?;
+    let cloud = Cloud::new(config, store, secrets, agent);
+    crate::reconciler::recover(&cloud).await?;
+    Ok(cloud)
+}
+
+/// Makes sure the public `socle-tiny` image is registered and its files are
+/// in the data dir (copied from the build cache, so the data dir is
+/// self-contained and a later cache rebuild never changes a VM's disk base).
+async fn ensure_tiny_image(store: &Store, agent: &Agent, data_dir: &Path) -> Result<(), StartupError> {
+    let owner = AccountId::from_trusted(PLATFORM_ACCOUNT.to_string());
+    let existing = {
+        let owner = owner.clone();
+        store.run(move |c| image_store::get_by_owner_and_name(c, &owner, TINY_IMAGE_NAME)).await?
+    };
+    let files_present = |row: &ImageRow| {
+        [row.kernel_path.as_deref(), row.initrd_path.as_deref(), Some(row.disk_path.as_str())]
+            .iter()
+            .all(|p| p.is_some_and(|p| Path::new(p).exists()))
+    };
+    if let Some(row) = &existing {
+        if files_present(row) {
+            return Ok(());
+        }
+        tracing::warn!(image = %row.image_id, "platform image files are missing; rebuilding them");
+    }
+    tracing::info!("preparing the socle-tiny image (built from Debian packages the first time, then cached)");
+    let built = agent.build_tiny_image().await?;
+    let image_id = existing.as_ref().map(|r| r.image_id.clone()).unwrap_or_else(ImageId::generate);
+    let dir = data_dir.join("images").join(image_id.as_str());
+    fs::create_dir_all(&dir).map_err(data_dir_err(&dir))?;
+    let copy = |from: &Path, name: &str| -> Result<PathBuf, StartupError> {
+        let to = dir.join(name);
+        let tmp = dir.join(format!(".{name}.tmp"));
+        fs::copy(from, &tmp).map_err(data_dir_err(&tmp))?;
+        // Base images are never written: read-only protects every VM overlay on them.
+        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444)).map_err(data_dir_err(&tmp))?;
+        fs::rename(&tmp, &to).map_err(data_dir_err(&to))?;
+        Ok(to)
+    };
+    let row = ImageRow {
+        image_id,
+        account_id: owner,
+        name: TINY_IMAGE_NAME.into(),
+        description: "Debian cloud kernel with a busybox userspace; prints 'socle-guest: ready' on its console".into(),
+        state: "available".into(),
+        architecture: "x86_64".into(),
+        kernel_path: Some(copy(&built.kernel, "vmlinuz")?.display().to_string()),
+        initrd_path: Some(copy(&built.initrd, "initrd.img")?.display().to_string()),
+        disk_path: copy(&built.disk, "disk.qcow2")?.display().to_string(),
+        is_public: true,
+        created_at: now_iso(),
+    };
+    let update = existing.is_some();
+    store
+        .run(move |c| if update { image_store::update_files(c, &row) } else { image_store::insert(c, &row) })
+        .await?;
+    Ok(())
+}
+
+/// What `credentials.json` holds.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+pub struct CredentialsFile {
+    #[serde(rename = "AccessKey")]
+    pub access_key: String,
+    #[serde(rename = "SecretKey")]
+    pub secret_key: String,
+    #[serde(rename = "Region")]
+    pub region: String,
+    #[serde(rename = "Endpoint")]
+    pub endpoint: String,
+}
+
+/// Ensures the default account exists and `credentials.json` holds a valid
+/// key for it; returns the file's path. An existing file whose key still
+/// works is kept (only its endpoint is refreshed), so restarting never
+/// changes a user's credentials.
+pub fn ensure_default_credentials(cloud: &Cloud) -> Result<PathBuf, StartupError> {
+    let path = cloud.config.data_dir.join("credentials.json");
+    let current: Option<CredentialsFile> =
+        fs::read(&path).ok().and_then(|b| serde_json::from_slice(&b).ok());
+    let still_valid = current.as_ref().is_some_and(|c| {
+        cloud
+            .store
+            .run_sync(|conn| identity::key_for_auth(conn, &cloud.secrets, &c.access_key))
+            .ok()
+            .flatten()
+            .is_some_and(|k| k.active && k.secret == c.secret_key)
+    });
+    let creds = match current {
+        Some(c) if still_valid => CredentialsFile { endpoint: cloud.config.endpoint.clone(), ..c },
+        _ => {
+            let new: NewCredentials = cloud.store.run_sync(|conn| -> Result<_, StartupError> {
+                match accounts::get_by_name(conn, DEFAULT_ACCOUNT)? {
+                    None => Ok(identity::create_account(conn, &cloud.secrets, DEFAULT_ACCOUNT, Quotas::default())?),
+                    Some(acct) => {
+                        let (row, secret) = identity::new_access_key(&acct.account_id, &cloud.secrets, None, None);
+                        socle_store::access_keys::insert(conn, &row)?;
+                        Ok(NewCredentials {
+                            account_id: acct.account_id.to_string(),
+                            access_key: row.access_key_id.to_string(),
+                            secret_key: secret,
+                        })
+                    }
+                }
+            })?;
+            CredentialsFile {
+                access_key: new.access_key,
+                secret_key: new.secret_key,
+                region: cloud.config.region.clone(),
+                endpoint: cloud.config.endpoint.clone(),
+            }
+        }
+    };
+    write_private_json(&path, &creds).map_err(data_dir_err(&path))?;
+    Ok(path)
+}
+
+/// Writes `value` as JSON to `path` with mode 0600, atomically.
+pub fn write_private_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
+    let tmp = path.with_extension("json.tmp");
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
+    f.write_all(&serde_json::to_vec_pretty(value).expect("serialisable"))?;
+    f.write_all(b"\n")?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}

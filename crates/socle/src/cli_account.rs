@@ -1,0 +1,117 @@
+//! `socle account …`: admin commands on a local cloud's data dir. They work
+//! while `socle up` runs (SQLite allows one writer at a time; both wait).
+
+use anyhow::Context;
+use socle_control::identity;
+use socle_control::startup::open_identity;
+use socle_store::accounts::{self, Quotas};
+
+use crate::DataDirArg;
+
+#[derive(clap::Subcommand)]
+pub enum AccountCommand {
+    /// Create an account and print its first credentials (JSON).
+    Create {
+        name: String,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        /// The endpoint written into the printed credentials.
+        #[arg(long, default_value = "http://127.0.0.1:8700/api/v1")]
+        endpoint: String,
+        #[arg(long, default_value = "eu-west-2")]
+        region: String,
+    },
+    /// List accounts and their quotas.
+    List {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+    },
+    /// Change an account's quotas.
+    Quota {
+        name: String,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        #[arg(long)]
+        max_vms: Option<i64>,
+        #[arg(long)]
+        max_vcpus: Option<i64>,
+        #[arg(long)]
+        max_memory_gib: Option<i64>,
+    },
+}
+
+/// The endpoint of the cloud running on this data dir, when known.
+fn local_endpoint(data_dir: &std::path::Path) -> Option<String> {
+    let bytes = std::fs::read(data_dir.join("credentials.json")).ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    v["Endpoint"].as_str().map(String::from)
+}
+
+pub fn run(cmd: AccountCommand) -> anyhow::Result<()> {
+    match cmd {
+        AccountCommand::Create { name, data_dir, endpoint, region } => {
+            let dir = data_dir.resolve();
+            let (store, secrets) = open_identity(&dir)?;
+            let creds = store
+                .run_sync(|c| identity::create_account(c, &secrets, &name, Quotas::default()))
+                .with_context(|| format!("cannot create account {name:?}"))?;
+            let endpoint = local_endpoint(&dir).unwrap_or(endpoint);
+            let out = serde_json::json!({
+                "AccountId": creds.account_id,
+                "AccessKey": creds.access_key,
+                "SecretKey": creds.secret_key,
+                "Region": region,
+                "Endpoint": endpoint,
+            });
+            println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        AccountCommand::List { data_dir } => {
+            let (store, _) = open_identity(&data_dir.resolve())?;
+            let list = store.run_sync(|c| accounts::list(c))?;
+            let mut table = comfy_table::Table::new();
+            table.load_preset(comfy_table::presets::NOTHING).set_header(["NAME", "ACCOUNT ID", "MAX VMS", "MAX VCPUS", "MAX MEMORY GiB", "CREATED"]);
+            for a in list {
+                table.add_row([
+                    a.name,
+                    a.account_id.to_string(),
+                    a.quotas.max_vms.to_string(),
+                    a.quotas.max_vcpus.to_string(),
+                    (a.quotas.max_memory_mib / 1024).to_string(),
+                    a.created_at,
+                ]);
+            }
+            println!("{table}");
+            Ok(())
+        }
+        AccountCommand::Quota { name, data_dir, max_vms, max_vcpus, max_memory_gib } => {
+            for (flag, v) in [("--max-vms", max_vms), ("--max-vcpus", max_vcpus), ("--max-memory-gib", max_memory_gib)] {
+                if v.is_some_and(|v| v < 0) {
+                    anyhow::bail!("{flag} must not be negative");
+                }
+            }
+            let (store, _) = open_identity(&data_dir.resolve())?;
+            let account = store.run_sync(|c| {
+                identity::set_quotas(c, &name, |q| {
+                    if let Some(v) = max_vms {
+                        q.max_vms = v;
+                    }
+                    if let Some(v) = max_vcpus {
+                        q.max_vcpus = v;
+                    }
+                    if let Some(v) = max_memory_gib {
+                        q.max_memory_mib = v * 1024;
+                    }
+                })
+            })?;
+            println!(
+                "{}: max {} VMs, {} vCPUs, {} GiB",
+                account.name,
+                account.quotas.max_vms,
+                account.quotas.max_vcpus,
+                account.quotas.max_memory_mib / 1024
+            );
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,91 @@
+//! `socle up`: control plane + host agent + SQLite on this machine.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use anyhow::Context;
+use socle_agent::AccelChoice;
+use socle_control::startup::{ensure_default_credentials, open_cloud};
+use socle_control::CloudConfig;
+
+use crate::DataDirArg;
+
+pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
+
+#[derive(clap::Args)]
+pub struct UpArgs {
+    #[command(flatten)]
+    data_dir: DataDirArg,
+    /// Address the API listens on.
+    #[arg(long, default_value = DEFAULT_LISTEN, env = "SOCLE_LISTEN")]
+    listen: SocketAddr,
+    /// Hardware accelerator for guests: auto probes KVM with a real guest and
+    /// falls back to TCG (software) when KVM cannot run it.
+    #[arg(long, default_value = "auto", env = "SOCLE_ACCEL")]
+    accel: AccelChoice,
+    /// Region name this cloud answers as.
+    #[arg(long, default_value = "eu-west-2")]
+    region: String,
+    /// Seconds a graceful stop (ACPI power button) may take before the VM is powered off.
+    #[arg(long, default_value_t = 30)]
+    stop_timeout: u64,
+    /// Seconds terminated VMs stay visible in ReadVms.
+    #[arg(long, default_value_t = 3600)]
+    terminated_retention: u64,
+}
+
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(args))
+}
+
+async fn serve(args: UpArgs) -> anyhow::Result<()> {
+    let data_dir = args.data_dir.resolve();
+    // Bind first: a busy port should fail in a second, not after the image build.
+    let listener = tokio::net::TcpListener::bind(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let addr = listener.local_addr()?;
+    let host = if addr.ip().is_unspecified() { "127.0.0.1".to_string() } else { addr.ip().to_string() };
+    let endpoint = format!("http://{host}:{}/api/v1", addr.port());
+
+    let mut config = CloudConfig::new(data_dir.clone(), endpoint.clone());
+    config.region = args.region;
+    config.stop_timeout = Duration::from_secs(args.stop_timeout);
+    config.terminated_retention = Duration::from_secs(args.terminated_retention);
+    let cloud = open_cloud(config, args.accel).await.context("cannot bring the cloud up")?;
+    let creds_path = ensure_default_credentials(&cloud).context("cannot write the default credentials")?;
+
+    let reconciler = tokio::spawn(socle_control::reconciler::run(cloud.clone()));
+    let app = socle_api::router(cloud.clone());
+    eprintln!(
+        "\nSocle is up: API {endpoint} (accelerator {}, data in {})\n\
+         Credentials of the default account: {}\n\
+         Try: socle vm create --data-dir {}   or   socle api ReadVms --data-dir {}\n",
+        cloud.agent.accel(),
+        data_dir.display(),
+        creds_path.display(),
+        data_dir.display(),
+        data_dir.display(),
+    );
+    axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
+    reconciler.abort();
+    tracing::info!("stopped; guests keep running and are re-attached at the next start");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("SIGTERM handler");
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+    tracing::info!("shutting down");
+}

@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Create or update the Python virtualenv used by the end-to-end tests (tests/python).
+# Idempotent and quiet: a second run with everything already installed does nothing visible.
+# Usage: scripts/python-venv.sh   (then: .venv/bin/pytest tests/python)
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PYTHON="${PYTHON:-python3}"
+
+# Pinned versions. osc-sdk-python 0.42.0 bundles OSC API spec 1.42.0, the one in shared/reference.
+REQUIREMENTS=(
+  "osc-sdk-python==0.42.0"
+  "pytest==8.4.2"
+)
+
+if [ ! -x "$VENV/bin/python" ]; then
+  "$PYTHON" -m venv "$VENV"
+fi
+
+# Skip pip entirely when the pinned versions are already there (fast, works offline).
+if "$VENV/bin/python" - "${REQUIREMENTS[@]}" <<'PY' 2>/dev/null; then
+import sys
+from importlib.metadata import version, PackageNotFoundError
+for req in sys.argv[1:]:
+    name, want = req.split("==")
+    try:
+        if version(name) != want:
+            sys.exit(1)
+    except PackageNotFoundError:
+        sys.exit(1)
+PY
+  exit 0
+fi
+
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
+"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${REQUIREMENTS[@]}"

@@ -1,0 +1,293 @@
+"""Session fixtures: one `socle up` for the whole run, its default account, and a
+factory for more accounts (`socle account create`).
+
+Environment:
+  SOCLE_BIN            the socle binary (default: <repo>/target/debug/socle)
+  SOCLE_START_TIMEOUT  seconds to wait for the first readiness (default 600: the
+                       first start builds the guest image)
+  SOCLE_VM_TIMEOUT     seconds to wait for a VM state change (default 120)
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from socle_lib import IMAGE_NAME, Account, delete_all_vms  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[2]
+START_TIMEOUT = float(os.environ.get("SOCLE_START_TIMEOUT", "600"))
+STOP_TIMEOUT = 60.0
+
+# The SDK merges OSC_* variables and ~/.osc/config.json into every Gateway: keep the
+# tester's own settings out of the run, so that only what the tests pass is used.
+for _k in [k for k in os.environ if k.startswith("OSC_")]:
+    del os.environ[_k]
+_osc_cfg_dir = tempfile.mkdtemp(prefix="socle-osc-config-")
+with open(os.path.join(_osc_cfg_dir, "config.json"), "w") as _f:
+    json.dump({"default": {}}, _f)
+os.environ["OSC_CONFIG_FILE"] = os.path.join(_osc_cfg_dir, "config.json")
+
+_SERVER: "SocleServer | None" = None
+
+
+def socle_binary() -> Path:
+    env = os.environ.get("SOCLE_BIN")
+    return Path(env) if env else REPO / "target" / "debug" / "socle"
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def qemu_processes(marker: str) -> list[tuple[int, str]]:
+    """(pid, command line) of every qemu-system process whose command line contains marker."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                cmd = f.read().replace(b"\0", b" ").decode("utf-8", "replace")
+        except OSError:
+            continue
+        if "qemu-system" in cmd and marker in cmd:
+            found.append((int(entry), cmd))
+    return found
+
+
+class SocleServer:
+    def __init__(self, binary: Path, data_dir: Path, log_path: Path):
+        self.binary = binary
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.port = free_port()
+        self.listen = f"127.0.0.1:{self.port}"
+        self.proc: subprocess.Popen | None = None
+        self.credentials: dict = {}
+        self.accounts: list[Account] = []
+
+    # -- process -------------------------------------------------------------
+    def start(self) -> None:
+        self._log = open(self.log_path, "ab")
+        cmd = [str(self.binary), "up", "--data-dir", str(self.data_dir),
+               "--listen", self.listen, "--accel", "tcg"]
+        self._log.write(f"$ {' '.join(cmd)}\n".encode())
+        self._log.flush()
+        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,
+                                     stderr=subprocess.STDOUT, cwd=str(self.data_dir.parent))
+
+    def log_tail(self, lines: int = 60) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError as e:
+            return f"(no log: {e})"
+        text = re.sub(r"\x1b\[[0-9;]*m", "", text)  # drop the log's colours
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _fail(self, msg: str):
+        pytest.fail(f"{msg}\n--- last lines of {self.log_path} ---\n{self.log_tail()}", pytrace=False)
+
+    def wait_ready(self) -> None:
+        cred_path = self.data_dir / "credentials.json"
+        deadline = time.monotonic() + START_TIMEOUT
+        last = "credentials.json not written yet"
+        while time.monotonic() < deadline:
+            code = self.proc.poll()
+            if code is not None:
+                self._fail(f"`socle up` exited with status {code} before becoming ready")
+            if cred_path.exists():
+                try:
+                    creds = json.loads(cred_path.read_text())
+                    endpoint = creds["Endpoint"]
+                    r = requests.post(f"{endpoint.rstrip('/')}/ReadRegions", data=b"{}",
+                                      headers={"Content-Type": "application/json"}, timeout=5)
+                    if r.status_code == 200:
+                        self.credentials = creds
+                        return
+                    last = f"unsigned ReadRegions answered HTTP {r.status_code}: {r.text[:300]}"
+                except (ValueError, KeyError, OSError, requests.RequestException) as e:
+                    last = f"not ready: {e!r}"
+            time.sleep(0.5)
+        self._fail(f"`socle up` not ready after {START_TIMEOUT:.0f}s ({last})")
+
+    def stop(self) -> list[str]:
+        problems = []
+        if self.proc is None:
+            return problems
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=STOP_TIMEOUT)
+            except subprocess.TimeoutExpired:
+                problems.append(f"`socle up` still running {STOP_TIMEOUT:.0f}s after SIGTERM: killed")
+                self.proc.kill()
+                self.proc.wait(timeout=30)
+        else:
+            problems.append(f"`socle up` had already exited with status {self.proc.returncode}")
+        self._log.close()
+        return problems
+
+    # -- CLI -----------------------------------------------------------------
+    def cli(self, *args: str, timeout: float = 120) -> subprocess.CompletedProcess:
+        cmd = [str(self.binary), *args, "--data-dir", str(self.data_dir)]
+        res = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout)
+        if res.returncode != 0:
+            pytest.fail(f"`{' '.join(cmd)}` failed with status {res.returncode}\n"
+                        f"stdout: {res.stdout}\nstderr: {res.stderr}")
+        return res
+
+    def create_account_raw(self, name: str) -> dict:
+        res = self.cli("account", "create", name)
+        try:
+            return json.loads(res.stdout)
+        except ValueError:
+            pytest.fail(f"`socle account create {name}` did not print JSON: {res.stdout!r}")
+
+    def create_account(self, name: str) -> Account:
+        info = self.create_account_raw(name)
+        acct = Account(name=name, access_key=info["AccessKey"], secret_key=info["SecretKey"],
+                       region=info["Region"], endpoint=info["Endpoint"],
+                       account_id=info.get("AccountId"))
+        self.accounts.append(acct)
+        return acct
+
+    def set_quota(self, name: str, *, max_vms: int | None = None, max_vcpus: int | None = None,
+                  max_memory_gib: int | None = None) -> None:
+        args = ["account", "quota", name]
+        if max_vms is not None:
+            args += ["--max-vms", str(max_vms)]
+        if max_vcpus is not None:
+            args += ["--max-vcpus", str(max_vcpus)]
+        if max_memory_gib is not None:
+            args += ["--max-memory-gib", str(max_memory_gib)]
+        self.cli(*args)
+
+
+@pytest.fixture(scope="session")
+def socle(tmp_path_factory):
+    """One `socle up` for the whole session."""
+    global _SERVER
+    binary = socle_binary()
+    if not (binary.is_file() and os.access(binary, os.X_OK)):
+        pytest.fail(f"socle binary not found or not executable at {binary}: build it "
+                    f"(cargo build -p socle) or point SOCLE_BIN at it", pytrace=False)
+    base = tmp_path_factory.mktemp("socle")
+    data_dir = base / "data"
+    data_dir.mkdir()
+    server = SocleServer(binary, data_dir, base / "socle.log")
+    _SERVER = server
+    server.start()
+    try:
+        server.wait_ready()
+    except BaseException:
+        server.stop()
+        for pid, _cmd in qemu_processes(str(data_dir)):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        _SERVER = None
+        raise
+    creds = server.credentials
+    server.default_account = Account(
+        name="default", access_key=creds["AccessKey"], secret_key=creds["SecretKey"],
+        region=creds["Region"], endpoint=creds["Endpoint"])
+    server.accounts.append(server.default_account)
+    server.endpoint = creds["Endpoint"]
+    server.region = creds["Region"]
+
+    yield server
+
+    # Teardown: delete every VM of every account the tests used and wait until they
+    # are terminated, then SIGTERM the server; no QEMU process of ours may remain.
+    problems = []
+    if server.proc.poll() is None:
+        for acct in server.accounts:
+            for p in delete_all_vms(acct.gw):
+                problems.append(f"account {acct.name}: {p}")
+    deadline = time.monotonic() + 5
+    while True:
+        before_stop = qemu_processes(str(data_dir))
+        if not before_stop or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    if before_stop and not problems:
+        problems.append(f"every VM is terminated but QEMU processes remain: "
+                        f"{[(p, c[:200]) for p, c in before_stop]}")
+    problems += server.stop()
+    deadline = time.monotonic() + 10
+    while True:
+        leftovers = qemu_processes(str(data_dir))
+        if not leftovers or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    for pid, cmd in leftovers:
+        try:
+            os.kill(pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        problems.append(f"QEMU process {pid} left after `socle up` stopped (killed): {cmd[:300]}")
+    _SERVER = None
+    if problems:
+        pytest.fail("session teardown:\n  " + "\n  ".join(problems)
+                    + f"\n--- last lines of {server.log_path} ---\n{server.log_tail()}",
+                    pytrace=False)
+
+
+@pytest.fixture(scope="session")
+def default_account(socle) -> Account:
+    return socle.default_account
+
+
+@pytest.fixture(scope="session")
+def gw(default_account):
+    """The official SDK Gateway on the default account."""
+    return default_account.gw
+
+
+@pytest.fixture(scope="session")
+def new_account(socle):
+    """Factory: new_account("prefix") -> Account with its own Gateway (socle account create)."""
+    counter = iter(range(1, 10_000))
+
+    def make(prefix: str = "acct") -> Account:
+        name = f"{prefix}-{os.getpid()}-{next(counter)}"
+        return socle.create_account(name)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def tiny_image(gw) -> dict:
+    images = gw.ReadImages(Filters={"ImageNames": [IMAGE_NAME]}).get("Images") or []
+    assert len(images) == 1, f"ReadImages ImageNames=[{IMAGE_NAME}] gave {images}"
+    return images[0]
+
+
+@pytest.fixture(scope="session")
+def image_id(tiny_image) -> str:
+    return tiny_image["ImageId"]
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.failed and _SERVER is not None:
+        report.sections.append(("socle log (tail)", _SERVER.log_tail(40)))

@@ -1,0 +1,499 @@
+"""Helpers shared by the end-to-end tests: SDK gateways, a small OSC4/AWS4 request
+signer for raw HTTP, error capture and wait loops that explain themselves on timeout.
+
+Nothing here talks to Socle's internals: everything goes through the public API
+(the official osc-sdk-python, or raw HTTP signed like the real clients sign).
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import hashlib
+import hmac
+import json
+import os
+import random
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from osc_sdk_python import Gateway
+from osc_sdk_python.credentials import Endpoint
+
+# The smallest VM type: 1 vCPU, 1 GiB, performance 2.
+VM_TYPE = "tinav5.c1r1p2"
+IMAGE_NAME = "socle-tiny"
+READY_LINE = "socle-guest: ready"
+# A VM reaches running in < 60 s under TCG on 2 cores; allow twice that.
+VM_TIMEOUT = float(os.environ.get("SOCLE_VM_TIMEOUT", "120"))
+
+TERMINAL_STATES = ("shutting-down", "terminated")
+UUID_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$", re.I)
+VM_ID_RE = re.compile(r"^i-[0-9a-f]{8}$")
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def absent_id(prefix: str, exists: Callable[[str], bool] | None = None) -> str:
+    """A well-formed ID (`prefix-` + 8 hex) that names nothing."""
+    for _ in range(20):
+        candidate = f"{prefix}-{random.getrandbits(32):08x}"
+        if exists is None or not exists(candidate):
+            return candidate
+    raise AssertionError("could not find an unused ID")
+
+
+# --------------------------------------------------------------------------- SDK
+
+
+def make_gateway(access_key: str, secret_key: str, region: str, endpoint: str) -> Gateway:
+    """The official SDK pointed at Socle, exactly as a user would do it.
+
+    The client-side rate limiter (5 requests/s by default) is widened so that
+    polling loops are not throttled, and retries are off so that a server error
+    shows at once instead of after ~30 s of back-off.
+    """
+    return Gateway(
+        access_key=access_key,
+        secret_key=secret_key,
+        region=region,
+        endpoints=Endpoint(api=endpoint),
+        limiter_max_requests=10_000,
+        max_retries=0,
+    )
+
+
+@dataclass
+class ApiError:
+    """An error answer, as the wire carried it."""
+
+    status: int
+    body: Any
+    headers: dict
+    text: str
+
+    @property
+    def errors(self) -> list:
+        return (self.body or {}).get("Errors") or []
+
+    @property
+    def code(self) -> str | None:
+        return self.errors[0].get("Code") if self.errors else None
+
+    @property
+    def type(self) -> str | None:
+        return self.errors[0].get("Type") if self.errors else None
+
+    @property
+    def details(self) -> str | None:
+        return self.errors[0].get("Details") if self.errors else None
+
+    def shape(self, *ids: str) -> tuple:
+        """What a caller can observe, with the given IDs masked (for comparing the
+        answer about another account's resource with the one about an absent ID)."""
+        details = self.details or ""
+        for i in ids:
+            details = details.replace(i, "<ID>")
+        return (self.status, self.code, self.type, details)
+
+    def __str__(self) -> str:
+        return f"HTTP {self.status}: {self.text[:500]}"
+
+
+def error_from_response(resp: requests.Response) -> ApiError:
+    try:
+        body = resp.json()
+    except ValueError:
+        body = None
+    return ApiError(resp.status_code, body, dict(resp.headers), resp.text)
+
+
+def check_error_envelope(err: ApiError) -> None:
+    """Every error answer: JSON content type, Errors[{Code,Type,Details}], ResponseContext.RequestId."""
+    ctype = err.headers.get("Content-Type") or err.headers.get("content-type") or ""
+    assert "application/json" in ctype, f"error answer has Content-Type {ctype!r}: {err}"
+    assert isinstance(err.body, dict), f"error answer is not a JSON object: {err}"
+    assert err.errors, f"error answer has no Errors: {err}"
+    for e in err.errors:
+        assert isinstance(e.get("Code"), str) and e["Code"], f"Errors[].Code missing: {err}"
+        assert isinstance(e.get("Type"), str) and e["Type"], f"Errors[].Type missing: {err}"
+        assert "Details" in e, f"Errors[].Details missing: {err}"
+    rid = (err.body.get("ResponseContext") or {}).get("RequestId")
+    assert rid and UUID_RE.match(rid), f"ResponseContext.RequestId is not a UUID: {err}"
+
+
+def call_error(fn: Callable, *args, **kwargs) -> ApiError:
+    """Run an SDK call that must fail; return the error as the server sent it."""
+    try:
+        result = fn(*args, **kwargs)
+    except requests.HTTPError as e:
+        if e.response is None:
+            raise
+        err = error_from_response(e.response)
+        check_error_envelope(err)
+        return err
+    pytest.fail(f"expected an error answer, got success: {json.dumps(result)[:800]}")
+
+
+def expect_error(fn: Callable, *args, status: int, code: str | None = None,
+                 type_: str | None = None, **kwargs) -> ApiError:
+    err = call_error(fn, *args, **kwargs)
+    assert err.status == status, f"expected HTTP {status}, got {err}"
+    if code is not None:
+        assert err.code == code, f"expected code {code}, got {err}"
+    if type_ is not None:
+        assert err.type == type_, f"expected Type {type_}, got {err}"
+    return err
+
+
+def expect_raw_error(resp: requests.Response, *, status: int, code: str | None = None,
+                     type_: str | None = None) -> ApiError:
+    err = error_from_response(resp)
+    assert resp.status_code == status, f"expected HTTP {status}, got {err}"
+    check_error_envelope(err)
+    if code is not None:
+        assert err.code == code, f"expected code {code}, got {err}"
+    if type_ is not None:
+        assert err.type == type_, f"expected Type {type_}, got {err}"
+    return err
+
+
+# ----------------------------------------------------------------- request signing
+
+
+def _hmac(key: bytes, msg: str) -> bytes:
+    return hmac.new(key, msg.encode("utf-8"), hashlib.sha256).digest()
+
+
+def sign(*, algorithm: str, key_prefix: str, service: str, term: str, access_key: str,
+         secret_key: str, region: str, date_iso: str, path: str,
+         headers: list[tuple[str, str]], body: bytes) -> str:
+    """The Authorization header value for a request, per NOTES.md: canonical request,
+    string to sign, HMAC key chain from prefix+SK over date/region/service/term."""
+    date = date_iso[:8]
+    names = ";".join(n.lower() for n, _ in headers)
+    canonical = (
+        "POST\n" + path + "\n\n"
+        + "".join(f"{n.lower()}:{v}\n" for n, v in headers)
+        + "\n" + names + "\n" + hashlib.sha256(body).hexdigest()
+    )
+    scope = f"{date}/{region}/{service}/{term}"
+    to_sign = f"{algorithm}\n{date_iso}\n{scope}\n" + hashlib.sha256(canonical.encode()).hexdigest()
+    key = (key_prefix + secret_key).encode()
+    for part in (date, region, service, term):
+        key = _hmac(key, part)
+    signature = hmac.new(key, to_sign.encode(), hashlib.sha256).hexdigest()
+    return f"{algorithm} Credential={access_key}/{scope}, SignedHeaders={names}, Signature={signature}"
+
+
+def osc_date(when: dt.datetime | None = None) -> str:
+    when = when or dt.datetime.now(dt.timezone.utc)
+    return when.astimezone(dt.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+
+
+def signed_headers(style: str, *, access_key: str, secret_key: str, region: str, url: str,
+                   operation: str, body: bytes, date_iso: str) -> dict:
+    """Headers as each real client sends them (see NOTES.md, 'three styles')."""
+    parts = urlsplit(url)
+    host_port = parts.netloc
+    host = parts.hostname
+    path = parts.path
+    if style == "sdk":  # osc-sdk-python: host without the port
+        ctype = "application/json; charset=utf-8"
+        hdrs = [("content-type", ctype), ("host", host), ("x-osc-date", date_iso)]
+        auth = sign(algorithm="OSC4-HMAC-SHA256", key_prefix="OSC4", service="api",
+                    term="osc4_request", access_key=access_key, secret_key=secret_key,
+                    region=region, date_iso=date_iso, path=path, headers=hdrs, body=body)
+        return {"Content-Type": ctype, "X-Osc-Date": date_iso, "Authorization": auth}
+    if style == "cli":  # osc-cli: host with the port, x-osc-target signed
+        target = f"OutscaleService.{operation}"
+        hdrs = [("host", host_port), ("x-osc-date", date_iso), ("x-osc-target", target)]
+        auth = sign(algorithm="OSC4-HMAC-SHA256", key_prefix="OSC4", service="api",
+                    term="osc4_request", access_key=access_key, secret_key=secret_key,
+                    region=region, date_iso=date_iso, path=path, headers=hdrs, body=body)
+        return {"Content-Type": "application/json", "X-Osc-Date": date_iso,
+                "x-osc-target": target, "Authorization": auth}
+    if style == "aws":  # outscale_api (Rust), osc-sdk-go: AWS4, service oapi
+        hdrs = [("host", host_port), ("x-amz-date", date_iso)]
+        auth = sign(algorithm="AWS4-HMAC-SHA256", key_prefix="AWS4", service="oapi",
+                    term="aws4_request", access_key=access_key, secret_key=secret_key,
+                    region=region, date_iso=date_iso, path=path, headers=hdrs, body=body)
+        return {"Content-Type": "application/json", "X-Amz-Date": date_iso, "Authorization": auth}
+    raise ValueError(style)
+
+
+class RawClient:
+    """Raw HTTP to the API, signed by the code above, for what the SDK refuses to send."""
+
+    def __init__(self, endpoint: str, access_key: str, secret_key: str, region: str):
+        self.endpoint = endpoint.rstrip("/")
+        self.access_key = access_key
+        self.secret_key = secret_key
+        self.region = region
+        self.session = requests.Session()
+
+    def url(self, operation: str, version: str = "v1") -> str:
+        base = self.endpoint
+        if version != "v1":
+            base = re.sub(r"/api/v1$", f"/api/{version}", base)
+        return f"{base}/{operation}"
+
+    def post(self, operation: str, body: Any = None, *, raw: bytes | str | None = None,
+             sign_it: bool = True, style: str = "sdk", access_key: str | None = None,
+             secret_key: str | None = None, when: dt.datetime | None = None,
+             version: str = "v1", signed_body: bytes | None = None,
+             mangle: Callable[[dict], dict] | None = None, timeout: float = 30) -> requests.Response:
+        """POST one operation. `body` is JSON-encoded unless `raw` bytes are given.
+        `signed_body` signs other bytes than those sent (tampering);
+        `mangle` edits the final headers (e.g. to break the signature)."""
+        if raw is not None:
+            data = raw.encode() if isinstance(raw, str) else raw
+        else:
+            data = json.dumps({} if body is None else body).encode()
+        url = self.url(operation, version)
+        if sign_it:
+            headers = signed_headers(
+                style, access_key=access_key or self.access_key,
+                secret_key=secret_key or self.secret_key, region=self.region, url=url,
+                operation=operation, body=data if signed_body is None else signed_body,
+                date_iso=osc_date(when))
+        else:
+            headers = {"Content-Type": "application/json"}
+        if mangle:
+            headers = mangle(headers)
+        return self.session.post(url, data=data, headers=headers, timeout=timeout)
+
+    def ok(self, operation: str, body: Any = None, **kw) -> dict:
+        resp = self.post(operation, body, **kw)
+        assert resp.status_code == 200, f"{operation}: HTTP {resp.status_code}: {resp.text[:800]}"
+        return resp.json()
+
+
+# ------------------------------------------------------------------------- VMs
+
+
+def read_vms(gw: Gateway, **filters) -> list[dict]:
+    """All VMs matching the filters, following NextPageToken."""
+    out: list[dict] = []
+    token = None
+    for _ in range(1000):
+        kw: dict = {"Filters": filters} if filters else {}
+        if token:
+            kw["NextPageToken"] = token
+        resp = gw.ReadVms(**kw)
+        out.extend(resp.get("Vms") or [])
+        token = resp.get("NextPageToken")
+        if not token:
+            return out
+    raise AssertionError("ReadVms pagination does not end")
+
+
+def read_vm(gw: Gateway, vm_id: str) -> dict | None:
+    vms = gw.ReadVms(Filters={"VmIds": [vm_id]}).get("Vms") or []
+    assert len(vms) <= 1, f"ReadVms VmIds=[{vm_id}] gave {len(vms)} VMs"
+    return vms[0] if vms else None
+
+
+def vm_state(gw: Gateway, vm_id: str) -> str | None:
+    vm = read_vm(gw, vm_id)
+    return vm["State"] if vm else None
+
+
+def console_text(gw: Gateway, vm_id: str) -> str:
+    resp = gw.ReadConsoleOutput(VmId=vm_id)
+    out = resp.get("ConsoleOutput") or ""
+    return base64.b64decode(out, validate=True).decode("utf-8", "replace")
+
+
+def _diagnose(gw: Gateway, vm_ids: Iterable[str]) -> str:
+    lines = []
+    for vm_id in vm_ids:
+        try:
+            vm = read_vm(gw, vm_id)
+            lines.append(f"ReadVms {vm_id}: {json.dumps(vm)[:1500]}")
+        except Exception as e:  # noqa: BLE001 - diagnostics only
+            lines.append(f"ReadVms {vm_id} failed: {e}")
+        try:
+            tail = console_text(gw, vm_id)[-1500:]
+            lines.append(f"console tail of {vm_id}:\n{tail}")
+        except Exception as e:  # noqa: BLE001
+            lines.append(f"ReadConsoleOutput {vm_id} failed: {e}")
+    return "\n".join(lines)
+
+
+def wait_vms_state(gw: Gateway, vm_ids: list[str], states: str | tuple, timeout: float = VM_TIMEOUT,
+                   allow_absent: bool = False) -> dict[str, dict]:
+    """Poll ReadVms until every VM is in one of `states`. On timeout, fail showing the
+    last ReadVms answer and the console tail of each VM."""
+    if isinstance(states, str):
+        states = (states,)
+    deadline = time.monotonic() + timeout
+    seen: dict[str, list[str]] = {v: [] for v in vm_ids}
+    while True:
+        vms = {v["VmId"]: v for v in read_vms(gw, VmIds=list(vm_ids))}
+        for v in vm_ids:
+            s = vms[v]["State"] if v in vms else None
+            if not seen[v] or seen[v][-1] != s:
+                seen[v].append(s)
+        done = all((v in vms and vms[v]["State"] in states) or (allow_absent and v not in vms)
+                   for v in vm_ids)
+        if done:
+            return vms
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"VMs did not reach {states} within {timeout:.0f}s; states seen: {seen}\n"
+                + _diagnose(gw, vm_ids))
+        time.sleep(0.5)
+
+
+def wait_console(gw: Gateway, vm_id: str, predicate: Callable[[str], bool], what: str,
+                 timeout: float = VM_TIMEOUT) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = console_text(gw, vm_id)
+        if predicate(text):
+            return text
+        if time.monotonic() > deadline:
+            pytest.fail(f"console of {vm_id} did not show {what} within {timeout:.0f}s\n"
+                        + _diagnose(gw, [vm_id]))
+        time.sleep(1)
+
+
+def ready_count(text: str) -> int:
+    return text.count(READY_LINE)
+
+
+def wait_ready(gw: Gateway, vm_id: str, at_least: int = 1, timeout: float = VM_TIMEOUT) -> str:
+    return wait_console(gw, vm_id, lambda t: ready_count(t) >= at_least,
+                        f"{at_least}x {READY_LINE!r}", timeout)
+
+
+def ensure_running(gw: Gateway, vm_id: str) -> dict:
+    state = vm_state(gw, vm_id)
+    if state in ("stopping", "stopped"):
+        wait_vms_state(gw, [vm_id], "stopped")
+        gw.StartVms(VmIds=[vm_id])
+    vm = wait_vms_state(gw, [vm_id], "running")[vm_id]
+    wait_ready(gw, vm_id)
+    return vm
+
+
+def ensure_stopped(gw: Gateway, vm_id: str, force: bool = True) -> dict:
+    state = vm_state(gw, vm_id)
+    if state == "pending":
+        wait_vms_state(gw, [vm_id], "running")
+        state = "running"
+    if state == "running":
+        gw.StopVms(VmIds=[vm_id], ForceStop=force)
+    return wait_vms_state(gw, [vm_id], "stopped")[vm_id]
+
+
+def create_vms(gw: Gateway, image_id: str, count: int = 1, **kw) -> list[dict]:
+    kw.setdefault("VmType", VM_TYPE)
+    if count != 1:
+        kw.setdefault("MinVmsCount", count)
+        kw.setdefault("MaxVmsCount", count)
+    resp = gw.CreateVms(ImageId=image_id, **kw)
+    vms = resp.get("Vms") or []
+    assert vms, f"CreateVms returned no VM: {resp}"
+    return vms
+
+
+def delete_all_vms(gw: Gateway, timeout: float = VM_TIMEOUT) -> list[str]:
+    """Delete every VM of the account that is not already going away (turning
+    DeletionProtection off first) and wait until all are terminated. Returns the
+    list of problems (empty when everything went well)."""
+    problems: list[str] = []
+    try:
+        vms = [v for v in read_vms(gw) if v.get("State") not in TERMINAL_STATES]
+    except Exception as e:  # noqa: BLE001
+        return [f"ReadVms failed: {e}"]
+    ids = [v["VmId"] for v in vms]
+    for v in vms:
+        if v.get("DeletionProtection"):
+            try:
+                gw.UpdateVm(VmId=v["VmId"], DeletionProtection=False)
+            except Exception as e:  # noqa: BLE001
+                problems.append(f"UpdateVm {v['VmId']} DeletionProtection=False failed: {e}")
+    if ids:
+        try:
+            gw.DeleteVms(VmIds=ids)
+        except Exception as e:  # noqa: BLE001
+            problems.append(f"DeleteVms {ids} failed: {e}")
+            for one in ids:  # one by one, so one bad VM does not keep the others alive
+                try:
+                    gw.DeleteVms(VmIds=[one])
+                except Exception as e2:  # noqa: BLE001
+                    problems.append(f"DeleteVms {one} failed: {e2}")
+    try:
+        all_ids = [v["VmId"] for v in read_vms(gw) if v.get("State") != "terminated"]
+        if all_ids:
+            wait_vms_state(gw, all_ids, "terminated", timeout=timeout, allow_absent=True)
+    except BaseException as e:  # noqa: BLE001 - pytest.fail raises BaseException subclasses
+        problems.append(f"VMs not terminated: {e}")
+    return problems
+
+
+def b64(text: str | bytes) -> str:
+    if isinstance(text, str):
+        text = text.encode()
+    return base64.b64encode(text).decode()
+
+
+def md5_fingerprint(openssh_public_key: str) -> str:
+    """RFC 4716 section 4: MD5 of the key blob, lowercase hex pairs joined by ':'."""
+    blob = base64.b64decode(openssh_public_key.split()[1])
+    digest = hashlib.md5(blob).hexdigest()
+    return ":".join(digest[i:i + 2] for i in range(0, 32, 2))
+
+
+QUOTA_PATTERNS = {
+    "vms": r"(^|[^a-z])(vms?|instances?)([^a-z]|$)",
+    "vcpus": r"cpu|core",
+    "memory": r"mem|ram",
+}
+
+
+def quotas(gw: Gateway) -> dict:
+    """{"vms"|"vcpus"|"memory": Quota} from ReadQuotas, found by name."""
+    entries = [q for t in gw.ReadQuotas()["QuotaTypes"] for q in (t.get("Quotas") or [])]
+    found = {}
+    for what, pattern in QUOTA_PATTERNS.items():
+        matches = [q for q in entries if re.search(pattern, q.get("Name", ""), re.I)]
+        assert len(matches) == 1, f"expected one {what} quota in ReadQuotas, found {matches} among {entries}"
+        found[what] = matches[0]
+    return found
+
+
+def usage(gw: Gateway) -> dict:
+    """{"vms"|"vcpus"|"memory": (MaxValue, UsedValue)}"""
+    return {k: (q["MaxValue"], q["UsedValue"]) for k, q in quotas(gw).items()}
+
+
+@dataclass
+class Account:
+    """One account of the running Socle, with an SDK gateway and a raw client on it."""
+
+    name: str
+    access_key: str
+    secret_key: str
+    region: str
+    endpoint: str
+    account_id: str | None = None
+    gw: Gateway = field(init=False, repr=False)
+    raw: RawClient = field(init=False, repr=False)
+
+    def __post_init__(self):
+        self.gw = make_gateway(self.access_key, self.secret_key, self.region, self.endpoint)
+        self.raw = RawClient(self.endpoint, self.access_key, self.secret_key, self.region)
+
+    def gateway_with(self, access_key: str, secret_key: str) -> Gateway:
+        return make_gateway(access_key, secret_key, self.region, self.endpoint)
