@@ -14,7 +14,11 @@ REQUIREMENTS=(
   "pytest==8.4.2"
 )
 
-if [ ! -x "$VENV/bin/python" ]; then
+export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore
+
+# (Re)create the venv when it is missing or its interpreter no longer runs.
+if ! "$VENV/bin/python" -c "" 2>/dev/null; then
+  rm -rf "$VENV"
   "$PYTHON" -m venv "$VENV"
 fi
 
@@ -33,5 +37,4 @@ PY
   exit 0
 fi
 
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check --upgrade pip
-"$VENV/bin/python" -m pip install --quiet --disable-pip-version-check "${REQUIREMENTS[@]}"
+"$VENV/bin/python" -m pip install --quiet "${REQUIREMENTS[@]}"

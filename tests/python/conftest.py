@@ -217,7 +217,8 @@ def socle(tmp_path_factory):
     # Teardown: delete every VM of every account the tests used and wait until they
     # are terminated, then SIGTERM the server; no QEMU process of ours may remain.
     problems = []
-    if server.proc.poll() is None:
+    server_alive = server.proc.poll() is None
+    if server_alive:
         for acct in server.accounts:
             for p in delete_all_vms(acct.gw):
                 problems.append(f"account {acct.name}: {p}")
@@ -227,7 +228,7 @@ def socle(tmp_path_factory):
         if not before_stop or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    if before_stop and not problems:
+    if server_alive and before_stop and not problems:
         problems.append(f"every VM is terminated but QEMU processes remain: "
                         f"{[(p, c[:200]) for p, c in before_stop]}")
     problems += server.stop()
@@ -290,4 +291,4 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
     if report.failed and _SERVER is not None:
-        report.sections.append(("socle log (tail)", _SERVER.log_tail(40)))
+        report.sections.append(("socle log (tail)", _SERVER.log_tail(30)))

@@ -376,11 +376,31 @@ def wait_ready(gw: Gateway, vm_id: str, at_least: int = 1, timeout: float = VM_T
                         f"{at_least}x {READY_LINE!r}", timeout)
 
 
+def new_output(before: str, now: str) -> str:
+    """What the console gained since `before` (all of it if the console was reset)."""
+    return now[len(before):] if now.startswith(before) else now
+
+
+def wait_fresh_ready(gw: Gateway, vm_id: str, before: str, timeout: float = VM_TIMEOUT) -> str:
+    """Wait for a ready line printed after the console looked like `before`
+    (an old ready line from a previous boot does not count)."""
+    return wait_console(gw, vm_id, lambda t: READY_LINE in new_output(before, t),
+                        f"a new {READY_LINE!r} line", timeout)
+
+
+def start_and_wait_ready(gw: Gateway, vm_id: str) -> dict:
+    before = console_text(gw, vm_id)
+    resp = gw.StartVms(VmIds=[vm_id])
+    wait_vms_state(gw, [vm_id], "running")
+    wait_fresh_ready(gw, vm_id, before)
+    return resp
+
+
 def ensure_running(gw: Gateway, vm_id: str) -> dict:
     state = vm_state(gw, vm_id)
     if state in ("stopping", "stopped"):
         wait_vms_state(gw, [vm_id], "stopped")
-        gw.StartVms(VmIds=[vm_id])
+        start_and_wait_ready(gw, vm_id)
     vm = wait_vms_state(gw, [vm_id], "running")[vm_id]
     wait_ready(gw, vm_id)
     return vm

@@ -121,8 +121,10 @@ def test_wrong_field_type(raw, unchanged, image_id, target_vm):
     expect_raw_error(resp, status=400, code="4108")
     resp = raw.post("ReadVms", {"Filters": {"VmIds": target_vm}})
     expect_raw_error(resp, status=400, code="4108")
+    # A body that is JSON but not an object: a wrong type (4108) or an unusable body (4110).
     resp = raw.post("CreateVms", raw=b'["ImageId"]')
-    expect_raw_error(resp, status=400, code="4108")
+    err = expect_raw_error(resp, status=400)
+    assert err.code in ("4108", "4110"), err
 
 
 def test_unknown_field(raw, unchanged, image_id, target_vm):

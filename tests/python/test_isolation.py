@@ -121,7 +121,7 @@ def test_tags_on_other_accounts_resources(a, b):
                        real, absent_id(prefix))
     vm_result = outcome(b.gw.CreateTags, [a.vm_id], ResourceIds=[a.vm_id],
                         Tags=[{"Key": "owner", "Value": "b"}])
-    assert vm_result[0] == "error" and vm_result[1:3] == (400, "5063"), vm_result
+    assert vm_result[0] == "error" and vm_result[1] == 400, vm_result
     a_is_intact(a)
 
 

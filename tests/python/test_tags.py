@@ -89,6 +89,14 @@ def test_create_tags_on_absent_resource_changes_nothing(acct, vm_id):
     assert key not in tags_of(acct.gw, vm_id), "a failed CreateTags tagged part of its resources"
 
 
+@pytest.mark.parametrize("op", ["CreateTags", "DeleteTags"])
+@pytest.mark.parametrize("prefix,code", [("i", "5063"), ("key", "5071"), ("ami", "5023")])
+def test_tags_on_absent_resource_use_its_not_found_code(acct, op, prefix, code):
+    """The not-found code of the resource's kind: 5063 VM, 5071 keypair, 5023 image."""
+    expect_error(getattr(acct.gw, op), ResourceIds=[absent_id(prefix)],
+                 Tags=[{"Key": "k", "Value": "v"}], status=400, code=code, type_="InvalidResource")
+
+
 def test_create_tags_bad_values(acct, vm_id):
     before = tags_of(acct.gw, vm_id)
     err = call_error(acct.gw.CreateTags, ResourceIds=[vm_id], Tags=[{"Key": "", "Value": "x"}])

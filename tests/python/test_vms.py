@@ -8,15 +8,19 @@ which first brings it to the state it needs."""
 import base64
 import datetime as dt
 import re
+import time
 import uuid
 
 import pytest
 
 from socle_lib import (READY_LINE, VM_ID_RE, VM_TYPE, absent_id, b64, call_error, console_text,
                        create_vms, delete_all_vms, ensure_running, ensure_stopped, expect_error,
-                       read_vm, read_vms, ready_count, unique, wait_ready, wait_vms_state)
+                       new_output, read_vm, read_vms, ready_count, start_and_wait_ready, unique,
+                       wait_ready, wait_vms_state)
 
 USER_DATA = b64("#!/bin/sh\necho socle-user-data-ok\n")
+# What socle-tiny prints when it is asked to shut down (ACPI power button).
+SHUTDOWN_LINE = "socle-guest: shutting down"
 
 
 @pytest.fixture(scope="module")
@@ -83,6 +87,9 @@ def test_vm_boots_and_console_shows_ready(acct, main):
     base64.b64decode(resp.get("ConsoleOutput") or "", validate=True)
     text = wait_ready(acct.gw, main["id"])
     assert READY_LINE in text
+    # The guest received the user data (socle-tiny reports its size on the console).
+    size = len(base64.b64decode(USER_DATA))
+    assert f"socle-guest: user-data {size} bytes" in text, text[-1500:]
 
 
 def test_read_vms_shows_creation_parameters(acct, main, keypair, image_id, socle):
@@ -236,21 +243,29 @@ def test_create_vm_with_unknown_keypair(acct, image_id):
 
 
 def test_dry_run_creates_nothing(acct, image_id, main):
-    before = all_ids(acct.gw)
-    resp = acct.gw.CreateVms(ImageId=image_id, VmType=VM_TYPE, DryRun=True)
+    # The SDK's own checks leave DryRun out of its parameter lists, so dry runs go
+    # through Gateway.raw(), which signs and sends like any SDK call.
+    gw = acct.gw
+    before = all_ids(gw)
+    resp = gw.raw("CreateVms", ImageId=image_id, VmType=VM_TYPE, DryRun=True)
     assert resp.get("ResponseContext", {}).get("RequestId"), resp
-    assert all_ids(acct.gw) == before, "CreateVms DryRun created a VM"
+    assert all_ids(gw) == before, "CreateVms DryRun created a VM"
     # A dry run still checks its parameters.
-    expect_error(acct.gw.CreateVms, ImageId=absent_id("ami"), VmType=VM_TYPE, DryRun=True,
+    expect_error(gw.raw, "CreateVms", ImageId=absent_id("ami"), VmType=VM_TYPE, DryRun=True,
                  status=400, code="5023")
+    expect_error(gw.raw, "CreateVms", ImageId=image_id, VmType="tinav5.c0r0", DryRun=True,
+                 status=400, code="4047")
     # And other dry runs change nothing either.
-    ensure_running(acct.gw, main["id"])
-    acct.gw.StopVms(VmIds=[main["id"]], DryRun=True)
-    acct.gw.DeleteVms(VmIds=[main["id"]], DryRun=True)
-    acct.gw.UpdateVm(VmId=main["id"], DeletionProtection=True, DryRun=True)
-    vm = read_vm(acct.gw, main["id"])
+    ensure_running(gw, main["id"])
+    gw.raw("StopVms", VmIds=[main["id"]], DryRun=True)
+    gw.raw("DeleteVms", VmIds=[main["id"]], DryRun=True)
+    gw.raw("UpdateVm", VmId=main["id"], DeletionProtection=True, DryRun=True)
+    gw.raw("CreateTags", ResourceIds=[main["id"]], Tags=[{"Key": "dry", "Value": "run"}], DryRun=True)
+    time.sleep(1)
+    vm = read_vm(gw, main["id"])
     assert vm["State"] == "running" and vm["DeletionProtection"] is False, vm
-    assert all_ids(acct.gw) == before
+    assert "dry" not in {t["Key"] for t in vm.get("Tags") or []}
+    assert all_ids(gw) == before
 
 
 def test_client_token_is_idempotent(acct, image_id, protected):
@@ -275,29 +290,34 @@ def test_client_token_is_idempotent(acct, image_id, protected):
 def test_stop_graceful_and_start(acct, main):
     vid = main["id"]
     ensure_running(acct.gw, vid)
+    before = console_text(acct.gw, vid)
     resp = acct.gw.StopVms(VmIds=[vid])["Vms"]
     assert [(v["VmId"], v["PreviousState"]) for v in resp] == [(vid, "running")]
     assert resp[0]["CurrentState"] in ("stopping", "stopped"), resp
     wait_vms_state(acct.gw, [vid], "stopped")
+    # Graceful: the guest was asked to power off (ACPI) and shut itself down.
+    assert SHUTDOWN_LINE in new_output(before, console_text(acct.gw, vid)), \
+        "a graceful StopVms did not let the guest shut down:\n" + console_text(acct.gw, vid)[-1500:]
     assert vid in {v["VmId"] for v in acct.gw.ReadVms(Filters={"VmStateNames": ["stopped"]})["Vms"]}
     # ReadVmsState lists only running VMs unless AllVms is true.
     assert vid not in {s["VmId"] for s in acct.gw.ReadVmsState()["VmStates"]}
     everyone = {s["VmId"]: s["VmState"] for s in acct.gw.ReadVmsState(AllVms=True)["VmStates"]}
     assert everyone.get(vid) == "stopped", everyone
 
-    resp = acct.gw.StartVms(VmIds=[vid])["Vms"]
+    resp = start_and_wait_ready(acct.gw, vid)["Vms"]
     assert [(v["VmId"], v["PreviousState"]) for v in resp] == [(vid, "stopped")]
     assert resp[0]["CurrentState"] in ("pending", "running"), resp
-    wait_vms_state(acct.gw, [vid], "running")
-    wait_ready(acct.gw, vid)
 
 
 def test_force_stop(acct, main):
     vid = main["id"]
     ensure_running(acct.gw, vid)
+    before = console_text(acct.gw, vid)
     resp = acct.gw.StopVms(VmIds=[vid], ForceStop=True)["Vms"]
     assert resp[0]["VmId"] == vid and resp[0]["PreviousState"] == "running", resp
     wait_vms_state(acct.gw, [vid], "stopped", timeout=30)
+    # Forced: powered off without asking the guest.
+    assert SHUTDOWN_LINE not in new_output(before, console_text(acct.gw, vid))
 
 
 def test_reboot_shows_ready_twice(acct, main):
@@ -327,9 +347,7 @@ def test_update_vm_type_while_stopped(acct, main):
     resp = acct.gw.UpdateVm(VmId=vid, VmType="tinav5.c2r2p2")["Vm"]
     assert resp["VmId"] == vid and resp["VmType"] == "tinav5.c2r2p2"
     assert read_vm(acct.gw, vid)["VmType"] == "tinav5.c2r2p2"
-    acct.gw.StartVms(VmIds=[vid])
-    wait_vms_state(acct.gw, [vid], "running")
-    wait_ready(acct.gw, vid)
+    start_and_wait_ready(acct.gw, vid)
     assert read_vm(acct.gw, vid)["VmType"] == "tinav5.c2r2p2"
     # Back to the smallest type, so the rest of the module stays cheap.
     ensure_stopped(acct.gw, vid)

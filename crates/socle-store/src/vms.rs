@@ -156,7 +156,7 @@ pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<VmRow>> {
 
 pub fn list_by_reservation(conn: &Connection, account: &AccountId, r: &ReservationId) -> Result<Vec<VmRow>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM vms WHERE account_id = ?1 AND reservation_id = ?2 ORDER BY created_at, vm_id"
+        "SELECT {COLUMNS} FROM vms WHERE account_id = ?1 AND reservation_id = ?2 ORDER BY launch_number"
     ))?;
     let rows = stmt.query_map([account.as_str(), r.as_str()], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)

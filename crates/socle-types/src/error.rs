@@ -46,8 +46,6 @@ pub enum ErrorCode {
     NoSuchKeypair,
     /// 4000 — no such access key.
     NoSuchAccessKey,
-    /// 5024 — no such resource (for tags on unknown IDs).
-    NoSuchResource,
     /// 6006 — the VM is not in a state that allows the operation.
     InvalidVmState,
     /// 6003 — the resource is in a state that forbids the operation.
@@ -93,7 +91,6 @@ impl ErrorCode {
             NoSuchVm => "5063",
             NoSuchKeypair => "5071",
             NoSuchAccessKey => "4000",
-            NoSuchResource => "5024",
             InvalidVmState => "6006",
             InvalidResourceState => "6003",
             DuplicateKey => "9011",
@@ -118,7 +115,7 @@ impl ErrorCode {
             | InvalidParameterValueLength | InvalidParameterType | InvalidJson | BodyTooLarge
             | NoSuchAccessKey => "InvalidParameterValue",
             MissingParameter => "MissingParameter",
-            NoSuchImage | NoSuchOperation | NoSuchVm | NoSuchKeypair | NoSuchResource => {
+            NoSuchImage | NoSuchOperation | NoSuchVm | NoSuchKeypair => {
                 "InvalidResource"
             }
             InvalidVmState | InvalidResourceState => "InvalidState",

@@ -16,15 +16,22 @@ use crate::{db_err, Caller, Cloud};
 /// Checks that `id` names a resource of `account` and returns its OSC
 /// resource type. Absent and foreign resources give the same error.
 fn owned_resource_type(conn: &Connection, account: &AccountId, id: &str) -> Result<&'static str, ApiError> {
-    let not_found = || ApiError::not_found(ErrorCode::NoSuchResource, "resource", id);
     let prefix = id.split('-').next().unwrap_or("");
-    let found = match prefix {
-        "i" => vm_store::get(conn, account, &VmId::parse(id)?).map_err(db_err)?.map(|_| "instance"),
-        "key" => keypair_store::get(conn, account, &KeypairId::parse(id)?).map_err(db_err)?.map(|_| "keypair"),
-        "ami" => image_store::get_visible(conn, account, &ImageId::parse(id)?)
-            .map_err(db_err)?
-            .filter(|i| i.account_id == *account)
-            .map(|_| "image"),
+    // Each kind answers with its own not-found code, as its Read/Delete operations do.
+    let (found, code, what) = match prefix {
+        "i" => (vm_store::get(conn, account, &VmId::parse(id)?)?.map(|_| "instance"), ErrorCode::NoSuchVm, "VM"),
+        "key" => (
+            keypair_store::get(conn, account, &KeypairId::parse(id)?)?.map(|_| "keypair"),
+            ErrorCode::NoSuchKeypair,
+            "keypair",
+        ),
+        "ami" => (
+            image_store::get_visible(conn, account, &ImageId::parse(id)?)?
+                .filter(|i| i.account_id == *account)
+                .map(|_| "image"),
+            ErrorCode::NoSuchImage,
+            "image",
+        ),
         _ => {
             return Err(ApiError::new(
                 ErrorCode::InvalidIdPrefix,
@@ -32,7 +39,7 @@ fn owned_resource_type(conn: &Connection, account: &AccountId, id: &str) -> Resu
             ))
         }
     };
-    found.ok_or_else(not_found)
+    found.ok_or_else(|| ApiError::not_found(code, what, id))
 }
 
 fn validate_tag(tag: &ResourceTag) -> Result<(), ApiError> {

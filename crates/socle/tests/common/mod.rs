@@ -1,0 +1,278 @@
+//! Test harness: runs the real `socle up` binary on a temp data dir and
+//! talks to it over HTTP with signed requests, as a client would.
+#![allow(dead_code)]
+
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+pub const SOCLE: &str = env!("CARGO_BIN_EXE_socle");
+pub const SMALL: &str = "tinav5.c1r1p2";
+
+/// Credentials of one account.
+#[derive(Clone, Debug)]
+pub struct Creds {
+    pub access_key: String,
+    pub secret_key: String,
+    pub region: String,
+    pub endpoint: String,
+}
+
+impl Creds {
+    fn from_json(v: &Value) -> Creds {
+        Creds {
+            access_key: v["AccessKey"].as_str().unwrap().into(),
+            secret_key: v["SecretKey"].as_str().unwrap().into(),
+            region: v["Region"].as_str().unwrap().into(),
+            endpoint: v["Endpoint"].as_str().unwrap().into(),
+        }
+    }
+}
+
+/// An answer: HTTP status and JSON body.
+#[derive(Debug, Clone)]
+pub struct Answer {
+    pub status: u16,
+    pub body: Value,
+}
+
+impl Answer {
+    pub fn ok(self) -> Value {
+        assert_eq!(self.status, 200, "expected success, got {}", self.body);
+        self.body
+    }
+    pub fn code(&self) -> &str {
+        self.body["Errors"][0]["Code"].as_str().unwrap_or("<none>")
+    }
+    pub fn expect_error(self, status: u16, code: &str) -> Value {
+        assert_eq!((self.status, self.code()), (status, code), "unexpected answer {}", self.body);
+        assert!(self.body["ResponseContext"]["RequestId"].is_string(), "no RequestId in {}", self.body);
+        self.body
+    }
+}
+
+/// Sends `body` (raw bytes) to `operation`, signed with `creds` unless None.
+pub fn raw_call(endpoint: &str, creds: Option<&Creds>, operation: &str, body: &[u8], extra: &[(&str, &str)]) -> Answer {
+    try_raw_call(endpoint, creds, operation, body, extra).unwrap_or_else(|e| panic!("{e}"))
+}
+
+pub fn try_raw_call(
+    endpoint: &str,
+    creds: Option<&Creds>,
+    operation: &str,
+    body: &[u8],
+    extra: &[(&str, &str)],
+) -> Result<Answer, String> {
+    let url = format!("{}/{}", endpoint.trim_end_matches('/'), operation);
+    let rest = url.split_once("://").unwrap().1;
+    let (host, path) = rest.split_at(rest.find('/').unwrap());
+    let mut req = ureq::post(&url).timeout(Duration::from_secs(120));
+    if let Some(c) = creds {
+        for (k, v) in socle_auth::sign_osc4(&c.access_key, &c.secret_key, &c.region, host, path, body, time::OffsetDateTime::now_utc()) {
+            req = req.set(&k, &v);
+        }
+    } else {
+        req = req.set("Content-Type", "application/json");
+    }
+    for (k, v) in extra {
+        req = req.set(k, v);
+    }
+    match req.send_bytes(body) {
+        Ok(r) => Ok(Answer { status: r.status(), body: r.into_json().unwrap_or(Value::Null) }),
+        Err(ureq::Error::Status(status, r)) => Ok(Answer { status, body: r.into_json().unwrap_or(Value::Null) }),
+        Err(e) => Err(format!("transport error calling {operation}: {e}")),
+    }
+}
+
+pub fn call(creds: &Creds, operation: &str, body: Value) -> Answer {
+    raw_call(&creds.endpoint, Some(creds), operation, &serde_json::to_vec(&body).unwrap(), &[])
+}
+
+/// A running `socle up` on its own data dir. Dropping it kills the server
+/// and every QEMU started under its data dir.
+pub struct TestCloud {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    child: Option<Child>,
+    pub creds: Creds,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+impl TestCloud {
+    pub fn start() -> TestCloud {
+        let dir = tempfile::Builder::new().prefix("socle-it-").tempdir().unwrap();
+        let port = free_port();
+        let mut cloud = TestCloud { dir, port, child: None, creds: Creds { access_key: String::new(), secret_key: String::new(), region: String::new(), endpoint: String::new() } };
+        cloud.launch(&[]);
+        cloud
+    }
+
+    pub fn data_dir(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// Starts the server process on this data dir and waits until it answers.
+    pub fn launch(&mut self, extra: &[&str]) {
+        assert!(self.child.is_none(), "already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
+        let mut cmd = Command::new(SOCLE);
+        cmd.args(["up", "--data-dir"]).arg(self.dir.path())
+            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--accel", "tcg", "--stop-timeout", "20"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log);
+        self.child = Some(cmd.spawn().expect("spawn socle up"));
+        let deadline = Instant::now() + Duration::from_secs(600);
+        let creds_path = self.dir.path().join("credentials.json");
+        loop {
+            if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
+                panic!("socle up exited early ({status}); log:\n{}", self.log_tail());
+            }
+            if creds_path.exists() {
+                if let Ok(v) = std::fs::read(&creds_path).map(|b| serde_json::from_slice::<Value>(&b)) {
+                    if let Ok(v) = v {
+                        let creds = Creds::from_json(&v);
+                        let a = try_raw_call(&creds.endpoint, None, "ReadRegions", b"{}", &[]);
+                        if a.is_ok_and(|a| a.status == 200) {
+                            self.creds = creds;
+                            return;
+                        }
+                    }
+                }
+            }
+            assert!(Instant::now() < deadline, "socle up not ready after 10 minutes; log:\n{}", self.log_tail());
+            std::thread::sleep(Duration::from_millis(200));
+        }
+    }
+
+    pub fn log_tail(&self) -> String {
+        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(60)..].join("\n")
+    }
+
+    /// SIGKILL: no cleanup at all, as in a crash.
+    pub fn kill_hard(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().unwrap();
+            c.wait().unwrap();
+        }
+    }
+
+    /// SIGTERM and wait: a clean stop.
+    pub fn stop_clean(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            unsafe { libc::kill(c.id() as i32, libc::SIGTERM) };
+            let deadline = Instant::now() + Duration::from_secs(30);
+            loop {
+                if let Some(status) = c.try_wait().unwrap() {
+                    assert!(status.success(), "socle up exited with {status} on SIGTERM; log:\n{}", self.log_tail());
+                    return;
+                }
+                assert!(Instant::now() < deadline, "socle up ignored SIGTERM");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+
+    pub fn new_account(&self, name: &str) -> Creds {
+        let out = Command::new(SOCLE)
+            .args(["account", "create", name, "--data-dir"])
+            .arg(self.dir.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "account create failed: {}", String::from_utf8_lossy(&out.stderr));
+        Creds::from_json(&serde_json::from_slice(&out.stdout).unwrap())
+    }
+
+    pub fn set_quota(&self, name: &str, args: &[&str]) {
+        let out = Command::new(SOCLE)
+            .args(["account", "quota", name, "--data-dir"])
+            .arg(self.dir.path())
+            .args(args)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "account quota failed: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// PIDs of QEMU processes whose command line mentions this data dir.
+    pub fn qemu_pids(&self) -> Vec<i32> {
+        qemu_pids_under(self.dir.path())
+    }
+
+    pub fn tiny_image(&self) -> String {
+        let out = call(&self.creds, "ReadImages", json!({"Filters": {"ImageNames": ["socle-tiny"]}})).ok();
+        out["Images"][0]["ImageId"].as_str().expect("socle-tiny is registered").to_string()
+    }
+}
+
+pub fn qemu_pids_under(dir: &Path) -> Vec<i32> {
+    let needle = dir.to_string_lossy().to_string();
+    let mut pids = vec![];
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else { continue };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else { continue };
+        let cmdline = String::from_utf8_lossy(&cmdline).replace('\0', " ");
+        // Zombies have an empty cmdline and are already dead.
+        if cmdline.starts_with("qemu-system") && cmdline.contains(&needle) {
+            pids.push(pid);
+        }
+    }
+    pids.sort();
+    pids
+}
+
+impl Drop for TestCloud {
+    fn drop(&mut self) {
+        self.kill_hard();
+        for pid in self.qemu_pids() {
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+    }
+}
+
+/// Polls ReadVms until every VM in `ids` is in `state` (panics with the
+/// last answer after `timeout`).
+pub fn wait_state(creds: &Creds, ids: &[String], state: &str, timeout: Duration) -> Vec<Value> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let out = call(creds, "ReadVms", json!({"Filters": {"VmIds": ids}})).ok();
+        let vms = out["Vms"].as_array().unwrap().clone();
+        if vms.len() == ids.len() && vms.iter().all(|v| v["State"] == state) {
+            return vms;
+        }
+        assert!(Instant::now() < deadline, "VMs not {state} after {timeout:?}: {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+pub fn console(creds: &Creds, vm: &str) -> String {
+    use base64::Engine;
+    let out = call(creds, "ReadConsoleOutput", json!({"VmId": vm})).ok();
+    let bytes = base64::engine::general_purpose::STANDARD.decode(out["ConsoleOutput"].as_str().unwrap()).unwrap();
+    String::from_utf8_lossy(&bytes).to_string()
+}
+
+/// Waits until `vm`'s console contains `needle` `times` times.
+pub fn wait_console(creds: &Creds, vm: &str, needle: &str, times: usize, timeout: Duration) -> String {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let text = console(creds, vm);
+        if text.matches(needle).count() >= times {
+            return text;
+        }
+        assert!(Instant::now() < deadline, "console of {vm} lacks {times}x {needle:?}:\n{text}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+pub fn ids(vms: &Value) -> Vec<String> {
+    vms.as_array().unwrap().iter().map(|v| v["VmId"].as_str().unwrap().to_string()).collect()
+}

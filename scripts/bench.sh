@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Runs the benchmarks and rewrites docs/BENCHMARKS.md with the figures, the
+# machine and the accelerator. Not a test: it asserts nothing about timings.
+# Usage: scripts/bench.sh        (root, Debian 12)
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+scripts/install-deps.sh
+cargo build --locked --release -p socle --bin socle --example bench
+# The example runs the release `socle` it was built with (CARGO_BIN_EXE_socle).
+target/release/examples/bench docs/BENCHMARKS.md

@@ -1,0 +1,50 @@
+#!/usr/bin/env bash
+# Installs the system packages Socle needs on a Debian 12 host (run as root):
+#   qemu-system-x86 + qemu-utils   the hypervisor and qemu-img (host agent)
+#   openssh-client                 ssh-keygen, used by the keypair tests
+#   python3-venv                   only if python3 cannot create a venv
+# The socle-tiny guest image is fetched at run time with `apt-get download`
+# (nothing installed), so apt's package lists must exist: we refresh them.
+#
+# Some images ship a newer qemu-utils from bookworm-backports; Debian's
+# qemu-system-x86 7.2 needs the matching qemu-utils 7.2, so both are pinned to
+# the same version (a plain `apt-get install qemu-system-x86` fails with
+# "held broken packages").
+set -euo pipefail
+export DEBIAN_FRONTEND=noninteractive
+
+need=()
+command -v qemu-system-x86_64 >/dev/null && command -v qemu-img >/dev/null || need+=(qemu)
+command -v ssh-keygen >/dev/null || need+=(openssh-client)
+python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+# apt-get download (image build) needs package lists.
+[ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock | grep -v partial)" ] || need+=(lists)
+
+if [ ${#need[@]} -eq 0 ]; then
+    exit 0
+fi
+if [ "$(id -u)" != 0 ]; then
+    echo "error: missing ${need[*]}; run this script as root (or: sudo $0)" >&2
+    exit 1
+fi
+echo "installing: ${need[*]}"
+apt-get update -qq
+pkgs=()
+for n in "${need[@]}"; do
+    case "$n" in
+        qemu)
+            ver=$(apt-cache policy qemu-system-x86 | awk '/Candidate:/ {print $2}')
+            if [ -z "$ver" ] || [ "$ver" = "(none)" ]; then
+                echo "error: no qemu-system-x86 package in the apt sources" >&2
+                exit 1
+            fi
+            pkgs+=("qemu-system-x86=$ver" "qemu-utils=$ver")
+            ;;
+        lists) ;;
+        *) pkgs+=("$n") ;;
+    esac
+done
+if [ ${#pkgs[@]} -gt 0 ]; then
+    apt-get install -y -qq --no-install-recommends --allow-downgrades "${pkgs[@]}" >/dev/null
+fi
+command -v qemu-system-x86_64 >/dev/null && qemu-system-x86_64 --version | head -1
