@@ -62,11 +62,6 @@ impl Cloud {
     }
 }
 
-/// Storage failures are internal errors: the user cannot fix them.
-pub(crate) fn db_err(e: socle_store::StoreError) -> ApiError {
-    ApiError::internal(e.to_string())
-}
-
 /// Operations that answer without authentication, as on Outscale (osc-cli
 /// sends them unsigned).
 pub fn is_anonymous_operation(operation: &str) -> bool {

@@ -29,7 +29,7 @@ fn vm_lifecycle_end_to_end() {
     assert_eq!(vm["Placement"]["SubregionName"], "eu-west-2a");
     let id = vm["VmId"].as_str().unwrap().to_string();
     assert!(id.starts_with("i-") && id.len() == 10);
-    let vms = wait_state(c, &[id.clone()], "running", BOOT);
+    let vms = wait_state(c, std::slice::from_ref(&id), "running", BOOT);
     assert_eq!(vms[0]["ReservationId"], vm["ReservationId"]);
     // "running" means QEMU runs the guest: its console reaches userspace.
     let text = wait_console(c, &id, "socle-guest: ready", 1, BOOT);
@@ -53,7 +53,7 @@ fn vm_lifecycle_end_to_end() {
     let out = call(c, "StopVms", json!({"VmIds": [id]})).ok();
     assert_eq!(out["Vms"][0]["PreviousState"], "running");
     assert_eq!(out["Vms"][0]["CurrentState"], "stopping");
-    wait_state(c, &[id.clone()], "stopped", Duration::from_secs(60));
+    wait_state(c, std::slice::from_ref(&id), "stopped", Duration::from_secs(60));
     assert!(started.elapsed() < Duration::from_secs(20), "graceful stop hit the 20 s timeout");
     assert!(console(c, &id).contains("socle-guest: shutting down"), "no guest shutdown on the console");
     assert!(cloud.qemu_pids().is_empty());
@@ -62,23 +62,23 @@ fn vm_lifecycle_end_to_end() {
     let out = call(c, "UpdateVm", json!({"VmId": id, "VmType": "tinav5.c2r2p2", "DeletionProtection": true})).ok();
     assert_eq!(out["Vm"]["VmType"], "tinav5.c2r2p2");
     call(c, "StartVms", json!({"VmIds": [id]})).ok();
-    wait_state(c, &[id.clone()], "running", BOOT);
+    wait_state(c, std::slice::from_ref(&id), "running", BOOT);
     let cmd = qemu_cmdline(&cloud);
     assert!(cmd.contains("-smp 2") && cmd.contains("-m 2048M"), "{cmd}");
     wait_console(c, &id, "socle-guest: ready", 3, BOOT);
 
     // Forced stop then start again.
     call(c, "StopVms", json!({"VmIds": [id], "ForceStop": true})).ok();
-    wait_state(c, &[id.clone()], "stopped", Duration::from_secs(30));
+    wait_state(c, std::slice::from_ref(&id), "stopped", Duration::from_secs(30));
     call(c, "StartVms", json!({"VmIds": [id]})).ok();
-    wait_state(c, &[id.clone()], "running", BOOT);
+    wait_state(c, std::slice::from_ref(&id), "running", BOOT);
 
     // Deletion protection holds until turned off.
     call(c, "DeleteVms", json!({"VmIds": [id]})).expect_error(400, "9029");
     call(c, "UpdateVm", json!({"VmId": id, "DeletionProtection": false})).ok();
     let out = call(c, "DeleteVms", json!({"VmIds": [id]})).ok();
     assert_eq!(out["Vms"][0]["CurrentState"], "shutting-down");
-    wait_state(c, &[id.clone()], "terminated", Duration::from_secs(30));
+    wait_state(c, std::slice::from_ref(&id), "terminated", Duration::from_secs(30));
     assert!(cloud.qemu_pids().is_empty(), "QEMU left after termination");
     assert!(
         !cloud.data_dir().join("agent/vms").join(&id).exists(),

@@ -9,10 +9,10 @@ use socle_types::error::ErrorCode;
 use socle_types::osc::*;
 use socle_types::ApiError;
 
-use super::is_dry_run;
+use super::{is_dry_run, write};
 use crate::identity::new_access_key;
 use crate::paging::{matches, reject_unsupported_fields, reject_unsupported_filters};
-use crate::{db_err, Caller, Cloud};
+use crate::{Caller, Cloud};
 
 /// As on Outscale: at most 10 access keys per account.
 const MAX_KEYS: usize = 10;
@@ -55,28 +55,22 @@ pub async fn create_access_key(
     reject_unsupported_fields(&req, &["UserName"])?;
     let expiration = req.expiration_date.as_deref().map(parse_expiration).transpose()?;
     let account = caller.account_id.clone();
-    let dry_run = is_dry_run(req.dry_run);
     let cloud2 = cloud.clone();
-    let created = cloud
-        .store
-        .run(move |conn| -> Result<Option<(AccessKeyRow, String)>, ApiError> {
-            let tx = socle_store::begin(conn).map_err(db_err)?;
-            if key_store::list_for_account(&tx, &account).map_err(db_err)?.len() >= MAX_KEYS {
-                return Err(ApiError::new(
-                    ErrorCode::TooManyAccessKeys,
-                    format!("an account may have at most {MAX_KEYS} access keys"),
-                ));
-            }
-            if dry_run {
-                return Ok(None);
-            }
-            let (row, secret) = new_access_key(&account, &cloud2.secrets, req.tag, expiration);
-            key_store::insert(&tx, &row).map_err(db_err)?;
-            socle_store::commit(tx).map_err(db_err)?;
-            Ok(Some((row, secret)))
-        })
-        .await?;
-    let Some((row, secret)) = created else { return Ok(CreateAccessKeyResponse::default()) };
+    let (row, secret) = write(cloud, req.dry_run, move |tx| {
+        if key_store::list_for_account(tx, &account)?.len() >= MAX_KEYS {
+            return Err(ApiError::new(
+                ErrorCode::TooManyAccessKeys,
+                format!("an account may have at most {MAX_KEYS} access keys"),
+            ));
+        }
+        let (row, secret) = new_access_key(&account, &cloud2.secrets, req.tag, expiration);
+        key_store::insert(tx, &row)?;
+        Ok((row, secret))
+    })
+    .await?;
+    if is_dry_run(req.dry_run) {
+        return Ok(CreateAccessKeyResponse::default());
+    }
     let v = view(&row);
     Ok(CreateAccessKeyResponse {
         access_key: Some(AccessKeySecretKey {
@@ -101,7 +95,7 @@ pub async fn read_access_keys(
     reject_unsupported_filters(&req.filters, &["AccessKeyIds", "States"])?;
     let f = req.filters.unwrap_or_default();
     let account = caller.account_id.clone();
-    let rows = cloud.store.run(move |conn| key_store::list_for_account(conn, &account).map_err(db_err)).await?;
+    let rows = cloud.store.run(move |conn| key_store::list_for_account(conn, &account).map_err(ApiError::from)).await?;
     Ok(ReadAccessKeysResponse {
         access_keys: Some(
             rows.iter()
@@ -130,36 +124,27 @@ pub async fn update_access_key(
         (None, _) => None,
     };
     let account = caller.account_id.clone();
-    let dry_run = is_dry_run(req.dry_run);
-    let updated = cloud
-        .store
-        .run(move |conn| -> Result<AccessKeyRow, ApiError> {
-            let tx = socle_store::begin(conn).map_err(db_err)?;
-            let mut key = key_store::get(&tx, &req.access_key_id)
-                .map_err(db_err)?
-                .filter(|k| k.account_id == account)
-                .ok_or_else(|| not_found(&req.access_key_id))?;
-            if let Some(state) = req.state {
-                key.state = state;
-            }
-            if req.clear_tag == Some(true) {
-                key.tag = None;
-            } else if let Some(tag) = req.tag {
-                key.tag = Some(tag);
-            }
-            if let Some(exp) = expiration {
-                key.expiration_date = exp;
-            }
-            key.updated_at = now_iso();
-            if dry_run {
-                return Ok(key);
-            }
-            key_store::update(&tx, &account, &key).map_err(db_err)?;
-            socle_store::commit(tx).map_err(db_err)?;
-            Ok(key)
-        })
-        .await?;
-    if dry_run {
+    let updated = write(cloud, req.dry_run, move |tx| {
+        let mut key = key_store::get(tx, &req.access_key_id)?
+            .filter(|k| k.account_id == account)
+            .ok_or_else(|| not_found(&req.access_key_id))?;
+        if let Some(state) = req.state {
+            key.state = state;
+        }
+        if req.clear_tag == Some(true) {
+            key.tag = None;
+        } else if let Some(tag) = req.tag {
+            key.tag = Some(tag);
+        }
+        if let Some(exp) = expiration {
+            key.expiration_date = exp;
+        }
+        key.updated_at = now_iso();
+        key_store::update(tx, &account, &key)?;
+        Ok(key)
+    })
+    .await?;
+    if is_dry_run(req.dry_run) {
         return Ok(UpdateAccessKeyResponse::default());
     }
     Ok(UpdateAccessKeyResponse { access_key: Some(view(&updated)), ..Default::default() })
@@ -172,28 +157,21 @@ pub async fn delete_access_key(
 ) -> Result<DeleteAccessKeyResponse, ApiError> {
     reject_unsupported_fields(&req, &["UserName"])?;
     let account = caller.account_id.clone();
-    let dry_run = is_dry_run(req.dry_run);
-    cloud
-        .store
-        .run(move |conn| -> Result<(), ApiError> {
-            let tx = socle_store::begin(conn).map_err(db_err)?;
-            let keys = key_store::list_for_account(&tx, &account).map_err(db_err)?;
-            if !keys.iter().any(|k| k.access_key_id.as_str() == req.access_key_id) {
-                return Err(not_found(&req.access_key_id));
-            }
-            // Deleting the last key would lock the account out of the API.
-            if keys.len() == 1 {
-                return Err(ApiError::new(
-                    ErrorCode::ResourceConflict,
-                    "this is the account's last access key; create another one before deleting it",
-                ));
-            }
-            if dry_run {
-                return Ok(());
-            }
-            key_store::delete(&tx, &account, &req.access_key_id).map_err(db_err)?;
-            socle_store::commit(tx).map_err(db_err)
-        })
-        .await?;
+    write(cloud, req.dry_run, move |tx| {
+        let keys = key_store::list_for_account(tx, &account)?;
+        if !keys.iter().any(|k| k.access_key_id.as_str() == req.access_key_id) {
+            return Err(not_found(&req.access_key_id));
+        }
+        // Deleting the last key would lock the account out of the API.
+        if keys.len() == 1 {
+            return Err(ApiError::new(
+                ErrorCode::ResourceConflict,
+                "this is the account's last access key; create another one before deleting it",
+            ));
+        }
+        key_store::delete(tx, &account, &req.access_key_id)?;
+        Ok(())
+    })
+    .await?;
     Ok(DeleteAccessKeyResponse::default())
 }

@@ -6,9 +6,9 @@ use socle_store::images::{self as image_store, ImageRow};
 use socle_types::osc::*;
 use socle_types::ApiError;
 
-use super::{resource_tags, tag_pairs};
+use super::{tag_pairs, with_tags};
 use crate::paging::{created_key, matches, paginate, reject_unsupported_filters, tags_match};
-use crate::{db_err, Caller, Cloud};
+use crate::{Caller, Cloud};
 
 /// The account that owns platform images such as `socle-tiny`.
 pub const PLATFORM_ACCOUNT: &str = "000000000000";
@@ -50,13 +50,9 @@ pub async fn read_images(cloud: &Arc<Cloud>, caller: &Caller, req: ReadImagesReq
     let account = caller.account_id.clone();
     let rows = cloud
         .store
-        .run(move |conn| -> Result<_, ApiError> {
-            let mut out = vec![];
-            for row in image_store::list_visible(conn, &account).map_err(db_err)? {
-                let tags = resource_tags(conn, row.image_id.as_str())?;
-                out.push((row, tags));
-            }
-            Ok(out)
+        .run(move |conn| {
+            let rows = image_store::list_visible(conn, &account)?;
+            with_tags(conn, &account, rows, |r| r.image_id.as_str())
         })
         .await?;
     let items: Vec<Image> = rows

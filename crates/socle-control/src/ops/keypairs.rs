@@ -13,9 +13,9 @@ use socle_types::ids::KeypairId;
 use socle_types::osc::*;
 use socle_types::ApiError;
 
-use super::{is_dry_run, resource_tags, tag_pairs};
+use super::{is_dry_run, tag_pairs, with_tags, write};
 use crate::paging::{created_key, matches, paginate, reject_unsupported_filters, tags_match};
-use crate::{db_err, Caller, Cloud};
+use crate::{Caller, Cloud};
 
 fn validate_name(name: &str) -> Result<(), ApiError> {
     if name.is_empty() || name.len() > 255 || !name.bytes().all(|b| (0x20..0x7f).contains(&b)) {
@@ -83,30 +83,21 @@ pub async fn create_keypair(
         public_key: public.to_openssh().map_err(|e| ApiError::internal(e.to_string()))?,
         created_at: now_iso(),
     };
-    let dry_run = is_dry_run(req.dry_run);
     let stored = row.clone();
-    cloud
-        .store
-        .run(move |conn| -> Result<(), ApiError> {
-            if keypair_store::get_by_name(conn, &stored.account_id, &stored.name).map_err(db_err)?.is_some() {
-                return Err(ApiError::new(
-                    ErrorCode::DuplicateKey,
-                    format!("a keypair named {:?} already exists in this account", stored.name),
-                ));
-            }
-            if dry_run {
-                return Ok(());
-            }
-            keypair_store::insert(conn, &stored).map_err(|e| {
-                if e.is_unique_violation() {
-                    ApiError::new(ErrorCode::DuplicateKey, format!("a keypair named {:?} already exists", stored.name))
-                } else {
-                    db_err(e)
-                }
-            })
-        })
-        .await?;
-    if dry_run {
+    write(cloud, req.dry_run, move |tx| {
+        let duplicate = || {
+            ApiError::new(
+                ErrorCode::DuplicateKey,
+                format!("a keypair named {:?} already exists in this account", stored.name),
+            )
+        };
+        if keypair_store::get_by_name(tx, &stored.account_id, &stored.name)?.is_some() {
+            return Err(duplicate());
+        }
+        keypair_store::insert(tx, &stored).map_err(|e| if e.is_unique_violation() { duplicate() } else { e.into() })
+    })
+    .await?;
+    if is_dry_run(req.dry_run) {
         return Ok(CreateKeypairResponse::default());
     }
     Ok(CreateKeypairResponse {
@@ -135,13 +126,9 @@ pub async fn read_keypairs(
     let account = caller.account_id.clone();
     let rows = cloud
         .store
-        .run(move |conn| -> Result<_, ApiError> {
-            let mut out = vec![];
-            for row in keypair_store::list(conn, &account).map_err(db_err)? {
-                let tags = resource_tags(conn, row.keypair_id.as_str())?;
-                out.push((row, tags));
-            }
-            Ok(out)
+        .run(move |conn| {
+            let rows = keypair_store::list(conn, &account)?;
+            with_tags(conn, &account, rows, |r| r.keypair_id.as_str())
         })
         .await?;
     let items: Vec<(KeypairRow, Vec<ResourceTag>)> = rows
@@ -175,27 +162,20 @@ pub async fn delete_keypair(
     }
     let name = req.keypair_name.clone();
     let account = caller.account_id.clone();
-    let dry_run = is_dry_run(req.dry_run);
-    cloud
-        .store
-        .run(move |conn| -> Result<(), ApiError> {
-            let found = match (&id, &name) {
-                (Some(id), _) => keypair_store::get(conn, &account, id).map_err(db_err)?,
-                (None, Some(name)) => keypair_store::get_by_name(conn, &account, name).map_err(db_err)?,
-                (None, None) => None,
-            };
-            let shown = id.as_ref().map(|i| i.to_string()).or(name.clone()).unwrap_or_default();
-            let row = found
-                .filter(|r| name.as_ref().is_none_or(|n| *n == r.name))
-                .ok_or_else(|| ApiError::not_found(ErrorCode::NoSuchKeypair, "keypair", &shown))?;
-            if dry_run {
-                return Ok(());
-            }
-            let tx = socle_store::begin(conn).map_err(db_err)?;
-            keypair_store::delete(&tx, &account, &row.keypair_id).map_err(db_err)?;
-            tag_store::delete_all_for_resource(&tx, row.keypair_id.as_str()).map_err(db_err)?;
-            socle_store::commit(tx).map_err(db_err)
-        })
-        .await?;
+    write(cloud, req.dry_run, move |tx| {
+        let found = match (&id, &name) {
+            (Some(id), _) => keypair_store::get(tx, &account, id)?,
+            (None, Some(name)) => keypair_store::get_by_name(tx, &account, name)?,
+            (None, None) => None,
+        };
+        let shown = id.as_ref().map(|i| i.to_string()).or(name.clone()).unwrap_or_default();
+        let row = found
+            .filter(|r| name.as_ref().is_none_or(|n| *n == r.name))
+            .ok_or_else(|| ApiError::not_found(ErrorCode::NoSuchKeypair, "keypair", &shown))?;
+        keypair_store::delete(tx, &account, &row.keypair_id)?;
+        tag_store::delete_all_for_resource(tx, row.keypair_id.as_str())?;
+        Ok(())
+    })
+    .await?;
     Ok(DeleteKeypairResponse::default())
 }

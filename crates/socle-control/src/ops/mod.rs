@@ -14,12 +14,16 @@ pub mod tags;
 pub mod vm_lifecycle;
 pub mod vms;
 
-use socle_store::tags as tag_store;
-use socle_store::Connection;
-use socle_types::osc::ResourceTag;
+use std::collections::HashMap;
+use std::sync::Arc;
 
-use crate::db_err;
+use socle_store::tags as tag_store;
+use socle_store::{Connection, Transaction};
+use socle_types::ids::AccountId;
+use socle_types::osc::ResourceTag;
 use socle_types::ApiError;
+
+use crate::Cloud;
 
 pub(crate) fn is_dry_run(flag: Option<bool>) -> bool {
     flag == Some(true)
@@ -28,9 +32,51 @@ pub(crate) fn is_dry_run(flag: Option<bool>) -> bool {
 /// The tags of one resource, as OSC `ResourceTag`s.
 pub(crate) fn resource_tags(conn: &Connection, resource_id: &str) -> Result<Vec<ResourceTag>, ApiError> {
     Ok(tag_store::for_resource(conn, resource_id)
-        .map_err(db_err)?
+        ?
         .into_iter()
         .map(|t| ResourceTag { key: t.key, value: t.value })
+        .collect())
+}
+
+/// Runs `f` in one write transaction and commits it, unless `dry_run`: then
+/// the transaction is rolled back, so a dry run checks exactly what a real
+/// call would (existence, ownership, quotas) and changes nothing.
+pub(crate) async fn write<T, F>(cloud: &Arc<Cloud>, dry_run: Option<bool>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Transaction) -> Result<T, ApiError> + Send + 'static,
+{
+    let dry_run = is_dry_run(dry_run);
+    cloud
+        .store
+        .run(move |conn| {
+            let tx = socle_store::begin(conn)?;
+            let out = f(&tx)?;
+            if !dry_run {
+                socle_store::commit(tx)?;
+            }
+            Ok(out)
+        })
+        .await
+}
+
+/// Pairs each row with the caller's tags on it (one query for all tags).
+pub(crate) fn with_tags<R>(
+    conn: &Connection,
+    account: &AccountId,
+    rows: Vec<R>,
+    id: impl Fn(&R) -> &str,
+) -> Result<Vec<(R, Vec<ResourceTag>)>, ApiError> {
+    let mut by_resource: HashMap<String, Vec<ResourceTag>> = HashMap::new();
+    for t in tag_store::list(conn, account)? {
+        by_resource.entry(t.resource_id).or_default().push(ResourceTag { key: t.key, value: t.value });
+    }
+    Ok(rows
+        .into_iter()
+        .map(|r| {
+            let tags = by_resource.remove(id(&r)).unwrap_or_default();
+            (r, tags)
+        })
         .collect())
 }
 

@@ -7,7 +7,7 @@ use socle_types::osc::*;
 use socle_types::ApiError;
 
 use crate::paging::{matches, paginate, reject_unsupported_filters};
-use crate::{db_err, Caller, Cloud};
+use crate::{Caller, Cloud};
 
 pub async fn read_quotas(cloud: &Arc<Cloud>, caller: &Caller, req: ReadQuotasRequest) -> Result<ReadQuotasResponse, ApiError> {
     reject_unsupported_filters(&req.filters, &["Collections", "QuotaNames", "QuotaTypes", "ShortDescriptions"])?;
@@ -17,9 +17,9 @@ pub async fn read_quotas(cloud: &Arc<Cloud>, caller: &Caller, req: ReadQuotasReq
         .store
         .run(move |conn| -> Result<_, ApiError> {
             let acct = accounts::get(conn, &account)
-                .map_err(db_err)?
+                ?
                 .ok_or_else(|| ApiError::internal("authenticated account has no row"))?;
-            let usage = vm_store::usage(conn, &account).map_err(db_err)?;
+            let usage = vm_store::usage(conn, &account)?;
             Ok((acct, usage))
         })
         .await?;

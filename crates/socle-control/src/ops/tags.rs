@@ -9,9 +9,9 @@ use socle_types::ids::{AccountId, ImageId, KeypairId, VmId};
 use socle_types::osc::*;
 use socle_types::ApiError;
 
-use super::is_dry_run;
+use super::write;
 use crate::paging::{matches, paginate, reject_unsupported_filters};
-use crate::{db_err, Caller, Cloud};
+use crate::{Caller, Cloud};
 
 /// Checks that `id` names a resource of `account` and returns its OSC
 /// resource type. Absent and foreign resources give the same error.
@@ -67,35 +67,28 @@ pub async fn create_tags(cloud: &Arc<Cloud>, caller: &Caller, req: CreateTagsReq
     require_non_empty(&req.tags, "Tags")?;
     req.tags.iter().try_for_each(validate_tag)?;
     let account = caller.account_id.clone();
-    let dry_run = is_dry_run(req.dry_run);
-    cloud
-        .store
-        .run(move |conn| -> Result<(), ApiError> {
-            let tx = socle_store::begin(conn).map_err(db_err)?;
-            for id in &req.resource_ids {
-                let resource_type = owned_resource_type(&tx, &account, id)?;
-                for tag in &req.tags {
-                    let row = TagRow {
-                        resource_id: id.clone(),
-                        resource_type: resource_type.into(),
-                        key: tag.key.clone(),
-                        value: tag.value.clone(),
-                    };
-                    tag_store::upsert(&tx, &account, &row).map_err(db_err)?;
-                }
-                if tag_store::count_for_resource(&tx, id).map_err(db_err)? > MAX_TAGS_PER_RESOURCE {
-                    return Err(ApiError::new(
-                        ErrorCode::TooManyTags,
-                        format!("{id} would have more than {MAX_TAGS_PER_RESOURCE} tags"),
-                    ));
-                }
+    write(cloud, req.dry_run, move |tx| {
+        for id in &req.resource_ids {
+            let resource_type = owned_resource_type(tx, &account, id)?;
+            for tag in &req.tags {
+                let row = TagRow {
+                    resource_id: id.clone(),
+                    resource_type: resource_type.into(),
+                    key: tag.key.clone(),
+                    value: tag.value.clone(),
+                };
+                tag_store::upsert(tx, &account, &row)?;
             }
-            if dry_run {
-                return Ok(()); // dropping the transaction rolls it back
+            if tag_store::count_for_resource(tx, id)? > MAX_TAGS_PER_RESOURCE {
+                return Err(ApiError::new(
+                    ErrorCode::TooManyTags,
+                    format!("{id} would have more than {MAX_TAGS_PER_RESOURCE} tags"),
+                ));
             }
-            socle_store::commit(tx).map_err(db_err)
-        })
-        .await?;
+        }
+        Ok(())
+    })
+    .await?;
     Ok(CreateTagsResponse::default())
 }
 
@@ -103,25 +96,18 @@ pub async fn delete_tags(cloud: &Arc<Cloud>, caller: &Caller, req: DeleteTagsReq
     require_non_empty(&req.resource_ids, "ResourceIds")?;
     require_non_empty(&req.tags, "Tags")?;
     let account = caller.account_id.clone();
-    let dry_run = is_dry_run(req.dry_run);
-    cloud
-        .store
-        .run(move |conn| -> Result<(), ApiError> {
-            let tx = socle_store::begin(conn).map_err(db_err)?;
-            for id in &req.resource_ids {
-                owned_resource_type(&tx, &account, id)?;
-                for tag in &req.tags {
-                    // An empty Value means "whatever the value" (the spec makes Value required).
-                    let value = (!tag.value.is_empty()).then_some(tag.value.as_str());
-                    tag_store::delete(&tx, &account, id, &tag.key, value).map_err(db_err)?;
-                }
+    write(cloud, req.dry_run, move |tx| {
+        for id in &req.resource_ids {
+            owned_resource_type(tx, &account, id)?;
+            for tag in &req.tags {
+                // An empty Value means "whatever the value" (the spec makes Value required).
+                let value = (!tag.value.is_empty()).then_some(tag.value.as_str());
+                tag_store::delete(tx, &account, id, &tag.key, value)?;
             }
-            if dry_run {
-                return Ok(());
-            }
-            socle_store::commit(tx).map_err(db_err)
-        })
-        .await?;
+        }
+        Ok(())
+    })
+    .await?;
     Ok(DeleteTagsResponse::default())
 }
 
@@ -129,7 +115,7 @@ pub async fn read_tags(cloud: &Arc<Cloud>, caller: &Caller, req: ReadTagsRequest
     reject_unsupported_filters(&req.filters, &["Keys", "Values", "ResourceIds", "ResourceTypes"])?;
     let f = req.filters.unwrap_or_default();
     let account = caller.account_id.clone();
-    let rows = cloud.store.run(move |conn| tag_store::list(conn, &account).map_err(db_err)).await?;
+    let rows = cloud.store.run(move |conn| tag_store::list(conn, &account).map_err(ApiError::from)).await?;
     let items: Vec<TagRow> = rows
         .into_iter()
         .filter(|t| {

@@ -13,9 +13,9 @@ use socle_types::ids::VmId;
 use socle_types::osc::*;
 use socle_types::ApiError;
 
-use super::is_dry_run;
+use super::{is_dry_run, write};
 use super::vms::vm_not_found;
-use crate::{db_err, Caller, Cloud};
+use crate::{Caller, Cloud};
 
 /// What a lifecycle call does to one VM in a given state.
 enum Transition {
@@ -35,53 +35,46 @@ fn parse_ids(ids: &[String]) -> Result<Vec<VmId>, ApiError> {
 }
 
 /// Applies `decide` to every VM in one transaction and reports each VM's
-/// previous and current state.
+/// previous and current state (None for a dry run).
 async fn transition(
     cloud: &Arc<Cloud>,
     caller: &Caller,
     ids: &[String],
     dry_run: Option<bool>,
     decide: fn(&VmRow) -> Result<Transition, ApiError>,
-) -> Result<Vec<VmState>, ApiError> {
+) -> Result<Option<Vec<VmState>>, ApiError> {
     let ids = parse_ids(ids)?;
     let account = caller.account_id.clone();
-    let dry_run = is_dry_run(dry_run);
-    let states = cloud
-        .store
-        .run(move |conn| -> Result<Vec<VmState>, ApiError> {
-            let tx = socle_store::begin(conn).map_err(db_err)?;
-            let mut vms = vec![];
-            for id in &ids {
-                vms.push(vm_store::get(&tx, &account, id).map_err(db_err)?.ok_or_else(|| vm_not_found(id.as_str()))?);
-            }
-            let mut plans = vec![];
-            for vm in &vms {
-                plans.push(decide(vm)?);
-            }
-            let mut out = vec![];
-            for (vm, plan) in vms.iter().zip(plans) {
-                let current = match plan {
-                    Transition::Stay => vm.state.clone(),
-                    Transition::To(state, desired, force) => {
-                        vm_store::set_lifecycle(&tx, &vm.vm_id, state, desired, force).map_err(db_err)?;
-                        state.to_string()
-                    }
-                };
-                out.push(VmState {
-                    vm_id: Some(vm.vm_id.to_string()),
-                    previous_state: Some(vm.state.clone()),
-                    current_state: Some(current),
-                });
-            }
-            if dry_run {
-                return Ok(vec![]);
-            }
-            socle_store::commit(tx).map_err(db_err)?;
-            Ok(out)
-        })
-        .await?;
+    let states = write(cloud, dry_run, move |tx| {
+        let mut vms = vec![];
+        for id in &ids {
+            vms.push(vm_store::get(tx, &account, id)?.ok_or_else(|| vm_not_found(id.as_str()))?);
+        }
+        // Decide for all before changing any: one refusal changes nothing.
+        let plans = vms.iter().map(decide).collect::<Result<Vec<_>, _>>()?;
+        let mut out = vec![];
+        for (vm, plan) in vms.iter().zip(plans) {
+            let current = match plan {
+                Transition::Stay => vm.state.clone(),
+                Transition::To(state, desired, force) => {
+                    vm_store::set_lifecycle(tx, &vm.vm_id, state, desired, force)?;
+                    state.to_string()
+                }
+            };
+            out.push(VmState {
+                vm_id: Some(vm.vm_id.to_string()),
+                previous_state: Some(vm.state.clone()),
+                current_state: Some(current),
+            });
+        }
+        Ok(out)
+    })
+    .await?;
+    if is_dry_run(dry_run) {
+        return Ok(None);
+    }
     cloud.wake_reconciler();
-    Ok(states)
+    Ok(Some(states))
 }
 
 fn gone(vm: &VmRow) -> ApiError {
@@ -95,7 +88,7 @@ pub async fn start_vms(cloud: &Arc<Cloud>, caller: &Caller, req: StartVmsRequest
         _ => Err(gone(vm)),
     })
     .await?;
-    Ok(StartVmsResponse { vms: Some(vms), ..Default::default() })
+    Ok(StartVmsResponse { vms, ..Default::default() })
 }
 
 fn stop(vm: &VmRow, force: bool) -> Result<Transition, ApiError> {
@@ -113,7 +106,7 @@ pub async fn stop_vms(cloud: &Arc<Cloud>, caller: &Caller, req: StopVmsRequest) 
     } else {
         transition(cloud, caller, &req.vm_ids, req.dry_run, |vm| stop(vm, false)).await?
     };
-    Ok(StopVmsResponse { vms: Some(vms), ..Default::default() })
+    Ok(StopVmsResponse { vms, ..Default::default() })
 }
 
 pub async fn delete_vms(cloud: &Arc<Cloud>, caller: &Caller, req: DeleteVmsRequest) -> Result<DeleteVmsResponse, ApiError> {
@@ -130,7 +123,7 @@ pub async fn delete_vms(cloud: &Arc<Cloud>, caller: &Caller, req: DeleteVmsReque
         }
     })
     .await?;
-    Ok(DeleteVmsResponse { vms: Some(vms), ..Default::default() })
+    Ok(DeleteVmsResponse { vms, ..Default::default() })
 }
 
 pub async fn reboot_vms(cloud: &Arc<Cloud>, caller: &Caller, req: RebootVmsRequest) -> Result<RebootVmsResponse, ApiError> {
@@ -140,10 +133,7 @@ pub async fn reboot_vms(cloud: &Arc<Cloud>, caller: &Caller, req: RebootVmsReque
     let vms = cloud
         .store
         .run(move |conn| -> Result<Vec<VmRow>, ApiError> {
-            lookup
-                .iter()
-                .map(|id| vm_store::get(conn, &account, id).map_err(db_err)?.ok_or_else(|| vm_not_found(id.as_str())))
-                .collect()
+            lookup.iter().map(|id| vm_store::get(conn, &account, id)?.ok_or_else(|| vm_not_found(id.as_str()))).collect()
         })
         .await?;
     if let Some(vm) = vms.iter().find(|vm| vm.state != "running") {

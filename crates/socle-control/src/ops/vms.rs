@@ -13,9 +13,9 @@ use socle_types::osc::*;
 use socle_types::vm_type::{parse_vm_type, VmShape, DEFAULT_VM_TYPE};
 use socle_types::ApiError;
 
-use super::{is_dry_run, resource_tags, tag_pairs};
+use super::{is_dry_run, resource_tags, tag_pairs, with_tags, write};
 use crate::paging::{created_key, matches, paginate, reject_unsupported_fields, reject_unsupported_filters, tags_match};
-use crate::{db_err, Caller, Cloud};
+use crate::{Caller, Cloud};
 
 /// At most this many VMs per CreateVms call.
 const MAX_VMS_PER_CALL: i64 = 100;
@@ -166,28 +166,25 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
         canonical.dry_run = None;
         hex::encode(Sha256::digest(serde_json::to_vec(&canonical).map_err(|e| ApiError::internal(e.to_string()))?))
     };
-    let dry_run = is_dry_run(req.dry_run);
+    let dry_run = req.dry_run;
     let account = caller.account_id.clone();
-    let rows = cloud
-        .store
-        .run(move |conn| -> Result<Vec<VmRow>, ApiError> {
-            let tx = socle_store::begin(conn).map_err(db_err)?;
+    let rows = write(cloud, dry_run, move |tx| {
             if let Some(token) = &req.client_token {
-                if let Some(rec) = vm_store::get_client_token(&tx, &account, "CreateVms", token).map_err(db_err)? {
+                if let Some(rec) = vm_store::get_client_token(tx, &account, "CreateVms", token)? {
                     if rec.request_hash != request_hash {
                         return Err(ApiError::invalid_value(
                             "this ClientToken was already used with different parameters",
                         ));
                     }
                     let reservation = ReservationId::from_trusted(rec.result);
-                    return vm_store::list_by_reservation(&tx, &account, &reservation).map_err(db_err);
+                    return vm_store::list_by_reservation(tx, &account, &reservation).map_err(ApiError::from);
                 }
             }
-            let acct = accounts::get(&tx, &account)
-                .map_err(db_err)?
+            let acct = accounts::get(tx, &account)
+                ?
                 .ok_or_else(|| ApiError::internal("authenticated account has no row"))?;
-            let image = image_store::get_visible(&tx, &account, &image_id)
-                .map_err(db_err)?
+            let image = image_store::get_visible(tx, &account, &image_id)
+                ?
                 .ok_or_else(|| ApiError::not_found(ErrorCode::NoSuchImage, "image", image_id.as_str()))?;
             if image.state != "available" {
                 return Err(ApiError::new(
@@ -196,12 +193,12 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
                 ));
             }
             if let Some(name) = &req.keypair_name {
-                if keypair_store::get_by_name(&tx, &account, name).map_err(db_err)?.is_none() {
+                if keypair_store::get_by_name(tx, &account, name)?.is_none() {
                     return Err(ApiError::not_found(ErrorCode::NoSuchKeypair, "keypair", name));
                 }
             }
             // Launch as many as fit between Min and Max (as Outscale does).
-            let used = vm_store::usage(&tx, &account).map_err(db_err)?;
+            let used = vm_store::usage(tx, &account)?;
             let q = acct.quotas;
             let fits = |n: i64| {
                 used.vms + n <= q.max_vms
@@ -236,21 +233,17 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
                     terminated_at: None,
                 })
                 .collect();
-            vm_store::insert_within_quota(&tx, &account, &q, &rows)
-                .map_err(db_err)?
+            vm_store::insert_within_quota(tx, &account, &q, &rows)
+                ?
                 .map_err(|e| quota_error(e, count))?;
             if let Some(token) = &req.client_token {
                 let rec = ClientTokenRecord { request_hash, result: reservation.to_string() };
-                vm_store::put_client_token(&tx, &account, "CreateVms", token, &rec, &now).map_err(db_err)?;
+                vm_store::put_client_token(tx, &account, "CreateVms", token, &rec, &now)?;
             }
-            if dry_run {
-                return Ok(vec![]); // the transaction is dropped: nothing is written
-            }
-            socle_store::commit(tx).map_err(db_err)?;
             Ok(rows)
         })
         .await?;
-    if dry_run {
+    if is_dry_run(dry_run) {
         return Ok(CreateVmsResponse::default());
     }
     cloud.wake_reconciler();
@@ -262,19 +255,9 @@ async fn vms_with_tags(cloud: &Arc<Cloud>, caller: &Caller) -> Result<Vec<(VmRow
     let account = caller.account_id.clone();
     cloud
         .store
-        .run(move |conn| -> Result<_, ApiError> {
-            let vms = vm_store::list(conn, &account).map_err(db_err)?;
-            let mut tags_by_vm: std::collections::HashMap<String, Vec<ResourceTag>> = Default::default();
-            for t in socle_store::tags::list(conn, &account).map_err(db_err)? {
-                tags_by_vm.entry(t.resource_id).or_default().push(ResourceTag { key: t.key, value: t.value });
-            }
-            Ok(vms
-                .into_iter()
-                .map(|v| {
-                    let tags = tags_by_vm.remove(v.vm_id.as_str()).unwrap_or_default();
-                    (v, tags)
-                })
-                .collect())
+        .run(move |conn| {
+            let vms = vm_store::list(conn, &account)?;
+            with_tags(conn, &account, vms, |v| v.vm_id.as_str())
         })
         .await
 }
@@ -325,7 +308,7 @@ pub async fn read_vms_state(
     let f = req.filters.unwrap_or_default();
     let all = req.all_vms == Some(true);
     let account = caller.account_id.clone();
-    let rows = cloud.store.run(move |conn| vm_store::list(conn, &account).map_err(db_err)).await?;
+    let rows = cloud.store.run(move |conn| vm_store::list(conn, &account).map_err(ApiError::from)).await?;
     let items: Vec<VmRow> = rows
         .into_iter()
         .filter(|v| {
@@ -377,14 +360,11 @@ pub async fn update_vm(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVmRequest
             return Err(ApiError::invalid_value(format!("UserData is limited to {MAX_USER_DATA} bytes once decoded")));
         }
     }
-    let dry_run = is_dry_run(req.dry_run);
+    let dry_run = req.dry_run;
     let account = caller.account_id.clone();
-    let row = cloud
-        .store
-        .run(move |conn| -> Result<VmRow, ApiError> {
-            let tx = socle_store::begin(conn).map_err(db_err)?;
-            let mut vm = vm_store::get(&tx, &account, &vm_id)
-                .map_err(db_err)?
+    let row = write(cloud, dry_run, move |tx| {
+            let mut vm = vm_store::get(tx, &account, &vm_id)
+                ?
                 .ok_or_else(|| vm_not_found(vm_id.as_str()))?;
             if matches!(vm.state.as_str(), "terminated" | "shutting-down") {
                 return Err(ApiError::new(ErrorCode::InvalidVmState, format!("the VM {vm_id} is {}", vm.state)));
@@ -397,8 +377,8 @@ pub async fn update_vm(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVmRequest
                     ));
                 }
                 // The new size must fit the quota, counting the VM's current size as freed.
-                let acct = accounts::get(&tx, &account).map_err(db_err)?.ok_or_else(|| ApiError::internal("no account row"))?;
-                let used = vm_store::usage(&tx, &account).map_err(db_err)?;
+                let acct = accounts::get(tx, &account)?.ok_or_else(|| ApiError::internal("no account row"))?;
+                let used = vm_store::usage(tx, &account)?;
                 if used.vcpus - vm.vcpus + i64::from(shape.vcpus) > acct.quotas.max_vcpus {
                     return Err(quota_error(QuotaExceeded::Vcpus { max: acct.quotas.max_vcpus, used: used.vcpus }, 0));
                 }
@@ -417,7 +397,7 @@ pub async fn update_vm(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVmRequest
                 vm.performance = performance_of(Some(p), &parse_vm_type(&vm.vm_type)?)?;
             }
             if let Some(name) = &req.keypair_name {
-                if keypair_store::get_by_name(&tx, &account, name).map_err(db_err)?.is_none() {
+                if keypair_store::get_by_name(tx, &account, name)?.is_none() {
                     return Err(ApiError::not_found(ErrorCode::NoSuchKeypair, "keypair", name));
                 }
                 vm.keypair_name = Some(name.clone());
@@ -428,15 +408,11 @@ pub async fn update_vm(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVmRequest
             if let Some(dp) = req.deletion_protection {
                 vm.deletion_protection = dp;
             }
-            if dry_run {
-                return Ok(vm);
-            }
-            vm_store::update_settings(&tx, &vm).map_err(db_err)?;
-            socle_store::commit(tx).map_err(db_err)?;
+            vm_store::update_settings(tx, &vm)?;
             Ok(vm)
         })
         .await?;
-    if dry_run {
+    if is_dry_run(dry_run) {
         return Ok(UpdateVmResponse::default());
     }
     let id = row.vm_id.to_string();
@@ -454,7 +430,7 @@ pub async fn read_console_output(
     let id = vm_id.clone();
     cloud
         .store
-        .run(move |conn| vm_store::get(conn, &account, &id).map_err(db_err))
+        .run(move |conn| vm_store::get(conn, &account, &id).map_err(ApiError::from))
         .await?
         .ok_or_else(|| vm_not_found(vm_id.as_str()))?;
     if is_dry_run(req.dry_run) {

@@ -8,7 +8,17 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-pub const SOCLE: &str = env!("CARGO_BIN_EXE_socle");
+/// The `socle` binary: Cargo's for integration tests; for the benchmark
+/// example, `$SOCLE_BIN` or the `socle` next to `target/<profile>/examples/`.
+pub fn socle_bin() -> std::path::PathBuf {
+    if let Some(p) = option_env!("CARGO_BIN_EXE_socle") {
+        return p.into();
+    }
+    std::env::var_os("SOCLE_BIN").map(Into::into).unwrap_or_else(|| {
+        let exe = std::env::current_exe().unwrap();
+        exe.parent().and_then(|p| p.parent()).unwrap().join("socle")
+    })
+}
 pub const SMALL: &str = "tinav5.c1r1p2";
 
 /// Credentials of one account.
@@ -120,7 +130,7 @@ impl TestCloud {
     pub fn launch(&mut self, extra: &[&str]) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
-        let mut cmd = Command::new(SOCLE);
+        let mut cmd = Command::new(socle_bin());
         cmd.args(["up", "--data-dir"]).arg(self.dir.path())
             .args(["--listen", &format!("127.0.0.1:{}", self.port), "--accel", "tcg", "--stop-timeout", "20"])
             .args(extra)
@@ -136,14 +146,12 @@ impl TestCloud {
                 panic!("socle up exited early ({status}); log:\n{}", self.log_tail());
             }
             if creds_path.exists() {
-                if let Ok(v) = std::fs::read(&creds_path).map(|b| serde_json::from_slice::<Value>(&b)) {
-                    if let Ok(v) = v {
-                        let creds = Creds::from_json(&v);
-                        let a = try_raw_call(&creds.endpoint, None, "ReadRegions", b"{}", &[]);
-                        if a.is_ok_and(|a| a.status == 200) {
-                            self.creds = creds;
-                            return;
-                        }
+                if let Ok(Ok(v)) = std::fs::read(&creds_path).map(|b| serde_json::from_slice::<Value>(&b)) {
+                    let creds = Creds::from_json(&v);
+                    let a = try_raw_call(&creds.endpoint, None, "ReadRegions", b"{}", &[]);
+                    if a.is_ok_and(|a| a.status == 200) {
+                        self.creds = creds;
+                        return;
                     }
                 }
             }
@@ -183,7 +191,7 @@ impl TestCloud {
     }
 
     pub fn new_account(&self, name: &str) -> Creds {
-        let out = Command::new(SOCLE)
+        let out = Command::new(socle_bin())
             .args(["account", "create", name, "--data-dir"])
             .arg(self.dir.path())
             .output()
@@ -193,7 +201,7 @@ impl TestCloud {
     }
 
     pub fn set_quota(&self, name: &str, args: &[&str]) {
-        let out = Command::new(SOCLE)
+        let out = Command::new(socle_bin())
             .args(["account", "quota", name, "--data-dir"])
             .arg(self.dir.path())
             .args(args)
