@@ -28,6 +28,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub fn router(cloud: Arc<Cloud>) -> Router {
     Router::new()
         .route("/api/{version}/{operation}", post(handle))
+        .method_not_allowed_fallback(not_found)
         .fallback(not_found)
         .with_state(cloud)
 }

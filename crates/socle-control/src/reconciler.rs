@@ -25,6 +25,8 @@ use crate::Cloud;
 
 /// How often the reconciler looks even when nobody woke it.
 const TICK: Duration = Duration::from_millis(500);
+/// Terminated VMs are purged at most this often (or twice per retention
+/// period when that is shorter).
 const PURGE_EVERY: Duration = Duration::from_secs(60);
 
 #[derive(Debug, thiserror::Error)]
@@ -75,7 +77,8 @@ pub async fn recover(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
 pub async fn run(cloud: Arc<Cloud>) {
     let active: Arc<Mutex<HashSet<VmId>>> = Arc::default();
     let mut last_health = Instant::now();
-    let mut last_purge = Instant::now() - PURGE_EVERY;
+    let purge_every = PURGE_EVERY.min(cloud.config.terminated_retention / 2);
+    let mut last_purge = Instant::now() - purge_every;
     loop {
         tokio::select! {
             _ = cloud.wake.notified() => {}
@@ -117,7 +120,7 @@ pub async fn run(cloud: Arc<Cloud>) {
                 }
             }
         }
-        if last_purge.elapsed() >= PURGE_EVERY {
+        if last_purge.elapsed() >= purge_every {
             last_purge = Instant::now();
             let retention = time::Duration::try_from(cloud.config.terminated_retention).unwrap_or(time::Duration::HOUR);
             let cutoff = format_iso(time::OffsetDateTime::now_utc() - retention);
