@@ -1,0 +1,73 @@
+//! The people-facing CLI, run as a user would, against a real cloud.
+
+mod common;
+
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+use serde_json::Value;
+
+fn socle(cloud: &TestCloud, args: &[&str]) -> String {
+    let out = Command::new(socle_bin())
+        .args(args)
+        .arg("--data-dir")
+        .arg(cloud.data_dir())
+        .env_remove("OSC_ACCESS_KEY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "socle {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn vm_commands_drive_a_vm_through_its_life() {
+    let cloud = TestCloud::start();
+    let created: Value = serde_json::from_str(&socle(&cloud, &["vm", "create", "--name", "web", "--wait", "--json"])).unwrap();
+    let id = created[0]["VmId"].as_str().unwrap().to_string();
+    assert_eq!(created[0]["State"], "running");
+
+    let table = socle(&cloud, &["vm", "list"]);
+    assert!(table.contains(&id) && table.contains("web") && table.contains("running"), "{table}");
+    let shown = socle(&cloud, &["vm", "show", &id]);
+    assert!(shown.contains("tinav5.c1r1p2") && shown.contains("Tag Name"), "{shown}");
+    wait_console(&cloud.creds, &id, "socle-guest: ready", 1, Duration::from_secs(120));
+    assert!(socle(&cloud, &["vm", "console", &id]).contains("socle-guest: ready"));
+
+    let stopped = socle(&cloud, &["vm", "stop", &id]);
+    assert!(stopped.contains("stopping"), "{stopped}");
+    wait_state(&cloud.creds, std::slice::from_ref(&id), "stopped", Duration::from_secs(60));
+
+    // `socle api` with the standard OSC_* environment instead of the data dir.
+    let c = &cloud.creds;
+    let out = Command::new(socle_bin())
+        .args(["api", "ReadVms", &format!(r#"{{"Filters":{{"VmIds":["{id}"]}}}}"#)])
+        .env("OSC_ACCESS_KEY", &c.access_key)
+        .env("OSC_SECRET_KEY", &c.secret_key)
+        .env("OSC_REGION", &c.region)
+        .env("OSC_ENDPOINT_API", &c.endpoint)
+        .env("SOCLE_DATA_DIR", "/nonexistent")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let v: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["Vms"][0]["State"], "stopped");
+
+    // Errors are printed with their OSC code and a failing exit status.
+    let out = Command::new(socle_bin())
+        .args(["vm", "start", "i-00000000", "--data-dir"])
+        .arg(cloud.data_dir())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("5063"), "{}", String::from_utf8_lossy(&out.stderr));
+
+    socle(&cloud, &["vm", "delete", &id]);
+    wait_state(&cloud.creds, &[id], "terminated", Duration::from_secs(30));
+
+    // Admin commands.
+    let accounts = socle(&cloud, &["account", "list"]);
+    assert!(accounts.contains("default"), "{accounts}");
+    let out = Command::new(socle_bin()).args(["account", "create", "default", "--data-dir"]).arg(cloud.data_dir()).output().unwrap();
+    assert!(!out.status.success(), "duplicate account name accepted");
+}
