@@ -3,6 +3,8 @@
 #   qemu-system-x86 + qemu-utils   the hypervisor and qemu-img (host agent)
 #   openssh-client                 ssh-keygen, used by the keypair tests
 #   python3-venv                   only if python3 cannot create a venv
+#   softhsm2                       a real PKCS#11 token for socle-kms (HSM-held keys; tests)
+#   opensc                         pkcs11-tool, the customer-side key tool the socle-kms tests use
 # The socle-tiny guest image is fetched at run time with `apt-get download`
 # (nothing installed), so apt's package lists must exist: we refresh them.
 #
@@ -17,6 +19,8 @@ need=()
 command -v qemu-system-x86_64 >/dev/null && command -v qemu-img >/dev/null || need+=(qemu)
 command -v ssh-keygen >/dev/null || need+=(openssh-client)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
+[ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || need+=(softhsm2)
+command -v pkcs11-tool >/dev/null || need+=(opensc)
 # apt-get download (image build) needs package lists.
 [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock | grep -v partial)" ] || need+=(lists)
 

@@ -33,6 +33,10 @@ OPERATIONS = [
     "ReadQuotas",
     "CreateVms", "ReadVms", "ReadVmsState", "StartVms", "StopVms", "RebootVms",
     "DeleteVms", "UpdateVm", "ReadConsoleOutput",
+    # block storage
+    "CreateVolume", "ReadVolumes", "UpdateVolume", "LinkVolume", "UnlinkVolume", "DeleteVolume",
+    "CreateSnapshot", "ReadSnapshots", "DeleteSnapshot", "UpdateSnapshot",
+    "CreateImage", "UpdateImage", "DeleteImage",
 ]
 
 RUST_KEYWORDS = {"type", "match", "ref", "self", "move", "box", "in", "for", "loop"}

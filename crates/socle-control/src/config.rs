@@ -19,6 +19,9 @@ pub struct CloudConfig {
     pub terminated_retention: Duration,
     /// Period of the reconciler's health pass over running VMs.
     pub health_interval: Duration,
+    /// Size of the storage pool: the sum of all volume and snapshot sizes
+    /// may not exceed it (GiB, provisioned sizes).
+    pub storage_capacity_gib: i64,
 }
 
 impl CloudConfig {
@@ -31,6 +34,7 @@ impl CloudConfig {
             stop_timeout: Duration::from_secs(30),
             terminated_retention: Duration::from_secs(3600),
             health_interval: Duration::from_secs(2),
+            storage_capacity_gib: 1024,
         }
     }
 

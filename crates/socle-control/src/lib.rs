@@ -6,6 +6,7 @@
 //! [`reconciler`] moves VMs on the host towards what users asked for.
 
 pub mod config;
+mod custody;
 mod dispatch;
 pub mod identity;
 mod ops;
@@ -32,18 +33,33 @@ pub struct Caller {
     pub access_key_id: Option<String>,
 }
 
+impl Caller {
+    /// Who acted, for audit records: the access key ID.
+    pub fn actor(&self) -> String {
+        self.access_key_id.clone().unwrap_or_else(|| format!("account {}", self.account_id))
+    }
+}
+
 pub struct Cloud {
     pub config: CloudConfig,
     pub store: Store,
     pub secrets: secrets::SecretBox,
     pub agent: Agent,
+    /// Key custody: the software keystore and any configured HSM tokens.
+    pub kms: socle_kms::Kms,
     /// Wakes the reconciler after an operation changed what users want.
     pub(crate) wake: tokio::sync::Notify,
 }
 
 impl Cloud {
-    pub fn new(config: CloudConfig, store: Store, secrets: secrets::SecretBox, agent: Agent) -> Arc<Cloud> {
-        Arc::new(Cloud { config, store, secrets, agent, wake: tokio::sync::Notify::new() })
+    pub fn new(
+        config: CloudConfig,
+        store: Store,
+        secrets: secrets::SecretBox,
+        agent: Agent,
+        kms: socle_kms::Kms,
+    ) -> Arc<Cloud> {
+        Arc::new(Cloud { config, store, secrets, agent, kms, wake: tokio::sync::Notify::new() })
     }
 
     /// Runs one OSC operation for `caller` (None for the operations that

@@ -18,7 +18,7 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use socle_agent::{ImageFiles, VmRuntime, VmSpec};
 use socle_store::vms::{self as vm_store, VmRow};
-use socle_store::{format_iso, images as image_store, now_iso, StoreError};
+use socle_store::{format_iso, images as image_store, now_iso, volumes as volume_store, StoreError};
 use socle_types::ids::VmId;
 
 use crate::Cloud;
@@ -168,6 +168,7 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
         }
         "terminated" => {
             cloud.agent.destroy_vm(vm.vm_id.as_str()).await?;
+            release_volumes(cloud, &vm.vm_id).await?;
             ("terminated", "User initiated".to_string())
         }
         other => {
@@ -183,6 +184,34 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
         .run(move |c| vm_store::set_state(c, &id, &acted_on, next, &reason, &now_iso()))
         .await?;
     tracing::info!(vm = %vm.vm_id, from = %vm.state, to = next, recorded = changed, "VM state");
+    Ok(())
+}
+
+/// After a VM is destroyed: its volumes marked DeleteOnVmDeletion are
+/// queued for deletion, the others become available again.
+async fn release_volumes(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<(), ReconcileError> {
+    let vm_id = vm_id.clone();
+    cloud
+        .store
+        .run(move |c| -> Result<(), StoreError> {
+            let tx = socle_store::begin(c)?;
+            for mut v in volume_store::linked_to(&tx, &vm_id)? {
+                v.vm_id = None;
+                v.device_name = None;
+                v.link_state = None;
+                v.linked_at = None;
+                if v.delete_on_vm_deletion {
+                    v.state = "deleting".into();
+                    v.pending = "delete".into();
+                } else {
+                    v.state = "available".into();
+                }
+                v.delete_on_vm_deletion = false;
+                volume_store::update(&tx, &v)?;
+            }
+            socle_store::commit(tx)
+        })
+        .await?;
     Ok(())
 }
 

@@ -16,6 +16,9 @@ pub mod keypairs;
 mod migrations;
 pub mod tags;
 pub mod vms;
+pub mod volumes;
+pub mod snapshots;
+pub mod keys;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex};

@@ -96,6 +96,74 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX tags_account ON tags(account_id);
     "#,
+    // 2: block storage and key custody.
+    r#"
+    -- Each account's key-encryption key (a reference into a keystore, never key bytes).
+    CREATE TABLE account_keks (
+        account_id TEXT PRIMARY KEY REFERENCES accounts(account_id),
+        kek_ref    TEXT NOT NULL,
+        created_at TEXT NOT NULL
+    );
+    CREATE TABLE volumes (
+        volume_id             TEXT PRIMARY KEY,
+        account_id            TEXT NOT NULL REFERENCES accounts(account_id),
+        size_gib              INTEGER NOT NULL,
+        volume_type           TEXT NOT NULL,
+        iops                  INTEGER,
+        subregion             TEXT NOT NULL,
+        snapshot_id           TEXT,
+        client_token          TEXT,
+        -- OSC state: creating, available, in-use, updating, deleting, error.
+        state                 TEXT NOT NULL,
+        -- The data key wrapped by the account's KEK; NULL once destroyed.
+        wrapped_key           TEXT,
+        -- Link to a VM: link_state is attaching, attached or detaching.
+        vm_id                 TEXT,
+        device_name           TEXT,
+        link_state            TEXT,
+        delete_on_vm_deletion INTEGER NOT NULL DEFAULT 0,
+        linked_at             TEXT,
+        -- Work the reconciler still owes: '' (none), create, resize, delete.
+        pending               TEXT NOT NULL DEFAULT '',
+        state_reason          TEXT NOT NULL DEFAULT '',
+        created_at            TEXT NOT NULL
+    );
+    CREATE INDEX volumes_account ON volumes(account_id, created_at, volume_id);
+    CREATE UNIQUE INDEX volumes_device ON volumes(vm_id, device_name) WHERE vm_id IS NOT NULL;
+    CREATE TABLE snapshots (
+        snapshot_id  TEXT PRIMARY KEY,
+        account_id   TEXT NOT NULL REFERENCES accounts(account_id),
+        volume_id    TEXT,
+        volume_size  INTEGER NOT NULL,
+        description  TEXT NOT NULL DEFAULT '',
+        client_token TEXT,
+        -- OSC state: pending, completed, error, deleting.
+        state        TEXT NOT NULL,
+        progress     INTEGER NOT NULL DEFAULT 0,
+        wrapped_key  TEXT,
+        is_public    INTEGER NOT NULL DEFAULT 0,
+        pending      TEXT NOT NULL DEFAULT '',
+        created_at   TEXT NOT NULL
+    );
+    CREATE INDEX snapshots_account ON snapshots(account_id, created_at, snapshot_id);
+    -- Accounts allowed to create volumes from a snapshot they do not own.
+    CREATE TABLE snapshot_shares (
+        snapshot_id TEXT NOT NULL REFERENCES snapshots(snapshot_id) ON DELETE CASCADE,
+        account_id  TEXT NOT NULL,
+        PRIMARY KEY (snapshot_id, account_id)
+    );
+    -- Audit of key operations: which key, which resource, when, by whom. Never key material.
+    CREATE TABLE key_events (
+        id          INTEGER PRIMARY KEY AUTOINCREMENT,
+        at          TEXT NOT NULL,
+        account_id  TEXT NOT NULL,
+        actor       TEXT NOT NULL,
+        operation   TEXT NOT NULL,
+        kek_ref     TEXT NOT NULL,
+        resource_id TEXT NOT NULL,
+        outcome     TEXT NOT NULL
+    );
+    "#,
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

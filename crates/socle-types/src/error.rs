@@ -44,6 +44,26 @@ pub enum ErrorCode {
     NoSuchVm,
     /// 5071 — no such keypair.
     NoSuchKeypair,
+    /// 5064 — no such volume.
+    NoSuchVolume,
+    /// 5054 — no such snapshot.
+    NoSuchSnapshot,
+    /// 4019 — a device name Socle cannot use.
+    InvalidDeviceName,
+    /// 4029 — IOPS out of range or given for a type without IOPS.
+    InvalidIops,
+    /// 4078 — a volume size out of range (or a shrink).
+    InvalidVolumeSize,
+    /// 6007 — the volume is not in a state that allows the operation.
+    InvalidVolumeState,
+    /// 6001 — the image is not in a state that allows the operation.
+    InvalidImageState,
+    /// 9004 — the device name is already used on that VM.
+    DeviceInUse,
+    /// 9063 — the volume is not linked.
+    VolumeNotInUse,
+    /// 10024 — the storage pool has no room for that much volume size.
+    TooMuchVolumeSize,
     /// 4000 — no such access key.
     NoSuchAccessKey,
     /// 6006 — the VM is not in a state that allows the operation.
@@ -64,9 +84,6 @@ pub enum ErrorCode {
     TooManyTags,
     /// 10004 — too many access keys.
     TooManyAccessKeys,
-    /// 10001 — the platform has no capacity left for this request (HTTP 503 is
-    /// retried by clients; capacity is a quota-like 400 instead).
-    InsufficientCapacity,
     /// 2000 — an internal error (HTTP 500); details are in the server log.
     InternalError,
 }
@@ -90,6 +107,16 @@ impl ErrorCode {
             NoSuchOperation => "5038",
             NoSuchVm => "5063",
             NoSuchKeypair => "5071",
+            NoSuchVolume => "5064",
+            NoSuchSnapshot => "5054",
+            InvalidDeviceName => "4019",
+            InvalidIops => "4029",
+            InvalidVolumeSize => "4078",
+            InvalidVolumeState => "6007",
+            InvalidImageState => "6001",
+            DeviceInUse => "9004",
+            VolumeNotInUse => "9063",
+            TooMuchVolumeSize => "10024",
             NoSuchAccessKey => "4000",
             InvalidVmState => "6006",
             InvalidResourceState => "6003",
@@ -100,7 +127,6 @@ impl ErrorCode {
             TooMuchMemory => "10042",
             TooManyTags => "10041",
             TooManyAccessKeys => "10004",
-            InsufficientCapacity => "10001",
             InternalError => "2000",
         }
     }
@@ -113,15 +139,15 @@ impl ErrorCode {
             RequestExpired => "RequestExpired",
             InvalidParameter | InvalidParameterValue | InvalidIdPrefix | MalformedId
             | InvalidParameterValueLength | InvalidParameterType | InvalidJson | BodyTooLarge
-            | NoSuchAccessKey => "InvalidParameterValue",
+            | NoSuchAccessKey | InvalidDeviceName | InvalidIops | InvalidVolumeSize => "InvalidParameterValue",
             MissingParameter => "MissingParameter",
-            NoSuchImage | NoSuchOperation | NoSuchVm | NoSuchKeypair => {
+            NoSuchImage | NoSuchOperation | NoSuchVm | NoSuchKeypair | NoSuchVolume | NoSuchSnapshot => {
                 "InvalidResource"
             }
-            InvalidVmState | InvalidResourceState => "InvalidState",
-            DuplicateKey | ResourceConflict => "ResourceConflict",
+            InvalidVmState | InvalidResourceState | InvalidVolumeState | InvalidImageState => "InvalidState",
+            DuplicateKey | ResourceConflict | DeviceInUse | VolumeNotInUse => "ResourceConflict",
             TooManyVms | TooManyCores | TooMuchMemory | TooManyTags | TooManyAccessKeys
-            | InsufficientCapacity => "TooManyResources (QuotaExceded)",
+            | TooMuchVolumeSize => "TooManyResources (QuotaExceded)",
             InternalError => "InternalError",
         }
     }

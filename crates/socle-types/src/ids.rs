@@ -68,6 +68,10 @@ resource_id!(/// A machine image (OMI).
     ImageId, "ami", "image");
 resource_id!(/// An SSH keypair.
     KeypairId, "key", "keypair");
+resource_id!(/// A block volume.
+    VolumeId, "vol", "volume");
+resource_id!(/// A volume snapshot.
+    SnapshotId, "snap", "snapshot");
 resource_id!(/// The reservation that groups the VMs of one `CreateVms` call.
     ReservationId, "r", "reservation");
 

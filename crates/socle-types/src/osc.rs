@@ -1032,6 +1032,305 @@ pub struct ReadConsoleOutputRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct CreateVolumeRequest {
+    #[serde(rename = "ClientToken", default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "Iops", default, skip_serializing_if = "Option::is_none")]
+    pub iops: Option<i64>,
+    #[serde(rename = "Size", default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    #[serde(rename = "SnapshotId", default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    #[serde(rename = "SubregionName")]
+    pub subregion_name: String,
+    #[serde(rename = "VolumeType", default, skip_serializing_if = "Option::is_none")]
+    pub volume_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadVolumesRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "Filters", default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FiltersVolume>,
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResultsPerPage", default, skip_serializing_if = "Option::is_none")]
+    pub results_per_page: Option<i64>,
+}
+
+/// One or more filters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersVolume {
+    #[serde(rename = "ClientTokens", default, skip_serializing_if = "Option::is_none")]
+    pub client_tokens: Option<Vec<String>>,
+    #[serde(rename = "CreationDates", default, skip_serializing_if = "Option::is_none")]
+    pub creation_dates: Option<Vec<String>>,
+    #[serde(rename = "LinkVolumeDeleteOnVmDeletion", default, skip_serializing_if = "Option::is_none")]
+    pub link_volume_delete_on_vm_deletion: Option<bool>,
+    #[serde(rename = "LinkVolumeDeviceNames", default, skip_serializing_if = "Option::is_none")]
+    pub link_volume_device_names: Option<Vec<String>>,
+    #[serde(rename = "LinkVolumeLinkDates", default, skip_serializing_if = "Option::is_none")]
+    pub link_volume_link_dates: Option<Vec<String>>,
+    #[serde(rename = "LinkVolumeLinkStates", default, skip_serializing_if = "Option::is_none")]
+    pub link_volume_link_states: Option<Vec<String>>,
+    #[serde(rename = "LinkVolumeVmIds", default, skip_serializing_if = "Option::is_none")]
+    pub link_volume_vm_ids: Option<Vec<String>>,
+    #[serde(rename = "SnapshotIds", default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_ids: Option<Vec<String>>,
+    #[serde(rename = "SubregionNames", default, skip_serializing_if = "Option::is_none")]
+    pub subregion_names: Option<Vec<String>>,
+    #[serde(rename = "TagKeys", default, skip_serializing_if = "Option::is_none")]
+    pub tag_keys: Option<Vec<String>>,
+    #[serde(rename = "TagValues", default, skip_serializing_if = "Option::is_none")]
+    pub tag_values: Option<Vec<String>>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(rename = "VolumeIds", default, skip_serializing_if = "Option::is_none")]
+    pub volume_ids: Option<Vec<String>>,
+    #[serde(rename = "VolumeSizes", default, skip_serializing_if = "Option::is_none")]
+    pub volume_sizes: Option<Vec<i64>>,
+    #[serde(rename = "VolumeStates", default, skip_serializing_if = "Option::is_none")]
+    pub volume_states: Option<Vec<String>>,
+    #[serde(rename = "VolumeTypes", default, skip_serializing_if = "Option::is_none")]
+    pub volume_types: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVolumeRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "Iops", default, skip_serializing_if = "Option::is_none")]
+    pub iops: Option<i64>,
+    #[serde(rename = "Size", default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    #[serde(rename = "VolumeId")]
+    pub volume_id: String,
+    #[serde(rename = "VolumeType", default, skip_serializing_if = "Option::is_none")]
+    pub volume_type: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkVolumeRequest {
+    #[serde(rename = "DeviceName")]
+    pub device_name: String,
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "VmId")]
+    pub vm_id: String,
+    #[serde(rename = "VolumeId")]
+    pub volume_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlinkVolumeRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "ForceUnlink", default, skip_serializing_if = "Option::is_none")]
+    pub force_unlink: Option<bool>,
+    #[serde(rename = "VolumeId")]
+    pub volume_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteVolumeRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "VolumeId")]
+    pub volume_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSnapshotRequest {
+    #[serde(rename = "ClientToken", default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    #[serde(rename = "Description", default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "FileLocation", default, skip_serializing_if = "Option::is_none")]
+    pub file_location: Option<String>,
+    #[serde(rename = "SnapshotSize", default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_size: Option<i64>,
+    #[serde(rename = "SourceRegionName", default, skip_serializing_if = "Option::is_none")]
+    pub source_region_name: Option<String>,
+    #[serde(rename = "SourceSnapshotId", default, skip_serializing_if = "Option::is_none")]
+    pub source_snapshot_id: Option<String>,
+    #[serde(rename = "VolumeId", default, skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadSnapshotsRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "Filters", default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FiltersSnapshot>,
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResultsPerPage", default, skip_serializing_if = "Option::is_none")]
+    pub results_per_page: Option<i64>,
+}
+
+/// One or more filters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersSnapshot {
+    #[serde(rename = "AccountAliases", default, skip_serializing_if = "Option::is_none")]
+    pub account_aliases: Option<Vec<String>>,
+    #[serde(rename = "AccountIds", default, skip_serializing_if = "Option::is_none")]
+    pub account_ids: Option<Vec<String>>,
+    #[serde(rename = "ClientTokens", default, skip_serializing_if = "Option::is_none")]
+    pub client_tokens: Option<Vec<String>>,
+    #[serde(rename = "Descriptions", default, skip_serializing_if = "Option::is_none")]
+    pub descriptions: Option<Vec<String>>,
+    #[serde(rename = "FromCreationDate", default, skip_serializing_if = "Option::is_none")]
+    pub from_creation_date: Option<String>,
+    #[serde(rename = "PermissionsToCreateVolumeAccountIds", default, skip_serializing_if = "Option::is_none")]
+    pub permissions_to_create_volume_account_ids: Option<Vec<String>>,
+    #[serde(rename = "PermissionsToCreateVolumeGlobalPermission", default, skip_serializing_if = "Option::is_none")]
+    pub permissions_to_create_volume_global_permission: Option<bool>,
+    #[serde(rename = "Progresses", default, skip_serializing_if = "Option::is_none")]
+    pub progresses: Option<Vec<i64>>,
+    #[serde(rename = "SnapshotIds", default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_ids: Option<Vec<String>>,
+    #[serde(rename = "States", default, skip_serializing_if = "Option::is_none")]
+    pub states: Option<Vec<String>>,
+    #[serde(rename = "TagKeys", default, skip_serializing_if = "Option::is_none")]
+    pub tag_keys: Option<Vec<String>>,
+    #[serde(rename = "TagValues", default, skip_serializing_if = "Option::is_none")]
+    pub tag_values: Option<Vec<String>>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(rename = "ToCreationDate", default, skip_serializing_if = "Option::is_none")]
+    pub to_creation_date: Option<String>,
+    #[serde(rename = "VolumeIds", default, skip_serializing_if = "Option::is_none")]
+    pub volume_ids: Option<Vec<String>>,
+    #[serde(rename = "VolumeSizes", default, skip_serializing_if = "Option::is_none")]
+    pub volume_sizes: Option<Vec<i64>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteSnapshotRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "SnapshotId")]
+    pub snapshot_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSnapshotRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "PermissionsToCreateVolume")]
+    pub permissions_to_create_volume: PermissionsOnResourceCreation,
+    #[serde(rename = "SnapshotId")]
+    pub snapshot_id: String,
+}
+
+/// Information about the permissions for the resource.<br />
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionsOnResourceCreation {
+    #[serde(rename = "Additions", default, skip_serializing_if = "Option::is_none")]
+    pub additions: Option<PermissionsOnResource>,
+    #[serde(rename = "Removals", default, skip_serializing_if = "Option::is_none")]
+    pub removals: Option<PermissionsOnResource>,
+}
+
+/// Permissions for the resource.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PermissionsOnResource {
+    #[serde(rename = "AccountIds", default, skip_serializing_if = "Option::is_none")]
+    pub account_ids: Option<Vec<String>>,
+    #[serde(rename = "GlobalPermission", default, skip_serializing_if = "Option::is_none")]
+    pub global_permission: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateImageRequest {
+    #[serde(rename = "Architecture", default, skip_serializing_if = "Option::is_none")]
+    pub architecture: Option<String>,
+    #[serde(rename = "BlockDeviceMappings", default, skip_serializing_if = "Option::is_none")]
+    pub block_device_mappings: Option<Vec<BlockDeviceMappingImage>>,
+    #[serde(rename = "BootModes", default, skip_serializing_if = "Option::is_none")]
+    pub boot_modes: Option<Vec<String>>,
+    #[serde(rename = "Description", default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "FileLocation", default, skip_serializing_if = "Option::is_none")]
+    pub file_location: Option<String>,
+    #[serde(rename = "ImageName", default, skip_serializing_if = "Option::is_none")]
+    pub image_name: Option<String>,
+    #[serde(rename = "NoReboot", default, skip_serializing_if = "Option::is_none")]
+    pub no_reboot: Option<bool>,
+    #[serde(rename = "ProductCodes", default, skip_serializing_if = "Option::is_none")]
+    pub product_codes: Option<Vec<String>>,
+    #[serde(rename = "RootDeviceName", default, skip_serializing_if = "Option::is_none")]
+    pub root_device_name: Option<String>,
+    #[serde(rename = "SourceImageId", default, skip_serializing_if = "Option::is_none")]
+    pub source_image_id: Option<String>,
+    #[serde(rename = "SourceRegionName", default, skip_serializing_if = "Option::is_none")]
+    pub source_region_name: Option<String>,
+    #[serde(rename = "TpmMandatory", default, skip_serializing_if = "Option::is_none")]
+    pub tpm_mandatory: Option<bool>,
+    #[serde(rename = "VmId", default, skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
+}
+
+/// One or more parameters used to automatically set up volumes when the VM is created.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct BlockDeviceMappingImage {
+    #[serde(rename = "Bsu", default, skip_serializing_if = "Option::is_none")]
+    pub bsu: Option<BsuToCreate>,
+    #[serde(rename = "DeviceName", default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    #[serde(rename = "VirtualDeviceName", default, skip_serializing_if = "Option::is_none")]
+    pub virtual_device_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateImageRequest {
+    #[serde(rename = "Description", default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "ImageId")]
+    pub image_id: String,
+    #[serde(rename = "PermissionsToLaunch", default, skip_serializing_if = "Option::is_none")]
+    pub permissions_to_launch: Option<PermissionsOnResourceCreation>,
+    #[serde(rename = "ProductCodes", default, skip_serializing_if = "Option::is_none")]
+    pub product_codes: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteImageRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "ImageId")]
+    pub image_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReadRegionsResponse {
     #[serde(rename = "Regions", default, skip_serializing_if = "Option::is_none")]
     pub regions: Option<Vec<Region>>,
@@ -1174,28 +1473,6 @@ pub struct Image {
     pub tags: Option<Vec<ResourceTag>>,
     #[serde(rename = "TpmMandatory", default, skip_serializing_if = "Option::is_none")]
     pub tpm_mandatory: Option<bool>,
-}
-
-/// One or more parameters used to automatically set up volumes when the VM is created.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct BlockDeviceMappingImage {
-    #[serde(rename = "Bsu", default, skip_serializing_if = "Option::is_none")]
-    pub bsu: Option<BsuToCreate>,
-    #[serde(rename = "DeviceName", default, skip_serializing_if = "Option::is_none")]
-    pub device_name: Option<String>,
-    #[serde(rename = "VirtualDeviceName", default, skip_serializing_if = "Option::is_none")]
-    pub virtual_device_name: Option<String>,
-}
-
-/// Permissions for the resource.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct PermissionsOnResource {
-    #[serde(rename = "AccountIds", default, skip_serializing_if = "Option::is_none")]
-    pub account_ids: Option<Vec<String>>,
-    #[serde(rename = "GlobalPermission", default, skip_serializing_if = "Option::is_none")]
-    pub global_permission: Option<bool>,
 }
 
 /// Information about the change of state.
@@ -1732,4 +2009,191 @@ pub struct ReadConsoleOutputResponse {
     pub response_context: Option<ResponseContext>,
     #[serde(rename = "VmId", default, skip_serializing_if = "Option::is_none")]
     pub vm_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVolumeResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "Volume", default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<Volume>,
+}
+
+/// Information about the volume.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Volume {
+    #[serde(rename = "ClientToken", default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    #[serde(rename = "CreationDate", default, skip_serializing_if = "Option::is_none")]
+    pub creation_date: Option<String>,
+    #[serde(rename = "Iops", default, skip_serializing_if = "Option::is_none")]
+    pub iops: Option<i64>,
+    #[serde(rename = "LinkedVolumes", default, skip_serializing_if = "Option::is_none")]
+    pub linked_volumes: Option<Vec<LinkedVolume>>,
+    #[serde(rename = "Size", default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<i64>,
+    #[serde(rename = "SnapshotId", default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    #[serde(rename = "State", default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(rename = "SubregionName", default, skip_serializing_if = "Option::is_none")]
+    pub subregion_name: Option<String>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<ResourceTag>>,
+    #[serde(rename = "TaskId", default, skip_serializing_if = "Option::is_none")]
+    pub task_id: Option<String>,
+    #[serde(rename = "VolumeId", default, skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+    #[serde(rename = "VolumeType", default, skip_serializing_if = "Option::is_none")]
+    pub volume_type: Option<String>,
+}
+
+/// Information about volume attachment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkedVolume {
+    #[serde(rename = "DeleteOnVmDeletion", default, skip_serializing_if = "Option::is_none")]
+    pub delete_on_vm_deletion: Option<bool>,
+    #[serde(rename = "DeviceName", default, skip_serializing_if = "Option::is_none")]
+    pub device_name: Option<String>,
+    #[serde(rename = "State", default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(rename = "VmId", default, skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
+    #[serde(rename = "VolumeId", default, skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadVolumesResponse {
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "Volumes", default, skip_serializing_if = "Option::is_none")]
+    pub volumes: Option<Vec<Volume>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVolumeResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "Volume", default, skip_serializing_if = "Option::is_none")]
+    pub volume: Option<Volume>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkVolumeResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlinkVolumeResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteVolumeResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSnapshotResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "Snapshot", default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
+}
+
+/// Information about the snapshot.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Snapshot {
+    #[serde(rename = "AccountAlias", default, skip_serializing_if = "Option::is_none")]
+    pub account_alias: Option<String>,
+    #[serde(rename = "AccountId", default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    #[serde(rename = "ClientToken", default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    #[serde(rename = "CreationDate", default, skip_serializing_if = "Option::is_none")]
+    pub creation_date: Option<String>,
+    #[serde(rename = "Description", default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(rename = "PermissionsToCreateVolume", default, skip_serializing_if = "Option::is_none")]
+    pub permissions_to_create_volume: Option<PermissionsOnResource>,
+    #[serde(rename = "Progress", default, skip_serializing_if = "Option::is_none")]
+    pub progress: Option<i64>,
+    #[serde(rename = "SnapshotId", default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_id: Option<String>,
+    #[serde(rename = "State", default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<ResourceTag>>,
+    #[serde(rename = "VolumeId", default, skip_serializing_if = "Option::is_none")]
+    pub volume_id: Option<String>,
+    #[serde(rename = "VolumeSize", default, skip_serializing_if = "Option::is_none")]
+    pub volume_size: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadSnapshotsResponse {
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "Snapshots", default, skip_serializing_if = "Option::is_none")]
+    pub snapshots: Option<Vec<Snapshot>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteSnapshotResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSnapshotResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "Snapshot", default, skip_serializing_if = "Option::is_none")]
+    pub snapshot: Option<Snapshot>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateImageResponse {
+    #[serde(rename = "Image", default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateImageResponse {
+    #[serde(rename = "Image", default, skip_serializing_if = "Option::is_none")]
+    pub image: Option<Image>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteImageResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
 }

@@ -32,6 +32,9 @@ pub struct UpArgs {
     /// Seconds terminated VMs stay visible in ReadVms.
     #[arg(long, default_value_t = 3600)]
     terminated_retention: u64,
+    /// Storage pool size in GiB: volumes and snapshots (at their full size) must fit in it.
+    #[arg(long, default_value_t = 1024)]
+    storage_capacity_gib: i64,
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -59,6 +62,7 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
     config.region = args.region;
     config.stop_timeout = Duration::from_secs(args.stop_timeout);
     config.terminated_retention = Duration::from_secs(args.terminated_retention);
+    config.storage_capacity_gib = args.storage_capacity_gib;
     let cloud = open_cloud(config, args.accel).await.context("cannot bring the cloud up")?;
     let creds_path = ensure_default_credentials(&cloud).context("cannot write the default credentials")?;
 

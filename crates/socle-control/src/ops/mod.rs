@@ -13,6 +13,8 @@ pub mod quotas;
 pub mod tags;
 pub mod vm_lifecycle;
 pub mod vms;
+pub mod snapshots;
+pub mod volumes;
 
 use std::collections::HashMap;
 use std::sync::Arc;

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use socle_store::tags::{self as tag_store, TagRow, MAX_TAGS_PER_RESOURCE};
-use socle_store::{images as image_store, keypairs as keypair_store, vms as vm_store, Connection};
+use socle_store::{images as image_store, keypairs as keypair_store, vms as vm_store, snapshots as snapshot_store, volumes as volume_store, Connection};
 use socle_types::error::ErrorCode;
-use socle_types::ids::{AccountId, ImageId, KeypairId, VmId};
+use socle_types::ids::{AccountId, ImageId, KeypairId, SnapshotId, VmId, VolumeId};
 use socle_types::osc::*;
 use socle_types::ApiError;
 
@@ -25,6 +25,16 @@ fn owned_resource_type(conn: &Connection, account: &AccountId, id: &str) -> Resu
             ErrorCode::NoSuchKeypair,
             "keypair",
         ),
+        "vol" => (
+            volume_store::get(conn, account, &VolumeId::parse(id)?)?.map(|_| "volume"),
+            ErrorCode::NoSuchVolume,
+            "volume",
+        ),
+        "snap" => (
+            snapshot_store::get_owned(conn, account, &SnapshotId::parse(id)?)?.map(|_| "snapshot"),
+            ErrorCode::NoSuchSnapshot,
+            "snapshot",
+        ),
         "ami" => (
             image_store::get_visible(conn, account, &ImageId::parse(id)?)?
                 .filter(|i| i.account_id == *account)
@@ -35,7 +45,7 @@ fn owned_resource_type(conn: &Connection, account: &AccountId, id: &str) -> Resu
         _ => {
             return Err(ApiError::new(
                 ErrorCode::InvalidIdPrefix,
-                format!("{id:?} is not the ID of a taggable resource (VM, image or keypair)"),
+                format!("{id:?} is not the ID of a taggable resource (VM, volume, snapshot, image or keypair)"),
             ))
         }
     };

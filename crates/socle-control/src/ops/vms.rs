@@ -1,11 +1,13 @@
 //! VM creation, reading, updating and console.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
 use socle_store::vms::{self as vm_store, ClientTokenRecord, QuotaExceeded, VmRow};
+use socle_store::volumes::{self as volume_store, VolumeRow};
 use socle_store::{accounts, images as image_store, keypairs as keypair_store, now_iso};
 use socle_types::error::ErrorCode;
 use socle_types::ids::{ImageId, ReservationId, VmId};
@@ -41,10 +43,23 @@ pub(crate) fn vm_not_found(id: &str) -> ApiError {
     ApiError::not_found(ErrorCode::NoSuchVm, "VM", id)
 }
 
-pub(crate) fn vm_view(row: &VmRow, tags: Vec<ResourceTag>) -> Vm {
+/// A VM as the API shows it, with its tags and the volumes linked to it.
+pub(crate) fn vm_view(row: &VmRow, tags: Vec<ResourceTag>, volumes: &[VolumeRow]) -> Vm {
+    let mappings = volumes
+        .iter()
+        .map(|v| BlockDeviceMappingCreated {
+            device_name: v.device_name.clone(),
+            bsu: Some(BsuCreated {
+                delete_on_vm_deletion: Some(v.delete_on_vm_deletion),
+                link_date: v.linked_at.clone(),
+                state: v.link_state.clone(),
+                volume_id: Some(v.volume_id.to_string()),
+            }),
+        })
+        .collect();
     Vm {
         architecture: Some("x86_64".into()),
-        block_device_mappings: Some(vec![]),
+        block_device_mappings: Some(mappings),
         boot_mode: Some("legacy".into()),
         bsu_optimized: Some(false),
         client_token: Some(row.client_token.clone().unwrap_or_default()),
@@ -247,17 +262,29 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
         return Ok(CreateVmsResponse::default());
     }
     cloud.wake_reconciler();
-    Ok(CreateVmsResponse { vms: Some(rows.iter().map(|r| vm_view(r, vec![])).collect()), ..Default::default() })
+    Ok(CreateVmsResponse { vms: Some(rows.iter().map(|r| vm_view(r, vec![], &[])).collect()), ..Default::default() })
 }
 
 /// The caller's VMs with their tags.
-async fn vms_with_tags(cloud: &Arc<Cloud>, caller: &Caller) -> Result<Vec<(VmRow, Vec<ResourceTag>)>, ApiError> {
+type VmWithTags = (VmRow, Vec<ResourceTag>);
+
+/// The caller's VMs with their tags, and the caller's linked volumes by VM.
+async fn vms_with_tags(
+    cloud: &Arc<Cloud>,
+    caller: &Caller,
+) -> Result<(Vec<VmWithTags>, HashMap<String, Vec<VolumeRow>>), ApiError> {
     let account = caller.account_id.clone();
     cloud
         .store
         .run(move |conn| {
             let vms = vm_store::list(conn, &account)?;
-            with_tags(conn, &account, vms, |v| v.vm_id.as_str())
+            let mut volumes: HashMap<String, Vec<VolumeRow>> = HashMap::new();
+            for v in volume_store::list(conn, &account)? {
+                if let Some(vm) = &v.vm_id {
+                    volumes.entry(vm.to_string()).or_default().push(v);
+                }
+            }
+            Ok((with_tags(conn, &account, vms, |v| v.vm_id.as_str())?, volumes))
         })
         .await
 }
@@ -271,8 +298,8 @@ pub async fn read_vms(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVmsRequest) 
         ],
     )?;
     let f = req.filters.unwrap_or_default();
-    let items: Vec<(VmRow, Vec<ResourceTag>)> = vms_with_tags(cloud, caller)
-        .await?
+    let (vms, volumes) = vms_with_tags(cloud, caller).await?;
+    let items: Vec<VmWithTags> = vms
         .into_iter()
         .filter(|(v, tags)| {
             matches(&f.vm_ids, v.vm_id.as_str())
@@ -293,7 +320,14 @@ pub async fn read_vms(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVmsRequest) 
         created_key(&v.created_at, v.vm_id.as_str())
     })?;
     Ok(ReadVmsResponse {
-        vms: Some(page.into_iter().map(|(v, t)| vm_view(&v, t)).collect()),
+        vms: Some(
+            page.into_iter()
+                .map(|(v, t)| {
+                    let linked = volumes.get(v.vm_id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+                    vm_view(&v, t, linked)
+                })
+                .collect(),
+        ),
         next_page_token: next,
         ..Default::default()
     })
@@ -415,9 +449,12 @@ pub async fn update_vm(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVmRequest
     if is_dry_run(dry_run) {
         return Ok(UpdateVmResponse::default());
     }
-    let id = row.vm_id.to_string();
-    let tags = cloud.store.run(move |conn| resource_tags(conn, &id)).await?;
-    Ok(UpdateVmResponse { vm: Some(vm_view(&row, tags)), ..Default::default() })
+    let id = row.vm_id.clone();
+    let (tags, volumes) = cloud
+        .store
+        .run(move |conn| Ok::<_, ApiError>((resource_tags(conn, id.as_str())?, volume_store::linked_to(conn, &id)?)))
+        .await?;
+    Ok(UpdateVmResponse { vm: Some(vm_view(&row, tags, &volumes)), ..Default::default() })
 }
 
 pub async fn read_console_output(

@@ -1,0 +1,222 @@
+//! Snapshots of volumes, and sharing them between accounts.
+//!
+//! A snapshot is a standalone encrypted copy with its own data key (wrapped
+//! by the owner's KEK). Sharing lets another account create volumes from it;
+//! the copy it gets is re-encrypted under a key of its own.
+
+use std::sync::Arc;
+
+use socle_store::snapshots::{self as snapshot_store, SnapshotRow};
+use socle_store::{now_iso, volumes as volume_store};
+use socle_types::error::ErrorCode;
+use socle_types::ids::{AccountId, SnapshotId, VolumeId};
+use socle_types::osc::*;
+use socle_types::ApiError;
+
+use super::volumes::volume_not_found;
+use super::{is_dry_run, tag_pairs, with_tags, write};
+use crate::paging::{created_key, matches, paginate, reject_unsupported_fields, reject_unsupported_filters, tags_match};
+use crate::{custody, Caller, Cloud};
+
+pub(crate) fn snapshot_not_found(id: &str) -> ApiError {
+    ApiError::not_found(ErrorCode::NoSuchSnapshot, "snapshot", id)
+}
+
+/// The owner sees who it shares with; others only see that it is shared.
+fn snapshot_view(s: &SnapshotRow, shares: Vec<String>, viewer: &AccountId, tags: Vec<ResourceTag>) -> Snapshot {
+    let owner = s.account_id == *viewer;
+    Snapshot {
+        account_alias: Some(String::new()),
+        account_id: Some(s.account_id.to_string()),
+        client_token: s.client_token.clone(),
+        creation_date: Some(s.created_at.clone()),
+        description: Some(s.description.clone()),
+        permissions_to_create_volume: Some(PermissionsOnResource {
+            account_ids: Some(if owner { shares } else { vec![] }),
+            global_permission: Some(s.is_public),
+        }),
+        progress: Some(s.progress),
+        snapshot_id: Some(s.snapshot_id.to_string()),
+        state: Some(s.state.clone()),
+        tags: Some(if owner { tags } else { vec![] }),
+        volume_id: s.volume_id.clone(),
+        volume_size: Some(s.volume_size),
+    }
+}
+
+pub async fn create_snapshot(cloud: &Arc<Cloud>, caller: &Caller, req: CreateSnapshotRequest) -> Result<CreateSnapshotResponse, ApiError> {
+    reject_unsupported_fields(&req, &["FileLocation", "SnapshotSize", "SourceRegionName", "SourceSnapshotId"])?;
+    let volume_id = VolumeId::parse(req.volume_id.as_deref().ok_or_else(|| ApiError::missing("VolumeId"))?)?;
+    if req.description.as_ref().is_some_and(|d| d.len() > 255) {
+        return Err(ApiError::new(ErrorCode::InvalidParameterValueLength, "Description is limited to 255 characters"));
+    }
+    let account = caller.account_id.clone();
+    let actor = caller.actor();
+    let cloud2 = cloud.clone();
+    let capacity = cloud.config.storage_capacity_gib;
+    let row = write(cloud, req.dry_run, move |tx| {
+        if let Some(token) = &req.client_token {
+            let existing = snapshot_store::list_visible(tx, &account)?
+                .into_iter()
+                .find(|s| s.account_id == account && s.client_token.as_ref() == Some(token));
+            if let Some(s) = existing {
+                return Ok(s);
+            }
+        }
+        let v = volume_store::get(tx, &account, &volume_id)?.ok_or_else(|| volume_not_found(volume_id.as_str()))?;
+        if !matches!(v.state.as_str(), "available" | "in-use") || v.pending == "create" {
+            return Err(ApiError::new(
+                ErrorCode::InvalidVolumeState,
+                format!("the volume {volume_id} is {}; snapshots are taken of available or in-use volumes", v.state),
+            ));
+        }
+        let provisioned = volume_store::provisioned_gib(tx)?;
+        if provisioned + v.size_gib > capacity {
+            return Err(ApiError::new(
+                ErrorCode::TooMuchVolumeSize,
+                format!("the storage pool cannot hold a {} GiB snapshot ({provisioned} of {capacity} GiB provisioned)", v.size_gib),
+            ));
+        }
+        let snapshot_id = SnapshotId::generate();
+        let wrapped = custody::wrap_new_key(&cloud2, tx, &account, &actor, snapshot_id.as_str())?;
+        let row = SnapshotRow {
+            snapshot_id,
+            account_id: account.clone(),
+            volume_id: Some(volume_id.to_string()),
+            volume_size: v.size_gib,
+            description: req.description.clone().unwrap_or_default(),
+            client_token: req.client_token.clone(),
+            state: "pending".into(),
+            progress: 0,
+            wrapped_key: Some(wrapped),
+            is_public: false,
+            pending: "create".into(),
+            created_at: now_iso(),
+        };
+        snapshot_store::insert(tx, &row)?;
+        Ok(row)
+    })
+    .await?;
+    if is_dry_run(req.dry_run) {
+        return Ok(CreateSnapshotResponse::default());
+    }
+    cloud.wake_reconciler();
+    let viewer = caller.account_id.clone();
+    Ok(CreateSnapshotResponse { snapshot: Some(snapshot_view(&row, vec![], &viewer, vec![])), ..Default::default() })
+}
+
+pub async fn read_snapshots(cloud: &Arc<Cloud>, caller: &Caller, req: ReadSnapshotsRequest) -> Result<ReadSnapshotsResponse, ApiError> {
+    reject_unsupported_filters(
+        &req.filters,
+        &[
+            "SnapshotIds", "VolumeIds", "States", "AccountIds", "Descriptions", "VolumeSizes", "Progresses", "ClientTokens",
+            "PermissionsToCreateVolumeAccountIds", "PermissionsToCreateVolumeGlobalPermission", "TagKeys", "TagValues", "Tags",
+        ],
+    )?;
+    let f = req.filters.unwrap_or_default();
+    let account = caller.account_id.clone();
+    let rows = cloud
+        .store
+        .run(move |conn| {
+            let rows = snapshot_store::list_visible(conn, &account)?;
+            let rows = with_tags(conn, &account, rows, |s| s.snapshot_id.as_str())?;
+            rows.into_iter()
+                .map(|(s, tags)| {
+                    let shares = snapshot_store::shares(conn, &s.snapshot_id)?;
+                    Ok((s, tags, shares))
+                })
+                .collect::<Result<Vec<_>, ApiError>>()
+        })
+        .await?;
+    let viewer = caller.account_id.clone();
+    let items: Vec<_> = rows
+        .into_iter()
+        .filter(|(s, tags, shares)| {
+            matches(&f.snapshot_ids, s.snapshot_id.as_str())
+                && f.volume_ids.as_ref().is_none_or(|l| s.volume_id.as_ref().is_some_and(|v| l.contains(v)))
+                && matches(&f.states, &s.state)
+                && matches(&f.account_ids, s.account_id.as_str())
+                && matches(&f.descriptions, &s.description)
+                && matches(&f.volume_sizes, &s.volume_size)
+                && matches(&f.progresses, &s.progress)
+                && f.client_tokens.as_ref().is_none_or(|l| s.client_token.as_ref().is_some_and(|t| l.contains(t)))
+                && f.permissions_to_create_volume_account_ids.as_ref().is_none_or(|l| shares.iter().any(|a| l.contains(a)))
+                && f.permissions_to_create_volume_global_permission.is_none_or(|g| g == s.is_public)
+                && tags_match(&tag_pairs(tags), &f.tag_keys, &f.tag_values, &f.tags)
+        })
+        .collect();
+    let (page, next) = paginate(items, req.next_page_token.as_deref(), req.results_per_page, |(s, _, _)| {
+        created_key(&s.created_at, s.snapshot_id.as_str())
+    })?;
+    Ok(ReadSnapshotsResponse {
+        snapshots: Some(page.into_iter().map(|(s, t, sh)| snapshot_view(&s, sh, &viewer, t)).collect()),
+        next_page_token: next,
+        ..Default::default()
+    })
+}
+
+pub async fn delete_snapshot(cloud: &Arc<Cloud>, caller: &Caller, req: DeleteSnapshotRequest) -> Result<DeleteSnapshotResponse, ApiError> {
+    let id = SnapshotId::parse(&req.snapshot_id)?;
+    let account = caller.account_id.clone();
+    write(cloud, req.dry_run, move |tx| {
+        let mut s = snapshot_store::get_owned(tx, &account, &id)?.ok_or_else(|| snapshot_not_found(id.as_str()))?;
+        match s.state.as_str() {
+            "deleting" => Ok(()),
+            "completed" | "error" => {
+                s.state = "deleting".into();
+                s.pending = "delete".into();
+                snapshot_store::update(tx, &s)?;
+                Ok(())
+            }
+            other => Err(ApiError::new(ErrorCode::InvalidResourceState, format!("the snapshot {id} is {other}"))),
+        }
+    })
+    .await?;
+    if !is_dry_run(req.dry_run) {
+        cloud.wake_reconciler();
+    }
+    Ok(DeleteSnapshotResponse::default())
+}
+
+fn valid_account_ids(ids: &Option<Vec<String>>) -> Result<(), ApiError> {
+    for id in ids.iter().flatten() {
+        if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::invalid_value(format!("{id:?} is not an account ID (12 digits)")));
+        }
+    }
+    Ok(())
+}
+
+pub async fn update_snapshot(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateSnapshotRequest) -> Result<UpdateSnapshotResponse, ApiError> {
+    let id = SnapshotId::parse(&req.snapshot_id)?;
+    let perms = req.permissions_to_create_volume.clone();
+    let additions = perms.additions.clone().unwrap_or_default();
+    let removals = perms.removals.clone().unwrap_or_default();
+    valid_account_ids(&additions.account_ids)?;
+    valid_account_ids(&removals.account_ids)?;
+    let account = caller.account_id.clone();
+    let (row, shares) = write(cloud, req.dry_run, move |tx| {
+        let mut s = snapshot_store::get_owned(tx, &account, &id)?.ok_or_else(|| snapshot_not_found(id.as_str()))?;
+        for a in additions.account_ids.iter().flatten() {
+            snapshot_store::add_share(tx, &id, a)?;
+        }
+        for a in removals.account_ids.iter().flatten() {
+            snapshot_store::remove_share(tx, &id, a)?;
+        }
+        if additions.global_permission == Some(true) {
+            s.is_public = true;
+        }
+        if removals.global_permission == Some(true) {
+            s.is_public = false;
+        }
+        snapshot_store::update(tx, &s)?;
+        let shares = snapshot_store::shares(tx, &id)?;
+        Ok((s, shares))
+    })
+    .await?;
+    if is_dry_run(req.dry_run) {
+        return Ok(UpdateSnapshotResponse::default());
+    }
+    let viewer = caller.account_id.clone();
+    Ok(UpdateSnapshotResponse { snapshot: Some(snapshot_view(&row, shares, &viewer, vec![])), ..Default::default() })
+}

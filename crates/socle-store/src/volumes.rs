@@ -1,0 +1,200 @@
+//! Block volumes and their links to VMs.
+//!
+//! As for VMs, the API records what the user asked and the reconciler does
+//! the host work: `pending` names the work still owed (`create`, `resize`,
+//! `delete`), `link_state` the link work (`attaching`, `detaching`). A crash
+//! leaves that work recorded, and the next pass finishes it.
+
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use socle_types::ids::{AccountId, VmId, VolumeId};
+
+use crate::Result;
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VolumeRow {
+    pub volume_id: VolumeId,
+    pub account_id: AccountId,
+    pub size_gib: i64,
+    pub volume_type: String,
+    pub iops: Option<i64>,
+    pub subregion: String,
+    pub snapshot_id: Option<String>,
+    pub client_token: Option<String>,
+    pub state: String,
+    /// The data key wrapped by the account's KEK (JSON); None once destroyed.
+    pub wrapped_key: Option<String>,
+    pub vm_id: Option<VmId>,
+    pub device_name: Option<String>,
+    pub link_state: Option<String>,
+    pub delete_on_vm_deletion: bool,
+    pub linked_at: Option<String>,
+    pub pending: String,
+    pub state_reason: String,
+    pub created_at: String,
+}
+
+const COLUMNS: &str = "volume_id, account_id, size_gib, volume_type, iops, subregion, snapshot_id, client_token, \
+     state, wrapped_key, vm_id, device_name, link_state, delete_on_vm_deletion, linked_at, pending, state_reason, created_at";
+
+fn from_row(r: &Row) -> rusqlite::Result<VolumeRow> {
+    Ok(VolumeRow {
+        volume_id: VolumeId::from_trusted(r.get(0)?),
+        account_id: AccountId::from_trusted(r.get(1)?),
+        size_gib: r.get(2)?,
+        volume_type: r.get(3)?,
+        iops: r.get(4)?,
+        subregion: r.get(5)?,
+        snapshot_id: r.get(6)?,
+        client_token: r.get(7)?,
+        state: r.get(8)?,
+        wrapped_key: r.get(9)?,
+        vm_id: r.get::<_, Option<String>>(10)?.map(VmId::from_trusted),
+        device_name: r.get(11)?,
+        link_state: r.get(12)?,
+        delete_on_vm_deletion: r.get(13)?,
+        linked_at: r.get(14)?,
+        pending: r.get(15)?,
+        state_reason: r.get(16)?,
+        created_at: r.get(17)?,
+    })
+}
+
+/// GiB provisioned on the storage pool: every volume and snapshot counts at
+/// its full size until its files are gone.
+pub fn provisioned_gib(conn: &Connection) -> Result<i64> {
+    Ok(conn.query_row(
+        "SELECT (SELECT COALESCE(SUM(size_gib), 0) FROM volumes) + (SELECT COALESCE(SUM(volume_size), 0) FROM snapshots)",
+        [],
+        |r| r.get(0),
+    )?)
+}
+
+/// The pool would overflow: how much is provisioned out of what.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CapacityExceeded {
+    pub capacity_gib: i64,
+    pub provisioned_gib: i64,
+}
+
+/// Inserts `v` if the pool keeps room for it; check and insert are atomic in
+/// the caller's IMMEDIATE transaction.
+pub fn insert_within_capacity(
+    tx: &Transaction,
+    v: &VolumeRow,
+    capacity_gib: i64,
+) -> Result<std::result::Result<(), CapacityExceeded>> {
+    let provisioned = provisioned_gib(tx)?;
+    if provisioned + v.size_gib > capacity_gib {
+        return Ok(Err(CapacityExceeded { capacity_gib, provisioned_gib: provisioned }));
+    }
+    insert(tx, v)?;
+    Ok(Ok(()))
+}
+
+fn insert(conn: &Connection, v: &VolumeRow) -> Result<()> {
+    conn.execute(
+        &format!("INSERT INTO volumes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
+        params![
+            v.volume_id.as_str(),
+            v.account_id.as_str(),
+            v.size_gib,
+            v.volume_type,
+            v.iops,
+            v.subregion,
+            v.snapshot_id,
+            v.client_token,
+            v.state,
+            v.wrapped_key,
+            v.vm_id.as_ref().map(|i| i.as_str()),
+            v.device_name,
+            v.link_state,
+            v.delete_on_vm_deletion,
+            v.linked_at,
+            v.pending,
+            v.state_reason,
+            v.created_at
+        ],
+    )?;
+    Ok(())
+}
+
+/// Saves every mutable column of `v`.
+pub fn update(conn: &Connection, v: &VolumeRow) -> Result<()> {
+    conn.execute(
+        "UPDATE volumes SET size_gib = ?2, volume_type = ?3, iops = ?4, state = ?5, wrapped_key = ?6, vm_id = ?7,
+                device_name = ?8, link_state = ?9, delete_on_vm_deletion = ?10, linked_at = ?11, pending = ?12,
+                state_reason = ?13
+         WHERE volume_id = ?1",
+        params![
+            v.volume_id.as_str(),
+            v.size_gib,
+            v.volume_type,
+            v.iops,
+            v.state,
+            v.wrapped_key,
+            v.vm_id.as_ref().map(|i| i.as_str()),
+            v.device_name,
+            v.link_state,
+            v.delete_on_vm_deletion,
+            v.linked_at,
+            v.pending,
+            v.state_reason
+        ],
+    )?;
+    Ok(())
+}
+
+pub fn delete(conn: &Connection, id: &VolumeId) -> Result<()> {
+    conn.execute("DELETE FROM volumes WHERE volume_id = ?1", [id.as_str()])?;
+    Ok(())
+}
+
+/// One volume of `account`; another account's is `None`, like an absent one.
+pub fn get(conn: &Connection, account: &AccountId, id: &VolumeId) -> Result<Option<VolumeRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM volumes WHERE volume_id = ?1 AND account_id = ?2"),
+            params![id.as_str(), account.as_str()],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// One volume whatever its account: for the reconciler only.
+pub fn get_any(conn: &Connection, id: &VolumeId) -> Result<Option<VolumeRow>> {
+    Ok(conn
+        .query_row(&format!("SELECT {COLUMNS} FROM volumes WHERE volume_id = ?1"), [id.as_str()], from_row)
+        .optional()?)
+}
+
+pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<VolumeRow>> {
+    let mut stmt =
+        conn.prepare(&format!("SELECT {COLUMNS} FROM volumes WHERE account_id = ?1 ORDER BY created_at, volume_id"))?;
+    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Volumes with host work owed.
+pub fn list_unsettled(conn: &Connection) -> Result<Vec<VolumeRow>> {
+    let mut stmt = conn.prepare(&format!(
+        "SELECT {COLUMNS} FROM volumes WHERE pending != '' OR link_state IN ('attaching', 'detaching')
+         ORDER BY created_at, volume_id"
+    ))?;
+    let rows = stmt.query_map([], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Volumes linked (or being linked) to a VM, in device order.
+pub fn linked_to(conn: &Connection, vm: &VmId) -> Result<Vec<VolumeRow>> {
+    let mut stmt =
+        conn.prepare(&format!("SELECT {COLUMNS} FROM volumes WHERE vm_id = ?1 ORDER BY device_name"))?;
+    let rows = stmt.query_map([vm.as_str()], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+/// Every volume ID the database knows (to find orphan files after a crash).
+pub fn all_ids(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT volume_id FROM volumes")?;
+    let rows = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
