@@ -79,7 +79,57 @@ pub enum AgentError {
 
     #[error("corrupt file {}: {detail}", path.display())]
     Corrupt { path: PathBuf, detail: String },
+
+    #[error("invalid {kind} id {id:?}: {rule}")]
+    InvalidId {
+        kind: &'static str,
+        id: String,
+        rule: &'static str,
+    },
+
+    #[error("invalid argument: {0}")]
+    InvalidArgument(String),
+
+    #[error("volume {0} does not exist on this host")]
+    VolumeNotFound(String),
+
+    #[error("snapshot {0} does not exist on this host")]
+    SnapshotNotFound(String),
+
+    /// The volume exists with other properties, is in use, is already linked
+    /// elsewhere, would shrink, ...
+    #[error("volume {volume_id}: {what}")]
+    VolumeConflict { volume_id: String, what: String },
+
+    /// The key given for a volume or snapshot does not open it.
+    #[error(
+        "{what}: the key given does not open it (wrong key for this volume or snapshot){}",
+        detail_suffix(detail)
+    )]
+    WrongKey { what: String, detail: String },
+
+    #[error("VM {vm_id}: no key given for its volume {volume_id} (start_vm_with needs the key of its root volume and of every linked volume)")]
+    MissingVolumeKey { vm_id: String, volume_id: String },
+
+    #[error("VM {vm_id}: volume {volume_id}: {detail}")]
+    BlockDevice {
+        vm_id: String,
+        volume_id: String,
+        detail: String,
+    },
 }
+
+fn detail_suffix(detail: &str) -> String {
+    let s = detail.trim();
+    if s.is_empty() {
+        String::new()
+    } else {
+        format!(" ({s})")
+    }
+}
+
+/// What QEMU and qemu-img say when a LUKS passphrase opens no key slot.
+pub(crate) const WRONG_KEY_TEXT: &str = "cannot unlock any keyslot";
 
 fn stderr_suffix(stderr: &str) -> String {
     let s = stderr.trim();

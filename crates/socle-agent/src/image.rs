@@ -37,6 +37,7 @@ const GUEST_INITTAB: &str = include_str!("guest/inittab");
 const GUEST_RCS: &str = include_str!("guest/rcS.sh");
 const GUEST_RCK: &str = include_str!("guest/rcK.sh");
 const GUEST_POWER_BUTTON: &str = include_str!("guest/power-button.sh");
+const GUEST_DISKS: &str = include_str!("guest/socle-disks.sh");
 
 /// Modules the guest loads (their dependencies are added automatically and
 /// ordered first). `true` = required: the build fails if the kernel has it
@@ -83,6 +84,7 @@ fn cache_key() -> String {
         GUEST_RCS.as_bytes(),
         GUEST_RCK.as_bytes(),
         GUEST_POWER_BUTTON.as_bytes(),
+        GUEST_DISKS.as_bytes(),
         BASE_DISK_SIZE.as_bytes(),
     ];
     let mods: Vec<String> = MODULES.iter().map(|(m, r)| format!("{m}:{r}")).collect();
@@ -351,6 +353,7 @@ fn assemble(kroot: &Path, broot: &Path, out: &Path) -> Result<(String, Vec<Strin
     w.char_dev("dev/console", 0o600, 5, 1);
     w.file("bin/busybox", 0o755, &busybox);
     w.symlink("bin/sh", "busybox");
+    w.file("bin/socle-disks", 0o755, GUEST_DISKS.as_bytes());
     w.file("init", 0o755, GUEST_INIT.as_bytes());
     w.file("etc/inittab", 0o644, GUEST_INITTAB.as_bytes());
     w.file("etc/init.d/rcS", 0o755, GUEST_RCS.as_bytes());

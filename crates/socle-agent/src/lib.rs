@@ -6,8 +6,8 @@
 //!
 //! | file          | what                                                            |
 //! |---------------|-----------------------------------------------------------------|
-//! | `spec.json`   | vcpus, memory, image files, kernel command line                 |
-//! | `disk.qcow2`  | root disk: qcow2 overlay backed by the image's base disk        |
+//! | `spec.json`   | vcpus, memory, image files, kernel command line, root volume and linked volumes |
+//! | `disk.qcow2`  | root disk: qcow2 overlay backed by the image's base disk (absent when the root disk is a volume) |
 //! | `user-data`   | optional user data, given to the guest via fw_cfg               |
 //! | `console.log` | serial console (appended across boots)                          |
 //! | `qemu.pid`    | pid of the QEMU process (written by QEMU, locked while it runs) |
@@ -18,13 +18,18 @@
 //! command line carries our `-name socle-<id>` and `-pidfile` (guards against
 //! pid reuse). QEMU also locks the pidfile and the qcow2 overlay, so a second
 //! QEMU for the same VM can never start.
+//!
+//! Block storage (encrypted volumes, hot-plug, I/O limits, snapshots) is in
+//! [`volume`](crate::volume); how keys reach QEMU is in `secret.rs`.
 
 mod accel;
 mod cpio;
 mod error;
 mod image;
 mod qmp;
+mod secret;
 mod util;
+mod volume;
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -37,12 +42,19 @@ use tokio::process::Command;
 pub use accel::{Accel, AccelChoice};
 pub use error::AgentError;
 pub use image::ImageFiles;
+pub use secret::{VolumeKey, VOLUME_KEY_LEN};
+pub use volume::{
+    BlockJobProgress, IoLimits, LinkedVolume, RootDisk, SnapshotInfo, VolumeAttachment, VolumeInfo,
+    VolumeSource, MAX_SNAPSHOT_ID_LEN, MAX_VOLUME_GIB, MAX_VOLUME_ID_LEN, UNLINK_TIMEOUT,
+};
 
 use qmp::Qmp;
+use secret::SecretFds;
 use util::{
     pid_alive, proc_cmdline, qemu_opt, read_optional, remove_file_quiet, run, send_signal,
     wait_pid_exit, write_atomic,
 };
+use volume::VolumeLink;
 
 /// Printed by the socle-tiny guest on its serial console once userspace is up.
 pub const READY_MARKER: &str = "socle-guest: ready";
@@ -135,6 +147,15 @@ struct StoredSpec {
     image: ImageFiles,
     kernel_cmdline: Option<String>,
     has_user_data: bool,
+    /// Boots from this volume instead of `disk.qcow2` (see [`RootDisk`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    root_volume: Option<String>,
+    /// I/O limits of the root volume.
+    #[serde(default, skip_serializing_if = "IoLimits::is_default")]
+    root_limits: IoLimits,
+    /// Linked data volumes, in slot order.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    volumes: Vec<VolumeLink>,
 }
 
 struct Inner {
@@ -146,6 +167,8 @@ struct Inner {
     /// One async lock per VM id: operations on a VM never overlap.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     image_lock: tokio::sync::Mutex<()>,
+    /// Progress of the snapshots being taken, by snapshot id.
+    progress: Mutex<HashMap<String, BlockJobProgress>>,
 }
 
 /// The host agent. Cheap to clone (shared state behind an `Arc`).
@@ -195,6 +218,7 @@ impl Agent {
                 qemu_version,
                 locks: Mutex::new(HashMap::new()),
                 image_lock: tokio::sync::Mutex::new(()),
+                progress: Mutex::new(HashMap::new()),
             }),
         };
         let (accel, why) = agent.resolve_accel().await?;
@@ -202,6 +226,9 @@ impl Agent {
         let inner = Arc::get_mut(&mut agent.inner).expect("agent not shared yet");
         inner.accel = accel;
         inner.accel_reason = why;
+
+        // Half-made volumes and snapshots of an agent that died mid-copy.
+        agent.remove_stale_temporaries();
 
         // Report guests that survived a previous agent: they are re-attached
         // implicitly (every operation reads the pidfile).
@@ -414,23 +441,71 @@ impl Agent {
     /// that is a qcow2 overlay backed by `spec.image.disk`. Idempotent: an
     /// existing disk is kept. Changing vcpus/memory/cmdline/user data is
     /// allowed while the VM is stopped; changing the base image is refused
-    /// (destroy the VM first).
+    /// (destroy the VM first). Linked volumes are kept.
     pub async fn define_vm(&self, spec: &VmSpec) -> Result<(), AgentError> {
+        self.define_vm_with_root(spec, &RootDisk::Overlay).await
+    }
+
+    /// [`Agent::define_vm`] with a choice of root disk: the overlay on the
+    /// image, or an existing volume of this host (made e.g. with
+    /// `create_volume(…, Some(VolumeSource::Image { disk }))`), which then
+    /// needs its key at every start (`start_vm_with`) and survives the VM.
+    /// The root disk of a defined VM cannot change (destroy the VM first).
+    /// With a root volume, `spec.image.disk` is not used.
+    pub async fn define_vm_with_root(
+        &self,
+        spec: &VmSpec,
+        root: &RootDisk,
+    ) -> Result<(), AgentError> {
         validate_vm_id(&spec.vm_id)?;
         validate_size(&spec.vm_id, spec.vcpus, spec.memory_mib)?;
+        let root_volume = match root {
+            RootDisk::Overlay => None,
+            RootDisk::Volume(v) => {
+                volume::validate_volume_id(v)?;
+                Some(v.clone())
+            }
+        };
         let image = ImageFiles {
             kernel: absolute_existing(&spec.image.kernel, "kernel")?,
             initrd: absolute_existing(&spec.image.initrd, "initrd")?,
-            disk: absolute_existing(&spec.image.disk, "base disk")?,
+            disk: match root_volume {
+                None => absolute_existing(&spec.image.disk, "base disk")?,
+                Some(_) => std::fs::canonicalize(&spec.image.disk)
+                    .unwrap_or_else(|_| spec.image.disk.clone()),
+            },
         };
-        let stored = StoredSpec {
+        let mut stored = StoredSpec {
             vm_id: spec.vm_id.clone(),
             vcpus: spec.vcpus,
             memory_mib: spec.memory_mib,
             image,
             kernel_cmdline: spec.kernel_cmdline.clone(),
             has_user_data: spec.user_data.is_some(),
+            root_volume: root_volume.clone(),
+            root_limits: IoLimits::default(),
+            volumes: Vec::new(),
         };
+        let _vg = match &root_volume {
+            Some(v) => Some(self.lock_volume(v).await),
+            None => None,
+        };
+        if let Some(v) = &root_volume {
+            if !self.volume_path(v).is_file() {
+                return Err(AgentError::VolumeNotFound(v.clone()));
+            }
+            if let Some(a) = self.attachment_of(v)? {
+                if a.vm_id != spec.vm_id || a.device_name.is_some() {
+                    return Err(AgentError::VolumeConflict {
+                        volume_id: v.clone(),
+                        what: match a.device_name {
+                            Some(d) => format!("is linked to VM {} as {d}", a.vm_id),
+                            None => format!("is the root disk of VM {}", a.vm_id),
+                        },
+                    });
+                }
+            }
+        }
         let _g = self.lock_vm(&spec.vm_id).await;
         let dir = self.vm_dir(&spec.vm_id);
         std::fs::create_dir_all(&dir)
@@ -439,7 +514,27 @@ impl Agent {
         let user_data_path = dir.join("user-data");
 
         if let Ok(old) = self.load_spec(&spec.vm_id) {
-            if old.image.disk != stored.image.disk && disk.exists() {
+            if old.root_volume != stored.root_volume {
+                let name = |r: &Option<String>| match r {
+                    Some(v) => format!("volume {v}"),
+                    None => "an overlay on its image".to_string(),
+                };
+                return Err(AgentError::Conflict {
+                    vm_id: spec.vm_id.clone(),
+                    what: format!(
+                        "already defined with its root disk on {}; destroy it before defining it on {}",
+                        name(&old.root_volume),
+                        name(&stored.root_volume)
+                    ),
+                });
+            }
+            stored.volumes = old.volumes.clone();
+            stored.root_limits = old.root_limits;
+            if stored.root_volume.is_some() {
+                stored.image.disk = old.image.disk.clone();
+            }
+            if stored.root_volume.is_none() && old.image.disk != stored.image.disk && disk.exists()
+            {
                 return Err(AgentError::Conflict {
                     vm_id: spec.vm_id.clone(),
                     what: format!(
@@ -465,7 +560,7 @@ impl Agent {
             Some(ud) => write_atomic(&user_data_path, ud)?,
             None => remove_file_quiet(&user_data_path),
         }
-        if !disk.exists() {
+        if stored.root_volume.is_none() && !disk.exists() {
             // Create under a temporary name, then rename: never a half-made disk.
             let tmp = dir.join("disk.qcow2.tmp");
             remove_file_quiet(&tmp);
@@ -520,8 +615,22 @@ impl Agent {
 
     /// Starts the VM's QEMU (or resumes a paused one). Idempotent. Returns once
     /// QMP `query-status` says "running" (the guest is then booting; watch the
-    /// console for readiness).
+    /// console for readiness). A VM with a root volume or linked volumes needs
+    /// their keys: use [`Agent::start_vm_with`].
     pub async fn start_vm(&self, vm_id: &str) -> Result<(), AgentError> {
+        self.start_vm_with(vm_id, &HashMap::new()).await
+    }
+
+    /// [`Agent::start_vm`] for a VM with volumes: `keys` holds the key of its
+    /// root volume and of each linked volume, by volume id (extra keys are
+    /// ignored; a missing one is `MissingVolumeKey`, a wrong one `WrongKey`,
+    /// and QEMU is then not left running). The keys reach QEMU through
+    /// memfds, never its command line. A VM already running is left as is.
+    pub async fn start_vm_with(
+        &self,
+        vm_id: &str,
+        keys: &HashMap<String, VolumeKey>,
+    ) -> Result<(), AgentError> {
         validate_vm_id(vm_id)?;
         let _g = self.lock_vm(vm_id).await;
         let spec = self.load_spec(vm_id)?;
@@ -556,7 +665,7 @@ impl Agent {
             }
         }
         let disk = dir.join("disk.qcow2");
-        if !disk.is_file() {
+        if spec.root_volume.is_none() && !disk.is_file() {
             return Err(AgentError::QemuStart {
                 vm_id: vm_id.into(),
                 detail: format!(
@@ -571,21 +680,36 @@ impl Agent {
         // binding it.
         trim_console(&dir.join("console.log"));
 
-        let cmd = self.qemu_command(&spec, &dir);
+        // Volume keys: one memfd each, inherited by this QEMU only, emptied
+        // when `secrets` is dropped (QEMU has read them by the time the
+        // daemonizing parent exits).
+        let mut secrets = SecretFds::new();
+        let (root_args, volume_args) = self.volume_args(&spec, keys, &mut secrets)?;
+        let mut cmd = self.qemu_command(&spec, &dir, root_args, volume_args);
+        secrets.pass_to(&mut cmd);
         tracing::info!(vm = vm_id, command = %util::render(&cmd), "starting QEMU");
-        run(cmd, Duration::from_secs(60))
-            .await
-            .map_err(|e| match e {
-                AgentError::Command { status, stderr, .. } => AgentError::QemuStart {
-                    vm_id: vm_id.into(),
-                    detail: format!(
-                        "{} exited with {status}",
-                        self.inner.cfg.qemu_binary.display()
-                    ),
-                    stderr,
-                },
-                other => other,
-            })?;
+        let started = run(cmd, Duration::from_secs(60)).await;
+        drop(secrets);
+        started.map_err(|e| match e {
+            AgentError::Command { stderr, .. } if stderr.contains(error::WRONG_KEY_TEXT) => {
+                AgentError::WrongKey {
+                    what: match Self::volume_named_in(&spec, &stderr) {
+                        Some(v) => format!("volume {v} of VM {vm_id}"),
+                        None => format!("a volume of VM {vm_id}"),
+                    },
+                    detail: String::new(),
+                }
+            }
+            AgentError::Command { status, stderr, .. } => AgentError::QemuStart {
+                vm_id: vm_id.into(),
+                detail: format!(
+                    "{} exited with {status}",
+                    self.inner.cfg.qemu_binary.display()
+                ),
+                stderr,
+            },
+            other => other,
+        })?;
         // With -daemonize, QEMU returns only once the daemon wrote its pidfile
         // and opened the QMP socket.
         let pid = self
@@ -606,7 +730,15 @@ impl Agent {
         Ok(())
     }
 
-    fn qemu_command(&self, spec: &StoredSpec, dir: &Path) -> Command {
+    /// `root_args`: the root volume's arguments (empty: the overlay);
+    /// `volume_args`: the linked volumes' (see `volume_args`).
+    fn qemu_command(
+        &self,
+        spec: &StoredSpec,
+        dir: &Path,
+        root_args: Vec<String>,
+        volume_args: Vec<String>,
+    ) -> Command {
         let cfg = &self.inner.cfg;
         let pidfile = dir.join("qemu.pid");
         let console = dir.join("console.log");
@@ -658,11 +790,17 @@ impl Agent {
         cmd.arg("-kernel").arg(&spec.image.kernel);
         cmd.arg("-initrd").arg(&spec.image.initrd);
         cmd.arg("-append").arg(cmdline);
-        cmd.arg("-drive").arg(format!(
-            "file={},format=qcow2,if=none,id=root,discard=unmap",
-            qemu_opt(&disk.to_string_lossy())
-        ));
-        cmd.args(["-device", "virtio-blk-pci,drive=root"]);
+        if root_args.is_empty() {
+            cmd.arg("-drive").arg(format!(
+                "file={},format=qcow2,if=none,id=root,discard=unmap",
+                qemu_opt(&disk.to_string_lossy())
+            ));
+            cmd.args(["-device", "virtio-blk-pci,drive=root"]);
+        } else {
+            // First device on the command line: the guest's vda.
+            cmd.args(root_args);
+        }
+        cmd.args(volume_args);
         cmd.arg("-fw_cfg").arg(format!(
             "name=opt/socle/vm-id,string={}",
             qemu_opt(&spec.vm_id)
@@ -839,6 +977,10 @@ impl Agent {
     /// Every VM directory on disk, sorted (running or not, complete or not), so
     /// the control plane can find orphans after a crash.
     pub async fn list_vms(&self) -> Result<Vec<String>, AgentError> {
+        self.list_vm_dirs()
+    }
+
+    fn list_vm_dirs(&self) -> Result<Vec<String>, AgentError> {
         let dir = &self.inner.vms_dir;
         let rd = match std::fs::read_dir(dir) {
             Ok(rd) => rd,

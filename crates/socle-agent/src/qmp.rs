@@ -8,8 +8,10 @@
 //!      `{"return": ...}` or `{"error": {"class", "desc"}}` carrying the same id.
 //!
 //! QEMU may interleave asynchronous events (`{"event": ...}`, e.g. RESET,
-//! POWERDOWN) at any time; we skip them. A QEMU monitor serves one client at a
-//! time, so callers keep connections short (connect, a few commands, drop).
+//! POWERDOWN, DEVICE_DELETED) at any time; they are kept aside for
+//! [`Qmp::wait_event`]. A QEMU monitor serves one client at a time, so callers
+//! keep connections short (connect, a few commands, drop): an event that fires
+//! while nobody is connected is lost, so waiters also poll the state it reports.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -29,6 +31,10 @@ pub(crate) struct Qmp {
     reader: BufReader<OwnedReadHalf>,
     writer: OwnedWriteHalf,
     next_id: u64,
+    /// Events received so far and not yet consumed by `wait_event`.
+    events: Vec<Value>,
+    /// Bytes of a line not yet complete.
+    partial: Vec<u8>,
 }
 
 impl Qmp {
@@ -46,6 +52,8 @@ impl Qmp {
             reader: BufReader::new(r),
             writer: w,
             next_id: 1,
+            events: Vec::new(),
+            partial: Vec::new(),
         };
         let greeting = tokio::time::timeout(IO_TIMEOUT, qmp.read_message())
             .await
@@ -88,7 +96,8 @@ impl Qmp {
         loop {
             let reply = self.read_message().await?;
             if reply.get("event").is_some() {
-                continue; // asynchronous event: not ours
+                self.keep_event(reply);
+                continue;
             }
             if reply.get("id").and_then(Value::as_u64) != Some(id) {
                 continue; // reply to an earlier, abandoned command
@@ -105,22 +114,71 @@ impl Qmp {
         }
     }
 
-    /// Reads one JSON message (QEMU sends one per line).
-    async fn read_message(&mut self) -> Result<Value, String> {
-        let mut line = String::new();
+    fn keep_event(&mut self, event: Value) {
+        if self.events.len() >= 256 {
+            self.events.remove(0);
+        }
+        self.events.push(event);
+    }
+
+    /// Runs one command; the QMP error text is returned as is (callers map it).
+    /// Same as `execute`, named for call sites that pass arguments.
+    pub(crate) async fn call(&mut self, command: &str, arguments: Value) -> Result<Value, String> {
+        self.execute(command, Some(arguments)).await
+    }
+
+    /// Waits up to `timeout` for an event named `name` whose `data` satisfies
+    /// `pred`, consuming it (events received earlier on this connection count).
+    /// Returns None on timeout.
+    pub(crate) async fn wait_event(
+        &mut self,
+        name: &str,
+        pred: impl Fn(&Value) -> bool,
+        timeout: Duration,
+    ) -> Result<Option<Value>, String> {
+        let matches = |e: &Value| {
+            e.get("event").and_then(Value::as_str) == Some(name)
+                && pred(e.get("data").unwrap_or(&Value::Null))
+        };
+        if let Some(i) = self.events.iter().position(matches) {
+            return Ok(Some(self.events.remove(i)));
+        }
+        let deadline = tokio::time::Instant::now() + timeout;
         loop {
-            line.clear();
+            let msg = match tokio::time::timeout_at(deadline, self.read_message()).await {
+                Err(_) => return Ok(None),
+                Ok(m) => m?,
+            };
+            if msg.get("event").is_none() {
+                continue; // a late reply to an abandoned command
+            }
+            if matches(&msg) {
+                return Ok(Some(msg));
+            }
+            self.keep_event(msg);
+        }
+    }
+
+    /// Reads one JSON message (QEMU sends one per line). Cancel-safe: bytes of
+    /// a partly received line stay in `self.partial` for the next call.
+    async fn read_message(&mut self) -> Result<Value, String> {
+        loop {
             let n = self
                 .reader
-                .read_line(&mut line)
+                .read_until(b'\n', &mut self.partial)
                 .await
                 .map_err(|e| format!("read error: {e}"))?;
-            if n == 0 {
+            if n == 0 && !self.partial.ends_with(b"\n") {
                 return Err("QEMU closed the QMP connection".into());
             }
-            if !line.trim().is_empty() {
-                return serde_json::from_str(line.trim())
-                    .map_err(|e| format!("bad JSON from QEMU ({e}): {}", line.trim()));
+            if !self.partial.ends_with(b"\n") {
+                continue;
+            }
+            let line = std::mem::take(&mut self.partial);
+            let text = String::from_utf8_lossy(&line);
+            if !text.trim().is_empty() {
+                return serde_json::from_str(text.trim())
+                    .map_err(|e| format!("bad JSON from QEMU ({e}): {}", text.trim()));
             }
         }
     }

@@ -58,12 +58,19 @@ pub(crate) fn account_kek(cloud: &Cloud, conn: &Connection, account: &AccountId,
     if let Some(json) = key_store::account_kek(conn, account)? {
         return serde_json::from_str(&json).map_err(|e| ApiError::internal(format!("stored KEK reference of {account}: {e}")));
     }
-    let created = cloud.kms.create_kek(&KeystoreId::Software, &format!("account-{account}"), actor);
-    let label = match &created {
-        Ok(k) => k.to_string(),
-        Err(_) => "software:(new)".to_string(),
+    let label = format!("account-{account}");
+    // The KEK may exist without its row: a transaction that created it was
+    // rolled back (a refused or dry-run call). The label is the account's, so
+    // the existing key is this account's key: adopt it.
+    let created = match cloud.keystores.with(|k| k.create_kek(&KeystoreId::Software, &label, actor)) {
+        Err(KmsError::KeyExists { .. }) => Ok(KekRef::Software { id: label.clone() }),
+        other => other,
     };
-    record(conn, account, actor, "create_kek", &label, account.as_str(), &outcome(&created))?;
+    let shown = match &created {
+        Ok(k) => k.to_string(),
+        Err(_) => format!("software:{label}"),
+    };
+    record(conn, account, actor, "create_kek", &shown, account.as_str(), &outcome(&created))?;
     let kek = created.map_err(|e| kms_error(&e, &format!("account {account}")))?;
     let json = serde_json::to_string(&kek).map_err(|e| ApiError::internal(e.to_string()))?;
     key_store::set_account_kek(conn, account, &json, &now_iso())?;
@@ -73,7 +80,7 @@ pub(crate) fn account_kek(cloud: &Cloud, conn: &Connection, account: &AccountId,
 /// A fresh DEK for `resource`, returned wrapped (JSON) for storage.
 pub(crate) fn wrap_new_key(cloud: &Cloud, conn: &Connection, account: &AccountId, actor: &str, resource: &str) -> Result<String, ApiError> {
     let kek = account_kek(cloud, conn, account, actor)?;
-    let made = cloud.kms.new_data_key(&kek, resource, actor);
+    let made = cloud.keystores.with(|k| k.new_data_key(&kek, resource, actor));
     record(conn, account, actor, "wrap", &kek.to_string(), resource, &outcome(&made))?;
     let (_dek, wrapped) = made.map_err(|e| kms_error(&e, resource))?;
     serde_json::to_string(&wrapped).map_err(|e| ApiError::internal(e.to_string()))
@@ -90,7 +97,7 @@ pub(crate) fn unwrap_key(
 ) -> Result<DataKey, ApiError> {
     let wrapped: WrappedKey =
         serde_json::from_str(wrapped_json).map_err(|e| ApiError::internal(format!("stored wrapped key of {resource}: {e}")))?;
-    let opened = cloud.kms.unwrap(&wrapped, resource, actor);
+    let opened = cloud.keystores.with(|k| k.unwrap(&wrapped, resource, actor));
     record(conn, account, actor, "unwrap", &wrapped.kek.to_string(), resource, &outcome(&opened))?;
     opened.map_err(|e| kms_error(&e, resource))
 }

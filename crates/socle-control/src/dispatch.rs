@@ -91,6 +91,16 @@ pub async fn call(
             "DeleteVms" => ops::vm_lifecycle::delete_vms,
             "UpdateVm" => ops::vms::update_vm,
             "ReadConsoleOutput" => ops::vms::read_console_output,
+            "CreateVolume" => ops::volumes::create_volume,
+            "ReadVolumes" => ops::volumes::read_volumes,
+            "UpdateVolume" => ops::volumes::update_volume,
+            "LinkVolume" => ops::volumes::link_volume,
+            "UnlinkVolume" => ops::volumes::unlink_volume,
+            "DeleteVolume" => ops::volumes::delete_volume,
+            "CreateSnapshot" => ops::snapshots::create_snapshot,
+            "ReadSnapshots" => ops::snapshots::read_snapshots,
+            "DeleteSnapshot" => ops::snapshots::delete_snapshot,
+            "UpdateSnapshot" => ops::snapshots::update_snapshot,
         }
     )
 }

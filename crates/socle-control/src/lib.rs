@@ -7,6 +7,7 @@
 
 pub mod config;
 mod custody;
+pub mod hsm;
 mod dispatch;
 pub mod identity;
 mod ops;
@@ -14,6 +15,7 @@ mod paging;
 pub mod reconciler;
 pub mod secrets;
 pub mod startup;
+mod storage_reconciler;
 
 use std::sync::Arc;
 
@@ -45,8 +47,8 @@ pub struct Cloud {
     pub store: Store,
     pub secrets: secrets::SecretBox,
     pub agent: Agent,
-    /// Key custody: the software keystore and any configured HSM tokens.
-    pub kms: socle_kms::Kms,
+    /// Key custody: the software keystore and the registered HSM tokens.
+    pub keystores: hsm::Keystores,
     /// Wakes the reconciler after an operation changed what users want.
     pub(crate) wake: tokio::sync::Notify,
 }
@@ -57,9 +59,9 @@ impl Cloud {
         store: Store,
         secrets: secrets::SecretBox,
         agent: Agent,
-        kms: socle_kms::Kms,
+        keystores: hsm::Keystores,
     ) -> Arc<Cloud> {
-        Arc::new(Cloud { config, store, secrets, agent, kms, wake: tokio::sync::Notify::new() })
+        Arc::new(Cloud { config, store, secrets, agent, keystores, wake: tokio::sync::Notify::new() })
     }
 
     /// Runs one OSC operation for `caller` (None for the operations that

@@ -18,10 +18,10 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use socle_agent::{ImageFiles, VmRuntime, VmSpec};
 use socle_store::vms::{self as vm_store, VmRow};
-use socle_store::{format_iso, images as image_store, now_iso, volumes as volume_store, StoreError};
+use socle_store::{format_iso, images as image_store, now_iso, snapshots as snapshot_store, volumes as volume_store, StoreError};
 use socle_types::ids::VmId;
 
-use crate::Cloud;
+use crate::{custody, storage_reconciler, Cloud};
 
 /// How often the reconciler looks even when nobody woke it.
 const TICK: Duration = Duration::from_millis(500);
@@ -37,6 +37,8 @@ pub enum ReconcileError {
     Agent(#[from] socle_agent::AgentError),
     #[error("VM {0} refers to image {1}, which is gone")]
     MissingImage(String, String),
+    #[error("{0}")]
+    Key(socle_types::ApiError),
 }
 
 /// Repairs what a crash or a host restart left, before serving: VMs we
@@ -75,7 +77,8 @@ pub async fn recover(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
 
 /// Runs forever (until its task is aborted).
 pub async fn run(cloud: Arc<Cloud>) {
-    let active: Arc<Mutex<HashSet<VmId>>> = Arc::default();
+    // IDs (VMs, volumes, snapshots) with a worker running: one at a time each.
+    let active: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut last_health = Instant::now();
     let purge_every = PURGE_EVERY.min(cloud.config.terminated_retention / 2);
     let mut last_purge = Instant::now() - purge_every;
@@ -92,17 +95,30 @@ pub async fn run(cloud: Arc<Cloud>) {
             }
         };
         for vm in live.iter().filter(|vm| vm.state != vm.desired) {
-            if active.lock().unwrap().insert(vm.vm_id.clone()) {
-                let (cloud, active, id) = (cloud.clone(), active.clone(), vm.vm_id.clone());
-                tokio::spawn(async move {
-                    if let Err(e) = work(&cloud, &id).await {
-                        tracing::error!(vm = %id, error = %e, "reconcile step failed; will retry");
-                        tokio::time::sleep(Duration::from_secs(2)).await;
-                    }
-                    active.lock().unwrap().remove(&id);
-                    cloud.wake.notify_one();
-                });
+            let id = vm.vm_id.clone();
+            spawn_once(&cloud, &active, id.to_string(), move |cloud| async move { work(&cloud, &id).await.map_err(|e| e.to_string()) });
+        }
+        match cloud.store.run(|c| volume_store::list_unsettled(c)).await {
+            Ok(volumes) => {
+                for v in volumes {
+                    let id = v.volume_id;
+                    spawn_once(&cloud, &active, id.to_string(), move |cloud| async move {
+                        storage_reconciler::work_volume(&cloud, &id).await.map_err(|e| e.to_string())
+                    });
+                }
             }
+            Err(e) => tracing::error!(error = %e, "reconciler cannot read volumes"),
+        }
+        match cloud.store.run(|c| snapshot_store::list_unsettled(c)).await {
+            Ok(snapshots) => {
+                for s in snapshots {
+                    let id = s.snapshot_id;
+                    spawn_once(&cloud, &active, id.to_string(), move |cloud| async move {
+                        storage_reconciler::work_snapshot(&cloud, &id).await.map_err(|e| e.to_string())
+                    });
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reconciler cannot read snapshots"),
         }
         if last_health.elapsed() >= cloud.config.health_interval {
             last_health = Instant::now();
@@ -112,7 +128,7 @@ pub async fn run(cloud: Arc<Cloud>) {
                 .map(|vm| vm.vm_id.clone())
                 .collect();
             for id in settled {
-                if active.lock().unwrap().contains(&id) {
+                if active.lock().unwrap().contains(id.as_str()) {
                     continue;
                 }
                 if let Err(e) = check_health(&cloud, &id).await {
@@ -131,6 +147,27 @@ pub async fn run(cloud: Arc<Cloud>) {
             }
         }
     }
+}
+
+/// Runs `step` for `id` unless a worker for it is already running; on
+/// failure, waits a little before the ID becomes eligible again.
+fn spawn_once<F, Fut>(cloud: &Arc<Cloud>, active: &Arc<Mutex<HashSet<String>>>, id: String, step: F)
+where
+    F: FnOnce(Arc<Cloud>) -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = Result<(), String>> + Send + 'static,
+{
+    if !active.lock().unwrap().insert(id.clone()) {
+        return;
+    }
+    let (cloud, active) = (cloud.clone(), active.clone());
+    tokio::spawn(async move {
+        if let Err(e) = step(cloud.clone()).await {
+            tracing::error!(resource = %id, error = %e, "reconcile step failed; will retry");
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        active.lock().unwrap().remove(&id);
+        cloud.wake.notify_one();
+    });
 }
 
 /// One step for one VM: re-reads the row (the wish may have changed since
@@ -159,7 +196,11 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
                     })
                     .await?;
                 cloud.agent.stop_vm(vm.vm_id.as_str(), true, Duration::ZERO).await?;
-                ("stopped", "Server.InternalError: the VM failed to start; the operator log has details".to_string())
+                let reason = match &e {
+                    ReconcileError::Key(api) if api.internal.is_none() => format!("Client.KeyUnavailable: {}", api.details),
+                    _ => "Server.InternalError: the VM failed to start; the operator log has details".to_string(),
+                };
+                ("stopped", reason)
             }
         },
         "stopped" => {
@@ -177,7 +218,8 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
         }
     };
     // After a start failure the wish became "stopped".
-    let acted_on = if reason.starts_with("Server.") { "stopped" } else { vm.desired.as_str() }.to_string();
+    let failed_start = vm.desired == "running" && next == "stopped";
+    let acted_on = if failed_start { "stopped" } else { vm.desired.as_str() }.to_string();
     let id = vm.vm_id.clone();
     let changed = cloud
         .store
@@ -236,7 +278,37 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
         kernel_cmdline: None,
     };
     cloud.agent.define_vm(&spec).await?;
-    cloud.agent.start_vm(vm.vm_id.as_str()).await?;
+    // Bring the host's list of linked volumes in line with the database,
+    // and unwrap their keys for QEMU.
+    let vm_id = vm.vm_id.clone();
+    let (cloud2, lookup) = (cloud.clone(), vm_id.clone());
+    let linked = cloud
+        .store
+        .run(move |c| -> Result<Vec<(socle_store::volumes::VolumeRow, socle_kms::DataKey)>, socle_types::ApiError> {
+            let mut out = vec![];
+            for v in volume_store::linked_to(c, &lookup)? {
+                let wrapped = v.wrapped_key.clone().unwrap_or_default();
+                let dek = custody::unwrap_key(&cloud2, c, &v.account_id, "reconciler", v.volume_id.as_str(), &wrapped)?;
+                out.push((v, dek));
+            }
+            Ok(out)
+        })
+        .await
+        .map_err(ReconcileError::Key)?;
+    let mut keys = std::collections::HashMap::new();
+    for (v, dek) in &linked {
+        let key = socle_agent::VolumeKey::from_bytes(*dek.expose_secret());
+        let limits = storage_reconciler::limits_for(&v.volume_type, v.size_gib, v.iops);
+        let device = v.device_name.clone().unwrap_or_default();
+        cloud.agent.link_volume(vm_id.as_str(), v.volume_id.as_str(), &key, &device, limits).await?;
+        keys.insert(v.volume_id.to_string(), key);
+    }
+    for on_host in cloud.agent.vm_volumes(vm_id.as_str()).await? {
+        if !linked.iter().any(|(v, _)| v.volume_id.as_str() == on_host.volume_id) {
+            cloud.agent.unlink_volume(vm_id.as_str(), &on_host.volume_id).await?;
+        }
+    }
+    cloud.agent.start_vm_with(vm_id.as_str(), &keys).await?;
     Ok(())
 }
 

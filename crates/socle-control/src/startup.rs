@@ -36,7 +36,7 @@ pub enum StartupError {
     #[error(transparent)]
     Reconcile(#[from] crate::reconciler::ReconcileError),
     #[error("key custody: {0}")]
-    Kms(#[from] socle_kms::KmsError),
+    Hsm(#[from] crate::hsm::HsmError),
 }
 
 fn data_dir_err(path: &Path) -> impl Fn(std::io::Error) -> StartupError + '_ {
@@ -60,18 +60,10 @@ pub async fn open_cloud(config: CloudConfig, accel: AccelChoice) -> Result<Arc<C
     let agent = Agent::new(agent_cfg).await?;
     tracing::info!(accel = %agent.accel(), qemu = agent.qemu_version(), "host agent ready");
     ensure_tiny_image(&store, &agent, &config.data_dir).await?;
-    let kms = open_kms(&config.data_dir)?;
-    let cloud = Cloud::new(config, store, secrets, agent, kms);
+    let keystores = crate::hsm::Keystores::open(&config.data_dir)?;
+    let cloud = Cloud::new(config, store, secrets, agent, keystores);
     crate::reconciler::recover(&cloud).await?;
     Ok(cloud)
-}
-
-/// The keystores: the software one under `DATA/keys` (its master key sealed
-/// on disk, 0600). Key operations are also logged (target `socle_kms::audit`).
-fn open_kms(data_dir: &Path) -> Result<socle_kms::Kms, StartupError> {
-    let mut kms = socle_kms::Kms::new(Arc::new(socle_kms::TracingAudit));
-    kms.add(Arc::new(socle_kms::SoftwareKeystore::open(&data_dir.join("keys"))?))?;
-    Ok(kms)
 }
 
 /// Makes sure the public `socle-tiny` image is registered and its files are

@@ -2,7 +2,7 @@
 //! while `socle up` runs (SQLite allows one writer at a time; both wait).
 
 use anyhow::Context;
-use socle_control::identity;
+use socle_control::{hsm, identity};
 use socle_control::startup::open_identity;
 use socle_store::accounts::{self, Quotas};
 
@@ -25,6 +25,34 @@ pub enum AccountCommand {
     List {
         #[command(flatten)]
         data_dir: DataDirArg,
+    },
+    /// Register a PKCS#11 token (HSM) this cloud may use for customer-held keys.
+    RegisterToken {
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        /// The token's label.
+        #[arg(long)]
+        label: String,
+        /// The PKCS#11 module, e.g. /usr/lib/softhsm/libsofthsm2.so.
+        #[arg(long)]
+        module: std::path::PathBuf,
+        /// A file (mode 0600) holding the token's user PIN.
+        #[arg(long)]
+        pin_file: std::path::PathBuf,
+    },
+    /// Bind an account to a key on a registered token (customer-held key):
+    /// every data key of the account is re-wrapped under it. Revoking that
+    /// key on the token then makes all the account's disks unreadable.
+    BindKey {
+        name: String,
+        #[command(flatten)]
+        data_dir: DataDirArg,
+        /// The label of a registered token.
+        #[arg(long)]
+        token: String,
+        /// The label (CKA_LABEL) of the AES-256 key on that token.
+        #[arg(long)]
+        key_label: String,
     },
     /// Change an account's quotas.
     Quota {
@@ -64,6 +92,27 @@ pub fn run(cmd: AccountCommand) -> anyhow::Result<()> {
                 "Endpoint": endpoint,
             });
             println!("{}", serde_json::to_string_pretty(&out)?);
+            Ok(())
+        }
+        AccountCommand::RegisterToken { data_dir, label, module, pin_file } => {
+            let dir = data_dir.resolve();
+            let token = hsm::TokenConfig { token_label: label.clone(), module, pin_file };
+            // Open it once now: a wrong module, label or PIN fails here, not at first use.
+            let mut kms = socle_kms::Kms::new(std::sync::Arc::new(socle_kms::TracingAudit));
+            let pin = std::fs::read_to_string(&token.pin_file)
+                .with_context(|| format!("cannot read {}", token.pin_file.display()))?;
+            kms.add(std::sync::Arc::new(socle_kms::Pkcs11Keystore::open(&token.module, &label, pin.trim_end())?))?;
+            hsm::register_token(&dir, token)?;
+            println!("token {label:?} registered");
+            Ok(())
+        }
+        AccountCommand::BindKey { name, data_dir, token, key_label } => {
+            let dir = data_dir.resolve();
+            let (store, _) = open_identity(&dir)?;
+            let keystores = hsm::Keystores::open(&dir)?;
+            let kek = socle_kms::KekRef::Pkcs11 { token_label: token, key_label };
+            let n = store.run_sync(|c| hsm::bind_account(c, &keystores, &name, &kek, "admin"))?;
+            println!("{name} is bound to {kek}; {n} data keys re-wrapped");
             Ok(())
         }
         AccountCommand::List { data_dir } => {

@@ -39,4 +39,22 @@ i=0
 while [ ! -s /run/acpid.pid ] && [ $i -lt 250 ]; do usleep 20000; i=$((i + 1)); done
 [ -s /run/acpid.pid ] || echo "socle-guest: warning: acpid did not start; ACPI power-off will not work"
 
+# Block devices: "socle-guest: disk present|added|resized|removed vdX serial=…
+# size=…" lines from now on (virtio-blk serial = volume id). The first scan is
+# printed before "ready".
+socle-disks watch &
+i=0
+while [ ! -e /run/socle/disks-scanned ] && [ $i -lt 250 ]; do usleep 20000; i=$((i + 1)); done
+
 echo "socle-guest: ready"
+
+# User data that is a script (first bytes "#!") runs once per boot, in the
+# background, its output going to the console.
+if [ -s /run/socle/user-data ] && [ "$(head -c 2 /run/socle/user-data)" = "#!" ]; then
+    chmod 0755 /run/socle/user-data
+    echo "socle-guest: user-data script started"
+    (
+        /run/socle/user-data < /dev/null > /dev/console 2>&1
+        echo "socle-guest: user-data script exited with status $?"
+    ) &
+fi

@@ -72,10 +72,7 @@ pub async fn create_snapshot(cloud: &Arc<Cloud>, caller: &Caller, req: CreateSna
         }
         let provisioned = volume_store::provisioned_gib(tx)?;
         if provisioned + v.size_gib > capacity {
-            return Err(ApiError::new(
-                ErrorCode::TooMuchVolumeSize,
-                format!("the storage pool cannot hold a {} GiB snapshot ({provisioned} of {capacity} GiB provisioned)", v.size_gib),
-            ));
+            return Err(super::volumes::capacity_error(v.size_gib, provisioned, capacity));
         }
         let snapshot_id = SnapshotId::generate();
         let wrapped = custody::wrap_new_key(&cloud2, tx, &account, &actor, snapshot_id.as_str())?;
@@ -163,6 +160,15 @@ pub async fn delete_snapshot(cloud: &Arc<Cloud>, caller: &Caller, req: DeleteSna
         match s.state.as_str() {
             "deleting" => Ok(()),
             "completed" | "error" => {
+                let in_use = volume_store::list_unsettled(tx)?
+                    .iter()
+                    .any(|v| v.pending == "create" && v.snapshot_id.as_deref() == Some(id.as_str()));
+                if in_use {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidResourceState,
+                        format!("volumes are being created from the snapshot {id}; delete it once they are available"),
+                    ));
+                }
                 s.state = "deleting".into();
                 s.pending = "delete".into();
                 snapshot_store::update(tx, &s)?;

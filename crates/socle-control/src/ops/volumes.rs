@@ -59,6 +59,13 @@ fn check_device_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+pub(crate) fn capacity_error(asked: i64, provisioned: i64, capacity: i64) -> ApiError {
+    ApiError::new(
+        ErrorCode::TooMuchVolumeSize,
+        format!("the storage pool cannot hold {asked} GiB more ({provisioned} of {capacity} GiB provisioned)"),
+    )
+}
+
 pub(crate) fn volume_view(v: &VolumeRow, tags: Vec<ResourceTag>) -> Volume {
     Volume {
         client_token: v.client_token.clone(),
@@ -140,6 +147,11 @@ pub async fn create_volume(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVolum
                 size
             }
         };
+        // Capacity first: a refused create should not touch the keystore.
+        let provisioned = volume_store::provisioned_gib(tx)?;
+        if provisioned + size > capacity {
+            return Err(capacity_error(size, provisioned, capacity));
+        }
         let volume_id = VolumeId::generate();
         let wrapped = custody::wrap_new_key(&cloud2, tx, &account, &actor, volume_id.as_str())?;
         let row = VolumeRow {
@@ -162,15 +174,8 @@ pub async fn create_volume(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVolum
             state_reason: String::new(),
             created_at: now_iso(),
         };
-        volume_store::insert_within_capacity(tx, &row, capacity)?.map_err(|e| {
-            ApiError::new(
-                ErrorCode::TooMuchVolumeSize,
-                format!(
-                    "the storage pool cannot hold {} GiB more ({} of {} GiB provisioned)",
-                    row.size_gib, e.provisioned_gib, e.capacity_gib
-                ),
-            )
-        })?;
+        volume_store::insert_within_capacity(tx, &row, capacity)?
+            .map_err(|e| capacity_error(row.size_gib, e.provisioned_gib, e.capacity_gib))?;
         Ok(row)
     })
     .await?;
@@ -259,10 +264,7 @@ pub async fn update_volume(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVolum
             }
             let provisioned = volume_store::provisioned_gib(tx)?;
             if provisioned + size - v.size_gib > capacity {
-                return Err(ApiError::new(
-                    ErrorCode::TooMuchVolumeSize,
-                    format!("the storage pool cannot grow {id} to {size} GiB ({provisioned} of {capacity} GiB provisioned)"),
-                ));
+                return Err(capacity_error(size - v.size_gib, provisioned, capacity));
             }
             if size > v.size_gib {
                 v.size_gib = size;
@@ -294,6 +296,8 @@ pub async fn link_volume(cloud: &Arc<Cloud>, caller: &Caller, req: LinkVolumeReq
     let vm_id = VmId::parse(&req.vm_id)?;
     check_device_name(&req.device_name)?;
     let account = caller.account_id.clone();
+    let actor = caller.actor();
+    let cloud2 = cloud.clone();
     write(cloud, req.dry_run, move |tx| {
         let mut v = get_owned(tx, &account, &id)?;
         let vm = vm_store::get(tx, &account, &vm_id)?.ok_or_else(|| vm_not_found(vm_id.as_str()))?;
@@ -306,6 +310,10 @@ pub async fn link_volume(cloud: &Arc<Cloud>, caller: &Caller, req: LinkVolumeReq
                 format!("the volume {id} is {}; only available volumes can be linked", v.state),
             ));
         }
+        // The volume's key must open now: a revoked customer key is refused
+        // here, clearly, rather than leaving the link stuck on the host.
+        let wrapped = v.wrapped_key.clone().ok_or_else(|| ApiError::internal(format!("{id} has no data key")))?;
+        custody::unwrap_key(&cloud2, tx, &account, &actor, id.as_str(), &wrapped)?;
         let canonical = canonical_device(&req.device_name);
         if volume_store::linked_to(tx, &vm_id)?.iter().any(|o| o.device_name.as_deref().map(canonical_device) == Some(canonical.clone())) {
             return Err(ApiError::new(
@@ -361,10 +369,10 @@ pub async fn delete_volume(cloud: &Arc<Cloud>, caller: &Caller, req: DeleteVolum
     let account = caller.account_id.clone();
     write(cloud, req.dry_run, move |tx| {
         let mut v = get_owned(tx, &account, &id)?;
-        if v.vm_id.is_some() {
+        if let Some(vm) = &v.vm_id {
             return Err(ApiError::new(
                 ErrorCode::InvalidVolumeState,
-                format!("the volume {id} is linked to {}; unlink it first", v.vm_id.as_ref().expect("linked")),
+                format!("the volume {id} is linked to {vm}; unlink it first"),
             ));
         }
         if v.state == "deleting" {

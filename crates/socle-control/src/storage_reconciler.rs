@@ -1,0 +1,275 @@
+//! Host work for volumes and snapshots, run by the reconciler.
+//!
+//! Each step re-reads its row, does one idempotent agent call, and records
+//! the outcome; a crash between the two is repaired by doing the step again.
+//! Data keys are unwrapped just before use and handed to the agent, which
+//! gives them to qemu-img/QEMU without writing them anywhere.
+
+use std::sync::Arc;
+
+use socle_agent::{AgentError, IoLimits, VolumeKey, VolumeSource};
+use socle_store::snapshots::{self as snapshot_store, SnapshotRow};
+use socle_store::volumes::{self as volume_store, VolumeRow};
+use socle_store::{tags as tag_store, StoreError};
+use socle_types::ids::{SnapshotId, VolumeId};
+use socle_types::ApiError;
+
+use crate::{custody, Cloud};
+
+/// Who the audit trail names for host work.
+const ACTOR: &str = "reconciler";
+
+#[derive(Debug, thiserror::Error)]
+pub enum StorageError {
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("host agent: {0}")]
+    Agent(#[from] AgentError),
+    #[error("{0}")]
+    Key(ApiError),
+}
+
+impl From<ApiError> for StorageError {
+    fn from(e: ApiError) -> Self {
+        StorageError::Key(e)
+    }
+}
+
+/// The I/O limits a volume type sets (QEMU throttling). io1 gets what was
+/// provisioned; gp2 3 IOPS per GiB within [100, 16000]; standard 200.
+pub fn limits_for(volume_type: &str, size_gib: i64, iops: Option<i64>) -> IoLimits {
+    let total = match volume_type {
+        "io1" => iops.unwrap_or(100),
+        "gp2" => (3 * size_gib).clamp(100, 16_000),
+        _ => 200,
+    };
+    IoLimits::iops(total as u64)
+}
+
+/// Unwraps the data key stored in `wrapped` for `resource` (owned by `account`).
+async fn volume_key(cloud: &Arc<Cloud>, account: &socle_types::ids::AccountId, resource: &str, wrapped: Option<String>) -> Result<VolumeKey, StorageError> {
+    let wrapped = wrapped.ok_or_else(|| ApiError::internal(format!("{resource} has no data key")))?;
+    let (cloud2, account, resource) = (cloud.clone(), account.clone(), resource.to_string());
+    let dek = cloud
+        .store
+        .run(move |c| custody::unwrap_key(&cloud2, c, &account, ACTOR, &resource, &wrapped))
+        .await?;
+    Ok(VolumeKey::from_bytes(*dek.expose_secret()))
+}
+
+async fn save_volume(cloud: &Arc<Cloud>, v: VolumeRow) -> Result<(), StorageError> {
+    cloud.store.run(move |c| volume_store::update(c, &v)).await?;
+    Ok(())
+}
+
+/// One step for one volume.
+pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), StorageError> {
+    let lookup = id.clone();
+    let Some(mut v) = cloud.store.run(move |c| volume_store::get_any(c, &lookup)).await? else {
+        return Ok(());
+    };
+    let vid = v.volume_id.to_string();
+    match v.pending.as_str() {
+        "create" => {
+            let result = async {
+                let key = volume_key(cloud, &v.account_id, &vid, v.wrapped_key.clone()).await?;
+                let source = match &v.snapshot_id {
+                    None => None,
+                    Some(sid) => {
+                        let sid2 = SnapshotId::from_trusted(sid.clone());
+                        let snap = cloud
+                            .store
+                            .run(move |c| snapshot_store::get_any(c, &sid2))
+                            .await?
+                            .ok_or_else(|| ApiError::internal(format!("source snapshot {sid} is gone")))?;
+                        let snap_key = volume_key(cloud, &snap.account_id, sid, snap.wrapped_key.clone()).await?;
+                        Some(VolumeSource::Snapshot { snapshot_id: sid.clone(), key: snap_key })
+                    }
+                };
+                cloud.agent.create_volume(&vid, v.size_gib as u64, &key, source).await?;
+                Ok::<_, StorageError>(())
+            }
+            .await;
+            v.pending.clear();
+            match result {
+                Ok(()) => v.state = "available".into(),
+                Err(e) => {
+                    tracing::error!(volume = %vid, error = %e, "volume creation failed");
+                    v.state = "error".into();
+                    v.state_reason = user_reason(&e);
+                }
+            }
+            save_volume(cloud, v).await
+        }
+        "delete" => {
+            cloud.agent.delete_volume(&vid).await?;
+            let (id, account, wrapped) = (v.volume_id.clone(), v.account_id.clone(), v.wrapped_key.clone());
+            cloud
+                .store
+                .run(move |c| -> Result<(), ApiError> {
+                    let tx = socle_store::begin(c)?;
+                    // Erasing the only wrapped copy of the data key is what makes
+                    // the data unrecoverable, whatever is left on the disks.
+                    if let Some(w) = &wrapped {
+                        custody::record_destroyed(&tx, &account, ACTOR, id.as_str(), w)?;
+                    }
+                    tag_store::delete_all_for_resource(&tx, id.as_str())?;
+                    volume_store::delete(&tx, &id)?;
+                    socle_store::commit(tx)?;
+                    Ok(())
+                })
+                .await?;
+            Ok(())
+        }
+        "resize" => {
+            let key = volume_key(cloud, &v.account_id, &vid, v.wrapped_key.clone()).await?;
+            cloud.agent.resize_volume(&vid, v.size_gib as u64, &key).await?;
+            cloud.agent.set_volume_limits(&vid, limits_for(&v.volume_type, v.size_gib, v.iops)).await?;
+            v.pending.clear();
+            v.state = if v.vm_id.is_some() { "in-use" } else { "available" }.into();
+            save_volume(cloud, v).await
+        }
+        "limits" => {
+            cloud.agent.set_volume_limits(&vid, limits_for(&v.volume_type, v.size_gib, v.iops)).await?;
+            v.pending.clear();
+            save_volume(cloud, v).await
+        }
+        _ => match (v.link_state.as_deref(), v.vm_id.clone()) {
+            (Some("attaching"), Some(vm)) => {
+                let key = match volume_key(cloud, &v.account_id, &vid, v.wrapped_key.clone()).await {
+                    Ok(k) => k,
+                    // The key went away after LinkVolume accepted: give up the
+                    // link (the volume stays available) and say why.
+                    Err(StorageError::Key(api)) if api.internal.is_none() => {
+                        v.vm_id = None;
+                        v.device_name = None;
+                        v.link_state = None;
+                        v.linked_at = None;
+                        v.state = "available".into();
+                        v.state_reason = format!("Client.KeyUnavailable: {}", api.details);
+                        return save_volume(cloud, v).await;
+                    }
+                    Err(e) => return Err(e),
+                };
+                let device = v.device_name.clone().unwrap_or_default();
+                let limits = limits_for(&v.volume_type, v.size_gib, v.iops);
+                match cloud.agent.link_volume(vm.as_str(), &vid, &key, &device, limits).await {
+                    // A VM that never ran has nothing on the host yet: it gets
+                    // the volume when it starts (the reconciler links it then).
+                    Ok(()) | Err(AgentError::VmNotFound(_)) => {}
+                    Err(e) => return Err(e.into()),
+                }
+                v.link_state = Some("attached".into());
+                save_volume(cloud, v).await
+            }
+            (Some("detaching"), Some(vm)) => {
+                cloud.agent.unlink_volume(vm.as_str(), &vid).await?;
+                v.vm_id = None;
+                v.device_name = None;
+                v.link_state = None;
+                v.linked_at = None;
+                v.delete_on_vm_deletion = false;
+                v.state = "available".into();
+                save_volume(cloud, v).await
+            }
+            _ => Ok(()),
+        },
+    }
+}
+
+/// One step for one snapshot.
+pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), StorageError> {
+    let lookup = id.clone();
+    let Some(mut s) = cloud.store.run(move |c| snapshot_store::get_any(c, &lookup)).await? else {
+        return Ok(());
+    };
+    let sid = s.snapshot_id.to_string();
+    match s.pending.as_str() {
+        "create" => {
+            let result = take_snapshot(cloud, &s).await;
+            let latest = {
+                let id = s.snapshot_id.clone();
+                cloud.store.run(move |c| snapshot_store::get_any(c, &id)).await?
+            };
+            if let Some(latest) = latest {
+                s = latest; // keep permission changes made meanwhile
+            }
+            s.pending.clear();
+            match result {
+                Ok(()) => {
+                    s.state = "completed".into();
+                    s.progress = 100;
+                }
+                Err(e) => {
+                    tracing::error!(snapshot = %sid, error = %e, "snapshot failed");
+                    s.state = "error".into();
+                }
+            }
+            cloud.store.run(move |c| snapshot_store::update(c, &s)).await?;
+            Ok(())
+        }
+        "delete" => {
+            cloud.agent.delete_snapshot(&sid).await?;
+            let (id, account, wrapped) = (s.snapshot_id.clone(), s.account_id.clone(), s.wrapped_key.clone());
+            cloud
+                .store
+                .run(move |c| -> Result<(), ApiError> {
+                    let tx = socle_store::begin(c)?;
+                    if let Some(w) = &wrapped {
+                        custody::record_destroyed(&tx, &account, ACTOR, id.as_str(), w)?;
+                    }
+                    tag_store::delete_all_for_resource(&tx, id.as_str())?;
+                    snapshot_store::delete(&tx, &id)?;
+                    socle_store::commit(tx)?;
+                    Ok(())
+                })
+                .await?;
+            Ok(())
+        }
+        _ => Ok(()),
+    }
+}
+
+async fn take_snapshot(cloud: &Arc<Cloud>, s: &SnapshotRow) -> Result<(), StorageError> {
+    let vid = s.volume_id.clone().ok_or_else(|| ApiError::internal("snapshot without a source volume"))?;
+    let vid2 = VolumeId::from_trusted(vid.clone());
+    let volume = cloud
+        .store
+        .run(move |c| volume_store::get_any(c, &vid2))
+        .await?
+        .ok_or_else(|| ApiError::internal(format!("source volume {vid} is gone")))?;
+    let key = volume_key(cloud, &volume.account_id, &vid, volume.wrapped_key.clone()).await?;
+    let snap_key = volume_key(cloud, &s.account_id, s.snapshot_id.as_str(), s.wrapped_key.clone()).await?;
+    let (store, id) = (cloud.store.clone(), s.snapshot_id.clone());
+    let last = std::sync::Mutex::new(-1i64);
+    cloud
+        .agent
+        .snapshot_volume_with_progress(&vid, s.snapshot_id.as_str(), &key, &snap_key, move |p| {
+            // Progress is informative: record each new 10% step, never block the copy.
+            let pct = (p.percent() as i64 / 10) * 10;
+            let mut last = last.lock().unwrap();
+            if pct > *last && pct < 100 {
+                *last = pct;
+                let (store, id) = (store.clone(), id.clone());
+                tokio::spawn(async move {
+                    let _ = store
+                        .run(move |c| -> Result<(), StoreError> {
+                            c.execute("UPDATE snapshots SET progress = ?2 WHERE snapshot_id = ?1 AND state = 'pending'", (id.as_str(), pct))?;
+                            Ok(())
+                        })
+                        .await;
+                });
+            }
+        })
+        .await?;
+    Ok(())
+}
+
+/// What a user may read about a failure (StateReason): key problems are
+/// theirs to know; the rest is in the operator log.
+fn user_reason(e: &StorageError) -> String {
+    match e {
+        StorageError::Key(api) if api.internal.is_none() => format!("Client.KeyUnavailable: {}", api.details),
+        _ => "Server.InternalError: the operator log has details".into(),
+    }
+}
