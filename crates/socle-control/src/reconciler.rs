@@ -16,7 +16,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use socle_agent::{ImageFiles, VmRuntime, VmSpec};
+use socle_agent::{ImageFiles, RootDisk, VmRuntime, VmSpec};
 use socle_store::vms::{self as vm_store, VmRow};
 use socle_store::{format_iso, images as image_store, now_iso, snapshots as snapshot_store, volumes as volume_store, StoreError};
 use socle_types::ids::VmId;
@@ -180,6 +180,19 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
     if vm.state == vm.desired {
         return Ok(());
     }
+    if vm.desired == "running" {
+        // Disks made at launch (root, mappings) must exist before the first boot.
+        let lookup = vm.vm_id.clone();
+        let waiting = cloud
+            .store
+            .run(move |c| volume_store::linked_to(c, &lookup))
+            .await?
+            .iter()
+            .any(|v| v.pending == "create");
+        if waiting {
+            return Ok(());
+        }
+    }
     let (next, reason) = match vm.desired.as_str() {
         "running" => match start(cloud, &vm).await {
             Ok(()) => ("running", String::new()),
@@ -277,7 +290,18 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
         user_data,
         kernel_cmdline: None,
     };
-    cloud.agent.define_vm(&spec).await?;
+    let root = {
+        let lookup = vm.vm_id.clone();
+        cloud.store.run(move |c| volume_store::linked_to(c, &lookup)).await?.into_iter().find(|v| v.is_root())
+    };
+    match &root {
+        Some(r) => {
+            cloud.agent.define_vm_with_root(&spec, &RootDisk::Volume(r.volume_id.to_string())).await?;
+            let limits = storage_reconciler::limits_for(&r.volume_type, r.size_gib, r.iops);
+            cloud.agent.set_volume_limits(r.volume_id.as_str(), limits).await?;
+        }
+        None => cloud.agent.define_vm(&spec).await?,
+    }
     // Bring the host's list of linked volumes in line with the database,
     // and unwrap their keys for QEMU.
     let vm_id = vm.vm_id.clone();
@@ -298,6 +322,10 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
     let mut keys = std::collections::HashMap::new();
     for (v, dek) in &linked {
         let key = socle_agent::VolumeKey::from_bytes(*dek.expose_secret());
+        if v.is_root() {
+            keys.insert(v.volume_id.to_string(), key);
+            continue;
+        }
         let limits = storage_reconciler::limits_for(&v.volume_type, v.size_gib, v.iops);
         let device = v.device_name.clone().unwrap_or_default();
         cloud.agent.link_volume(vm_id.as_str(), v.volume_id.as_str(), &key, &device, limits).await?;

@@ -112,6 +112,8 @@ async fn ensure_tiny_image(store: &Store, agent: &Agent, data_dir: &Path) -> Res
         disk_path: copy(&built.disk, "disk.qcow2")?.display().to_string(),
         is_public: true,
         created_at: now_iso(),
+        // The agent builds socle-tiny's base disk at 1 GiB.
+        size_gib: 1,
     };
     let update = existing.is_some();
     store

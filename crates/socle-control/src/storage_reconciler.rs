@@ -73,9 +73,18 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
         "create" => {
             let result = async {
                 let key = volume_key(cloud, &v.account_id, &vid, v.wrapped_key.clone()).await?;
-                let source = match &v.snapshot_id {
-                    None => None,
-                    Some(sid) => {
+                let source = match (&v.snapshot_id, &v.source_image_id) {
+                    (None, Some(image_id)) => {
+                        let iid = socle_types::ids::ImageId::from_trusted(image_id.clone());
+                        let image = cloud
+                            .store
+                            .run(move |c| socle_store::images::get(c, &iid))
+                            .await?
+                            .ok_or_else(|| ApiError::internal(format!("source image {image_id} is gone")))?;
+                        Some(VolumeSource::Image { disk: image.disk_path.into() })
+                    }
+                    (None, None) => None,
+                    (Some(sid), _) => {
                         let sid2 = SnapshotId::from_trusted(sid.clone());
                         let snap = cloud
                             .store
@@ -92,7 +101,8 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
             .await;
             v.pending.clear();
             match result {
-                Ok(()) => v.state = "available".into(),
+                // Volumes made at VM launch are linked from the start.
+                Ok(()) => v.state = if v.vm_id.is_some() { "in-use" } else { "available" }.into(),
                 Err(e) => {
                     tracing::error!(volume = %vid, error = %e, "volume creation failed");
                     v.state = "error".into();

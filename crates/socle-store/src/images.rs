@@ -20,10 +20,12 @@ pub struct ImageRow {
     pub disk_path: String,
     pub is_public: bool,
     pub created_at: String,
+    /// Virtual size of the disk: the smallest root volume made from it.
+    pub size_gib: i64,
 }
 
 const COLUMNS: &str = "image_id, account_id, name, description, state, architecture, kernel_path, \
-                       initrd_path, disk_path, is_public, created_at";
+                       initrd_path, disk_path, is_public, created_at, size_gib";
 
 fn from_row(r: &Row) -> rusqlite::Result<ImageRow> {
     Ok(ImageRow {
@@ -38,12 +40,13 @@ fn from_row(r: &Row) -> rusqlite::Result<ImageRow> {
         disk_path: r.get(8)?,
         is_public: r.get(9)?,
         created_at: r.get(10)?,
+        size_gib: r.get(11)?,
     })
 }
 
 pub fn insert(conn: &Connection, i: &ImageRow) -> Result<()> {
     conn.execute(
-        &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)"),
+        &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
         params![
             i.image_id.as_str(),
             i.account_id.as_str(),
@@ -55,7 +58,8 @@ pub fn insert(conn: &Connection, i: &ImageRow) -> Result<()> {
             i.initrd_path,
             i.disk_path,
             i.is_public,
-            i.created_at
+            i.created_at,
+            i.size_gib
         ],
     )?;
     Ok(())

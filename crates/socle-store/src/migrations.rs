@@ -164,6 +164,11 @@ const MIGRATIONS: &[&str] = &[
         outcome     TEXT NOT NULL
     );
     "#,
+    // 3: root volumes made from images.
+    r#"
+    ALTER TABLE volumes ADD COLUMN source_image_id TEXT;
+    ALTER TABLE images ADD COLUMN size_gib INTEGER NOT NULL DEFAULT 1;
+    "#,
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

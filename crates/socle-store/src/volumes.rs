@@ -19,6 +19,8 @@ pub struct VolumeRow {
     pub iops: Option<i64>,
     pub subregion: String,
     pub snapshot_id: Option<String>,
+    /// For a root volume: the image it is a copy of.
+    pub source_image_id: Option<String>,
     pub client_token: Option<String>,
     pub state: String,
     /// The data key wrapped by the account's KEK (JSON); None once destroyed.
@@ -34,7 +36,11 @@ pub struct VolumeRow {
 }
 
 const COLUMNS: &str = "volume_id, account_id, size_gib, volume_type, iops, subregion, snapshot_id, client_token, \
-     state, wrapped_key, vm_id, device_name, link_state, delete_on_vm_deletion, linked_at, pending, state_reason, created_at";
+     state, wrapped_key, vm_id, device_name, link_state, delete_on_vm_deletion, linked_at, pending, state_reason, created_at, \
+     source_image_id";
+
+/// The device name of a VM's root volume.
+pub const ROOT_DEVICE: &str = "/dev/sda1";
 
 fn from_row(r: &Row) -> rusqlite::Result<VolumeRow> {
     Ok(VolumeRow {
@@ -56,6 +62,7 @@ fn from_row(r: &Row) -> rusqlite::Result<VolumeRow> {
         pending: r.get(15)?,
         state_reason: r.get(16)?,
         created_at: r.get(17)?,
+        source_image_id: r.get(18)?,
     })
 }
 
@@ -93,7 +100,7 @@ pub fn insert_within_capacity(
 
 fn insert(conn: &Connection, v: &VolumeRow) -> Result<()> {
     conn.execute(
-        &format!("INSERT INTO volumes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)"),
+        &format!("INSERT INTO volumes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
         params![
             v.volume_id.as_str(),
             v.account_id.as_str(),
@@ -112,10 +119,17 @@ fn insert(conn: &Connection, v: &VolumeRow) -> Result<()> {
             v.linked_at,
             v.pending,
             v.state_reason,
-            v.created_at
+            v.created_at,
+            v.source_image_id
         ],
     )?;
     Ok(())
+}
+
+impl VolumeRow {
+    pub fn is_root(&self) -> bool {
+        self.device_name.as_deref() == Some(ROOT_DEVICE)
+    }
 }
 
 /// Saves every mutable column of `v`.
@@ -177,7 +191,11 @@ pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<VolumeRow>> {
 /// Volumes with host work owed.
 pub fn list_unsettled(conn: &Connection) -> Result<Vec<VolumeRow>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM volumes WHERE pending != '' OR link_state IN ('attaching', 'detaching')
+        "SELECT {COLUMNS} FROM volumes WHERE (pending != '' OR link_state IN ('attaching', 'detaching'))
+           -- a root disk is made when its VM is first asked to run
+           -- (IS, not =: a NULL device or VM must not turn the test into NULL)
+           AND NOT (pending IS 'create' AND device_name IS '/dev/sda1'
+                    AND EXISTS (SELECT 1 FROM vms WHERE vms.vm_id IS volumes.vm_id AND desired != 'running'))
          ORDER BY created_at, volume_id"
     ))?;
     let rows = stmt.query_map([], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;

@@ -152,7 +152,7 @@ fn data_survives_snapshot_and_new_volume_and_is_encrypted_at_rest() {
 fn volumes_check_accounts_inputs_and_capacity() {
     let mut cloud = TestCloud::start();
     cloud.stop_clean();
-    cloud.launch(&["--storage-capacity-gib", "10"]);
+    cloud.launch(&["--storage-capacity-gib", "20"]);
     let a = cloud.creds.clone();
     let b = cloud.new_account("bob");
     let image = cloud.tiny_image();
@@ -166,7 +166,7 @@ fn volumes_check_accounts_inputs_and_capacity() {
         (json!({"SubregionName": "eu-west-2a"}), "7000"),
         (json!({"Size": 1}), "7000"),
         (json!({"SubregionName": "eu-west-2a", "Size": 1, "SnapshotId": "snap-12345678"}), "5054"),
-        (json!({"SubregionName": "eu-west-2a", "Size": 11}), "10024"),
+        (json!({"SubregionName": "eu-west-2a", "Size": 21}), "10024"),
     ];
     for (body, code) in bad {
         call(&a, "CreateVolume", body.clone()).expect_error(400, code);
@@ -174,14 +174,15 @@ fn volumes_check_accounts_inputs_and_capacity() {
     assert!(call(&a, "ReadVolumes", json!({})).ok()["Volumes"].as_array().unwrap().is_empty());
 
     let vol = create_volume(&a, json!({"SubregionName": "eu-west-2a", "Size": 4}));
-    call(&a, "CreateVolume", json!({"SubregionName": "eu-west-2a", "Size": 7})).expect_error(400, "10024");
+    call(&a, "CreateVolume", json!({"SubregionName": "eu-west-2a", "Size": 17})).expect_error(400, "10024");
     let out = call(&a, "CreateVms", json!({"ImageId": image, "VmType": SMALL, "BootOnCreation": false})).ok();
     let vm = out["Vms"][0]["VmId"].as_str().unwrap().to_string();
     let out = call(&b, "CreateVms", json!({"ImageId": image, "VmType": SMALL, "BootOnCreation": false})).ok();
     let vm_b = out["Vms"][0]["VmId"].as_str().unwrap().to_string();
 
-    // Another account sees nothing and touches nothing.
-    assert!(call(&b, "ReadVolumes", json!({})).ok()["Volumes"].as_array().unwrap().is_empty());
+    // Another account sees nothing and touches nothing (B sees only its VM's root disk).
+    let seen_by_b = call(&b, "ReadVolumes", json!({})).ok();
+    assert!(seen_by_b["Volumes"].as_array().unwrap().iter().all(|v| v["LinkedVolumes"][0]["VmId"] == vm_b.as_str()), "{seen_by_b}");
     for (op, body) in [
         ("UpdateVolume", json!({"VolumeId": vol, "Size": 5})),
         ("DeleteVolume", json!({"VolumeId": vol})),
@@ -249,4 +250,57 @@ fn io1_volume_is_throttled_near_its_iops() {
     assert!((60.0..=130.0).contains(&iops), "io1 at 100 IOPS measured {iops}");
     call(c, "DeleteVms", json!({"VmIds": [vm]})).ok();
     wait_state(c, &[vm], "terminated", T);
+}
+
+#[test]
+fn block_device_mappings_at_launch() {
+    let cloud = TestCloud::start();
+    let c = &cloud.creds;
+    let image = cloud.tiny_image();
+    let script = "#!/bin/sh\necho \"socle-test: root=$(cat /sys/block/vda/size) disks=$(ls /sys/block | tr '\\n' ' ')\"\n";
+    let out = call(c, "CreateVms", json!({
+        "ImageId": image, "VmType": SMALL, "UserData": user_data(script),
+        "BlockDeviceMappings": [
+            {"DeviceName": "/dev/sda1", "Bsu": {"VolumeSize": 3, "VolumeType": "gp2"}},
+            {"DeviceName": "/dev/xvdb", "Bsu": {"VolumeSize": 2, "DeleteOnVmDeletion": false}},
+            {"DeviceName": "/dev/xvdc", "Bsu": {"VolumeSize": 1, "VolumeType": "io1", "Iops": 200}},
+        ],
+    })).ok();
+    let vm = out["Vms"][0]["VmId"].as_str().unwrap().to_string();
+    let vms = wait_state(c, std::slice::from_ref(&vm), "running", T);
+    let mappings = vms[0]["BlockDeviceMappings"].as_array().unwrap().clone();
+    let devices: Vec<&str> = mappings.iter().map(|m| m["DeviceName"].as_str().unwrap()).collect();
+    assert_eq!(devices, ["/dev/sda1", "/dev/xvdb", "/dev/xvdc"]);
+    let text = wait_console(c, &vm, "socle-test: root=", 1, T);
+    // 3 GiB root = 6291456 sectors; three disks in the guest.
+    assert!(text.contains("socle-test: root=6291456 disks=vda vdb vdc"), "{text}");
+    let kept = mappings[1]["Bsu"]["VolumeId"].as_str().unwrap().to_string();
+    let vol = call(c, "ReadVolumes", json!({"Filters": {"VolumeIds": [kept]}})).ok();
+    assert_eq!((vol["Volumes"][0]["Size"].as_i64(), vol["Volumes"][0]["State"].as_str()), (Some(2), Some("in-use")));
+
+    // Bad mappings are refused and create nothing.
+    for (bdm, code) in [
+        (json!([{"DeviceName": "/dev/sda1", "Bsu": {"VolumeSize": 0}}]), "4078"),
+        (json!([{"DeviceName": "/dev/xvdb", "Bsu": {}}]), "7000"),
+        (json!([{"DeviceName": "/dev/xvdb", "Bsu": {"VolumeSize": 1}}, {"DeviceName": "/dev/sdb", "Bsu": {"VolumeSize": 1}}]), "9004"),
+        (json!([{"DeviceName": "/dev/xvdb", "Bsu": {"SnapshotId": "snap-12345678"}}]), "5054"),
+        (json!([{"DeviceName": "/dev/xvdb", "Bsu": {"VolumeSize": 5000}}]), "10024"),
+    ] {
+        call(c, "CreateVms", json!({"ImageId": image, "VmType": SMALL, "BlockDeviceMappings": bdm})).expect_error(400, code);
+    }
+    assert_eq!(call(c, "ReadVms", json!({})).ok()["Vms"].as_array().unwrap().len(), 1);
+    assert_eq!(call(c, "ReadVolumes", json!({})).ok()["Volumes"].as_array().unwrap().len(), 3);
+
+    // Deleting the VM deletes the volumes marked so, and frees the other.
+    call(c, "DeleteVms", json!({"VmIds": [vm]})).ok();
+    wait_state(c, &[vm], "terminated", T);
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let vols = call(c, "ReadVolumes", json!({})).ok()["Volumes"].as_array().unwrap().clone();
+        if vols.len() == 1 && vols[0]["VolumeId"] == kept.as_str() && vols[0]["State"] == "available" {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "volumes after VM deletion: {vols:?}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 }

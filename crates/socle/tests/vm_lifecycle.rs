@@ -31,6 +31,15 @@ fn vm_lifecycle_end_to_end() {
     assert!(id.starts_with("i-") && id.len() == 10);
     let vms = wait_state(c, std::slice::from_ref(&id), "running", BOOT);
     assert_eq!(vms[0]["ReservationId"], vm["ReservationId"]);
+    // Its root disk is an encrypted volume of its own, deleted with it.
+    let root = &vms[0]["BlockDeviceMappings"][0];
+    assert_eq!(root["DeviceName"], "/dev/sda1");
+    assert_eq!(root["Bsu"]["DeleteOnVmDeletion"], true);
+    let root_id = root["Bsu"]["VolumeId"].as_str().unwrap().to_string();
+    let vols = call(c, "ReadVolumes", json!({"Filters": {"LinkVolumeVmIds": [id]}})).ok();
+    assert_eq!(vols["Volumes"][0]["VolumeId"], root_id.as_str());
+    assert_eq!(vols["Volumes"][0]["State"], "in-use");
+    call(c, "UnlinkVolume", json!({"VolumeId": root_id})).expect_error(400, "6007");
     // "running" means QEMU runs the guest: its console reaches userspace.
     let text = wait_console(c, &id, "socle-guest: ready", 1, BOOT);
     assert!(text.contains(&format!("socle-guest: vm-id {id}")), "{text}");
@@ -84,6 +93,11 @@ fn vm_lifecycle_end_to_end() {
         !cloud.data_dir().join("agent/vms").join(&id).exists(),
         "VM files left after termination"
     );
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !call(c, "ReadVolumes", json!({})).ok()["Volumes"].as_array().unwrap().is_empty() {
+        assert!(Instant::now() < deadline, "root volume not deleted with its VM");
+        std::thread::sleep(Duration::from_millis(300));
+    }
     // Terminated VMs stay visible for a while, and free the quota.
     let out = call(c, "ReadVms", json!({"Filters": {"VmStateNames": ["terminated"]}})).ok();
     assert_eq!(ids(&out["Vms"]), vec![id.clone()]);

@@ -6,6 +6,7 @@
 //! like an absent one.
 
 pub mod access_keys;
+mod block_devices;
 pub mod catalog;
 pub mod images;
 pub mod keypairs;

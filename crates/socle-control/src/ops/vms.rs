@@ -45,6 +45,9 @@ pub(crate) fn vm_not_found(id: &str) -> ApiError {
 
 /// A VM as the API shows it, with its tags and the volumes linked to it.
 pub(crate) fn vm_view(row: &VmRow, tags: Vec<ResourceTag>, volumes: &[VolumeRow]) -> Vm {
+    // Device order: the root (/dev/sda1) first, then /dev/xvdb, /dev/xvdc…
+    let mut volumes: Vec<&VolumeRow> = volumes.iter().collect();
+    volumes.sort_by(|a, b| a.device_name.cmp(&b.device_name));
     let mappings = volumes
         .iter()
         .map(|v| BlockDeviceMappingCreated {
@@ -121,7 +124,6 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
     reject_unsupported_fields(
         &req,
         &[
-            "BlockDeviceMappings",
             "Nics",
             "PrivateIps",
             "SecurityGroupIds",
@@ -181,8 +183,11 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
         canonical.dry_run = None;
         hex::encode(Sha256::digest(serde_json::to_vec(&canonical).map_err(|e| ApiError::internal(e.to_string()))?))
     };
+    let planned = super::block_devices::plan(&req.block_device_mappings)?;
     let dry_run = req.dry_run;
     let account = caller.account_id.clone();
+    let actor = caller.actor();
+    let cloud2 = cloud.clone();
     let rows = write(cloud, dry_run, move |tx| {
             if let Some(token) = &req.client_token {
                 if let Some(rec) = vm_store::get_client_token(tx, &account, "CreateVms", token)? {
@@ -248,9 +253,10 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
                     terminated_at: None,
                 })
                 .collect();
-            vm_store::insert_within_quota(tx, &account, &q, &rows)
-                ?
-                .map_err(|e| quota_error(e, count))?;
+            vm_store::insert_within_quota(tx, &account, &q, &rows)?.map_err(|e| quota_error(e, count))?;
+            for vm in &rows {
+                super::block_devices::record(&cloud2, tx, &account, &actor, &vm.vm_id, &subregion, &image, &planned)?;
+            }
             if let Some(token) = &req.client_token {
                 let rec = ClientTokenRecord { request_hash, result: reservation.to_string() };
                 vm_store::put_client_token(tx, &account, "CreateVms", token, &rec, &now)?;

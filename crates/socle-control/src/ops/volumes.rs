@@ -21,13 +21,14 @@ use crate::{custody, Caller, Cloud};
 /// Volume sizes Outscale accepts, in GiB.
 const MAX_SIZE_GIB: i64 = 14_901;
 const MAX_IOPS: i64 = 13_000;
+pub(crate) const DEFAULT_TYPE: &str = "standard";
 
 pub(crate) fn volume_not_found(id: &str) -> ApiError {
     ApiError::not_found(ErrorCode::NoSuchVolume, "volume", id)
 }
 
 /// Checks the type/IOPS pair: io1 needs Iops, the others take none.
-fn check_type(volume_type: &str, iops: Option<i64>) -> Result<Option<i64>, ApiError> {
+pub(crate) fn check_type(volume_type: &str, iops: Option<i64>) -> Result<Option<i64>, ApiError> {
     match (volume_type, iops) {
         ("io1", Some(i)) if (100..=MAX_IOPS).contains(&i) => Ok(Some(i)),
         ("io1", Some(i)) => Err(ApiError::new(ErrorCode::InvalidIops, format!("Iops must be 100 to {MAX_IOPS}, got {i}"))),
@@ -40,7 +41,7 @@ fn check_type(volume_type: &str, iops: Option<i64>) -> Result<Option<i64>, ApiEr
     }
 }
 
-fn check_size(size: i64) -> Result<(), ApiError> {
+pub(crate) fn check_size(size: i64) -> Result<(), ApiError> {
     if !(1..=MAX_SIZE_GIB).contains(&size) {
         return Err(ApiError::new(ErrorCode::InvalidVolumeSize, format!("Size must be 1 to {MAX_SIZE_GIB} GiB, got {size}")));
     }
@@ -48,7 +49,7 @@ fn check_size(size: i64) -> Result<(), ApiError> {
 }
 
 /// `/dev/xvdb`…`/dev/xvdz` or `/dev/sdb`…`/dev/sdz` (the root is `/dev/sda1`).
-fn check_device_name(name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_device_name(name: &str) -> Result<(), ApiError> {
     let letter = name.strip_prefix("/dev/xvd").or_else(|| name.strip_prefix("/dev/sd"));
     match letter {
         Some(l) if l.len() == 1 && ("b"..="z").contains(&l) => Ok(()),
@@ -99,7 +100,7 @@ fn get_owned(tx: &Transaction, account: &AccountId, id: &VolumeId) -> Result<Vol
 }
 
 pub async fn create_volume(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVolumeRequest) -> Result<CreateVolumeResponse, ApiError> {
-    let volume_type = req.volume_type.clone().unwrap_or_else(|| "standard".into());
+    let volume_type = req.volume_type.clone().unwrap_or_else(|| DEFAULT_TYPE.into());
     let iops = check_type(&volume_type, req.iops)?;
     if !cloud.config.subregions().contains(&req.subregion_name) {
         return Err(ApiError::invalid_value(format!(
@@ -162,6 +163,7 @@ pub async fn create_volume(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVolum
             iops,
             subregion: req.subregion_name.clone(),
             snapshot_id: snapshot_id.map(|s| s.to_string()),
+            source_image_id: None,
             client_token: req.client_token.clone(),
             state: "creating".into(),
             wrapped_key: Some(wrapped),
@@ -347,6 +349,12 @@ pub async fn unlink_volume(cloud: &Arc<Cloud>, caller: &Caller, req: UnlinkVolum
     let account = caller.account_id.clone();
     write(cloud, req.dry_run, move |tx| {
         let mut v = get_owned(tx, &account, &id)?;
+        if v.is_root() {
+            return Err(ApiError::new(
+                ErrorCode::InvalidVolumeState,
+                format!("the volume {id} is the root disk of {}; it goes with its VM", v.vm_id.as_ref().map(|i| i.to_string()).unwrap_or_default()),
+            ));
+        }
         match v.link_state.as_deref() {
             None => Err(ApiError::new(ErrorCode::VolumeNotInUse, format!("the volume {id} is not linked"))),
             Some("detaching") => Ok(()),
