@@ -9,6 +9,7 @@ pub mod config;
 mod custody;
 pub mod hsm;
 mod dispatch;
+mod faults;
 pub mod identity;
 mod ops;
 mod paging;

@@ -66,6 +66,28 @@ pub async fn recover(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
             }
         }
     }
+    // Volume and snapshot files the database does not know (a crash
+    // between a row's deletion and its file's removal cannot happen — files
+    // go first — but a restored backup of the database can be older).
+    let (volume_ids, snapshot_ids) = cloud
+        .store
+        .run(|c| -> Result<_, StoreError> {
+            let snaps = snapshot_store::all_ids(c)?;
+            Ok((volume_store::all_ids(c)?, snaps))
+        })
+        .await?;
+    for id in cloud.agent.list_volumes().await? {
+        if !volume_ids.contains(&id) {
+            tracing::warn!(volume = %id, "removing a volume file with no volume in the database");
+            cloud.agent.delete_volume(&id).await?;
+        }
+    }
+    for id in cloud.agent.list_snapshots().await? {
+        if !snapshot_ids.contains(&id) {
+            tracing::warn!(snapshot = %id, "removing a snapshot file with no snapshot in the database");
+            cloud.agent.delete_snapshot(&id).await?;
+        }
+    }
     for dir in cloud.agent.list_vms().await? {
         if !known.contains(&dir) {
             tracing::warn!(vm = %dir, "removing a VM left on the host with no live VM in the database");

@@ -14,7 +14,7 @@ use socle_store::{tags as tag_store, StoreError};
 use socle_types::ids::{SnapshotId, VolumeId};
 use socle_types::ApiError;
 
-use crate::{custody, Cloud};
+use crate::{custody, faults, Cloud};
 
 /// Who the audit trail names for host work.
 const ACTOR: &str = "reconciler";
@@ -96,6 +96,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                     }
                 };
                 cloud.agent.create_volume(&vid, v.size_gib as u64, &key, source).await?;
+                faults::point("volume-created");
                 Ok::<_, StorageError>(())
             }
             .await;
@@ -113,6 +114,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
         }
         "delete" => {
             cloud.agent.delete_volume(&vid).await?;
+            faults::point("volume-deleted");
             let (id, account, wrapped) = (v.volume_id.clone(), v.account_id.clone(), v.wrapped_key.clone());
             cloud
                 .store
@@ -169,11 +171,13 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                     Ok(()) | Err(AgentError::VmNotFound(_)) => {}
                     Err(e) => return Err(e.into()),
                 }
+                faults::point("volume-linked");
                 v.link_state = Some("attached".into());
                 save_volume(cloud, v).await
             }
             (Some("detaching"), Some(vm)) => {
                 cloud.agent.unlink_volume(vm.as_str(), &vid).await?;
+                faults::point("volume-unlinked");
                 v.vm_id = None;
                 v.device_name = None;
                 v.link_state = None;
@@ -197,6 +201,7 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
     match s.pending.as_str() {
         "create" => {
             let result = take_snapshot(cloud, &s).await;
+            faults::point("snapshot-taken");
             let latest = {
                 let id = s.snapshot_id.clone();
                 cloud.store.run(move |c| snapshot_store::get_any(c, &id)).await?
@@ -220,6 +225,7 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
         }
         "delete" => {
             cloud.agent.delete_snapshot(&sid).await?;
+            faults::point("snapshot-deleted");
             let (id, account, wrapped) = (s.snapshot_id.clone(), s.account_id.clone(), s.wrapped_key.clone());
             cloud
                 .store

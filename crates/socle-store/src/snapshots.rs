@@ -144,3 +144,10 @@ pub fn remove_share(conn: &Connection, id: &SnapshotId, account: &str) -> Result
     )?;
     Ok(())
 }
+
+/// Every snapshot ID the database knows (to find orphan files after a crash).
+pub fn all_ids(conn: &Connection) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT snapshot_id FROM snapshots")?;
+    let rows = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}

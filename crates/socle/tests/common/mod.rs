@@ -128,6 +128,11 @@ impl TestCloud {
 
     /// Starts the server process on this data dir and waits until it answers.
     pub fn launch(&mut self, extra: &[&str]) {
+        self.launch_env(extra, &[]);
+    }
+
+    /// Like `launch`, with extra environment variables for the server.
+    pub fn launch_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
         let mut cmd = Command::new(socle_bin());
@@ -135,6 +140,7 @@ impl TestCloud {
             .args(["--listen", &format!("127.0.0.1:{}", self.port), "--accel", "tcg", "--stop-timeout", "20"])
             .args(extra)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
@@ -171,6 +177,22 @@ impl TestCloud {
         if let Some(mut c) = self.child.take() {
             c.kill().unwrap();
             c.wait().unwrap();
+        }
+    }
+
+    /// Waits for the server to die by itself (an injected fault) and checks
+    /// that it did abort.
+    pub fn wait_abort(&mut self, timeout: Duration) {
+        use std::os::unix::process::ExitStatusExt;
+        let mut c = self.child.take().expect("server running");
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = c.try_wait().unwrap() {
+                assert_eq!(status.signal(), Some(libc::SIGABRT), "server exited with {status}, not at the fault; log:\n{}", self.log_tail());
+                return;
+            }
+            assert!(Instant::now() < deadline, "the injected fault never fired; log:\n{}", self.log_tail());
+            std::thread::sleep(Duration::from_millis(100));
         }
     }
 

@@ -1,0 +1,120 @@
+//! Crash safety of block storage: the server is made to abort right after
+//! each piece of host work and before the database records it (the worst
+//! moment); after a restart the operation completes, with no orphan file, no
+//! half-linked disk and no stale state.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::time::Duration;
+
+use common::*;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(120);
+
+fn ids_in(dir: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_dir(dir)
+        .map(|d| {
+            d.flatten()
+                .filter_map(|e| e.file_name().to_str().and_then(|n| n.strip_suffix(".qcow2")).map(String::from))
+                .filter(|n| !n.starts_with('.'))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// The files on the host are exactly the volumes and snapshots the API shows.
+fn assert_no_orphans(cloud: &TestCloud) {
+    let c = &cloud.creds;
+    let vols: BTreeSet<String> = call(c, "ReadVolumes", json!({})).ok()["Volumes"]
+        .as_array().unwrap().iter().map(|v| v["VolumeId"].as_str().unwrap().to_string()).collect();
+    let snaps: BTreeSet<String> = call(c, "ReadSnapshots", json!({})).ok()["Snapshots"]
+        .as_array().unwrap().iter().map(|v| v["SnapshotId"].as_str().unwrap().to_string()).collect();
+    assert_eq!(ids_in(&cloud.data_dir().join("agent/volumes")), vols, "volume files vs volumes");
+    assert_eq!(ids_in(&cloud.data_dir().join("agent/snapshots")), snaps, "snapshot files vs snapshots");
+}
+
+fn poll(c: &Creds, op: &str, body: Value, key: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let out = call(c, op, body.clone()).ok();
+        if done(&out[key]) {
+            return out;
+        }
+        assert!(std::time::Instant::now() < deadline, "{op} never converged: {out}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+/// Runs `act` with the server set to abort at `point`, then restarts it.
+fn crash_at(cloud: &mut TestCloud, point: &str, act: impl FnOnce(&Creds)) {
+    cloud.stop_clean();
+    cloud.launch_env(&[], &[("SOCLE_FAULT", point)]);
+    act(&cloud.creds.clone());
+    cloud.wait_abort(T);
+    cloud.launch(&[]);
+}
+
+#[test]
+fn every_storage_step_survives_a_crash_right_after_host_work() {
+    let mut cloud = TestCloud::start();
+    let c = cloud.creds.clone();
+    let image = cloud.tiny_image();
+    let vm = call(&c, "CreateVms", json!({"ImageId": image, "VmType": SMALL})).ok()["Vms"][0]["VmId"].as_str().unwrap().to_string();
+    wait_state(&c, std::slice::from_ref(&vm), "running", T);
+    wait_console(&c, &vm, "socle-guest: ready", 1, T);
+
+    // Create: the file exists, the row still says creating.
+    let mut vol = String::new();
+    crash_at(&mut cloud, "volume-created", |c| {
+        vol = call(c, "CreateVolume", json!({"SubregionName": "eu-west-2a", "Size": 1})).ok()["Volume"]["VolumeId"].as_str().unwrap().to_string();
+    });
+    let one = json!({"Filters": {"VolumeIds": [vol]}});
+    poll(&c, "ReadVolumes", one.clone(), "Volumes", |v| v[0]["State"] == "available");
+    assert_no_orphans(&cloud);
+
+    // Link: plugged into the guest, the row still says attaching.
+    crash_at(&mut cloud, "volume-linked", |c| {
+        call(c, "LinkVolume", json!({"VmId": vm, "VolumeId": vol, "DeviceName": "/dev/xvdb"})).ok();
+    });
+    poll(&c, "ReadVolumes", one.clone(), "Volumes", |v| v[0]["LinkedVolumes"][0]["State"] == "attached");
+    wait_console(&c, &vm, &format!("serial={vol}"), 1, T);
+    let text = console(&c, &vm);
+    assert_eq!(text.matches(&format!("disk added vdb serial={vol}")).count(), 1, "plugged twice?\n{text}");
+
+    // Snapshot: the file is complete, the row still says pending.
+    let mut snap = String::new();
+    crash_at(&mut cloud, "snapshot-taken", |c| {
+        snap = call(c, "CreateSnapshot", json!({"VolumeId": vol})).ok()["Snapshot"]["SnapshotId"].as_str().unwrap().to_string();
+    });
+    poll(&c, "ReadSnapshots", json!({"Filters": {"SnapshotIds": [snap]}}), "Snapshots", |s| s[0]["State"] == "completed");
+    assert_no_orphans(&cloud);
+
+    // Unlink: gone from the guest, the row still says detaching.
+    crash_at(&mut cloud, "volume-unlinked", |c| {
+        call(c, "UnlinkVolume", json!({"VolumeId": vol})).ok();
+    });
+    poll(&c, "ReadVolumes", one.clone(), "Volumes", |v| v[0]["State"] == "available");
+    wait_console(&c, &vm, &format!("disk removed vdb serial={vol}"), 1, T);
+
+    // Delete snapshot and volume: files gone, rows still there.
+    crash_at(&mut cloud, "snapshot-deleted", |c| {
+        call(c, "DeleteSnapshot", json!({"SnapshotId": snap})).ok();
+    });
+    poll(&c, "ReadSnapshots", json!({}), "Snapshots", |s| s.as_array().unwrap().is_empty());
+    crash_at(&mut cloud, "volume-deleted", |c| {
+        call(c, "DeleteVolume", json!({"VolumeId": vol})).ok();
+    });
+    poll(&c, "ReadVolumes", one, "Volumes", |v| v.as_array().unwrap().is_empty());
+    assert_no_orphans(&cloud);
+
+    // A file the database never heard of (an older database restored) is removed at start.
+    std::fs::write(cloud.data_dir().join("agent/volumes/vol-0badc0de.qcow2"), b"junk").unwrap();
+    cloud.stop_clean();
+    cloud.launch(&[]);
+    assert_no_orphans(&cloud);
+
+    call(&c, "DeleteVms", json!({"VmIds": [vm]})).ok();
+    wait_state(&c, &[vm], "terminated", T);
+}
