@@ -115,23 +115,8 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
         "delete" => {
             cloud.agent.delete_volume(&vid).await?;
             faults::point("volume-deleted");
-            let (id, account, wrapped) = (v.volume_id.clone(), v.account_id.clone(), v.wrapped_key.clone());
-            cloud
-                .store
-                .run(move |c| -> Result<(), ApiError> {
-                    let tx = socle_store::begin(c)?;
-                    // Erasing the only wrapped copy of the data key is what makes
-                    // the data unrecoverable, whatever is left on the disks.
-                    if let Some(w) = &wrapped {
-                        custody::record_destroyed(&tx, &account, ACTOR, id.as_str(), w)?;
-                    }
-                    tag_store::delete_all_for_resource(&tx, id.as_str())?;
-                    volume_store::delete(&tx, &id)?;
-                    socle_store::commit(tx)?;
-                    Ok(())
-                })
-                .await?;
-            Ok(())
+            let id = v.volume_id.clone();
+            forget(cloud, &v.account_id, id.to_string(), v.wrapped_key.clone(), move |tx| volume_store::delete(tx, &id)).await
         }
         "resize" => {
             let key = volume_key(cloud, &v.account_id, &vid, v.wrapped_key.clone()).await?;
@@ -226,24 +211,39 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
         "delete" => {
             cloud.agent.delete_snapshot(&sid).await?;
             faults::point("snapshot-deleted");
-            let (id, account, wrapped) = (s.snapshot_id.clone(), s.account_id.clone(), s.wrapped_key.clone());
-            cloud
-                .store
-                .run(move |c| -> Result<(), ApiError> {
-                    let tx = socle_store::begin(c)?;
-                    if let Some(w) = &wrapped {
-                        custody::record_destroyed(&tx, &account, ACTOR, id.as_str(), w)?;
-                    }
-                    tag_store::delete_all_for_resource(&tx, id.as_str())?;
-                    snapshot_store::delete(&tx, &id)?;
-                    socle_store::commit(tx)?;
-                    Ok(())
-                })
-                .await?;
-            Ok(())
+            let id = s.snapshot_id.clone();
+            forget(cloud, &s.account_id, id.to_string(), s.wrapped_key.clone(), move |tx| snapshot_store::delete(tx, &id)).await
         }
         _ => Ok(()),
     }
+}
+
+/// Once a disk's file is gone: erases its row, its tags and the only wrapped
+/// copy of its data key (recorded in the key audit) in one transaction.
+/// Erasing that key is what makes the data unrecoverable, whatever copies of
+/// the encrypted file may remain on the disks.
+async fn forget(
+    cloud: &Arc<Cloud>,
+    account: &socle_types::ids::AccountId,
+    id: String,
+    wrapped: Option<String>,
+    delete_row: impl FnOnce(&socle_store::Transaction) -> Result<(), StoreError> + Send + 'static,
+) -> Result<(), StorageError> {
+    let account = account.clone();
+    cloud
+        .store
+        .run(move |c| -> Result<(), ApiError> {
+            let tx = socle_store::begin(c)?;
+            if let Some(w) = &wrapped {
+                custody::record_destroyed(&tx, &account, ACTOR, &id, w)?;
+            }
+            tag_store::delete_all_for_resource(&tx, &id)?;
+            delete_row(&tx)?;
+            socle_store::commit(tx)?;
+            Ok(())
+        })
+        .await?;
+    Ok(())
 }
 
 async fn take_snapshot(cloud: &Arc<Cloud>, s: &SnapshotRow) -> Result<(), StorageError> {

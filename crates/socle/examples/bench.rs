@@ -75,23 +75,27 @@ fn boot_by_hand(cmdline: &[String], vm_dir: &str) -> Duration {
                 a = a.replace(root.as_str(), &format!("{dir}/root.qcow2"));
             }
             // The agent hands keys over as /dev/fd/N (a memfd); by hand, a file.
-            while let Some(i) = a.find("file=/dev/fd/") {
-                let end = a[i + 13..].find(|c: char| !c.is_ascii_digit()).map(|e| i + 13 + e).unwrap_or(a.len());
-                a.replace_range(i..end, &format!("file={key_file}"));
+            while let Some(i) = a.find("/dev/fd/") {
+                let end = a[i + 8..].find(|c: char| !c.is_ascii_digit()).map(|e| i + 8 + e).unwrap_or(a.len());
+                a.replace_range(i..end, &key_file);
             }
             a
         })
         .collect();
     let t0 = Instant::now();
     if root_volume.is_some() {
-        let st = Command::new("qemu-img")
-            .args(["create", "-q", "-f", "qcow2", "--object", &format!("secret,id=k0,file={key_file}")])
-            .args(["-o", "encrypt.format=luks,encrypt.key-secret=k0,encrypt.iter-time=10"])
-            .arg(format!("{dir}/root.qcow2"))
-            .arg("1G")
-            .status()
-            .unwrap();
-        assert!(st.success(), "qemu-img create of the encrypted root failed");
+        // QEMU 7.2's PBKDF calibration sometimes fails ("Unable to get accurate
+        // CPU usage"); the agent retries, so does a person.
+        let ok = (0..10).any(|_| {
+            Command::new("qemu-img")
+                .args(["create", "-q", "-f", "qcow2", "--object", &format!("secret,id=k0,file={key_file}")])
+                .args(["-o", "encrypt.format=luks,encrypt.key-secret=k0,encrypt.iter-time=10"])
+                .arg(format!("{dir}/root.qcow2"))
+                .arg("1G")
+                .status()
+                .is_ok_and(|s| s.success())
+        });
+        assert!(ok, "qemu-img create of the encrypted root failed 10 times");
     }
     let st = Command::new(&cmdline[0]).args(&args).status().unwrap();
     assert!(st.success(), "hand-started QEMU failed: {args:?}");
