@@ -90,7 +90,9 @@ fn data_survives_snapshot_and_new_volume_and_is_encrypted_at_rest() {
     let text = wait_console(c, &vm1, "socle-test: wrote", 1, T);
     let sum = text.split("socle-test: wrote ").nth(1).unwrap()[..32].to_string();
     let vms = call(c, "ReadVms", json!({"Filters": {"VmIds": [vm1]}})).ok();
-    assert_eq!(vms["Vms"][0]["BlockDeviceMappings"][0]["Bsu"]["VolumeId"], vol.as_str());
+    // After the root disk (/dev/sda1) comes the linked volume.
+    let mapping = &vms["Vms"][0]["BlockDeviceMappings"][1];
+    assert_eq!((mapping["DeviceName"].as_str(), mapping["Bsu"]["VolumeId"].as_str()), (Some("/dev/xvdb"), Some(vol.as_str())));
 
     // Snapshot while linked to the running VM.
     let snap = call(c, "CreateSnapshot", json!({"VolumeId": vol, "Description": "round trip"})).ok();
