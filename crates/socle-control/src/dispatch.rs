@@ -101,6 +101,9 @@ pub async fn call(
             "ReadSnapshots" => ops::snapshots::read_snapshots,
             "DeleteSnapshot" => ops::snapshots::delete_snapshot,
             "UpdateSnapshot" => ops::snapshots::update_snapshot,
+            "CreateImage" => ops::images::create_image,
+            "UpdateImage" => ops::images::update_image,
+            "DeleteImage" => ops::images::delete_image,
         }
     )
 }

@@ -294,21 +294,25 @@ async fn release_volumes(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<(), Reconci
 
 async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
     let image_id = vm.image_id.clone();
-    let image = cloud
-        .store
-        .run(move |c| image_store::get(c, &image_id))
-        .await?
-        .ok_or_else(|| ReconcileError::MissingImage(vm.vm_id.to_string(), vm.image_id.to_string()))?;
+    let image = cloud.store.run(move |c| image_store::get(c, &image_id)).await?;
+    let files = match image {
+        Some(image) => ImageFiles {
+            kernel: image.kernel_path.unwrap_or_default().into(),
+            initrd: image.initrd_path.unwrap_or_default().into(),
+            disk: image.disk_path.into(),
+        },
+        // The image was deleted since: the VM keeps booting what it booted.
+        None => match cloud.agent.vm_spec(vm.vm_id.as_str()).await {
+            Ok(spec) => spec.image,
+            Err(_) => return Err(ReconcileError::MissingImage(vm.vm_id.to_string(), vm.image_id.to_string())),
+        },
+    };
     let user_data = STANDARD.decode(&vm.user_data).ok().filter(|d| !d.is_empty());
     let spec = VmSpec {
         vm_id: vm.vm_id.to_string(),
         vcpus: vm.vcpus as u32,
         memory_mib: vm.memory_mib as u64,
-        image: ImageFiles {
-            kernel: image.kernel_path.unwrap_or_default().into(),
-            initrd: image.initrd_path.unwrap_or_default().into(),
-            disk: image.disk_path.into(),
-        },
+        image: files,
         user_data,
         kernel_cmdline: None,
     };

@@ -114,6 +114,7 @@ async fn ensure_tiny_image(store: &Store, agent: &Agent, data_dir: &Path) -> Res
         created_at: now_iso(),
         // The agent builds socle-tiny's base disk at 1 GiB.
         size_gib: 1,
+        root_snapshot_id: None,
     };
     let update = existing.is_some();
     store

@@ -22,10 +22,13 @@ pub struct ImageRow {
     pub created_at: String,
     /// Virtual size of the disk: the smallest root volume made from it.
     pub size_gib: i64,
+    /// For an image made from a VM: the snapshot of its root disk (encrypted,
+    /// owned by the image's owner). Root volumes of new VMs copy it.
+    pub root_snapshot_id: Option<String>,
 }
 
 const COLUMNS: &str = "image_id, account_id, name, description, state, architecture, kernel_path, \
-                       initrd_path, disk_path, is_public, created_at, size_gib";
+                       initrd_path, disk_path, is_public, created_at, size_gib, root_snapshot_id";
 
 fn from_row(r: &Row) -> rusqlite::Result<ImageRow> {
     Ok(ImageRow {
@@ -41,12 +44,13 @@ fn from_row(r: &Row) -> rusqlite::Result<ImageRow> {
         is_public: r.get(9)?,
         created_at: r.get(10)?,
         size_gib: r.get(11)?,
+        root_snapshot_id: r.get(12)?,
     })
 }
 
 pub fn insert(conn: &Connection, i: &ImageRow) -> Result<()> {
     conn.execute(
-        &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
         params![
             i.image_id.as_str(),
             i.account_id.as_str(),
@@ -59,7 +63,8 @@ pub fn insert(conn: &Connection, i: &ImageRow) -> Result<()> {
             i.disk_path,
             i.is_public,
             i.created_at,
-            i.size_gib
+            i.size_gib,
+            i.root_snapshot_id
         ],
     )?;
     Ok(())
@@ -74,10 +79,15 @@ pub fn update_files(conn: &Connection, i: &ImageRow) -> Result<()> {
     Ok(())
 }
 
-/// The images `account` may see: its own and the public ones.
+/// What `account` (?1) may see and launch: its own images, public ones, and
+/// ones shared with it.
+const VISIBLE: &str = "(account_id = ?1 OR is_public = 1 OR image_id IN
+                         (SELECT image_id FROM image_shares WHERE account_id = ?1))";
+
+/// The images `account` may see: its own, the public ones and those shared with it.
 pub fn list_visible(conn: &Connection, account: &AccountId) -> Result<Vec<ImageRow>> {
     let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM images WHERE account_id = ?1 OR is_public = 1 ORDER BY created_at, image_id"
+        "SELECT {COLUMNS} FROM images WHERE {VISIBLE} ORDER BY created_at, image_id"
     ))?;
     let rows = stmt.query_map([account.as_str()], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
@@ -87,8 +97,8 @@ pub fn list_visible(conn: &Connection, account: &AccountId) -> Result<Vec<ImageR
 pub fn get_visible(conn: &Connection, account: &AccountId, id: &ImageId) -> Result<Option<ImageRow>> {
     Ok(conn
         .query_row(
-            &format!("SELECT {COLUMNS} FROM images WHERE image_id = ?1 AND (account_id = ?2 OR is_public = 1)"),
-            params![id.as_str(), account.as_str()],
+            &format!("SELECT {COLUMNS} FROM images WHERE image_id = ?2 AND {VISIBLE}"),
+            params![account.as_str(), id.as_str()],
             from_row,
         )
         .optional()?)
@@ -110,4 +120,46 @@ pub fn get(conn: &Connection, id: &ImageId) -> Result<Option<ImageRow>> {
     Ok(conn
         .query_row(&format!("SELECT {COLUMNS} FROM images WHERE image_id = ?1"), [id.as_str()], from_row)
         .optional()?)
+}
+
+/// Saves the mutable columns (description, visibility, state).
+pub fn update(conn: &Connection, i: &ImageRow) -> Result<()> {
+    conn.execute(
+        "UPDATE images SET description = ?2, is_public = ?3, state = ?4 WHERE image_id = ?1",
+        params![i.image_id.as_str(), i.description, i.is_public, i.state],
+    )?;
+    Ok(())
+}
+
+pub fn delete(conn: &Connection, id: &ImageId) -> Result<()> {
+    conn.execute("DELETE FROM images WHERE image_id = ?1", [id.as_str()])?;
+    Ok(())
+}
+
+/// An image of `account` by name (names are unique per owner).
+pub fn name_taken(conn: &Connection, owner: &AccountId, name: &str) -> Result<bool> {
+    Ok(get_by_owner_and_name(conn, owner, name)?.is_some())
+}
+
+pub fn shares(conn: &Connection, id: &ImageId) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT account_id FROM image_shares WHERE image_id = ?1 ORDER BY account_id")?;
+    let rows = stmt.query_map([id.as_str()], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
+}
+
+pub fn add_share(conn: &Connection, id: &ImageId, account: &str) -> Result<()> {
+    conn.execute("INSERT OR IGNORE INTO image_shares (image_id, account_id) VALUES (?1, ?2)", params![id.as_str(), account])?;
+    Ok(())
+}
+
+pub fn remove_share(conn: &Connection, id: &ImageId, account: &str) -> Result<()> {
+    conn.execute("DELETE FROM image_shares WHERE image_id = ?1 AND account_id = ?2", params![id.as_str(), account])?;
+    Ok(())
+}
+
+/// Images whose root disk is this snapshot (a snapshot in use cannot go).
+pub fn using_snapshot(conn: &Connection, snapshot_id: &str) -> Result<Vec<String>> {
+    let mut stmt = conn.prepare("SELECT image_id FROM images WHERE root_snapshot_id = ?1")?;
+    let rows = stmt.query_map([snapshot_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(rows)
 }

@@ -169,6 +169,15 @@ const MIGRATIONS: &[&str] = &[
     ALTER TABLE volumes ADD COLUMN source_image_id TEXT;
     ALTER TABLE images ADD COLUMN size_gib INTEGER NOT NULL DEFAULT 1;
     "#,
+    // 4: account images (from a VM's root disk) and their launch permissions.
+    r#"
+    ALTER TABLE images ADD COLUMN root_snapshot_id TEXT;
+    CREATE TABLE image_shares (
+        image_id   TEXT NOT NULL REFERENCES images(image_id) ON DELETE CASCADE,
+        account_id TEXT NOT NULL,
+        PRIMARY KEY (image_id, account_id)
+    );
+    "#,
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

@@ -95,7 +95,9 @@ pub(crate) fn record(
                     format!("the root volume must hold the image: at least {} GiB", image.size_gib),
                 ));
             }
-            (size, Some(image.image_id.to_string()), None)
+            // An image made from a VM is a snapshot of its root disk; a
+            // platform image is a plain base disk.
+            (size, Some(image.image_id.to_string()), image.root_snapshot_id.clone())
         } else if let Some(sid) = &p.snapshot_id {
             let snap = snapshot_store::get_visible(tx, account, sid)?
                 .ok_or_else(|| ApiError::not_found(ErrorCode::NoSuchSnapshot, "snapshot", sid.as_str()))?;

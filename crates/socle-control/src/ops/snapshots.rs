@@ -163,6 +163,12 @@ pub async fn delete_snapshot(cloud: &Arc<Cloud>, caller: &Caller, req: DeleteSna
                 let in_use = volume_store::list_unsettled(tx)?
                     .iter()
                     .any(|v| v.pending == "create" && v.snapshot_id.as_deref() == Some(id.as_str()));
+                if let Some(image) = socle_store::images::using_snapshot(tx, id.as_str())?.first() {
+                    return Err(ApiError::new(
+                        ErrorCode::InvalidResourceState,
+                        format!("the snapshot {id} is the root disk of the image {image}; delete the image first"),
+                    ));
+                }
                 if in_use {
                     return Err(ApiError::new(
                         ErrorCode::InvalidResourceState,

@@ -206,10 +206,11 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
             let image = image_store::get_visible(tx, &account, &image_id)
                 ?
                 .ok_or_else(|| ApiError::not_found(ErrorCode::NoSuchImage, "image", image_id.as_str()))?;
-            if image.state != "available" {
+            let state = super::images::effective_state(tx, &image)?;
+            if state != "available" {
                 return Err(ApiError::new(
-                    ErrorCode::InvalidResourceState,
-                    format!("the image {image_id} is {}, not available", image.state),
+                    ErrorCode::InvalidImageState,
+                    format!("the image {image_id} is {state}, not available"),
                 ));
             }
             if let Some(name) = &req.keypair_name {
