@@ -18,6 +18,7 @@ import re
 import time
 import uuid
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Callable, Iterable
 from urllib.parse import urlsplit
 
@@ -280,20 +281,34 @@ class RawClient:
 # ------------------------------------------------------------------------- VMs
 
 
-def read_vms(gw: Gateway, **filters) -> list[dict]:
-    """All VMs matching the filters, following NextPageToken."""
-    out: list[dict] = []
+def read_pages(fn: Callable, key: str, filters: dict | None = None,
+               per_page: int | None = None) -> list[list[dict]]:
+    """Every page of a Read* call (`fn` an SDK method, `key` the list in its answer),
+    following NextPageToken."""
+    pages: list[list[dict]] = []
     token = None
     for _ in range(1000):
         kw: dict = {"Filters": filters} if filters else {}
+        if per_page is not None:
+            kw["ResultsPerPage"] = per_page
         if token:
             kw["NextPageToken"] = token
-        resp = gw.ReadVms(**kw)
-        out.extend(resp.get("Vms") or [])
+        resp = fn(**kw)
+        pages.append(resp.get(key) or [])
         token = resp.get("NextPageToken")
         if not token:
-            return out
-    raise AssertionError("ReadVms pagination does not end")
+            return pages
+    raise AssertionError(f"{key}: pagination does not end")
+
+
+def read_all(fn: Callable, key: str, filters: dict | None = None) -> list[dict]:
+    """All items of a Read* call matching the filters, over all pages."""
+    return [item for page in read_pages(fn, key, filters) for item in page]
+
+
+def read_vms(gw: Gateway, **filters) -> list[dict]:
+    """All VMs matching the filters, following NextPageToken."""
+    return read_all(gw.ReadVms, "Vms", filters)
 
 
 def read_vm(gw: Gateway, vm_id: str) -> dict | None:
@@ -460,6 +475,274 @@ def delete_all_vms(gw: Gateway, timeout: float = VM_TIMEOUT) -> list[str]:
     except BaseException as e:  # noqa: BLE001 - pytest.fail raises BaseException subclasses
         problems.append(f"VMs not terminated: {e}")
     return problems
+
+
+# ---------------------------------------------------------- volumes, snapshots
+
+VOLUME_ID_RE = re.compile(r"^vol-[0-9a-f]{8}$")
+SNAPSHOT_ID_RE = re.compile(r"^snap-[0-9a-f]{8}$")
+ACCOUNT_ID_RE = re.compile(r"^[0-9]{12}$")
+GIB = 1024 ** 3
+# Volumes and snapshots are made, resized and deleted by the reconciler in the
+# background (seconds each); allow much more.
+STORAGE_TIMEOUT = float(os.environ.get("SOCLE_STORAGE_TIMEOUT", "120"))
+# The guest's console lines about its block devices (serial = volume ID).
+DISK_EVENT_RE = re.compile(
+    r"socle-guest: disk (present|added|resized|removed) (\S+) serial=(\S*)(?: size=(\d+))?")
+_ANY = object()
+
+
+def wait_until(what: str, fetch: Callable[[], Any], done: Callable[[Any], bool], *,
+               timeout: float = STORAGE_TIMEOUT, summary: Callable[[Any], Any] = lambda x: x,
+               history: list | None = None, interval: float = 0.1) -> Any:
+    """Poll fetch() until done(value); return that value. Every distinct summary(value)
+    seen is appended to `history` (when given) and shown on timeout."""
+    deadline = time.monotonic() + timeout
+    seen: list = [] if history is None else history
+    while True:
+        value = fetch()
+        brief = summary(value)
+        if not seen or seen[-1] != brief:
+            seen.append(brief)
+        if done(value):
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what}: not reached within {timeout:.0f}s; seen, in order: {seen}\n"
+                        f"last value: {json.dumps(value, default=str)[:1500]}")
+        time.sleep(interval)
+
+
+def read_volumes(gw: Gateway, **filters) -> list[dict]:
+    return read_all(gw.ReadVolumes, "Volumes", filters)
+
+
+def read_volume(gw: Gateway, volume_id: str) -> dict | None:
+    vols = gw.ReadVolumes(Filters={"VolumeIds": [volume_id]}).get("Volumes") or []
+    assert len(vols) <= 1, f"ReadVolumes VolumeIds=[{volume_id}] gave {len(vols)} volumes"
+    return vols[0] if vols else None
+
+
+def link_of(volume: dict | None) -> dict | None:
+    """The volume's LinkedVolumes entry (a volume is linked to one VM at most)."""
+    links = (volume or {}).get("LinkedVolumes") or []
+    assert len(links) <= 1, f"a volume linked more than once: {volume}"
+    return links[0] if links else None
+
+
+def volume_summary(v: dict | None):
+    if v is None:
+        return None
+    link = link_of(v)
+    return (v.get("State"), v.get("Size"), link and link.get("State"))
+
+
+def wait_volume(gw: Gateway, volume_id: str, state: str | tuple | None, *, link=_ANY,
+                timeout: float = STORAGE_TIMEOUT, history: list | None = None) -> dict | None:
+    """Wait until the volume is in `state` (a state, a tuple of states, or None: gone)
+    and, when `link` is given, its link is in that state (None: not linked)."""
+    states = (state,) if isinstance(state, str) or state is None else tuple(state)
+
+    def done(v):
+        if v is None:
+            return None in states
+        if v.get("State") not in states:
+            return False
+        lk = link_of(v)
+        return link is _ANY or (lk.get("State") if lk else None) == link
+
+    return wait_until(f"volume {volume_id} in {states}" + ("" if link is _ANY else f", link {link}"),
+                      lambda: read_volume(gw, volume_id), done, timeout=timeout,
+                      summary=volume_summary, history=history)
+
+
+def read_snapshots(gw: Gateway, **filters) -> list[dict]:
+    return read_all(gw.ReadSnapshots, "Snapshots", filters)
+
+
+def read_snapshot(gw: Gateway, snapshot_id: str) -> dict | None:
+    snaps = gw.ReadSnapshots(Filters={"SnapshotIds": [snapshot_id]}).get("Snapshots") or []
+    assert len(snaps) <= 1, f"ReadSnapshots SnapshotIds=[{snapshot_id}] gave {len(snaps)} snapshots"
+    return snaps[0] if snaps else None
+
+
+def wait_snapshot(gw: Gateway, snapshot_id: str, state: str | tuple | None, *,
+                  timeout: float = STORAGE_TIMEOUT, history: list | None = None) -> dict | None:
+    """Wait until the snapshot is in `state` (a state, a tuple of states, or None: gone)."""
+    states = (state,) if isinstance(state, str) or state is None else tuple(state)
+    return wait_until(f"snapshot {snapshot_id} in {states}", lambda: read_snapshot(gw, snapshot_id),
+                      lambda s: (s.get("State") if s else None) in states, timeout=timeout,
+                      summary=lambda s: s and (s.get("State"), s.get("Progress")), history=history)
+
+
+def account_id(gw: Gateway) -> str:
+    """The caller's account ID, as ReadQuotas shows it."""
+    ids = {q.get("AccountId") for t in gw.ReadQuotas()["QuotaTypes"] for q in (t.get("Quotas") or [])}
+    ids.discard(None)
+    assert len(ids) == 1 and ACCOUNT_ID_RE.match(next(iter(ids))), f"ReadQuotas AccountIds: {ids}"
+    return ids.pop()
+
+
+def storage_state(gw: Gateway) -> dict:
+    """Everything an account can see of its block storage, for "nothing changed" checks."""
+    return {
+        "volumes": {v["VolumeId"]: v for v in read_volumes(gw)},
+        "snapshots": {s["SnapshotId"]: s for s in read_snapshots(gw)},
+        "tags": sorted((t["ResourceId"], t["Key"], t["Value"]) for t in gw.ReadTags()["Tags"]
+                       if t["ResourceId"].startswith(("vol-", "snap-"))),
+    }
+
+
+def delete_all_storage(gw: Gateway, timeout: float = STORAGE_TIMEOUT) -> list[str]:
+    """Unlink and delete every volume of the account and delete every snapshot it owns,
+    waiting until they are gone. Returns the list of problems (empty when all went well)."""
+    problems: list[str] = []
+    try:
+        me = account_id(gw)
+        settled_volume = lambda v: v["State"] in ("available", "in-use", "error", "deleting") and \
+            (link_of(v) or {}).get("State") in (None, "attached")
+        vols = wait_until("volumes settled", lambda: read_volumes(gw),
+                          lambda vs: all(settled_volume(v) for v in vs), timeout=timeout,
+                          summary=lambda vs: sorted((v["VolumeId"], volume_summary(v)) for v in vs))
+        for v in vols:
+            if link_of(v):
+                try:
+                    gw.UnlinkVolume(VolumeId=v["VolumeId"])
+                except Exception as e:  # noqa: BLE001
+                    problems.append(f"UnlinkVolume {v['VolumeId']} failed: {e}")
+        vols = wait_until("volumes unlinked", lambda: read_volumes(gw),
+                          lambda vs: all(not link_of(v) for v in vs), timeout=timeout,
+                          summary=lambda vs: sorted((v["VolumeId"], volume_summary(v)) for v in vs))
+        for v in vols:
+            if v["State"] != "deleting":
+                try:
+                    gw.DeleteVolume(VolumeId=v["VolumeId"])
+                except Exception as e:  # noqa: BLE001
+                    problems.append(f"DeleteVolume {v['VolumeId']} failed: {e}")
+        snaps = wait_until("snapshots settled", lambda: read_snapshots(gw, AccountIds=[me]),
+                           lambda ss: all(s["State"] != "pending" for s in ss), timeout=timeout,
+                           summary=lambda ss: sorted((s["SnapshotId"], s["State"]) for s in ss))
+        for s in snaps:
+            if s["State"] != "deleting":
+                try:
+                    gw.DeleteSnapshot(SnapshotId=s["SnapshotId"])
+                except Exception as e:  # noqa: BLE001
+                    problems.append(f"DeleteSnapshot {s['SnapshotId']} failed: {e}")
+        wait_until("volumes and snapshots deleted",
+                   lambda: ([v["VolumeId"] for v in read_volumes(gw)],
+                            [s["SnapshotId"] for s in read_snapshots(gw, AccountIds=[me])]),
+                   lambda left: left == ([], []), timeout=timeout)
+    except BaseException as e:  # noqa: BLE001 - pytest.fail raises BaseException subclasses
+        problems.append(f"storage not cleaned up: {e}")
+    return problems
+
+
+def check_filter(fn: Callable, key: str, id_key: str, everything: list[dict], filters: dict,
+                 predicate: Callable[[dict], bool], include: Iterable[str] = (),
+                 exclude: Iterable[str] = ()) -> set[str]:
+    """Read with `filters` and check the answer is exactly the items of `everything` (the
+    unfiltered listing) that `predicate` accepts, and holds `include` but none of `exclude`
+    (so that a filter that matches nothing, or everything, cannot pass unnoticed)."""
+    got = [item[id_key] for item in read_all(fn, key, filters)]
+    assert len(got) == len(set(got)), f"Filters={filters}: duplicates in {got}"
+    expected = {item[id_key] for item in everything if predicate(item)}
+    assert set(got) == expected, f"Filters={filters}: got {sorted(got)}, expected {sorted(expected)}"
+    assert set(include) <= set(got), f"Filters={filters}: {sorted(set(include) - set(got))} missing"
+    assert not set(exclude) & set(got), f"Filters={filters}: {sorted(set(exclude) & set(got))} listed"
+    return set(got)
+
+
+def check_pagination(fn: Callable, key: str, id_key: str, filters: dict | None = None) -> list[dict]:
+    """Pages of 1, 2 and 3 items give the unpaginated listing, in its order (creation
+    date, then ID), each page but the last full; returns the unpaginated listing."""
+    full = (fn(Filters=filters) if filters else fn())
+    assert not full.get("NextPageToken"), f"a listing that fits in one page has a NextPageToken: {full}"
+    items = full.get(key) or []
+    ids = [i[id_key] for i in items]
+    keys = [(i["CreationDate"], i[id_key]) for i in items]
+    assert keys == sorted(keys), f"{key} not sorted by creation date, then ID: {keys}"
+    for per_page in (1, 2, 3):
+        pages = read_pages(fn, key, filters, per_page)
+        assert len(pages) == max(1, -(-len(ids) // per_page)), f"ResultsPerPage={per_page}: {pages}"
+        assert all(len(p) == per_page for p in pages[:-1]), f"ResultsPerPage={per_page}: {pages}"
+        assert [i[id_key] for p in pages for i in p] == ids, \
+            f"ResultsPerPage={per_page}: pages lost, repeated or reordered items"
+    return items
+
+
+def disk_events(text: str) -> list[tuple[str, str, str, int | None]]:
+    """(verb, device, serial, size in bytes or None) of each guest disk line, in order."""
+    return [(m[1], m[2], m[3], int(m[4]) if m[4] else None) for m in DISK_EVENT_RE.finditer(text)]
+
+
+def wait_disk_event(gw: Gateway, vm_id: str, serial: str, verbs: str | tuple, *, since: str = "",
+                    timeout: float = VM_TIMEOUT) -> tuple[str, str, str, int | None]:
+    """Wait until the guest reports a disk line with one of `verbs` about the disk whose
+    serial is `serial` (a volume ID), printed after the console looked like `since`."""
+    verbs = (verbs,) if isinstance(verbs, str) else verbs
+
+    def found(text):
+        return [e for e in disk_events(new_output(since, text)) if e[2] == serial and e[0] in verbs]
+
+    text = wait_console(gw, vm_id, lambda t: bool(found(t)), f"'disk {'|'.join(verbs)} … serial={serial}'",
+                        timeout)
+    return found(text)[0]
+
+
+def files_containing(root: Path, needle: bytes, chunk: int = 1 << 20) -> list[Path]:
+    """Every regular file under `root` whose bytes contain `needle`."""
+    hits = []
+    for path in sorted(root.rglob("*")):
+        if not path.is_file() or path.is_symlink():
+            continue
+        try:
+            with open(path, "rb") as f:
+                tail = b""
+                while True:
+                    block = f.read(chunk)
+                    if not block:
+                        break
+                    if needle in tail + block:
+                        hits.append(path)
+                        break
+                    tail = block[-(len(needle) - 1):] if len(needle) > 1 else b""
+        except OSError:
+            continue
+    return hits
+
+
+# -------------------------------------------------------------- other accounts
+
+
+def outcome(fn: Callable, ids: Iterable[str], **params) -> tuple:
+    """What the caller observes: ('ok', body) or ('error', status, code, type, details),
+    with the RequestId dropped and the given IDs masked."""
+    try:
+        body = fn(**params)
+    except requests.HTTPError as e:
+        resp = e.response
+        try:
+            err = resp.json()["Errors"][0]
+        except (ValueError, KeyError, IndexError):
+            return ("error", resp.status_code, resp.text)
+        details = err.get("Details") or ""
+        for i in ids:
+            details = details.replace(i, "<ID>")
+        return ("error", resp.status_code, err.get("Code"), err.get("Type"), details)
+    body = dict(body)
+    body.pop("ResponseContext", None)
+    text = json.dumps(body, sort_keys=True)
+    for i in ids:
+        text = text.replace(i, "<ID>")
+    return ("ok", text)
+
+
+def same_as_absent(fn: Callable, build: Callable[[str], dict], real_id: str, fake_id: str) -> tuple:
+    """Run fn with the other account's ID and with an absent one; both answers must match."""
+    theirs = outcome(fn, [real_id], **build(real_id))
+    absent = outcome(fn, [fake_id], **build(fake_id))
+    assert theirs == absent, f"another account's resource is distinguishable from an absent one:\n" \
+                             f"  theirs: {theirs}\n  absent: {absent}"
+    return theirs
 
 
 def b64(text: str | bytes) -> str:

@@ -2,14 +2,12 @@
 B makes on one of A's resources gets exactly the answer it would get for an ID
 that does not exist (same HTTP status, code, type and details, the ID aside)."""
 
-import json
 import uuid
 
 import pytest
-import requests
 
-from socle_lib import (VM_TYPE, absent_id, create_vms, delete_all_vms, read_vm, read_vms, unique, usage,
-                       wait_vms_state)
+from socle_lib import (VM_TYPE, absent_id, create_vms, delete_all_vms, outcome, read_vm, read_vms,
+                       same_as_absent, unique, usage, wait_vms_state)
 
 
 @pytest.fixture(scope="module")
@@ -33,38 +31,6 @@ def b(new_account):
     acct.gw.CreateTags(ResourceIds=[kp["KeypairId"]], Tags=[{"Key": "owner", "Value": "b"}])
     acct.keypair = kp
     return acct
-
-
-def outcome(fn, ids, **params):
-    """What the caller observes: ('ok', body) or ('error', status, code, type, details),
-    with the RequestId dropped and the given IDs masked."""
-    try:
-        body = fn(**params)
-    except requests.HTTPError as e:
-        resp = e.response
-        try:
-            err = resp.json()["Errors"][0]
-        except (ValueError, KeyError, IndexError):
-            return ("error", resp.status_code, resp.text)
-        details = err.get("Details") or ""
-        for i in ids:
-            details = details.replace(i, "<ID>")
-        return ("error", resp.status_code, err.get("Code"), err.get("Type"), details)
-    body = dict(body)
-    body.pop("ResponseContext", None)
-    text = json.dumps(body, sort_keys=True)
-    for i in ids:
-        text = text.replace(i, "<ID>")
-    return ("ok", text)
-
-
-def same_as_absent(fn, build, real_id, fake_id):
-    """Run fn with the other account's ID and with an absent one; both answers must match."""
-    theirs = outcome(fn, [real_id], **build(real_id))
-    absent = outcome(fn, [fake_id], **build(fake_id))
-    assert theirs == absent, f"another account's resource is distinguishable from an absent one:\n" \
-                             f"  theirs: {theirs}\n  absent: {absent}"
-    return theirs
 
 
 def a_is_intact(a):

@@ -57,8 +57,22 @@ async fn volume_key(cloud: &Arc<Cloud>, account: &socle_types::ids::AccountId, r
     Ok(VolumeKey::from_bytes(*dek.expose_secret()))
 }
 
-async fn save_volume(cloud: &Arc<Cloud>, v: VolumeRow) -> Result<(), StorageError> {
-    cloud.store.run(move |c| volume_store::update(c, &v)).await?;
+/// Records the outcome of one step, unless the user changed the volume's
+/// wish while the host worked (see `update_if_unchanged`); the read-then-
+/// write runs in one transaction.
+async fn save_volume(cloud: &Arc<Cloud>, v: VolumeRow, acted_on: (String, Option<String>)) -> Result<(), StorageError> {
+    let saved = cloud
+        .store
+        .run(move |c| -> Result<bool, StoreError> {
+            let tx = socle_store::begin(c)?;
+            let saved = volume_store::update_if_unchanged(&tx, &v, &acted_on.0, acted_on.1.as_deref())?;
+            socle_store::commit(tx)?;
+            Ok(saved)
+        })
+        .await?;
+    if !saved {
+        tracing::info!("volume changed while the host worked; the next pass takes the new wish");
+    }
     Ok(())
 }
 
@@ -69,6 +83,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
         return Ok(());
     };
     let vid = v.volume_id.to_string();
+    let acted_on = (v.pending.clone(), v.link_state.clone());
     match v.pending.as_str() {
         "create" => {
             let result = async {
@@ -110,7 +125,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                     v.state_reason = user_reason(&e);
                 }
             }
-            save_volume(cloud, v).await
+            save_volume(cloud, v, acted_on).await
         }
         "delete" => {
             cloud.agent.delete_volume(&vid).await?;
@@ -124,12 +139,12 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
             cloud.agent.set_volume_limits(&vid, limits_for(&v.volume_type, v.size_gib, v.iops)).await?;
             v.pending.clear();
             v.state = if v.vm_id.is_some() { "in-use" } else { "available" }.into();
-            save_volume(cloud, v).await
+            save_volume(cloud, v, acted_on).await
         }
         "limits" => {
             cloud.agent.set_volume_limits(&vid, limits_for(&v.volume_type, v.size_gib, v.iops)).await?;
             v.pending.clear();
-            save_volume(cloud, v).await
+            save_volume(cloud, v, acted_on).await
         }
         _ => match (v.link_state.as_deref(), v.vm_id.clone()) {
             (Some("attaching"), Some(vm)) => {
@@ -144,7 +159,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                         v.linked_at = None;
                         v.state = "available".into();
                         v.state_reason = format!("Client.KeyUnavailable: {}", api.details);
-                        return save_volume(cloud, v).await;
+                        return save_volume(cloud, v, acted_on).await;
                     }
                     Err(e) => return Err(e),
                 };
@@ -158,7 +173,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                 }
                 faults::point("volume-linked");
                 v.link_state = Some("attached".into());
-                save_volume(cloud, v).await
+                save_volume(cloud, v, acted_on).await
             }
             (Some("detaching"), Some(vm)) => {
                 cloud.agent.unlink_volume(vm.as_str(), &vid).await?;
@@ -169,7 +184,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                 v.linked_at = None;
                 v.delete_on_vm_deletion = false;
                 v.state = "available".into();
-                save_volume(cloud, v).await
+                save_volume(cloud, v, acted_on).await
             }
             _ => Ok(()),
         },

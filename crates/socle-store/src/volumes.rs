@@ -132,6 +132,26 @@ impl VolumeRow {
     }
 }
 
+/// Saves `v` only if the row still has the `pending` and `link_state` the
+/// caller acted on: host work must not overwrite a wish the user expressed
+/// while it ran (a DeleteVolume during creation, an UnlinkVolume during
+/// attachment); the next pass acts on that wish instead. Returns whether
+/// the row was saved.
+pub fn update_if_unchanged(conn: &Connection, v: &VolumeRow, pending: &str, link_state: Option<&str>) -> Result<bool> {
+    let current: Option<(String, Option<String>)> = conn
+        .query_row("SELECT pending, link_state FROM volumes WHERE volume_id = ?1", [v.volume_id.as_str()], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })
+        .optional()?;
+    match current {
+        Some((p, l)) if p == pending && l.as_deref() == link_state => {
+            update(conn, v)?;
+            Ok(true)
+        }
+        _ => Ok(false),
+    }
+}
+
 /// Saves every mutable column of `v`.
 pub fn update(conn: &Connection, v: &VolumeRow) -> Result<()> {
     conn.execute(

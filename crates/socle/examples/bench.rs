@@ -4,16 +4,30 @@
 //! 1. the time from the CreateVms call to the guest's `socle-guest: ready`
 //!    console line, next to the very same QEMU command line started by hand
 //!    (the orchestration overhead as a ratio);
-//! 2. ReadVms latency with 1,000 VMs recorded in one account.
+//! 2. ReadVms latency with 1,000 VMs recorded in one account;
+//! 3. guest I/O on an encrypted (qcow2+LUKS) vs a plain qcow2 disk, in a VM
+//!    started by hand from the agent's command line (`bench/io.rs`);
+//! 4. CreateSnapshot and CreateVolume-from-snapshot time vs volume size,
+//!    through the API (`bench/snapshots.rs`).
+//!
+//! It asserts nothing about timings, but panics as soon as a step fails.
 
 #[path = "../tests/common/mod.rs"]
 mod common;
+#[path = "bench/hand.rs"]
+mod hand;
+#[path = "bench/io.rs"]
+mod io;
+#[path = "bench/snapshots.rs"]
+mod snapshots;
 
 use std::fmt::Write as _;
 use std::process::Command;
 use std::time::{Duration, Instant};
 
+use base64::Engine;
 use common::*;
+use hand::HandVm;
 use serde_json::json;
 
 const BOOT_RUNS: usize = 5;
@@ -27,6 +41,37 @@ fn median(mut v: Vec<f64>) -> f64 {
 
 fn ms(d: Duration) -> f64 {
     d.as_secs_f64() * 1000.0
+}
+
+fn b64(s: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(s)
+}
+
+fn list(v: &[f64], decimals: usize) -> String {
+    v.iter().map(|x| format!("{x:.decimals$}")).collect::<Vec<_>>().join(", ")
+}
+
+/// The command line of a running process.
+fn qemu_cmdline(pid: i32) -> Vec<String> {
+    String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
+        .split('\0')
+        .filter(|s| !s.is_empty())
+        .map(String::from)
+        .collect()
+}
+
+/// The VM directory of an agent-made QEMU command line (its pidfile is there).
+fn vm_dir_of(cmdline: &[String]) -> String {
+    cmdline
+        .iter()
+        .find(|a| a.ends_with("/qemu.pid"))
+        .map(|p| p.trim_end_matches("/qemu.pid").to_string())
+        .expect("the pidfile path (in the VM dir) is on the QEMU command line")
+}
+
+/// 1-minute load average.
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg").ok().and_then(|s| s.split_whitespace().next()?.parse().ok()).unwrap_or(0.0)
 }
 
 /// CreateVms → ready line, through the whole platform. Returns the time and
@@ -44,12 +89,7 @@ fn boot_through_api(cloud: &TestCloud, image: &str) -> (Duration, Vec<String>) {
         std::thread::sleep(Duration::from_millis(20));
     }
     let elapsed = t0.elapsed();
-    let pid = cloud.qemu_pids()[0];
-    let cmdline: Vec<String> = String::from_utf8_lossy(&std::fs::read(format!("/proc/{pid}/cmdline")).unwrap())
-        .split('\0')
-        .filter(|s| !s.is_empty())
-        .map(String::from)
-        .collect();
+    let cmdline = qemu_cmdline(cloud.qemu_pids()[0]);
     call(c, "DeleteVms", json!({"VmIds": [id]})).ok();
     wait_state(c, &[id], "terminated", Duration::from_secs(60));
     (elapsed, cmdline)
@@ -59,59 +99,26 @@ fn boot_through_api(cloud: &TestCloud, image: &str) -> (Duration, Vec<String>) {
 /// encrypted root disk made with qemu-img (same LUKS settings), the key in a
 /// file instead of the agent's memfd, a scratch VM dir — then QEMU started
 /// with the agent's exact arguments, the console polled for the ready line.
-fn boot_by_hand(cmdline: &[String], vm_dir: &str) -> Duration {
-    let scratch = tempfile::tempdir().unwrap();
-    let dir = scratch.path().to_string_lossy().to_string();
-    let key_file = format!("{dir}/key");
-    std::fs::write(&key_file, "c29jbGUtYmVuY2gta2V5LW5vdC1hLXNlY3JldC0wMDA=").unwrap();
-    let root_volume = cmdline
-        .iter()
-        .find_map(|a| a.split('"').find(|p| p.contains("/volumes/vol-") && p.ends_with(".qcow2")).map(String::from));
-    let args: Vec<String> = cmdline[1..]
-        .iter()
-        .map(|a| {
-            let mut a = a.replace(vm_dir, &dir);
-            if let Some(root) = &root_volume {
-                a = a.replace(root.as_str(), &format!("{dir}/root.qcow2"));
-            }
-            // The agent hands keys over as /dev/fd/N (a memfd); by hand, a file.
-            while let Some(i) = a.find("/dev/fd/") {
-                let end = a[i + 8..].find(|c: char| !c.is_ascii_digit()).map(|e| i + 8 + e).unwrap_or(a.len());
-                a.replace_range(i..end, &key_file);
-            }
-            a
-        })
-        .collect();
+/// Returns the time and how long qemu-img took to make the root disk.
+fn boot_by_hand(cmdline: &[String], vm_dir: &str) -> (Duration, Option<Duration>) {
+    let mut vm = HandVm::new(cmdline, vm_dir);
     let t0 = Instant::now();
-    if root_volume.is_some() {
-        // QEMU 7.2's PBKDF calibration sometimes fails ("Unable to get accurate
-        // CPU usage"); the agent retries, so does a person.
-        let ok = (0..10).any(|_| {
-            Command::new("qemu-img")
-                .args(["create", "-q", "-f", "qcow2", "--object", &format!("secret,id=k0,file={key_file}")])
-                .args(["-o", "encrypt.format=luks,encrypt.key-secret=k0,encrypt.iter-time=10"])
-                .arg(format!("{dir}/root.qcow2"))
-                .arg("1G")
-                .status()
-                .is_ok_and(|s| s.success())
-        });
-        assert!(ok, "qemu-img create of the encrypted root failed 10 times");
-    }
-    let st = Command::new(&cmdline[0]).args(&args).status().unwrap();
-    assert!(st.success(), "hand-started QEMU failed: {args:?}");
-    let console = format!("{dir}/console.log");
-    while !std::fs::read_to_string(&console).unwrap_or_default().contains("socle-guest: ready") {
-        assert!(t0.elapsed() < Duration::from_secs(120));
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let create = vm.create_root();
+    vm.start();
+    vm.wait_console("socle-guest: ready", Duration::from_secs(120));
     let elapsed = t0.elapsed();
-    let pid: i32 = std::fs::read_to_string(format!("{dir}/qemu.pid")).unwrap().trim().parse().unwrap();
-    unsafe { libc::kill(pid, libc::SIGKILL) };
-    elapsed
+    vm.kill();
+    (elapsed, create)
 }
 
 fn main() {
     let out_path = std::env::args().nth(1).unwrap_or_else(|| "docs/BENCHMARKS.md".into());
+    // For development only: SOCLE_BENCH_ONLY=boot,io,snapshots,read runs (and
+    // writes) only those sections.
+    let only = std::env::var("SOCLE_BENCH_ONLY").ok();
+    let want = |s: &str| only.as_deref().is_none_or(|o| o.split(',').any(|x| x == s));
+    let load_before = loadavg();
+    let started = Instant::now();
     let cloud = TestCloud::start();
     let image = cloud.tiny_image();
     let log = std::fs::read_to_string(cloud.data_dir().join("server.log")).unwrap_or_default();
@@ -120,41 +127,50 @@ fn main() {
     // 1. Boot: platform vs hand.
     let mut api = vec![];
     let mut hand = vec![];
-    for i in 0..BOOT_RUNS {
+    let mut root_creates = vec![];
+    for i in 0..if want("boot") { BOOT_RUNS } else { 0 } {
         let (t, cmdline) = boot_through_api(&cloud, &image);
-        let vm_dir = cmdline
-            .iter()
-            .find(|a| a.ends_with("/qemu.pid"))
-            .map(|p| p.trim_end_matches("/qemu.pid").to_string())
-            .expect("the pidfile path (in the VM dir) is on the QEMU command line");
+        let vm_dir = vm_dir_of(&cmdline);
         api.push(ms(t));
-        hand.push(ms(boot_by_hand(&cmdline, &vm_dir)));
+        let (t, create) = boot_by_hand(&cmdline, &vm_dir);
+        hand.push(ms(t));
+        root_creates.extend(create.map(ms));
         eprintln!("boot run {}: api {:.0} ms, hand {:.0} ms", i + 1, api[i], hand[i]);
     }
 
+    // 3. Guest I/O, encrypted vs plain (a VM started by hand).
+    let io = want("io").then(|| io::run(&cloud, &image));
+    // 4. Snapshot and volume-from-snapshot time vs size (through the API).
+    let snaps = want("snapshots").then(|| snapshots::run(&cloud, &image));
+
     // 2. ReadVms with 1,000 VMs recorded (created stopped: records, not guests).
-    let b = cloud.new_account("bench");
-    cloud.set_quota("bench", &["--max-vms", "2000", "--max-vcpus", "4000", "--max-memory-gib", "8000"]);
-    for _ in 0..10 {
-        call(&b, "CreateVms", json!({"ImageId": image, "VmType": SMALL, "MinVmsCount": 100, "MaxVmsCount": 100, "BootOnCreation": false})).ok();
-    }
+    // Last: the other sections run on an account-free, quiet control plane.
     let mut page_default = vec![];
     let mut page_all = vec![];
     let mut by_id = vec![];
-    let some_id = call(&b, "ReadVms", json!({"ResultsPerPage": 1})).ok()["Vms"][0]["VmId"].as_str().unwrap().to_string();
-    for _ in 0..READ_RUNS {
-        let t = Instant::now();
-        let out = call(&b, "ReadVms", json!({})).ok();
-        page_default.push(ms(t.elapsed()));
-        assert_eq!(out["Vms"].as_array().unwrap().len(), 100);
-        let t = Instant::now();
-        let out = call(&b, "ReadVms", json!({"ResultsPerPage": 1000})).ok();
-        page_all.push(ms(t.elapsed()));
-        assert_eq!(out["Vms"].as_array().unwrap().len(), 1000);
-        let t = Instant::now();
-        call(&b, "ReadVms", json!({"Filters": {"VmIds": [some_id]}})).ok();
-        by_id.push(ms(t.elapsed()));
+    if want("read") {
+        let b = cloud.new_account("bench");
+        cloud.set_quota("bench", &["--max-vms", "2000", "--max-vcpus", "4000", "--max-memory-gib", "8000"]);
+        for _ in 0..10 {
+            call(&b, "CreateVms", json!({"ImageId": image, "VmType": SMALL, "MinVmsCount": 100, "MaxVmsCount": 100, "BootOnCreation": false})).ok();
+        }
+        let some_id = call(&b, "ReadVms", json!({"ResultsPerPage": 1})).ok()["Vms"][0]["VmId"].as_str().unwrap().to_string();
+        for _ in 0..READ_RUNS {
+            let t = Instant::now();
+            let out = call(&b, "ReadVms", json!({})).ok();
+            page_default.push(ms(t.elapsed()));
+            assert_eq!(out["Vms"].as_array().unwrap().len(), 100);
+            let t = Instant::now();
+            let out = call(&b, "ReadVms", json!({"ResultsPerPage": 1000})).ok();
+            page_all.push(ms(t.elapsed()));
+            assert_eq!(out["Vms"].as_array().unwrap().len(), 1000);
+            let t = Instant::now();
+            call(&b, "ReadVms", json!({"Filters": {"VmIds": [some_id]}})).ok();
+            by_id.push(ms(t.elapsed()));
+        }
     }
+    let load_after = loadavg();
+    let total = started.elapsed();
 
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
@@ -176,23 +192,87 @@ fn main() {
         .unwrap_or("")
         .to_string();
     let date = time::OffsetDateTime::now_utc().date();
-    let (a, h) = (median(api.clone()), median(hand.clone()));
     let mut md = String::new();
     writeln!(md, "# Benchmarks\n").unwrap();
-    writeln!(md, "Reproduce with `scripts/bench.sh` (release build; it rewrites this file). Figures are medians.\n").unwrap();
-    writeln!(md, "Machine: {cpu}, {cores} cores, {mem_gib:.0} GiB RAM; {qemu}; accelerator **{accel}**; measured {date}.\n").unwrap();
-    writeln!(md, "## VM boot: CreateVms call → `socle-guest: ready` on the console\n").unwrap();
-    writeln!(md, "`socle-tiny` image, type `{SMALL}`, {BOOT_RUNS} runs each. Both paths make an encrypted (qcow2+LUKS) root disk. \"By hand\" creates it with qemu-img and starts the exact QEMU command line the agent used (key in a file instead of the agent's memfd), without the API, the database, the key custody or the reconciler.\n").unwrap();
-    writeln!(md, "| path | median | runs (ms) |\n|---|---|---|").unwrap();
-    writeln!(md, "| through Socle (API → reconciler → agent → QEMU) | {a:.0} ms | {} |", api.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ")).unwrap();
-    writeln!(md, "| same QEMU command line by hand | {h:.0} ms | {} |", hand.iter().map(|x| format!("{x:.0}")).collect::<Vec<_>>().join(", ")).unwrap();
-    writeln!(md, "\nOrchestration overhead: **×{:.2}** ({:+.0} ms).\n", a / h, a - h).unwrap();
-    writeln!(md, "## ReadVms latency, 1,000 VMs recorded in one account\n").unwrap();
-    writeln!(md, "{READ_RUNS} calls each, signed requests over loopback from one client, server built in release mode.\n").unwrap();
-    writeln!(md, "| request | median |\n|---|---|").unwrap();
-    writeln!(md, "| `ReadVms {{}}` (first page, 100 VMs) | {:.1} ms |", median(page_default)).unwrap();
-    writeln!(md, "| `ReadVms {{\"ResultsPerPage\": 1000}}` (all 1,000 VMs) | {:.1} ms |", median(page_all)).unwrap();
-    writeln!(md, "| `ReadVms {{\"Filters\": {{\"VmIds\": [one]}}}}` | {:.1} ms |", median(by_id)).unwrap();
-    std::fs::write(&out_path, md).unwrap();
-    eprintln!("wrote {out_path}");
+    writeln!(md, "Reproduce with `scripts/bench.sh` (release build; it rewrites this file), i.e. `cargo build --release -p socle --bin socle --example bench && target/release/examples/bench docs/BENCHMARKS.md`. Figures are medians unless said otherwise.\n").unwrap();
+    writeln!(md, "Machine: {cpu}, {cores} cores, {mem_gib:.0} GiB RAM; {qemu}; accelerator **{accel}**; measured {date}, whole run {:.0} s.\n", total.as_secs_f64()).unwrap();
+    // Before the run the load is other people's work; after, it includes ours.
+    if load_before >= 0.5 {
+        writeln!(md, "**The machine was not quiet**: its 1-minute load average was {load_before:.2} before the run started ({load_after:.2} at the end) on {cores} cores — other work shared the CPUs, so every figure here is slower and noisier than on an idle machine; compare ratios (measured side by side, interleaved) rather than absolute values.\n").unwrap();
+    } else {
+        writeln!(md, "The machine was quiet: 1-minute load average {load_before:.2} before the run ({load_after:.2} at the end, the benchmark's own work).\n").unwrap();
+    }
+    if let Some(o) = &only {
+        writeln!(md, "**Partial run** (`SOCLE_BENCH_ONLY={o}`).\n").unwrap();
+    }
+    if !api.is_empty() {
+        let (a, h) = (median(api.clone()), median(hand.clone()));
+        writeln!(md, "## VM boot: CreateVms call → `socle-guest: ready` on the console\n").unwrap();
+        writeln!(md, "`socle-tiny` image, type `{SMALL}`, {BOOT_RUNS} runs each. Both paths make an encrypted (qcow2+LUKS) root disk. \"By hand\" creates it with qemu-img and starts the exact QEMU command line the agent used (key in a file instead of the agent's memfd), without the API, the database, the key custody or the reconciler.\n").unwrap();
+        writeln!(md, "| path | median | runs (ms) |\n|---|---|---|").unwrap();
+        writeln!(md, "| through Socle (API → reconciler → agent → QEMU) | {a:.0} ms | {} |", list(&api, 0)).unwrap();
+        writeln!(md, "| same QEMU command line by hand | {h:.0} ms | {} |", list(&hand, 0)).unwrap();
+        writeln!(md, "\nOrchestration overhead: **×{:.2}** ({:+.0} ms). Of the hand path, making the empty encrypted root disk with qemu-img took {:.0} ms (median; runs {} ms): QEMU's PBKDF calibration, see the snapshot section.\n", a / h, a - h, median(root_creates.clone()), list(&root_creates, 0)).unwrap();
+    }
+    if !page_all.is_empty() {
+        writeln!(md, "## ReadVms latency, 1,000 VMs recorded in one account\n").unwrap();
+        writeln!(md, "{READ_RUNS} calls each, signed requests over loopback from one client, server built in release mode.\n").unwrap();
+        writeln!(md, "| request | median |\n|---|---|").unwrap();
+        writeln!(md, "| `ReadVms {{}}` (first page, 100 VMs) | {:.1} ms |", median(page_default)).unwrap();
+        writeln!(md, "| `ReadVms {{\"ResultsPerPage\": 1000}}` (all 1,000 VMs) | {:.1} ms |", median(page_all)).unwrap();
+        writeln!(md, "| `ReadVms {{\"Filters\": {{\"VmIds\": [one]}}}}` | {:.1} ms |\n", median(by_id)).unwrap();
+    }
+    if let Some(r) = &io {
+        write_io(&mut md, r, accel);
+    }
+    if let Some(rows) = &snaps {
+        write_snapshots(&mut md, rows, &root_creates, io.as_ref());
+    }
+    std::fs::write(&out_path, md.trim_end().to_string() + "\n").unwrap();
+    eprintln!("wrote {out_path} (run took {:.0} s)", total.as_secs_f64());
+}
+
+fn write_io(md: &mut String, r: &io::IoResult, accel: &str) {
+    let (rounds, mib) = (io::ROUNDS, io::MIB);
+    writeln!(md, "## Guest I/O: encrypted (qcow2+LUKS) vs unencrypted (plain qcow2) disk\n").unwrap();
+    writeln!(md, "Volumes made by the platform are always encrypted, so the baseline needs a VM started by hand: the exact QEMU command line the agent used for a `{SMALL}` VM launched with one data volume (key in a file, scratch VM dir, as for the boot above), its data volume replaced by two 1 GiB disks built from the agent's own arguments for it — `file` → `qcow2` → `throttle` (throttle group with every limit 0, i.e. unlimited) → `virtio-blk-pci` with a serial — one qcow2+LUKS (the agent's settings: aes-256-xts, plain64, sha256), one plain qcow2 (the same minus the secret and `encrypt`). Host page cache on, as the agent runs QEMU.\n").unwrap();
+    writeln!(md, "Inside the guest a UserData script (run by `socle-tiny` at boot), for {rounds} rounds, each disk in turn: `dd if=/dev/zero of=$dev bs=1M count={mib} oflag=direct` (timed), `dd if=$dev of=/dev/null bs=1M count={mib} iflag=direct` (timed), then `socle-disks iops $dev` (4 KiB `O_DIRECT` reads at queue depth 1, batches grown until one lasts ≥ 0.5 s). busybox `dd` prints no time, so the clock is the guest's `/proc/uptime` (centiseconds). Medians of the {rounds} rounds; both disks had been written whole beforehand (by the host-side measurement below), so every round overwrites allocated clusters.\n").unwrap();
+    let row = |name: &str, e: &[f64], p: &[f64], dec: usize| {
+        let (me, mp) = (median(e.to_vec()), median(p.to_vec()));
+        format!("| {name} | {me:.dec$} | {mp:.dec$} | **{:.2}** | {} / {} |", me / mp, list(e, dec), list(p, dec))
+    };
+    writeln!(md, "| in the guest | encrypted | plain | encrypted / plain | rounds (encrypted / plain) |\n|---|---|---|---|---|").unwrap();
+    writeln!(md, "{}", row("sequential write, 1 MiB blocks (MiB/s)", &r.luks.write_mibs, &r.plain.write_mibs, 0)).unwrap();
+    writeln!(md, "{}", row("sequential read, 1 MiB blocks (MiB/s)", &r.luks.read_mibs, &r.plain.read_mibs, 0)).unwrap();
+    writeln!(md, "{}", row("4 KiB reads, queue depth 1 (IOPS)", &r.luks.iops, &r.plain.iops, 0)).unwrap();
+    writeln!(md, "{}", row("*host side, no guest:* `qemu-io`, 1 GiB written in one request (MiB/s)", &r.host_luks.write_mibs, &r.host_plain.write_mibs, 0)).unwrap();
+    writeln!(md, "{}", row("*host side, no guest:* `qemu-io`, 1 GiB read in one request (MiB/s)", &r.host_luks.read_mibs, &r.host_plain.read_mibs, 0)).unwrap();
+    writeln!(md).unwrap();
+    writeln!(md, "Notes: `socle-disks iops` reads consecutive 4 KiB blocks (busybox has no random-offset reader that stays in one process, and a `dd` per request would measure `fork`); at queue depth 1 with the data in the host page cache and qcow2's L2 cache covering the whole 1 GiB disk, a request costs the same wherever it lands, so this is the per-request cost a random 4 KiB read would pay, not a disk seek. Under {accel}{} the guest's own CPU work per request weighs heavily, which narrows the gap that AES-XTS (done by QEMU's worker threads on the host, AES-NI when the CPU has it) would show. Making the empty encrypted disk with qemu-img took {:.0} ms, the plain one {:.0} ms.\n",
+        if accel == "TCG" { " (every guest instruction emulated)" } else { "" },
+        ms(r.luks_create), ms(r.plain_create)).unwrap();
+}
+
+fn write_snapshots(md: &mut String, rows: &[snapshots::Row], root_creates: &[f64], io: Option<&io::IoResult>) {
+    writeln!(md, "## CreateSnapshot and CreateVolume from a snapshot: time vs size\n").unwrap();
+    writeln!(md, "Through the API, one run per size. Volumes of {} GiB (io1 at the most IOPS allowed, 300 per GiB, so the fill is throttled little) launched with one `{SMALL}` VM, whose UserData script fills each one completely with `dd … bs=1M oflag=direct` from a 16 MiB random pattern repeated (not zeros: `qemu-img convert` skips zero blocks, and LUKS output is never sparse anyway, so every volume file really holds its size). Then, for each volume: `CreateSnapshot` while linked to the running VM (a `blockdev-backup` job inside its QEMU) → `State` `completed`, `CreateVolume` with that `SnapshotId` → `State` `available` (`qemu-img convert`, snapshot key → new volume key); after the VM is deleted, `CreateSnapshot` of the now unlinked volume (`qemu-img convert`). Each time from the call to the state, polling every 100 ms; each copy was deleted (and gone) before the next step.\n",
+        rows.iter().map(|r| r.gib.to_string()).collect::<Vec<_>>().join(", ")).unwrap();
+    writeln!(md, "| volume | guest fill (MiB/s) | CreateSnapshot, linked | CreateSnapshot, not linked | CreateVolume from the snapshot |\n|---|---|---|---|---|").unwrap();
+    for r in rows {
+        writeln!(md, "| {} GiB ({:.2} GiB on disk) | {:.0} | {:.0} ms | {:.0} ms | {:.0} ms |", r.gib, r.allocated as f64 / (1u64 << 30) as f64, r.fill_mibs, r.snap_online_ms, r.snap_offline_ms, r.from_snap_ms).unwrap();
+    }
+    let line = |f: fn(&snapshots::Row) -> f64| {
+        let (a, b) = snapshots::fit(&rows.iter().map(|r| (r.gib as f64, f(r))).collect::<Vec<_>>());
+        format!("{:.1} s + {:.1} s/GiB (≈ {:.0} MiB/s)", a / 1000.0, b / 1000.0, 1024.0 / (b / 1000.0))
+    };
+    writeln!(md, "\nLeast-squares lines through the three sizes (fixed part + per GiB, i.e. copy speed):\n").unwrap();
+    writeln!(md, "- CreateSnapshot, linked: {}", line(|r| r.snap_online_ms)).unwrap();
+    writeln!(md, "- CreateSnapshot, not linked: {}", line(|r| r.snap_offline_ms)).unwrap();
+    writeln!(md, "- CreateVolume from the snapshot: {}\n", line(|r| r.from_snap_ms)).unwrap();
+    let mut creates: Vec<f64> = root_creates.to_vec();
+    if let Some(io) = io {
+        creates.push(ms(io.luks_create));
+    }
+    let fixed = if creates.is_empty() { "(not measured in this run)".to_string() } else { format!("{:.0} ms here (median of {} `qemu-img create` of empty encrypted disks in this run: {} ms)", median(creates.clone()), creates.len(), list(&creates, 0)) };
+    writeln!(md, "What dominates: each of these operations creates one new encrypted file, and QEMU 7.2 creating a LUKS header calibrates PBKDF2 first — `qcrypto_pbkdf2_count_iters` runs PBKDF2 until one sample takes more than 500 ms of CPU, once for the master-key digest and once for the key slot — whatever `encrypt.iter-time` says (Socle asks for 10 ms: the passphrase is a random 256-bit key, so stretching it buys nothing). That fixed cost is {fixed}, a CPU-bound cost that a loaded machine stretches. The rest is the copy, which decrypts and re-encrypts every byte (AES-256-XTS both ways) and writes it, so it grows linearly with the size; the online snapshot copies inside the VM's QEMU, the other two with `qemu-img convert -W`. The API, the reconciler and the key custody (unwrapping two data keys) add a few hundred milliseconds at most, and polling adds up to 100 ms.").unwrap();
 }

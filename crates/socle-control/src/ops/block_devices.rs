@@ -9,7 +9,7 @@ use socle_types::ids::{AccountId, SnapshotId, VmId, VolumeId};
 use socle_types::osc::BlockDeviceMappingVmCreation;
 use socle_types::ApiError;
 
-use super::volumes::{capacity_error, check_device_name, check_size, check_type, DEFAULT_TYPE};
+use super::volumes::{capacity_error, check_device_name, check_iops_ratio, check_size, check_type, DEFAULT_TYPE};
 use crate::{custody, Cloud};
 
 /// One volume to make for each VM of the call.
@@ -112,6 +112,7 @@ pub(crate) fn record(
         } else {
             (p.size.expect("checked by plan"), None, None)
         };
+        check_iops_ratio(p.iops, size)?;
         let provisioned = volume_store::provisioned_gib(tx)?;
         if provisioned + size > cloud.config.storage_capacity_gib {
             return Err(capacity_error(size, provisioned, cloud.config.storage_capacity_gib));

@@ -137,7 +137,10 @@ pub async fn read_snapshots(cloud: &Arc<Cloud>, caller: &Caller, req: ReadSnapsh
                 && matches(&f.volume_sizes, &s.volume_size)
                 && matches(&f.progresses, &s.progress)
                 && f.client_tokens.as_ref().is_none_or(|l| s.client_token.as_ref().is_some_and(|t| l.contains(t)))
-                && f.permissions_to_create_volume_account_ids.as_ref().is_none_or(|l| shares.iter().any(|a| l.contains(a)))
+                // Only the owner may filter on (and so learn) whom it shares with.
+                && f.permissions_to_create_volume_account_ids
+                    .as_ref()
+                    .is_none_or(|l| s.account_id == viewer && shares.iter().any(|a| l.contains(a)))
                 && f.permissions_to_create_volume_global_permission.is_none_or(|g| g == s.is_public)
                 && tags_match(&tag_pairs(tags), &f.tag_keys, &f.tag_values, &f.tags)
         })

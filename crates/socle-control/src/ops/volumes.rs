@@ -41,6 +41,17 @@ pub(crate) fn check_type(volume_type: &str, iops: Option<i64>) -> Result<Option<
     }
 }
 
+/// io1 allows at most 300 IOPS per GiB, as on Outscale.
+pub(crate) fn check_iops_ratio(iops: Option<i64>, size_gib: i64) -> Result<(), ApiError> {
+    match iops {
+        Some(i) if i > 300 * size_gib => Err(ApiError::new(
+            ErrorCode::InvalidIops,
+            format!("{i} IOPS on {size_gib} GiB exceeds the io1 ratio of 300 IOPS per GiB"),
+        )),
+        _ => Ok(()),
+    }
+}
+
 pub(crate) fn check_size(size: i64) -> Result<(), ApiError> {
     if !(1..=MAX_SIZE_GIB).contains(&size) {
         return Err(ApiError::new(ErrorCode::InvalidVolumeSize, format!("Size must be 1 to {MAX_SIZE_GIB} GiB, got {size}")));
@@ -148,6 +159,7 @@ pub async fn create_volume(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVolum
                 size
             }
         };
+        check_iops_ratio(iops, size)?;
         // Capacity first: a refused create should not touch the keystore.
         let provisioned = volume_store::provisioned_gib(tx)?;
         if provisioned + size > capacity {
@@ -274,6 +286,7 @@ pub async fn update_volume(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVolum
                 v.state = "updating".into();
             }
         }
+        check_iops_ratio(new_iops, req.size.unwrap_or(v.size_gib).max(v.size_gib))?;
         if new_type != v.volume_type || new_iops != v.iops {
             v.volume_type = new_type;
             v.iops = new_iops;
