@@ -1,0 +1,86 @@
+"""Images made from VMs, through the official SDK: CreateImage, ReadImages (own,
+shared, public), UpdateImage (launch permissions), DeleteImage; bad inputs and
+another account's view."""
+import pytest
+
+from socle_lib import (account_id, absent_id, create_vms, expect_error, same_as_absent,
+                       unique, wait_ready, wait_until, wait_vms_state, delete_all_vms)
+
+
+def read_image(gw, image_id):
+    images = gw.ReadImages(Filters={"ImageIds": [image_id]}).get("Images") or []
+    return images[0] if images else None
+
+
+@pytest.fixture(scope="module")
+def golden(gw, new_account, image_id):
+    """An image of the default account made from a running VM, and a second account."""
+    vm = create_vms(gw, image_id)[0]["VmId"]
+    wait_vms_state(gw, [vm], "running")
+    wait_ready(gw, vm)
+    name = unique("golden")
+    image = gw.CreateImage(VmId=vm, ImageName=name, Description="from a VM")["Image"]
+    assert image["State"] == "pending" and image["ImageName"] == name, image
+    done = wait_until("image available", lambda: read_image(gw, image["ImageId"]),
+                      lambda i: i and i["State"] == "available", timeout=120)
+    other = new_account("img")
+    yield {"vm": vm, "image": done, "name": name, "other": other}
+    for g in (gw, other.gw):
+        delete_all_vms(g)
+
+
+def test_image_shape(gw, golden):
+    img = golden["image"]
+    assert img["AccountId"] == account_id(gw)
+    assert img["BlockDeviceMappings"][0]["DeviceName"] == "/dev/sda1"
+    assert img["BlockDeviceMappings"][0]["Bsu"]["SnapshotId"].startswith("snap-")
+    assert img["PermissionsToLaunch"] == {"AccountIds": [], "GlobalPermission": False}
+    mine = gw.ReadImages(Filters={"AccountIds": [account_id(gw)]})["Images"]
+    assert [i["ImageId"] for i in mine] == [img["ImageId"]]
+
+
+def test_create_image_refused(gw, golden, image_id):
+    vm = golden["vm"]
+    expect_error(gw.CreateImage, VmId=vm, status=400, code="7000")
+    expect_error(gw.CreateImage, VmId=vm, ImageName="x", status=400, code="4106")
+    expect_error(gw.CreateImage, VmId=vm, ImageName=golden["name"], status=400, code="4047")
+    expect_error(gw.CreateImage, VmId=absent_id("i"), ImageName=unique("n"), status=400, code="5063")
+    expect_error(gw.CreateImage, VmId="i-zz", ImageName=unique("n"), status=400, code="4105")
+    expect_error(gw.CreateImage, VmId=vm, ImageName=unique("n"), SourceImageId=image_id, status=400, code="4047")
+    assert len(gw.ReadImages(Filters={"AccountIds": [account_id(gw)]})["Images"]) == 1
+
+
+def test_other_account_cannot_see_use_or_change_it(golden, image_id):
+    other, img = golden["other"].gw, golden["image"]["ImageId"]
+    assert not other.ReadImages(Filters={"ImageIds": [img]})["Images"]
+    fake = absent_id("ami")
+    same_as_absent(other.CreateVms, lambda i: {"ImageId": i, "VmType": "tinav5.c1r1p2"}, img, fake)
+    same_as_absent(other.UpdateImage, lambda i: {"ImageId": i, "Description": "x"}, img, fake)
+    same_as_absent(other.DeleteImage, lambda i: {"ImageId": i}, img, fake)
+    same_as_absent(other.CreateImage, lambda i: {"VmId": i, "ImageName": unique("s")}, golden["vm"], absent_id("i"))
+
+
+def test_share_launch_and_unshare(gw, golden):
+    other, img = golden["other"], golden["image"]["ImageId"]
+    out = gw.UpdateImage(ImageId=img, PermissionsToLaunch={"Additions": {"AccountIds": [other.account_id]}})["Image"]
+    assert out["PermissionsToLaunch"]["AccountIds"] == [other.account_id]
+    seen = other.gw.ReadImages(Filters={"ImageIds": [img]})["Images"][0]
+    assert seen["PermissionsToLaunch"]["AccountIds"] == [], "the share list is the owner's business"
+    vm = create_vms(other.gw, img)[0]["VmId"]
+    wait_vms_state(other.gw, [vm], "running")
+    wait_ready(other.gw, vm)
+    gw.UpdateImage(ImageId=img, PermissionsToLaunch={"Removals": {"AccountIds": [other.account_id]}})
+    assert not other.gw.ReadImages(Filters={"ImageIds": [img]})["Images"]
+    expect_error(other.gw.CreateVms, ImageId=img, status=400, code="5023")
+
+
+def test_public_then_deleted(gw, golden):
+    img = golden["image"]["ImageId"]
+    gw.UpdateImage(ImageId=img, PermissionsToLaunch={"Additions": {"GlobalPermission": True}})
+    assert golden["other"].gw.ReadImages(Filters={"ImageIds": [img], "PermissionsToLaunchGlobalPermission": True})["Images"]
+    snap = golden["image"]["BlockDeviceMappings"][0]["Bsu"]["SnapshotId"]
+    expect_error(gw.DeleteSnapshot, SnapshotId=snap, status=400, code="6003")
+    gw.DeleteImage(ImageId=img)
+    assert read_image(gw, img) is None
+    expect_error(gw.DeleteImage, ImageId=img, status=400, code="5023")
+    gw.DeleteSnapshot(SnapshotId=snap)
