@@ -26,7 +26,7 @@ import requests
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from socle_lib import IMAGE_NAME, Account, delete_all_vms  # noqa: E402
+from socle_lib import IMAGE_NAME, Account, delete_all_storage, delete_all_vms  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = float(os.environ.get("SOCLE_START_TIMEOUT", "600"))
@@ -292,3 +292,27 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.failed and _SERVER is not None:
         report.sections.append(("socle log (tail)", _SERVER.log_tail(30)))
+
+
+@pytest.fixture(scope="module")
+def subregion(socle):
+    return f"{socle.region}a"
+
+
+@pytest.fixture(scope="module")
+def storage_accounts(new_account):
+    """Factory of accounts whose VMs, volumes and snapshots are all deleted (and
+    checked gone) when the module ends."""
+    made = []
+
+    def make(prefix: str):
+        acct = new_account(prefix)
+        made.append(acct)
+        return acct
+
+    yield make
+    problems = []
+    for acct in made:
+        problems += delete_all_vms(acct.gw)
+        problems += delete_all_storage(acct.gw)
+    assert not problems, problems

@@ -19,7 +19,7 @@ from types import SimpleNamespace
 import pytest
 
 from socle_lib import (GIB, SNAPSHOT_ID_RE, absent_id, account_id, b64, check_filter,
-                       check_pagination, console_text, create_vms, delete_all_storage, delete_all_vms,
+                       check_pagination, console_text, create_vms,
                        expect_error, files_containing, link_of, read_snapshot, read_snapshots, read_volume,
                        read_volumes, same_as_absent, storage_state, wait_console, wait_disk_event,
                        wait_ready, wait_snapshot, wait_volume, wait_vms_state)
@@ -29,29 +29,16 @@ WROTE = "socle-test: wrote"
 READ = "socle-test: read"
 
 
-@pytest.fixture(scope="module")
-def subregion(socle):
-    return f"{socle.region}a"
-
-
-def _cleanup(acct):
-    problems = delete_all_vms(acct.gw)
-    problems += delete_all_storage(acct.gw)
-    assert not problems, problems
 
 
 @pytest.fixture(scope="module")
-def a(new_account):
-    acct = new_account("snap-a")
-    yield acct
-    _cleanup(acct)
+def a(storage_accounts):
+    return storage_accounts("snap-a")
 
 
 @pytest.fixture(scope="module")
-def b(new_account):
-    acct = new_account("snap-b")
-    yield acct
-    _cleanup(acct)
+def b(storage_accounts):
+    return storage_accounts("snap-b")
 
 
 @pytest.fixture(scope="module")

@@ -18,7 +18,7 @@ import pytest
 import requests
 
 from socle_lib import (GIB, VOLUME_ID_RE, absent_id, check_filter, check_pagination, console_text,
-                       create_vms, delete_all_storage, delete_all_vms, disk_events, expect_error,
+                       create_vms, disk_events, expect_error,
                        link_of, new_output, read_vm, read_volume, read_volumes, same_as_absent,
                        storage_state, volume_summary, wait_disk_event, wait_ready, wait_until,
                        wait_volume, wait_vms_state)
@@ -29,29 +29,16 @@ POOL_TOO_SMALL = 14000  # a valid size (<= 14901 GiB) that the default 1024 GiB 
 RACE_TIMEOUT = 10
 
 
-@pytest.fixture(scope="module")
-def subregion(socle):
-    return f"{socle.region}a"
-
-
-def _cleanup(acct):
-    problems = delete_all_vms(acct.gw)
-    problems += delete_all_storage(acct.gw)
-    assert not problems, problems
 
 
 @pytest.fixture(scope="module")
-def a(new_account):
-    acct = new_account("vol-a")
-    yield acct
-    _cleanup(acct)
+def a(storage_accounts):
+    return storage_accounts("vol-a")
 
 
 @pytest.fixture(scope="module")
-def b(new_account):
-    acct = new_account("vol-b")
-    yield acct
-    _cleanup(acct)
+def b(storage_accounts):
+    return storage_accounts("vol-b")
 
 
 @pytest.fixture(scope="module")

@@ -12,7 +12,7 @@ use socle_types::ids::{AccountId, ImageId, SnapshotId, VmId};
 use socle_types::osc::*;
 use socle_types::ApiError;
 
-use super::{is_dry_run, tag_pairs, with_tags, write};
+use super::{is_dry_run, tag_pairs, valid_account_ids, with_tags, write};
 use crate::paging::{created_key, matches, paginate, reject_unsupported_fields, reject_unsupported_filters, tags_match};
 use crate::{custody, Caller, Cloud};
 
@@ -217,14 +217,6 @@ pub async fn create_image(cloud: &Arc<Cloud>, caller: &Caller, req: CreateImageR
     Ok(CreateImageResponse { image: Some(image_view(&row, vec![], vec![], "pending", &caller.account_id)), ..Default::default() })
 }
 
-fn valid_account_ids(ids: &Option<Vec<String>>) -> Result<(), ApiError> {
-    for id in ids.iter().flatten() {
-        if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::invalid_value(format!("{id:?} is not an account ID (12 digits)")));
-        }
-    }
-    Ok(())
-}
 
 pub async fn update_image(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateImageRequest) -> Result<UpdateImageResponse, ApiError> {
     reject_unsupported_fields(&req, &["ProductCodes"])?;

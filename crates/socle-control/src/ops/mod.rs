@@ -87,3 +87,14 @@ pub(crate) fn with_tags<R>(
 pub(crate) fn tag_pairs(tags: &[ResourceTag]) -> Vec<(String, String)> {
     tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect()
 }
+
+/// Checks the account IDs of a share list (12 digits each). Whether such an
+/// account exists is not revealed: sharing with an unknown one is harmless.
+pub(crate) fn valid_account_ids(ids: &Option<Vec<String>>) -> Result<(), ApiError> {
+    for id in ids.iter().flatten() {
+        if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
+            return Err(ApiError::invalid_value(format!("{id:?} is not an account ID (12 digits)")));
+        }
+    }
+    Ok(())
+}

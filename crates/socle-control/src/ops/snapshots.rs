@@ -14,7 +14,7 @@ use socle_types::osc::*;
 use socle_types::ApiError;
 
 use super::volumes::volume_not_found;
-use super::{is_dry_run, tag_pairs, with_tags, write};
+use super::{is_dry_run, tag_pairs, valid_account_ids, with_tags, write};
 use crate::paging::{created_key, matches, paginate, reject_unsupported_fields, reject_unsupported_filters, tags_match};
 use crate::{custody, Caller, Cloud};
 
@@ -193,14 +193,6 @@ pub async fn delete_snapshot(cloud: &Arc<Cloud>, caller: &Caller, req: DeleteSna
     Ok(DeleteSnapshotResponse::default())
 }
 
-fn valid_account_ids(ids: &Option<Vec<String>>) -> Result<(), ApiError> {
-    for id in ids.iter().flatten() {
-        if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::invalid_value(format!("{id:?} is not an account ID (12 digits)")));
-        }
-    }
-    Ok(())
-}
 
 pub async fn update_snapshot(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateSnapshotRequest) -> Result<UpdateSnapshotResponse, ApiError> {
     let id = SnapshotId::parse(&req.snapshot_id)?;
