@@ -13,18 +13,85 @@ const POLL: Duration = Duration::from_millis(100);
 const STEP_TIMEOUT: Duration = Duration::from_secs(600);
 const ZONE: &str = "eu-west-2a";
 
+/// One timed API step.
+#[derive(Default, Clone)]
+pub struct Step {
+    /// Call → state reached (ms).
+    pub ms: f64,
+    /// The agent's own duration (its log's `secs=`), if found.
+    pub agent_ms: Option<f64>,
+    /// Unix time of the call.
+    called: f64,
+    snapshot: String,
+    log_msg: String,
+    log_id: String,
+}
+
 pub struct Row {
     pub gib: u64,
     /// Guest fill rate (MiB/s) of the whole volume.
     pub fill_mibs: f64,
     /// CreateSnapshot → completed, volume linked to a running VM (blockdev-backup).
-    pub snap_online_ms: f64,
+    pub online: Step,
+    /// Call → the agent's "blockdev-backup started" (the encrypted target made).
+    pub online_job_ms: Option<f64>,
     /// CreateVolume(SnapshotId) → available (qemu-img convert).
-    pub from_snap_ms: f64,
+    pub from_snap: Step,
     /// CreateSnapshot → completed, volume not linked (qemu-img convert).
-    pub snap_offline_ms: f64,
+    pub offline: Step,
     /// Bytes the volume file takes on the host after the fill.
     pub allocated: u64,
+}
+
+fn unix_now() -> f64 {
+    time::OffsetDateTime::now_utc().unix_timestamp_nanos() as f64 / 1e9
+}
+
+/// server.log (tracing's format, ANSI colours removed): (unix time, line).
+struct Log(Vec<(f64, String)>);
+
+impl Log {
+    fn read(cloud: &TestCloud) -> Log {
+        let text = std::fs::read_to_string(cloud.data_dir().join("server.log")).unwrap_or_default();
+        let mut lines = vec![];
+        for raw in text.lines() {
+            let mut line = String::with_capacity(raw.len());
+            let mut chars = raw.chars();
+            while let Some(ch) = chars.next() {
+                if ch == '\u{1b}' {
+                    for c in chars.by_ref() {
+                        if c.is_ascii_alphabetic() {
+                            break;
+                        }
+                    }
+                } else {
+                    line.push(ch);
+                }
+            }
+            let Some(stamp) = line.split_whitespace().next() else { continue };
+            let Ok(t) = time::OffsetDateTime::parse(stamp, &time::format_description::well_known::Rfc3339) else { continue };
+            lines.push((t.unix_timestamp_nanos() as f64 / 1e9, line));
+        }
+        Log(lines)
+    }
+
+    fn find(&self, msg: &str, id: &str) -> Option<&(f64, String)> {
+        let quoted = format!("\"{id}\"");
+        let found = self.0.iter().find(|(_, l)| l.contains(msg) && l.contains(&quoted));
+        if found.is_none() {
+            eprintln!("warning: no {msg:?} line for {id} in server.log");
+        }
+        found
+    }
+
+    fn time_of(&self, msg: &str, id: &str) -> Option<f64> {
+        self.find(msg, id).map(|(t, _)| *t)
+    }
+
+    fn secs_field(&self, msg: &str, id: &str) -> Option<f64> {
+        let (_, line) = self.find(msg, id)?;
+        line.split_whitespace().find_map(|w| w.strip_prefix("secs=")).and_then(|v| v.parse().ok())
+    }
 }
 
 /// Fills every data disk (vdb, vdc, …) entirely, O_DIRECT, with a 16 MiB
@@ -87,12 +154,12 @@ fn delete_and_wait(c: &Creds, kind: &str, id: &str) {
     }
 }
 
-fn snapshot(c: &Creds, volume: &str) -> (String, f64) {
-    let t0 = Instant::now();
+fn snapshot(c: &Creds, volume: &str) -> Step {
+    let (called, t0) = (unix_now(), Instant::now());
     let out = call(c, "CreateSnapshot", json!({"VolumeId": volume, "Description": "bench"})).ok();
     let id = out["Snapshot"]["SnapshotId"].as_str().unwrap().to_string();
     let t = wait_until(c, "snapshot", &id, "completed", t0);
-    (id, ms(t))
+    Step { ms: ms(t), agent_ms: None, called, snapshot: id.clone(), log_msg: "snapshot taken".into(), log_id: id }
 }
 
 fn allocated_bytes(cloud: &TestCloud, volume: &str) -> u64 {
@@ -145,36 +212,34 @@ pub fn run(cloud: &TestCloud, image: &str) -> Vec<Row> {
     for (vol, gib) in volumes.iter().zip(SIZES_GIB) {
         let allocated = allocated_bytes(cloud, vol);
         assert!(allocated >= gib << 30, "{vol} ({gib} GiB) takes only {allocated} bytes after the fill");
-        let (snap, snap_online_ms) = snapshot(c, vol);
-        let t0 = Instant::now();
+        let online = snapshot(c, vol);
+        let snap = online.snapshot.clone();
+        let (called, t0) = (unix_now(), Instant::now());
         let out = call(c, "CreateVolume", json!({"SubregionName": ZONE, "SnapshotId": snap})).ok();
         let copy = out["Volume"]["VolumeId"].as_str().unwrap().to_string();
-        let from_snap_ms = ms(wait_until(c, "volume", &copy, "available", t0));
-        eprintln!("snapshots: {gib} GiB: snapshot (linked) {snap_online_ms:.0} ms, volume from it {from_snap_ms:.0} ms");
+        let t = ms(wait_until(c, "volume", &copy, "available", t0));
+        let from_snap = Step { ms: t, agent_ms: None, called, snapshot: snap.clone(), log_msg: "volume created".into(), log_id: copy.clone() };
+        eprintln!("snapshots: {gib} GiB: snapshot (linked) {:.0} ms, volume from it {:.0} ms", online.ms, from_snap.ms);
         delete_and_wait(c, "volume", &copy);
         delete_and_wait(c, "snapshot", &snap);
-        rows.push(Row { gib, fill_mibs: fill(vol, gib), snap_online_ms, from_snap_ms, snap_offline_ms: 0.0, allocated });
+        rows.push(Row { gib, fill_mibs: fill(vol, gib), online, online_job_ms: None, from_snap, offline: Step::default(), allocated });
     }
     call(c, "DeleteVms", json!({"VmIds": [vm]})).ok();
     wait_state(c, &[vm], "terminated", Duration::from_secs(120));
     for (row, vol) in rows.iter_mut().zip(&volumes) {
         wait_until(c, "volume", vol, "available", Instant::now());
-        let (snap, t) = snapshot(c, vol);
-        row.snap_offline_ms = t;
-        eprintln!("snapshots: {} GiB: snapshot (not linked) {t:.0} ms", row.gib);
-        delete_and_wait(c, "snapshot", &snap);
+        row.offline = snapshot(c, vol);
+        eprintln!("snapshots: {} GiB: snapshot (not linked) {:.0} ms", row.gib, row.offline.ms);
+        delete_and_wait(c, "snapshot", &row.offline.snapshot);
         delete_and_wait(c, "volume", vol);
     }
+    // Host-side times from the agent's log.
+    let log = Log::read(cloud);
+    for r in &mut rows {
+        r.online_job_ms = log.time_of("blockdev-backup started", &r.online.snapshot).map(|t| (t - r.online.called) * 1000.0);
+        for step in [&mut r.online, &mut r.offline, &mut r.from_snap] {
+            step.agent_ms = log.secs_field(&step.log_msg, &step.log_id).map(|x| x * 1000.0);
+        }
+    }
     rows
-}
-
-/// Least-squares line through (GiB, ms): (intercept ms, ms per GiB).
-pub fn fit(points: &[(f64, f64)]) -> (f64, f64) {
-    let n = points.len() as f64;
-    let mx = points.iter().map(|p| p.0).sum::<f64>() / n;
-    let my = points.iter().map(|p| p.1).sum::<f64>() / n;
-    let sxy: f64 = points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum();
-    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
-    let slope = sxy / sxx;
-    (my - slope * mx, slope)
 }
