@@ -28,6 +28,14 @@ const TOKEN_A: (&str, &str) = ("socle-a", "pin-a-123456");
 const TOKEN_B: (&str, &str) = ("socle-b", "pin-b-654321");
 const TOKEN_PIN: (&str, &str) = ("socle-pin", "pin-right-2222");
 
+/// The tests share one token directory, and one of them changes it from
+/// another process (pkcs11-tool): SoftHSM2 then answers CKR_GENERAL_ERROR to
+/// a concurrent C_GenerateKey now and then. One test at a time.
+fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|p| p.into_inner())
+}
+
 fn hsm() -> &'static Hsm {
     static HSM: OnceLock<Hsm> = OnceLock::new();
     HSM.get_or_init(|| Hsm::new("softhsm2-main", &[TOKEN_A, TOKEN_B, TOKEN_PIN]))
@@ -58,6 +66,7 @@ fn destroy_on_token(ks: &Pkcs11Keystore, label: &str) {
 
 #[test]
 fn round_trip_wrong_context_and_tampering() {
+    let _serial = serial();
     let ks = store(TOKEN_A);
     let kek = ks.create_kek("rt-generated").unwrap();
     assert_eq!(
@@ -91,6 +100,7 @@ fn round_trip_wrong_context_and_tampering() {
 
 #[test]
 fn kek_never_leaves_the_token() {
+    let _serial = serial();
     let ks = store(TOKEN_A);
     let kek_gen = ks.create_kek("nx-generated").unwrap();
     let backup = customer_backup();
@@ -142,6 +152,7 @@ fn kek_never_leaves_the_token() {
 
 #[test]
 fn revoke_by_destroy_then_restore_from_customer_backup() {
+    let _serial = serial();
     let ks = store(TOKEN_A);
     let backup = customer_backup();
     let kek = ks.import_kek("cust-1", &backup).unwrap();
@@ -174,6 +185,7 @@ fn revoke_by_destroy_then_restore_from_customer_backup() {
 
 #[test]
 fn disable_then_reenable_on_the_token() {
+    let _serial = serial();
     let ks = store(TOKEN_A);
     let kek = ks.create_kek("toggle").unwrap();
     let dek = DataKey::generate();
@@ -195,6 +207,7 @@ fn disable_then_reenable_on_the_token() {
 
 #[test]
 fn customer_backup_alone_opens_the_wrapped_keys() {
+    let _serial = serial();
     use aes_gcm::aead::{Aead, KeyInit, Payload};
     let ks = store(TOKEN_A);
     let backup = customer_backup();
@@ -214,6 +227,7 @@ fn customer_backup_alone_opens_the_wrapped_keys() {
 
 #[test]
 fn two_accounts_on_two_keys_are_independent() {
+    let _serial = serial();
     let (a, b) = (store(TOKEN_A), store(TOKEN_B));
     let kek1 = a.import_kek("acc-1", &customer_backup()).unwrap();
     let kek2 = b.import_kek("acc-2", &customer_backup()).unwrap();
@@ -255,6 +269,7 @@ fn pkcs11_tool(args: &[&str]) {
 /// Socle, running all along, follows at the next operation.
 #[test]
 fn revocation_and_restoration_from_another_process() {
+    let _serial = serial();
     let ks = store(TOKEN_B);
     let dir = tempfile::tempdir().unwrap();
     let backup = customer_backup();
@@ -306,6 +321,7 @@ fn revocation_and_restoration_from_another_process() {
 
 #[test]
 fn unknown_token_and_wrong_pin() {
+    let _serial = serial();
     let h = hsm();
     let nowhere = Pkcs11Keystore::open(&h.module, "no-such-token", "x").unwrap();
     let kek = nowhere.kek_ref("k");
@@ -342,6 +358,7 @@ impl AuditSink for Collect {
 
 #[test]
 fn kms_routes_and_audits_without_secrets() {
+    let _serial = serial();
     let dir = tempfile::tempdir().unwrap();
     let audit = Arc::new(Collect::default());
     let mut kms = Kms::new(audit.clone());
