@@ -12,7 +12,7 @@ use socle_types::ids::{AccountId, ImageId, SnapshotId, VmId};
 use socle_types::osc::*;
 use socle_types::ApiError;
 
-use super::{is_dry_run, tag_pairs, valid_account_ids, with_tags, write};
+use super::{is_dry_run, tag_pairs, with_tags, write, ShareChange};
 use crate::paging::{created_key, matches, paginate, reject_unsupported_fields, reject_unsupported_filters, tags_match};
 use crate::{custody, Caller, Cloud};
 
@@ -221,25 +221,11 @@ pub async fn create_image(cloud: &Arc<Cloud>, caller: &Caller, req: CreateImageR
 pub async fn update_image(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateImageRequest) -> Result<UpdateImageResponse, ApiError> {
     reject_unsupported_fields(&req, &["ProductCodes"])?;
     let id = ImageId::parse(&req.image_id)?;
-    let perms = req.permissions_to_launch.clone().unwrap_or_default();
-    let (additions, removals) = (perms.additions.unwrap_or_default(), perms.removals.unwrap_or_default());
-    valid_account_ids(&additions.account_ids)?;
-    valid_account_ids(&removals.account_ids)?;
+    let change = ShareChange::parse(req.permissions_to_launch.clone())?;
     let account = caller.account_id.clone();
     let (row, shares, state) = write(cloud, req.dry_run, move |tx| {
         let mut image = image_store::get(tx, &id)?.filter(|i| i.account_id == account).ok_or_else(|| image_not_found(id.as_str()))?;
-        for a in additions.account_ids.iter().flatten() {
-            image_store::add_share(tx, &id, a)?;
-        }
-        for a in removals.account_ids.iter().flatten() {
-            image_store::remove_share(tx, &id, a)?;
-        }
-        if additions.global_permission == Some(true) {
-            image.is_public = true;
-        }
-        if removals.global_permission == Some(true) {
-            image.is_public = false;
-        }
+        change.apply(&mut image.is_public, |a| image_store::add_share(tx, &id, a), |a| image_store::remove_share(tx, &id, a))?;
         if let Some(d) = &req.description {
             image.description = d.clone();
         }

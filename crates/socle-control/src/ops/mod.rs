@@ -88,13 +88,47 @@ pub(crate) fn tag_pairs(tags: &[ResourceTag]) -> Vec<(String, String)> {
     tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect()
 }
 
-/// Checks the account IDs of a share list (12 digits each). Whether such an
-/// account exists is not revealed: sharing with an unknown one is harmless.
-pub(crate) fn valid_account_ids(ids: &Option<Vec<String>>) -> Result<(), ApiError> {
-    for id in ids.iter().flatten() {
-        if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
-            return Err(ApiError::invalid_value(format!("{id:?} is not an account ID (12 digits)")));
+/// A change of who may use a resource (OSC `PermissionsOnResourceCreation`,
+/// used by UpdateImage and UpdateSnapshot), with its account IDs checked.
+pub(crate) struct ShareChange {
+    additions: socle_types::osc::PermissionsOnResource,
+    removals: socle_types::osc::PermissionsOnResource,
+}
+
+impl ShareChange {
+    /// Account IDs must be 12 digits. Whether such an account exists is not
+    /// revealed: sharing with an unknown one is harmless.
+    pub(crate) fn parse(p: Option<socle_types::osc::PermissionsOnResourceCreation>) -> Result<ShareChange, ApiError> {
+        let p = p.unwrap_or_default();
+        let change = ShareChange { additions: p.additions.unwrap_or_default(), removals: p.removals.unwrap_or_default() };
+        for id in change.additions.account_ids.iter().chain(change.removals.account_ids.iter()).flatten() {
+            if id.len() != 12 || !id.bytes().all(|b| b.is_ascii_digit()) {
+                return Err(ApiError::invalid_value(format!("{id:?} is not an account ID (12 digits)")));
+            }
         }
+        Ok(change)
     }
-    Ok(())
+
+    /// Applies the change: shares through `add`/`remove`, the public flag in
+    /// place (a removal of the global permission wins over its addition).
+    pub(crate) fn apply(
+        &self,
+        is_public: &mut bool,
+        mut add: impl FnMut(&str) -> Result<(), socle_store::StoreError>,
+        mut remove: impl FnMut(&str) -> Result<(), socle_store::StoreError>,
+    ) -> Result<(), ApiError> {
+        for a in self.additions.account_ids.iter().flatten() {
+            add(a)?;
+        }
+        for a in self.removals.account_ids.iter().flatten() {
+            remove(a)?;
+        }
+        if self.additions.global_permission == Some(true) {
+            *is_public = true;
+        }
+        if self.removals.global_permission == Some(true) {
+            *is_public = false;
+        }
+        Ok(())
+    }
 }

@@ -14,7 +14,7 @@ use socle_types::osc::*;
 use socle_types::ApiError;
 
 use super::volumes::volume_not_found;
-use super::{is_dry_run, tag_pairs, valid_account_ids, with_tags, write};
+use super::{is_dry_run, tag_pairs, with_tags, write, ShareChange};
 use crate::paging::{created_key, matches, paginate, reject_unsupported_fields, reject_unsupported_filters, tags_match};
 use crate::{custody, Caller, Cloud};
 
@@ -196,26 +196,11 @@ pub async fn delete_snapshot(cloud: &Arc<Cloud>, caller: &Caller, req: DeleteSna
 
 pub async fn update_snapshot(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateSnapshotRequest) -> Result<UpdateSnapshotResponse, ApiError> {
     let id = SnapshotId::parse(&req.snapshot_id)?;
-    let perms = req.permissions_to_create_volume.clone();
-    let additions = perms.additions.clone().unwrap_or_default();
-    let removals = perms.removals.clone().unwrap_or_default();
-    valid_account_ids(&additions.account_ids)?;
-    valid_account_ids(&removals.account_ids)?;
+    let change = ShareChange::parse(Some(req.permissions_to_create_volume.clone()))?;
     let account = caller.account_id.clone();
     let (row, shares) = write(cloud, req.dry_run, move |tx| {
         let mut s = snapshot_store::get_owned(tx, &account, &id)?.ok_or_else(|| snapshot_not_found(id.as_str()))?;
-        for a in additions.account_ids.iter().flatten() {
-            snapshot_store::add_share(tx, &id, a)?;
-        }
-        for a in removals.account_ids.iter().flatten() {
-            snapshot_store::remove_share(tx, &id, a)?;
-        }
-        if additions.global_permission == Some(true) {
-            s.is_public = true;
-        }
-        if removals.global_permission == Some(true) {
-            s.is_public = false;
-        }
+        change.apply(&mut s.is_public, |a| snapshot_store::add_share(tx, &id, a), |a| snapshot_store::remove_share(tx, &id, a))?;
         snapshot_store::update(tx, &s)?;
         let shares = snapshot_store::shares(tx, &id)?;
         Ok((s, shares))
