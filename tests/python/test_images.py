@@ -74,6 +74,62 @@ def test_share_launch_and_unshare(gw, golden):
     expect_error(other.gw.CreateVms, ImageId=img, status=400, code="5023")
 
 
+def root_mapping(snapshot_id, **bsu):
+    return [{"DeviceName": "/dev/sda1", "Bsu": {"SnapshotId": snapshot_id, **bsu}}]
+
+
+def test_register_snapshot_and_boot_from_it(gw, golden):
+    """CreateImage from a snapshot (BlockDeviceMappings + RootDeviceName): the
+    golden image's root snapshot came from a socle-tiny disk, so the new image
+    boots with the same kernel, and a VM from it comes up."""
+    snap = golden["image"]["BlockDeviceMappings"][0]["Bsu"]["SnapshotId"]
+    name = unique("registered")
+    img = gw.CreateImage(ImageName=name, RootDeviceName="/dev/sda1",
+                         BlockDeviceMappings=root_mapping(snap, VolumeSize=12))["Image"]
+    assert img["State"] == "available", img
+    assert img["BlockDeviceMappings"][0]["Bsu"] == {
+        "DeleteOnVmDeletion": True, "SnapshotId": snap, "VolumeSize": 12, "VolumeType": "standard"}
+    vm = create_vms(gw, img["ImageId"])[0]["VmId"]
+    wait_vms_state(gw, [vm], "running")
+    wait_ready(gw, vm)
+    root = gw.ReadVolumes(Filters={"LinkVolumeVmIds": [vm]})["Volumes"][0]
+    assert root["Size"] == 12
+    gw.DeleteVms(VmIds=[vm])
+    expect_error(gw.DeleteSnapshot, SnapshotId=snap, status=400, code="6003")
+    gw.DeleteImage(ImageId=img["ImageId"])
+
+
+def test_register_snapshot_refused(gw, golden):
+    snap = golden["image"]["BlockDeviceMappings"][0]["Bsu"]["SnapshotId"]
+    other = golden["other"]
+    before = len(gw.ReadImages(Filters={"AccountIds": [account_id(gw)]})["Images"])
+    ok = {"ImageName": unique("r"), "RootDeviceName": "/dev/sda1"}
+    expect_error(gw.CreateImage, ImageName=unique("r"), BlockDeviceMappings=root_mapping(snap), status=400, code="7000")
+    expect_error(gw.CreateImage, **ok, BlockDeviceMappings=[], status=400, code="4047")
+    expect_error(gw.CreateImage, **{**ok, "RootDeviceName": "/dev/xvdb"}, BlockDeviceMappings=root_mapping(snap),
+                 status=400, code="4047")
+    expect_error(gw.CreateImage, **ok, BlockDeviceMappings=root_mapping(snap) + [
+        {"DeviceName": "/dev/xvdb", "Bsu": {"VolumeSize": 1}}], status=400, code="4047")
+    expect_error(gw.CreateImage, **ok, BlockDeviceMappings=root_mapping(snap, VolumeSize=0), status=400, code="4078")
+    expect_error(gw.CreateImage, **ok, BlockDeviceMappings=[{"DeviceName": "/dev/sda1", "Bsu": {}}],
+                 status=400, code="7000")
+    expect_error(gw.CreateImage, **ok, BlockDeviceMappings=root_mapping("snap-zz"), status=400, code="4105")
+    expect_error(gw.CreateImage, **ok, BlockDeviceMappings=root_mapping(absent_id("snap")), status=400, code="5054")
+    expect_error(gw.CreateImage, **ok, VmId=golden["vm"], BlockDeviceMappings=root_mapping(snap), status=400, code="4047")
+    expect_error(gw.CreateImage, **ok, BootModes=["uefi"], BlockDeviceMappings=root_mapping(snap), status=400, code="4047")
+    # Another account: an unshared snapshot does not exist for it; a shared one
+    # is refused with a way forward (the owner must stay free to delete it).
+    same_as_absent(other.gw.CreateImage, lambda s: {**ok, "BlockDeviceMappings": root_mapping(s)}, snap, absent_id("snap"))
+    gw.UpdateSnapshot(SnapshotId=snap, PermissionsToCreateVolume={"Additions": {"AccountIds": [other.account_id]}})
+    try:
+        err = expect_error(other.gw.CreateImage, **ok, BlockDeviceMappings=root_mapping(snap), status=400, code="4047")
+    finally:
+        gw.UpdateSnapshot(SnapshotId=snap, PermissionsToCreateVolume={"Removals": {"AccountIds": [other.account_id]}})
+    assert "another account" in err.details, err
+    assert not other.gw.ReadImages(Filters={"AccountIds": [other.account_id]})["Images"]
+    assert len(gw.ReadImages(Filters={"AccountIds": [account_id(gw)]})["Images"]) == before
+
+
 def test_public_then_deleted(gw, golden):
     img = golden["image"]["ImageId"]
     gw.UpdateImage(ImageId=img, PermissionsToLaunch={"Additions": {"GlobalPermission": True}})

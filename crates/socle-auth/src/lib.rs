@@ -25,4 +25,4 @@ mod tests;
 
 pub use error::AuthError;
 pub use parse::{parse_request_auth, Algorithm, RequestAuth, SignatureV4Header};
-pub use sigv4::{sign_osc4, verify_signature, MAX_CLOCK_SKEW};
+pub use sigv4::{hex_sha256, sign_osc4, sign_osc4_streaming, verify_signature, verify_signature_for_hash, Credentials, MAX_CLOCK_SKEW};

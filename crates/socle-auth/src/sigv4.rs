@@ -21,7 +21,7 @@ fn hmac(key: &[u8], data: &[u8]) -> [u8; 32] {
     mac.finalize().into_bytes().into()
 }
 
-pub(crate) fn hex_sha256(data: &[u8]) -> String {
+pub fn hex_sha256(data: &[u8]) -> String {
     hex::encode(Sha256::digest(data))
 }
 
@@ -103,6 +103,21 @@ pub fn verify_signature(
     secret_key: &str,
     now: OffsetDateTime,
 ) -> Result<(), AuthError> {
+    verify_signature_for_hash(sig, method, path, headers, &hex_sha256(body), secret_key, now)
+}
+
+/// Like [`verify_signature`], for a body not read yet: `body_sha256_hex` is
+/// the hash the client declared (a signed `x-osc-content-sha256` header, as
+/// S3 does). The caller must then check that the body it reads has that hash.
+pub fn verify_signature_for_hash(
+    sig: &SignatureV4Header,
+    method: &str,
+    path: &str,
+    headers: &HeaderMap,
+    body_sha256_hex: &str,
+    secret_key: &str,
+    now: OffsetDateTime,
+) -> Result<(), AuthError> {
     // Freshness first: it is cheap, and it bounds how long a captured request can be replayed.
     if (now - sig.request_time).abs() > MAX_CLOCK_SKEW {
         return Err(AuthError::RequestExpired {
@@ -151,7 +166,7 @@ pub fn verify_signature(
         &sig.terminator,
     );
     let scope = sig.scope();
-    let body_hash = hex_sha256(body);
+    let body_hash = body_sha256_hex;
     let matches = |values: &[String]| -> bool {
         let signed: Vec<(&str, &str)> = sig
             .signed_headers
@@ -159,7 +174,7 @@ pub fn verify_signature(
             .map(String::as_str)
             .zip(values.iter().map(String::as_str))
             .collect();
-        let canonical = canonical_request(method, path, &signed, &body_hash);
+        let canonical = canonical_request(method, path, &signed, body_hash);
         let sts = string_to_sign(sig.algorithm, &sig.request_date, &scope, &canonical);
         let expected = hmac(&key, sts.as_bytes());
         bool::from(expected.as_slice().ct_eq(&provided))
@@ -198,7 +213,46 @@ pub fn sign_osc4(
     body: &[u8],
     now: OffsetDateTime,
 ) -> Vec<(String, String)> {
-    const CONTENT_TYPE: &str = "application/json; charset=utf-8";
+    let creds = Credentials { access_key, secret_key, region };
+    sign_osc4_with(&creds, host, path, "application/json; charset=utf-8", &[], &hex_sha256(body), now)
+}
+
+/// Who signs: an access key, its secret and the region it signs for.
+pub struct Credentials<'a> {
+    pub access_key: &'a str,
+    pub secret_key: &'a str,
+    pub region: &'a str,
+}
+
+/// Signs a request whose body is not in memory (a disk image upload): the
+/// body hash is given, sent in `X-Osc-Content-Sha256` and signed, so the
+/// server can check the signature before reading the body. `extra` headers
+/// (lowercase names) are signed too.
+pub fn sign_osc4_streaming(
+    creds: &Credentials<'_>,
+    host: &str,
+    path: &str,
+    extra: &[(&str, &str)],
+    body_sha256_hex: &str,
+    now: OffsetDateTime,
+) -> Vec<(String, String)> {
+    let mut headers: Vec<(&str, &str)> = extra.to_vec();
+    headers.push(("x-osc-content-sha256", body_sha256_hex));
+    let mut out = sign_osc4_with(creds, host, path, "application/octet-stream", &headers, body_sha256_hex, now);
+    out.extend(headers.iter().map(|(k, v)| (k.to_string(), v.to_string())));
+    out
+}
+
+fn sign_osc4_with(
+    creds: &Credentials<'_>,
+    host: &str,
+    path: &str,
+    content_type: &str,
+    extra: &[(&str, &str)],
+    body_sha256_hex: &str,
+    now: OffsetDateTime,
+) -> Vec<(String, String)> {
+    let Credentials { access_key, secret_key, region } = *creds;
     const SERVICE: &str = "api";
     const TERMINATOR: &str = "osc4_request";
     let algorithm = Algorithm::Osc4HmacSha256;
@@ -206,22 +260,23 @@ pub fn sign_osc4(
     let date = format_amz_date(now);
     let day = &date[..8];
     let host = strip_port(host).unwrap_or(host);
-    let signed = [
-        ("content-type", CONTENT_TYPE),
-        ("host", host),
-        ("x-osc-date", date.as_str()),
-    ];
-    let canonical = canonical_request("POST", path, &signed, &hex_sha256(body));
+    // Signed headers go in lexical order, as the canonical request wants.
+    let mut signed: Vec<(&str, &str)> = vec![("content-type", content_type), ("host", host), ("x-osc-date", date.as_str())];
+    signed.extend_from_slice(extra);
+    signed.sort_by(|a, b| a.0.cmp(b.0));
+    let canonical = canonical_request("POST", path, &signed, body_sha256_hex);
+    let names: Vec<&str> = signed.iter().map(|(n, _)| *n).collect();
+    let names = names.join(";");
     let scope = format!("{day}/{region}/{SERVICE}/{TERMINATOR}");
     let sts = string_to_sign(algorithm, &date, &scope, &canonical);
     let key = signing_key(algorithm, secret_key, day, region, SERVICE, TERMINATOR);
     let signature = hex::encode(hmac(&key, sts.as_bytes()));
     let authorization = format!(
-        "{} Credential={access_key}/{scope}, SignedHeaders=content-type;host;x-osc-date, Signature={signature}",
+        "{} Credential={access_key}/{scope}, SignedHeaders={names}, Signature={signature}",
         algorithm.as_str()
     );
     vec![
-        ("Content-Type".to_owned(), CONTENT_TYPE.to_owned()),
+        ("Content-Type".to_owned(), content_type.to_owned()),
         ("X-Osc-Date".to_owned(), date),
         ("Authorization".to_owned(), authorization),
     ]

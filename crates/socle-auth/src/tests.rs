@@ -509,6 +509,27 @@ fn worked_example_through_sign_and_verify() {
     .unwrap();
 }
 
+#[test]
+fn streaming_upload_is_verified_against_the_declared_hash_before_the_body_is_read() {
+    let now = datetime!(2026-11-22 16:01:08 UTC);
+    let body = b"a disk image, pretend";
+    let hash = hex_sha256(body);
+    let creds = crate::Credentials { access_key: "ABCDEFGHIJ0123456789", secret_key: "s3cr3t", region: "eu-west-2" };
+    let sent = crate::sign_osc4_streaming(&creds, "127.0.0.1:8700", "/api/v1/ImportImage", &[("x-socle-image-name", "debian")], &hash, now);
+    let mut headers = headers_of(&sent);
+    headers.insert("host", HeaderValue::from_static("127.0.0.1:8700"));
+    let RequestAuth::Signed(sig) = parse_request_auth(&headers).unwrap() else { panic!() };
+    assert_eq!(sig.signed_headers, ["content-type", "host", "x-osc-content-sha256", "x-osc-date", "x-socle-image-name"]);
+    crate::verify_signature_for_hash(&sig, "POST", "/api/v1/ImportImage", &headers, &hash, "s3cr3t", now).unwrap();
+    // The same signature covers the body only through that hash.
+    verify_signature(&sig, "POST", "/api/v1/ImportImage", &headers, body, "s3cr3t", now).unwrap();
+    let other = hex_sha256(b"another body");
+    assert!(crate::verify_signature_for_hash(&sig, "POST", "/api/v1/ImportImage", &headers, &other, "s3cr3t", now).is_err());
+    // A changed signed header (the image name) breaks it.
+    headers.insert("x-socle-image-name", HeaderValue::from_static("evil"));
+    assert!(crate::verify_signature_for_hash(&sig, "POST", "/api/v1/ImportImage", &headers, &hash, "s3cr3t", now).is_err());
+}
+
 // ---------------------------------------------------------------- round trip
 
 #[test]

@@ -6,9 +6,10 @@ use std::sync::Arc;
 
 use socle_store::images::{self as image_store, ImageRow};
 use socle_store::snapshots::{self as snapshot_store, SnapshotRow};
+use socle_store::volumes::ROOT_DEVICE;
 use socle_store::{now_iso, vms as vm_store, volumes as volume_store};
 use socle_types::error::ErrorCode;
-use socle_types::ids::{AccountId, ImageId, SnapshotId, VmId};
+use socle_types::ids::{AccountId, ImageId, SnapshotId, VmId, VolumeId};
 use socle_types::osc::*;
 use socle_types::ApiError;
 
@@ -123,10 +124,7 @@ fn image_not_found(id: &str) -> ApiError {
 }
 
 pub async fn create_image(cloud: &Arc<Cloud>, caller: &Caller, req: CreateImageRequest) -> Result<CreateImageResponse, ApiError> {
-    reject_unsupported_fields(
-        &req,
-        &["BlockDeviceMappings", "FileLocation", "SourceImageId", "SourceRegionName", "ProductCodes", "RootDeviceName", "TpmMandatory"],
-    )?;
+    reject_unsupported_fields(&req, &["FileLocation", "SourceImageId", "SourceRegionName", "ProductCodes", "TpmMandatory"])?;
     if req.boot_modes.as_ref().is_some_and(|m| m.iter().any(|b| b != "legacy")) {
         return Err(ApiError::invalid_value("BootModes: only legacy is supported"));
     }
@@ -134,78 +132,30 @@ pub async fn create_image(cloud: &Arc<Cloud>, caller: &Caller, req: CreateImageR
         return Err(ApiError::invalid_value("Architecture: only x86_64 is supported"));
     }
     let name = req.image_name.clone().ok_or_else(|| ApiError::missing("ImageName"))?;
-    if !(3..=128).contains(&name.len()) || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"()[] ./-'@_".contains(&b)) {
-        return Err(ApiError::new(
-            ErrorCode::InvalidParameterValueLength,
-            "ImageName must be 3 to 128 characters among letters, digits, spaces and ()[]./-'@_",
-        ));
-    }
-    let vm_id = VmId::parse(req.vm_id.as_deref().ok_or_else(|| ApiError::missing("VmId"))?)?;
+    check_image_name(&name)?;
+    let source = match (&req.vm_id, &req.block_device_mappings) {
+        (Some(vm), None) => Source::Vm(VmId::parse(vm)?),
+        (None, Some(mappings)) => Source::Snapshot(registered_root(mappings, req.root_device_name.as_deref())?),
+        (Some(_), Some(_)) => {
+            return Err(ApiError::invalid_value(
+                "give either VmId (to image a VM) or BlockDeviceMappings with RootDeviceName (to register a snapshot), not both",
+            ))
+        }
+        (None, None) => return Err(ApiError::missing("VmId (or BlockDeviceMappings and RootDeviceName to register a snapshot)")),
+    };
     let account = caller.account_id.clone();
     let actor = caller.actor();
     let cloud2 = cloud.clone();
-    let capacity = cloud.config.storage_capacity_gib;
+    let description = req.description.clone().unwrap_or_default();
     let row = write(cloud, req.dry_run, move |tx| {
-        let vm = vm_store::get(tx, &account, &vm_id)?.ok_or_else(|| super::vms::vm_not_found(vm_id.as_str()))?;
-        if matches!(vm.state.as_str(), "shutting-down" | "terminated") {
-            return Err(ApiError::new(ErrorCode::InvalidVmState, format!("the VM {vm_id} is {}", vm.state)));
-        }
-        let root = volume_store::linked_to(tx, &vm_id)?
-            .into_iter()
-            .find(|v| v.is_root())
-            .ok_or_else(|| ApiError::new(ErrorCode::InvalidVmState, format!("the VM {vm_id} has no root volume to image")))?;
-        if root.pending == "create" {
-            return Err(ApiError::new(
-                ErrorCode::InvalidVmState,
-                format!("the VM {vm_id} has never run: its root disk does not exist yet; start it first"),
-            ));
-        }
         if image_store::name_taken(tx, &account, &name)? {
             return Err(ApiError::invalid_value(format!("an image named {name:?} already exists in this account")));
         }
-        let source = image_store::get(tx, &vm.image_id)?
-            .ok_or_else(|| ApiError::internal(format!("the image {} of {vm_id} is gone", vm.image_id)))?;
-        let provisioned = volume_store::provisioned_gib(tx)?;
-        if provisioned + root.size_gib > capacity {
-            return Err(super::volumes::capacity_error(root.size_gib, provisioned, capacity));
-        }
-        let image_id = ImageId::generate();
-        let snapshot_id = SnapshotId::generate();
-        let wrapped = custody::wrap_new_key(&cloud2, tx, &account, &actor, snapshot_id.as_str())?;
-        let now = now_iso();
-        snapshot_store::insert(
-            tx,
-            &SnapshotRow {
-                snapshot_id: snapshot_id.clone(),
-                account_id: account.clone(),
-                volume_id: Some(root.volume_id.to_string()),
-                volume_size: root.size_gib,
-                description: format!("Created by CreateImage({vm_id}) for {image_id}"),
-                client_token: None,
-                state: "pending".into(),
-                progress: 0,
-                wrapped_key: Some(wrapped),
-                is_public: false,
-                pending: "create".into(),
-                created_at: now.clone(),
-            },
-        )?;
-        let row = ImageRow {
-            image_id,
-            account_id: account.clone(),
-            name: name.clone(),
-            description: req.description.clone().unwrap_or_default(),
-            state: "pending".into(),
-            architecture: "x86_64".into(),
-            // Same boot as the VM it comes from (direct kernel).
-            kernel_path: source.kernel_path.clone(),
-            initrd_path: source.initrd_path.clone(),
-            disk_path: String::new(),
-            is_public: false,
-            created_at: now,
-            size_gib: root.size_gib,
-            root_snapshot_id: Some(snapshot_id.to_string()),
+        let row = match source {
+            Source::Vm(vm_id) => image_vm(&cloud2, tx, &account, &actor, &vm_id)?,
+            Source::Snapshot(root) => register_snapshot(tx, &account, &root)?,
         };
+        let row = ImageRow { name: name.clone(), description, ..row };
         image_store::insert(tx, &row)?;
         Ok(row)
     })
@@ -214,9 +164,188 @@ pub async fn create_image(cloud: &Arc<Cloud>, caller: &Caller, req: CreateImageR
         return Ok(CreateImageResponse::default());
     }
     cloud.wake_reconciler();
-    Ok(CreateImageResponse { image: Some(image_view(&row, vec![], vec![], "pending", &caller.account_id)), ..Default::default() })
+    let state = cloud.store.run({
+        let row = row.clone();
+        move |c| effective_state(c, &row)
+    })
+    .await?;
+    Ok(CreateImageResponse { image: Some(image_view(&row, vec![], vec![], &state, &caller.account_id)), ..Default::default() })
 }
 
+pub(crate) fn check_image_name(name: &str) -> Result<(), ApiError> {
+    if !(3..=128).contains(&name.len()) || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b"()[] ./-'@_".contains(&b)) {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameterValueLength,
+            "ImageName must be 3 to 128 characters among letters, digits, spaces and ()[]./-'@_",
+        ));
+    }
+    Ok(())
+}
+
+/// Where a new image's root disk comes from.
+enum Source {
+    /// A snapshot of this VM's root volume, taken now.
+    Vm(VmId),
+    /// An existing snapshot, registered as is.
+    Snapshot(RegisteredRoot),
+}
+
+struct RegisteredRoot {
+    snapshot_id: SnapshotId,
+    size_gib: Option<i64>,
+}
+
+/// The one mapping Socle registers: the root device, from a snapshot.
+fn registered_root(mappings: &[BlockDeviceMappingImage], root_device: Option<&str>) -> Result<RegisteredRoot, ApiError> {
+    let root_device = root_device.ok_or_else(|| ApiError::missing("RootDeviceName (required with BlockDeviceMappings)"))?;
+    if root_device != ROOT_DEVICE {
+        return Err(ApiError::invalid_value(format!("RootDeviceName must be {ROOT_DEVICE}")));
+    }
+    let [m] = mappings else {
+        return Err(ApiError::new(
+            ErrorCode::InvalidParameterValue,
+            "BlockDeviceMappings: register exactly one mapping, the root device; extra volumes are not supported",
+        ));
+    };
+    if m.device_name.as_deref() != Some(ROOT_DEVICE) {
+        return Err(ApiError::invalid_value(format!("BlockDeviceMappings: DeviceName must be the root device {ROOT_DEVICE}")));
+    }
+    if m.virtual_device_name.is_some() {
+        return Err(ApiError::new(ErrorCode::InvalidParameterValue, "BlockDeviceMappings: VirtualDeviceName (ephemeral disks) is not supported"));
+    }
+    let bsu = m.bsu.as_ref().ok_or_else(|| ApiError::missing("BlockDeviceMappings.Bsu"))?;
+    let snapshot_id = SnapshotId::parse(bsu.snapshot_id.as_deref().ok_or_else(|| ApiError::missing("BlockDeviceMappings.Bsu.SnapshotId"))?)?;
+    if let Some(size) = bsu.volume_size {
+        if !(1..=14_901).contains(&size) {
+            return Err(ApiError::new(ErrorCode::InvalidVolumeSize, format!("VolumeSize must be between 1 and 14901 GiB, not {size}")));
+        }
+    }
+    Ok(RegisteredRoot { snapshot_id, size_gib: bsu.volume_size })
+}
+
+/// CreateImage from a VM: snapshots its root volume into a new snapshot the
+/// account owns; the image is pending until that snapshot completes.
+fn image_vm(cloud: &Arc<Cloud>, tx: &socle_store::Transaction, account: &AccountId, actor: &str, vm_id: &VmId) -> Result<ImageRow, ApiError> {
+    let vm = vm_store::get(tx, account, vm_id)?.ok_or_else(|| super::vms::vm_not_found(vm_id.as_str()))?;
+    if matches!(vm.state.as_str(), "shutting-down" | "terminated") {
+        return Err(ApiError::new(ErrorCode::InvalidVmState, format!("the VM {vm_id} is {}", vm.state)));
+    }
+    let root = volume_store::linked_to(tx, vm_id)?
+        .into_iter()
+        .find(|v| v.is_root())
+        .ok_or_else(|| ApiError::new(ErrorCode::InvalidVmState, format!("the VM {vm_id} has no root volume to image")))?;
+    if root.pending == "create" {
+        return Err(ApiError::new(
+            ErrorCode::InvalidVmState,
+            format!("the VM {vm_id} has never run: its root disk does not exist yet; start it first"),
+        ));
+    }
+    let source = image_store::get(tx, &vm.image_id)?.ok_or_else(|| ApiError::internal(format!("the image {} of {vm_id} is gone", vm.image_id)))?;
+    let provisioned = volume_store::provisioned_gib(tx)?;
+    let capacity = cloud.config.storage_capacity_gib;
+    if provisioned + root.size_gib > capacity {
+        return Err(super::volumes::capacity_error(root.size_gib, provisioned, capacity));
+    }
+    let image_id = ImageId::generate();
+    let snapshot_id = SnapshotId::generate();
+    let wrapped = custody::wrap_new_key(cloud, tx, account, actor, snapshot_id.as_str())?;
+    let now = now_iso();
+    snapshot_store::insert(
+        tx,
+        &SnapshotRow {
+            snapshot_id: snapshot_id.clone(),
+            account_id: account.clone(),
+            volume_id: Some(root.volume_id.to_string()),
+            volume_size: root.size_gib,
+            description: format!("Created by CreateImage({vm_id}) for {image_id}"),
+            client_token: None,
+            state: "pending".into(),
+            progress: 0,
+            wrapped_key: Some(wrapped),
+            is_public: false,
+            pending: "create".into(),
+            created_at: now.clone(),
+        },
+    )?;
+    Ok(ImageRow {
+        image_id,
+        account_id: account.clone(),
+        name: String::new(),
+        description: String::new(),
+        state: "pending".into(),
+        architecture: "x86_64".into(),
+        // Same boot as the VM it comes from.
+        kernel_path: source.kernel_path.clone(),
+        initrd_path: source.initrd_path.clone(),
+        disk_path: String::new(),
+        is_public: false,
+        created_at: now,
+        size_gib: root.size_gib,
+        root_snapshot_id: Some(snapshot_id.to_string()),
+    })
+}
+
+/// CreateImage from a snapshot of the caller's: the image uses it as its
+/// root disk (DeleteSnapshot is refused while an image does). Another
+/// account's snapshot is refused rather than referenced: its owner must stay
+/// free to delete it.
+fn register_snapshot(tx: &socle_store::Transaction, account: &AccountId, root: &RegisteredRoot) -> Result<ImageRow, ApiError> {
+    let sid = &root.snapshot_id;
+    let Some(snap) = snapshot_store::get_owned(tx, account, sid)? else {
+        let shared = snapshot_store::list_visible(tx, account)?.iter().any(|s| s.snapshot_id == *sid);
+        return Err(if shared {
+            ApiError::new(
+                ErrorCode::InvalidParameterValue,
+                format!("the snapshot {sid} belongs to another account: create a volume from it, snapshot that volume, and register your own snapshot"),
+            )
+        } else {
+            super::snapshots::snapshot_not_found(sid.as_str())
+        });
+    };
+    if snap.state != "completed" {
+        return Err(ApiError::new(ErrorCode::InvalidResourceState, format!("the snapshot {sid} is {}; register a completed snapshot", snap.state)));
+    }
+    let size_gib = root.size_gib.unwrap_or(snap.volume_size);
+    if size_gib < snap.volume_size {
+        return Err(ApiError::new(
+            ErrorCode::InvalidVolumeSize,
+            format!("VolumeSize {size_gib} is smaller than the snapshot {sid} ({} GiB)", snap.volume_size),
+        ));
+    }
+    let (kernel_path, initrd_path) = boot_of_snapshot(tx, &snap)?;
+    Ok(ImageRow {
+        image_id: ImageId::generate(),
+        account_id: account.clone(),
+        name: String::new(),
+        description: String::new(),
+        state: "available".into(),
+        architecture: "x86_64".into(),
+        kernel_path,
+        initrd_path,
+        disk_path: String::new(),
+        is_public: false,
+        created_at: now_iso(),
+        size_gib,
+        root_snapshot_id: Some(sid.to_string()),
+    })
+}
+
+/// How a registered snapshot boots: a disk that came from a direct-kernel
+/// image (such as socle-tiny, whose disk holds no bootloader) keeps booting
+/// with that kernel; anything else boots as a full disk through the BIOS,
+/// as cloud images do. The lineage is followed through the volume the
+/// snapshot was taken of, while that volume exists.
+fn boot_of_snapshot(tx: &socle_store::Transaction, snap: &SnapshotRow) -> Result<(Option<String>, Option<String>), ApiError> {
+    let volume = match &snap.volume_id {
+        Some(v) => volume_store::get_any(tx, &VolumeId::from_trusted(v.clone()))?,
+        None => None,
+    };
+    let image = match volume.and_then(|v| v.source_image_id) {
+        Some(i) => image_store::get(tx, &ImageId::from_trusted(i))?,
+        None => None,
+    };
+    Ok(image.map(|i| (i.kernel_path, i.initrd_path)).unwrap_or((None, None)))
+}
 
 pub async fn update_image(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateImageRequest) -> Result<UpdateImageResponse, ApiError> {
     reject_unsupported_fields(&req, &["ProductCodes"])?;
