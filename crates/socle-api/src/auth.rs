@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use axum::http::HeaderMap;
-use socle_auth::{parse_request_auth, verify_signature, AuthError, RequestAuth};
+use socle_auth::{hex_sha256, parse_request_auth, verify_signature_for_hash, AuthError, RequestAuth};
 use socle_control::{identity, is_anonymous_operation, Caller, Cloud};
 use socle_types::error::ErrorCode;
 use socle_types::ApiError;
@@ -28,6 +28,20 @@ pub async fn authenticate(
     path: &str,
     body: &[u8],
 ) -> Result<Option<Caller>, ApiError> {
+    authenticate_for_hash(cloud, operation, headers, path, &hex_sha256(body), &[]).await
+}
+
+/// Authenticates a request whose body has not been read: `body_sha256_hex`
+/// is the hash the client declared, and each of `must_sign` must be among
+/// the signed headers (so nobody on the way can change it).
+pub async fn authenticate_for_hash(
+    cloud: &Arc<Cloud>,
+    operation: &str,
+    headers: &HeaderMap,
+    path: &str,
+    body_sha256_hex: &str,
+    must_sign: &[&str],
+) -> Result<Option<Caller>, ApiError> {
     let sig = match parse_request_auth(headers).map_err(from_auth_error)? {
         RequestAuth::Anonymous if is_anonymous_operation(operation) => return Ok(None),
         RequestAuth::Anonymous => {
@@ -40,6 +54,9 @@ pub async fn authenticate(
         }
         RequestAuth::Signed(sig) => sig,
     };
+    if let Some(name) = must_sign.iter().find(|n| !sig.signed_headers.iter().any(|s| s == *n)) {
+        return Err(denied(format!("{operation} requires the {name} header to be signed")));
+    }
     if sig.region != cloud.config.region {
         return Err(denied(format!(
             "the request is signed for region {:?} but this endpoint serves {:?}",
@@ -59,7 +76,7 @@ pub async fn authenticate(
     let Some(key) = key else {
         return Err(denied("the request signature does not match (unknown access key or wrong secret)"));
     };
-    verify_signature(&sig, "POST", path, headers, body, &key.secret, time::OffsetDateTime::now_utc())
+    verify_signature_for_hash(&sig, "POST", path, headers, body_sha256_hex, &key.secret, time::OffsetDateTime::now_utc())
         .map_err(|e| match e {
             AuthError::SignatureMismatch => {
                 denied("the request signature does not match (unknown access key or wrong secret)")

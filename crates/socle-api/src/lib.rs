@@ -8,6 +8,7 @@
 //! What an operation does is the control plane's business.
 
 mod auth;
+mod import;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -28,6 +29,7 @@ pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 pub fn router(cloud: Arc<Cloud>) -> Router {
     Router::new()
         .route("/api/{version}/{operation}", post(handle))
+        .route(&format!("/api/{{version}}/{}", import::OPERATION), post(handle_import))
         .method_not_allowed_fallback(not_found)
         .fallback(not_found)
         .with_state(cloud)
@@ -71,6 +73,12 @@ async fn handle(
     let started = Instant::now();
     let request_id = new_request_id();
     let result = serve(&cloud, &version, &operation, &headers, uri.path(), body).await;
+    respond(result, &request_id, &operation, started)
+}
+
+/// The answer to a call: its JSON with `ResponseContext`, or the OSC error;
+/// one log line either way.
+fn respond(result: Result<(Option<Caller>, serde_json::Value), ApiError>, request_id: &str, operation: &str, started: Instant) -> Response {
     let elapsed_ms = started.elapsed().as_secs_f64() * 1000.0;
     match result {
         Ok((caller, mut value)) => {
@@ -88,9 +96,26 @@ async fn handle(
                 tracing::error!(request_id, operation, detail = %internal, "internal error");
             }
             tracing::info!(request_id, operation, status = err.code.http_status(), code = err.code(), ms = elapsed_ms, "request failed");
-            error_response(&err, &request_id)
+            error_response(&err, request_id)
         }
     }
+}
+
+async fn handle_import(
+    State(cloud): State<Arc<Cloud>>,
+    Path(version): Path<String>,
+    headers: HeaderMap,
+    uri: axum::http::Uri,
+    body: Body,
+) -> Response {
+    let started = Instant::now();
+    let request_id = new_request_id();
+    let result = if version != "v1" && version != "latest" {
+        Err(ApiError::new(ErrorCode::NoSuchOperation, format!("unknown API version {version:?}; use v1")))
+    } else {
+        import::serve(&cloud, &headers, uri.path(), body).await.map(|(c, v)| (Some(c), v))
+    };
+    respond(result, &request_id, import::OPERATION, started)
 }
 
 async fn serve(

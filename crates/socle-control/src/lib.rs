@@ -26,6 +26,7 @@ use socle_types::ids::AccountId;
 use socle_types::ApiError;
 
 pub use config::CloudConfig;
+pub use ops::image_import;
 pub use socle_store::now_iso;
 
 /// Who is calling: resolved by authentication, checked by every operation.

@@ -88,6 +88,7 @@ pub async fn recover(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
             cloud.agent.delete_snapshot(&id).await?;
         }
     }
+    crate::image_import::remove_stale_uploads(cloud).await.map_err(ReconcileError::Key)?;
     for dir in cloud.agent.list_vms().await? {
         if !known.contains(&dir) {
             tracing::warn!(vm = %dir, "removing a VM left on the host with no live VM in the database");

@@ -223,6 +223,33 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
             cloud.store.run(move |c| snapshot_store::update(c, &s)).await?;
             Ok(())
         }
+        "import" => {
+            // The upload stays until the outcome is recorded: a crash before
+            // that converts it again (the agent overwrites a partial file).
+            let upload = crate::image_import::upload_path(cloud, &sid);
+            let result = async {
+                let key = volume_key(cloud, &s.account_id, &sid, s.wrapped_key.clone()).await?;
+                let info = cloud.agent.inspect_upload(&upload).await?;
+                cloud.agent.import_as_encrypted_snapshot(&upload, info.format, &sid, &key).await?;
+                faults::point("snapshot-imported");
+                Ok::<_, StorageError>(())
+            }
+            .await;
+            s.pending.clear();
+            match result {
+                Ok(()) => {
+                    s.state = "completed".into();
+                    s.progress = 100;
+                }
+                Err(e) => {
+                    tracing::error!(snapshot = %sid, error = %e, "image import failed");
+                    s.state = "error".into();
+                }
+            }
+            cloud.store.run(move |c| snapshot_store::update(c, &s)).await?;
+            let _ = std::fs::remove_file(&upload);
+            Ok(())
+        }
         "delete" => {
             cloud.agent.delete_snapshot(&sid).await?;
             faults::point("snapshot-deleted");

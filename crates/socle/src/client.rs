@@ -76,13 +76,64 @@ impl Client {
         Ok(Client { creds, agent: ureq::AgentBuilder::new().timeout(std::time::Duration::from_secs(120)).build() })
     }
 
+}
+
+/// `operation`'s URL at the endpoint, and the host and path it signs.
+fn url_of(endpoint: &str, operation: &str) -> (String, String, String) {
+    let url = format!("{}/{operation}", endpoint.trim_end_matches('/'));
+    let path_start = url.find("://").map(|i| i + 3).unwrap_or(0);
+    let after_scheme = &url[path_start..];
+    let (host, path) = after_scheme.split_at(after_scheme.find('/').unwrap_or(after_scheme.len()));
+    (host.to_string(), path.to_string(), url.clone())
+}
+
+fn answer(url: &str, result: Result<ureq::Response, ureq::Error>) -> anyhow::Result<serde_json::Value> {
+    match result {
+        Ok(resp) => Ok(resp.into_json()?),
+        Err(ureq::Error::Status(status, resp)) => {
+            let body = resp.into_json().unwrap_or(serde_json::Value::Null);
+            Err(ApiFailure { status, body }.into())
+        }
+        Err(e) => Err(anyhow!("cannot reach {url}: {e}")),
+    }
+}
+
+impl Client {
+    /// Streams `body` (`length` bytes whose SHA-256 is `sha256_hex`) to an
+    /// operation that takes a raw body (ImportImage); `headers` (lowercase
+    /// names) are signed with it.
+    pub fn upload(
+        &self,
+        operation: &str,
+        headers: &[(&str, &str)],
+        body: impl std::io::Read,
+        length: u64,
+        sha256_hex: &str,
+    ) -> anyhow::Result<serde_json::Value> {
+        let (host, path, url) = url_of(&self.creds.endpoint, operation);
+        let creds = socle_auth::Credentials {
+            access_key: &self.creds.access_key,
+            secret_key: &self.creds.secret_key,
+            region: &self.creds.region,
+        };
+        let signed = socle_auth::sign_osc4_streaming(&creds, &host, &path, headers, sha256_hex, time::OffsetDateTime::now_utc());
+        // No overall deadline: an image may take long to send; the server
+        // answers soon after the last byte.
+        let agent = ureq::AgentBuilder::new()
+            .timeout_connect(std::time::Duration::from_secs(10))
+            .timeout_read(std::time::Duration::from_secs(300))
+            .build();
+        let mut req = agent.post(&url).set("Content-Length", &length.to_string());
+        for (k, v) in &signed {
+            req = req.set(k, v);
+        }
+        answer(&url, req.send(body))
+    }
+
     /// Calls `operation` with `body`; Ok is the 200 answer, Err the OSC error.
     pub fn call(&self, operation: &str, body: &serde_json::Value) -> anyhow::Result<serde_json::Value> {
-        let base = self.creds.endpoint.trim_end_matches('/');
-        let url = format!("{base}/{operation}");
-        let path_start = url.find("://").map(|i| i + 3).unwrap_or(0);
-        let after_scheme = &url[path_start..];
-        let (host, path) = after_scheme.split_at(after_scheme.find('/').unwrap_or(after_scheme.len()));
+        let (host, path, url) = url_of(&self.creds.endpoint, operation);
+        let (host, path) = (host.as_str(), path.as_str());
         let payload = serde_json::to_vec(body)?;
         let headers = socle_auth::sign_osc4(
             &self.creds.access_key,
@@ -97,13 +148,6 @@ impl Client {
         for (k, v) in &headers {
             req = req.set(k, v);
         }
-        match req.send_bytes(&payload) {
-            Ok(resp) => Ok(resp.into_json()?),
-            Err(ureq::Error::Status(status, resp)) => {
-                let body = resp.into_json().unwrap_or(serde_json::Value::Null);
-                Err(ApiFailure { status, body }.into())
-            }
-            Err(e) => Err(anyhow!("cannot reach {url}: {e}")),
-        }
+        answer(&url, req.send_bytes(&payload))
     }
 }

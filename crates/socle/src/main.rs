@@ -6,6 +6,7 @@
 
 mod client;
 mod cli_account;
+mod cli_image;
 mod cli_vm;
 mod up;
 
@@ -47,6 +48,9 @@ enum Command {
     /// Manage your virtual machines.
     #[command(subcommand)]
     Vm(cli_vm::VmCommand),
+    /// List images; import a disk image from a file or a URL.
+    #[command(subcommand)]
+    Image(cli_image::ImageCommand),
     /// Call any API operation: `socle api ReadVms '{"Filters":{"VmStateNames":["running"]}}'`.
     Api(cli_vm::ApiArgs),
 }
@@ -57,6 +61,7 @@ fn main() -> std::process::ExitCode {
         Command::Up(args) => up::run(args),
         Command::Account(cmd) => cli_account::run(cmd),
         Command::Vm(cmd) => cli_vm::run_vm(cmd),
+        Command::Image(cmd) => cli_image::run(cmd),
         Command::Api(args) => cli_vm::run_api(args),
     };
     match result {

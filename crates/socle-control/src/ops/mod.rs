@@ -8,6 +8,7 @@
 pub mod access_keys;
 mod block_devices;
 pub mod catalog;
+pub mod image_import;
 pub mod images;
 pub mod keypairs;
 pub mod quotas;
