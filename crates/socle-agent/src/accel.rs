@@ -18,7 +18,6 @@ use tokio::io::AsyncReadExt;
 use tokio::process::Command;
 
 use crate::error::{tail_text, AgentError};
-use crate::image::ImageFiles;
 use crate::util::write_atomic;
 
 /// What the configuration asks for.
@@ -149,7 +148,8 @@ pub(crate) fn store(path: &Path, rec: &ProbeRecord) -> Result<(), AgentError> {
 /// Ok(reason) means KVM works; Err(reason) means it does not.
 pub(crate) async fn probe_kvm(
     qemu: &Path,
-    image: &ImageFiles,
+    kernel: &Path,
+    initrd: &Path,
     work_dir: &Path,
     timeout: Duration,
 ) -> Result<String, String> {
@@ -178,9 +178,9 @@ pub(crate) async fn probe_kvm(
     .arg("-serial")
     .arg(format!("file:{}", console.display()))
     .arg("-kernel")
-    .arg(&image.kernel)
+    .arg(kernel)
     .arg("-initrd")
-    .arg(&image.initrd)
+    .arg(initrd)
     .args(["-append", "console=ttyS0 quiet"])
     .stdin(Stdio::null())
     .stdout(Stdio::null())

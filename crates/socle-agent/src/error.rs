@@ -111,6 +111,14 @@ pub enum AgentError {
     #[error("VM {vm_id}: no key given for its volume {volume_id} (start_vm_with needs the key of its root volume and of every linked volume)")]
     MissingVolumeKey { vm_id: String, volume_id: String },
 
+    /// An uploaded disk image was refused by [`crate::Agent::inspect_upload`]
+    /// or [`crate::Agent::import_as_encrypted_snapshot`]; nothing was written.
+    #[error("image file {} refused: {reason}", path.display())]
+    ImportRefused {
+        path: PathBuf,
+        reason: crate::import::ImportRefusal,
+    },
+
     #[error("VM {vm_id}: volume {volume_id}: {detail}")]
     BlockDevice {
         vm_id: String,

@@ -26,11 +26,60 @@ use crate::error::AgentError;
 use crate::util::{fnv1a64, run};
 
 /// Bump when the build procedure changes in a way the hash below cannot see.
-const RECIPE_VERSION: &str = "socle-tiny/1";
+const RECIPE_VERSION: &str = "socle-tiny/2";
 const KERNEL_METAPACKAGE: &str = "linux-image-cloud-amd64";
 const BUSYBOX_PACKAGE: &str = "busybox-static";
 /// Virtual size of the empty base disk.
 const BASE_DISK_SIZE: &str = "1G";
+
+// ----- the full-disk variant (booted by the BIOS, as a cloud image is) -----
+//
+// Layout: an MBR (syslinux's mbr.bin boot code + one active partition), a
+// FAT16 partition holding SYSLINUX (ldlinux.sys/ldlinux.c32), its
+// configuration, the kernel and the initramfs, and free space up to 1 GiB.
+// Everything is written into a plain file with mkfs.vfat --offset, mtools and
+// `syslinux --offset` (no loop device, no mount, no root), then converted to
+// qcow2. The boot loader ships inside the guest disk, not in our binaries.
+
+/// Virtual size of the full disk (the same as the empty base disk).
+const FULL_DISK_BYTES: u64 = 1 << 30;
+/// First sector of the boot partition (1 MiB alignment, like every partitioner).
+const BOOT_PART_START_LBA: u64 = 2048;
+/// Size of the boot partition.
+const BOOT_PART_BYTES: u64 = 64 << 20;
+/// MBR partition type: FAT16 with LBA addressing.
+const BOOT_PART_TYPE: u8 = 0x0e;
+/// FAT volume label and serial (fixed, so two builds differ only in timestamps).
+const BOOT_FS_LABEL: &str = "SOCLEBOOT";
+const BOOT_FS_SERIAL: &str = "50C1E7A9";
+/// File name of the full disk in the image directory.
+const FULL_DISK_FILE: &str = "full-disk.qcow2";
+/// Where Debian (and other distributions) put syslinux's MBR boot code.
+const MBR_BIN_CANDIDATES: &[&str] = &[
+    "/usr/lib/syslinux/mbr/mbr.bin",
+    "/usr/lib/SYSLINUX/mbr.bin",
+    "/usr/share/syslinux/mbr.bin",
+    "/usr/lib/syslinux/bios/mbr.bin",
+];
+/// How to get the full-disk tools.
+pub(crate) const FULL_DISK_TOOLS_HINT: &str = " (the full-disk socle-tiny image needs the Debian packages syslinux, syslinux-common, mtools and dosfstools: run scripts/install-deps.sh)";
+
+/// SYSLINUX configuration of the full disk: boot at once, same kernel command
+/// line as a direct-kernel boot with the default arguments.
+fn syslinux_cfg() -> String {
+    format!(
+        "# socle-tiny full disk (written by the Socle image builder)\n\
+         SERIAL 0 115200\n\
+         DEFAULT socle\n\
+         PROMPT 0\n\
+         TIMEOUT 0\n\
+         LABEL socle\n\
+         \x20 KERNEL /vmlinuz\n\
+         \x20 INITRD /initrd.img\n\
+         \x20 APPEND console=ttyS0 {}\n",
+        crate::DEFAULT_CMDLINE_EXTRA
+    )
+}
 
 const GUEST_INIT: &str = include_str!("guest/init.sh");
 const GUEST_INITTAB: &str = include_str!("guest/inittab");
@@ -51,15 +100,75 @@ const MODULES: &[(&str, bool)] = &[
     ("virtio_net", false),  // for the networking work to come
 ];
 
-/// The three files a VM boots from.
+/// What a VM boots from: a base disk, and optionally a kernel (+ initramfs)
+/// that QEMU loads directly.
+///
+/// * Direct kernel boot (`kernel` is `Some`): QEMU gets `-kernel`, `-initrd`
+///   and `-append`; the disk is only a disk.
+/// * Full-disk boot (`kernel` is `None`): the firmware (SeaBIOS) boots the
+///   root disk's own boot loader, as a cloud image does; the kernel command
+///   line is the one in the disk's boot loader configuration
+///   (`VmSpec::kernel_cmdline` does not apply).
+///
+/// Old `spec.json` files, written when both fields were mandatory, read as
+/// direct kernel boot.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ImageFiles {
-    /// bzImage passed to `-kernel`.
-    pub kernel: PathBuf,
-    /// initramfs passed to `-initrd`.
-    pub initrd: PathBuf,
-    /// Base qcow2; each VM's root disk is an overlay backed by it.
+    /// bzImage passed to `-kernel`; `None`: boot the root disk through the BIOS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<PathBuf>,
+    /// initramfs passed to `-initrd` (only with a kernel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<PathBuf>,
+    /// Base disk (qcow2 or raw); each VM's root disk is an overlay backed by
+    /// it, or a root volume copied from it. For full-disk boot it holds the
+    /// partition table, boot loader, kernel and initramfs.
     pub disk: PathBuf,
+}
+
+impl ImageFiles {
+    /// Direct kernel boot.
+    pub fn direct_kernel(
+        kernel: impl Into<PathBuf>,
+        initrd: Option<PathBuf>,
+        disk: impl Into<PathBuf>,
+    ) -> ImageFiles {
+        ImageFiles {
+            kernel: Some(kernel.into()),
+            initrd,
+            disk: disk.into(),
+        }
+    }
+
+    /// Full-disk boot: the BIOS boots `disk`'s boot loader.
+    pub fn full_disk(disk: impl Into<PathBuf>) -> ImageFiles {
+        ImageFiles {
+            kernel: None,
+            initrd: None,
+            disk: disk.into(),
+        }
+    }
+
+    /// True when the firmware boots the root disk (no `-kernel`).
+    pub fn boots_from_disk(&self) -> bool {
+        self.kernel.is_none()
+    }
+}
+
+/// The files of one socle-tiny build (both boot modes share the kernel and
+/// initramfs).
+#[derive(Debug, Clone)]
+pub(crate) struct TinyFiles {
+    pub(crate) kernel: PathBuf,
+    pub(crate) initrd: PathBuf,
+    /// Empty base disk of the direct-kernel image.
+    pub(crate) disk: PathBuf,
+}
+
+impl TinyFiles {
+    pub(crate) fn direct(&self) -> ImageFiles {
+        ImageFiles::direct_kernel(&self.kernel, Some(self.initrd.clone()), &self.disk)
+    }
 }
 
 /// Written last into a finished image directory; its presence means "complete".
@@ -87,6 +196,12 @@ fn cache_key() -> String {
         GUEST_DISKS.as_bytes(),
         BASE_DISK_SIZE.as_bytes(),
     ];
+    let layout = format!(
+        "{FULL_DISK_BYTES}/{BOOT_PART_START_LBA}/{BOOT_PART_BYTES}/{BOOT_PART_TYPE}/{BOOT_FS_LABEL}/{BOOT_FS_SERIAL}/{FULL_DISK_FILE}"
+    );
+    let cfg = syslinux_cfg();
+    parts.push(layout.as_bytes());
+    parts.push(cfg.as_bytes());
     let mods: Vec<String> = MODULES.iter().map(|(m, r)| format!("{m}:{r}")).collect();
     for m in &mods {
         parts.push(m.as_bytes());
@@ -94,15 +209,15 @@ fn cache_key() -> String {
     format!("socle-tiny-{:016x}", fnv1a64(&parts))
 }
 
-fn files_in(dir: &Path) -> ImageFiles {
-    ImageFiles {
+fn files_in(dir: &Path) -> TinyFiles {
+    TinyFiles {
         kernel: dir.join("vmlinuz"),
         initrd: dir.join("initrd.cpio"),
         disk: dir.join("base.qcow2"),
     }
 }
 
-fn complete(dir: &Path) -> Option<ImageFiles> {
+fn complete(dir: &Path) -> Option<TinyFiles> {
     let f = files_in(dir);
     (dir.join("manifest.json").is_file()
         && f.kernel.is_file()
@@ -115,7 +230,7 @@ fn complete(dir: &Path) -> Option<ImageFiles> {
 pub(crate) async fn build_or_reuse(
     cache_dir: &Path,
     qemu_img: &Path,
-) -> Result<ImageFiles, AgentError> {
+) -> Result<TinyFiles, AgentError> {
     let final_dir = cache_dir.join(cache_key());
     if let Some(files) = complete(&final_dir) {
         return Ok(files);
@@ -223,6 +338,193 @@ async fn build_into(
     let path = out.join("manifest.json");
     std::fs::write(&path, json).map_err(|e| AgentError::io("cannot write", &path, e))?;
     Ok(())
+}
+
+/// Written next to the full disk before it is renamed into place.
+#[derive(Debug, Serialize, Deserialize)]
+struct FullDiskManifest {
+    recipe: String,
+    bootloader: String,
+    partition_start_lba: u64,
+    partition_bytes: u64,
+    partition_type: u8,
+    syslinux_cfg: String,
+    virtual_size: u64,
+    built_in_seconds: f64,
+}
+
+/// Returns the cached full-disk socle-tiny (building the image, then the
+/// disk, if needed): a qcow2 with an MBR, SYSLINUX and a FAT partition
+/// holding the same kernel and initramfs as the direct-kernel image.
+pub(crate) async fn full_disk_or_build(
+    cache_dir: &Path,
+    qemu_img: &Path,
+) -> Result<PathBuf, AgentError> {
+    let files = build_or_reuse(cache_dir, qemu_img).await?;
+    let dir = files
+        .kernel
+        .parent()
+        .expect("image files live in a directory")
+        .to_path_buf();
+    let disk = dir.join(FULL_DISK_FILE);
+    if disk.is_file() {
+        return Ok(disk);
+    }
+    let started = Instant::now();
+    tracing::info!(disk = %disk.display(), "building the full-disk socle-tiny image");
+    let tmp = tempfile::Builder::new()
+        .prefix(".build-disk-")
+        .tempdir_in(cache_dir)
+        .map_err(|e| AgentError::io("cannot create a build directory in", cache_dir, e))?;
+    let built = tmp.path().join(FULL_DISK_FILE);
+    let manifest = build_full_disk(tmp.path(), &files, &built, qemu_img, started).await?;
+    let mpath = dir.join("full-disk.json");
+    crate::util::write_atomic(
+        &mpath,
+        &serde_json::to_vec_pretty(&manifest).expect("manifest serializes"),
+    )?;
+    set_mode(&built, 0o444)?;
+    // rename(2) replaces atomically: a concurrent builder's identical disk is
+    // overwritten by ours, never seen half-made.
+    std::fs::rename(&built, &disk)
+        .map_err(|e| AgentError::io("cannot move the finished full disk to", &disk, e))?;
+    tracing::info!(disk = %disk.display(), secs = started.elapsed().as_secs_f64(), "full-disk socle-tiny image ready");
+    Ok(disk)
+}
+
+async fn build_full_disk(
+    work: &Path,
+    files: &TinyFiles,
+    out: &Path,
+    qemu_img: &Path,
+    started: Instant,
+) -> Result<FullDiskManifest, AgentError> {
+    let raw = work.join("disk.raw");
+    let offset = BOOT_PART_START_LBA * 512;
+    // 1. A sparse raw file of the final size.
+    std::fs::File::create(&raw)
+        .and_then(|f| f.set_len(FULL_DISK_BYTES))
+        .map_err(|e| AgentError::io("cannot create", &raw, e))?;
+    // 2. The FAT16 file system of the boot partition, written in place.
+    let mut cmd = Command::new("mkfs.vfat");
+    cmd.args(["--invariant", "-F", "16", "-n", BOOT_FS_LABEL, "-i", BOOT_FS_SERIAL])
+        .arg(format!("--offset={BOOT_PART_START_LBA}"))
+        .arg("-h")
+        .arg(BOOT_PART_START_LBA.to_string())
+        .arg(&raw)
+        .arg((BOOT_PART_BYTES / 1024).to_string());
+    run(cmd, Duration::from_secs(60)).await?;
+    // 3. Kernel, initramfs and boot loader configuration (mtools: no mount).
+    let cfg = work.join("syslinux.cfg");
+    std::fs::write(&cfg, syslinux_cfg()).map_err(|e| AgentError::io("cannot write", &cfg, e))?;
+    let target = format!("{}@@{offset}", raw.display());
+    for (src, name) in [
+        (&files.kernel, "vmlinuz"),
+        (&files.initrd, "initrd.img"),
+        (&cfg, "syslinux.cfg"),
+    ] {
+        let mut cmd = mtools("mcopy");
+        cmd.arg("-i")
+            .arg(&target)
+            .arg(src)
+            .arg(format!("::{name}"));
+        run(cmd, Duration::from_secs(120)).await?;
+    }
+    // 4. SYSLINUX's boot sector and ldlinux.sys/ldlinux.c32 (it uses mtools).
+    let mut cmd = mtools("syslinux");
+    cmd.arg("--offset")
+        .arg(offset.to_string())
+        .arg("--install")
+        .arg(&raw);
+    run(cmd, Duration::from_secs(120)).await?;
+    let mut cmd = Command::new("syslinux");
+    cmd.arg("--version");
+    let bootloader = match run(cmd, Duration::from_secs(30)).await {
+        Ok(o) => {
+            let text = [o.stdout, o.stderr].concat();
+            String::from_utf8_lossy(&text)
+                .lines()
+                .next()
+                .unwrap_or("syslinux")
+                .trim()
+                .to_string()
+        }
+        Err(_) => "syslinux".to_string(),
+    };
+    // 5. The MBR: boot code that chain-loads the active partition, and the
+    //    partition table.
+    let mbr_code = read_mbr_bin()?;
+    write_mbr(&raw, &mbr_code)?;
+    // 6. qcow2 (zero clusters are not stored: a few MiB for 1 GiB).
+    let mut cmd = Command::new(qemu_img);
+    cmd.args(["convert", "-q", "-f", "raw", "-O", "qcow2"])
+        .arg(&raw)
+        .arg(out);
+    run(cmd, Duration::from_secs(300)).await?;
+    crate::util::remove_file_quiet(&raw);
+    Ok(FullDiskManifest {
+        recipe: cache_key(),
+        bootloader,
+        partition_start_lba: BOOT_PART_START_LBA,
+        partition_bytes: BOOT_PART_BYTES,
+        partition_type: BOOT_PART_TYPE,
+        syslinux_cfg: syslinux_cfg(),
+        virtual_size: FULL_DISK_BYTES,
+        built_in_seconds: started.elapsed().as_secs_f64(),
+    })
+}
+
+/// An mtools-based command that ignores any user mtools configuration and
+/// does not insist on a floppy-like geometry.
+fn mtools(program: &str) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.env("MTOOLSRC", "/dev/null").env("MTOOLS_SKIP_CHECK", "1");
+    cmd
+}
+
+fn read_mbr_bin() -> Result<Vec<u8>, AgentError> {
+    for c in MBR_BIN_CANDIDATES {
+        if let Ok(data) = std::fs::read(c) {
+            if data.is_empty() || data.len() > 440 {
+                return Err(AgentError::Image(format!(
+                    "{c} is {} bytes; MBR boot code must be 1-440 bytes",
+                    data.len()
+                )));
+            }
+            return Ok(data);
+        }
+    }
+    Err(AgentError::Image(format!(
+        "no SYSLINUX MBR boot code (mbr.bin) in {}{FULL_DISK_TOOLS_HINT}",
+        MBR_BIN_CANDIDATES.join(", ")
+    )))
+}
+
+/// Sector 0: `code` (≤ 440 bytes), then one active partition entry covering
+/// the boot partition (LBA only: CHS fields saturated), then 0x55AA.
+fn mbr_sector(code: &[u8]) -> [u8; 512] {
+    let mut s = [0u8; 512];
+    s[..code.len()].copy_from_slice(code);
+    let e = &mut s[446..462];
+    e[0] = 0x80; // active
+    e[1..4].copy_from_slice(&[0xfe, 0xff, 0xff]);
+    e[4] = BOOT_PART_TYPE;
+    e[5..8].copy_from_slice(&[0xfe, 0xff, 0xff]);
+    e[8..12].copy_from_slice(&(BOOT_PART_START_LBA as u32).to_le_bytes());
+    e[12..16].copy_from_slice(&((BOOT_PART_BYTES / 512) as u32).to_le_bytes());
+    s[510] = 0x55;
+    s[511] = 0xaa;
+    s
+}
+
+fn write_mbr(raw: &Path, code: &[u8]) -> Result<(), AgentError> {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::OpenOptions::new()
+        .write(true)
+        .open(raw)
+        .map_err(|e| AgentError::io("cannot open", raw, e))?;
+    f.write_all_at(&mbr_sector(code), 0)
+        .map_err(|e| AgentError::io("cannot write the MBR of", raw, e))
 }
 
 async fn resolve_kernel_package() -> Result<String, AgentError> {
@@ -478,6 +780,30 @@ mod tests {
         assert_eq!(module_depends(ko), vec!["virtio_ring", "virtio"]);
         assert!(module_depends(b"\0depends=\0").is_empty());
         assert!(module_depends(b"nothing").is_empty());
+    }
+
+    #[test]
+    fn mbr_layout() {
+        let s = mbr_sector(&[0xfa; 440]);
+        assert_eq!(&s[..440], &[0xfa; 440][..]);
+        assert_eq!(s[446], 0x80);
+        assert_eq!(s[450], 0x0e);
+        assert_eq!(u32::from_le_bytes(s[454..458].try_into().unwrap()), 2048);
+        assert_eq!(
+            u32::from_le_bytes(s[458..462].try_into().unwrap()),
+            (64 << 20) / 512
+        );
+        assert_eq!(&s[462..510], &[0u8; 48][..]);
+        assert_eq!(&s[510..], &[0x55, 0xaa]);
+        assert!(BOOT_PART_START_LBA * 512 + BOOT_PART_BYTES <= FULL_DISK_BYTES);
+    }
+
+    #[test]
+    fn syslinux_cfg_has_the_serial_console() {
+        let cfg = syslinux_cfg();
+        assert!(cfg.contains("APPEND console=ttyS0 quiet"), "{cfg}");
+        assert!(cfg.contains("KERNEL /vmlinuz"));
+        assert!(cfg.contains("INITRD /initrd.img"));
     }
 
     #[test]

@@ -26,6 +26,7 @@ mod accel;
 mod cpio;
 mod error;
 mod image;
+mod import;
 mod qmp;
 mod secret;
 mod util;
@@ -42,6 +43,7 @@ use tokio::process::Command;
 pub use accel::{Accel, AccelChoice};
 pub use error::AgentError;
 pub use image::ImageFiles;
+pub use import::{ImportRefusal, UploadFormat, UploadInfo, MAX_IMPORT_BYTES};
 pub use secret::{VolumeKey, VOLUME_KEY_LEN};
 pub use volume::{
     BlockJobProgress, IoLimits, LinkedVolume, RootDisk, SnapshotInfo, VolumeAttachment, VolumeInfo,
@@ -276,7 +278,7 @@ impl Agent {
                 if let Err(e) = accel::kvm_device_usable() {
                     return Ok((Accel::Tcg, e));
                 }
-                let image = self.build_tiny_image().await.map_err(|e| {
+                let image = self.tiny_files().await.map_err(|e| {
                     AgentError::Accel(format!(
                         "cannot build the socle-tiny image the KVM probe boots (configure the accelerator as kvm or tcg to skip the probe): {e}"
                     ))
@@ -300,7 +302,8 @@ impl Agent {
                 let started = Instant::now();
                 let (accel, reason) = match accel::probe_kvm(
                     &cfg.qemu_binary,
-                    &image,
+                    &image.kernel,
+                    &image.initrd,
                     &cfg.state_dir,
                     accel::KVM_PROBE_TIMEOUT,
                 )
@@ -323,7 +326,28 @@ impl Agent {
 
     /// Builds the socle-tiny image (Debian cloud kernel + busybox initramfs +
     /// empty 1 GiB base qcow2) into the image cache, or returns the cached one.
+    /// It boots with a direct kernel (`kernel`/`initrd` are `Some`).
     pub async fn build_tiny_image(&self) -> Result<ImageFiles, AgentError> {
+        Ok(self.tiny_files().await?.direct())
+    }
+
+    /// The full-disk variant of socle-tiny, booted by the BIOS like a cloud
+    /// image: `kernel`/`initrd` are `None` and `disk` is a 1 GiB qcow2 with an
+    /// MBR, SYSLINUX and a FAT partition holding the same kernel and
+    /// initramfs (kernel command line `console=ttyS0 quiet`). Cached next to
+    /// the direct-kernel files (same cache key); built on first use, which
+    /// needs the host tools syslinux, mtools and mkfs.vfat.
+    pub async fn build_tiny_disk_image(&self) -> Result<ImageFiles, AgentError> {
+        let _g = self.inner.image_lock.lock().await;
+        let disk = image::full_disk_or_build(
+            &self.inner.cfg.image_cache_dir,
+            &self.inner.cfg.qemu_img_binary,
+        )
+        .await?;
+        Ok(ImageFiles::full_disk(disk))
+    }
+
+    async fn tiny_files(&self) -> Result<image::TinyFiles, AgentError> {
         let _g = self.inner.image_lock.lock().await;
         image::build_or_reuse(
             &self.inner.cfg.image_cache_dir,
@@ -466,9 +490,21 @@ impl Agent {
                 Some(v.clone())
             }
         };
+        if spec.image.kernel.is_none() && spec.image.initrd.is_some() {
+            return Err(AgentError::InvalidArgument(format!(
+                "VM {}: an initrd without a kernel (a full-disk image boots its own kernel; give neither)",
+                spec.vm_id
+            )));
+        }
         let image = ImageFiles {
-            kernel: absolute_existing(&spec.image.kernel, "kernel")?,
-            initrd: absolute_existing(&spec.image.initrd, "initrd")?,
+            kernel: match &spec.image.kernel {
+                Some(k) => Some(absolute_existing(k, "kernel")?),
+                None => None,
+            },
+            initrd: match &spec.image.initrd {
+                Some(i) => Some(absolute_existing(i, "initrd")?),
+                None => None,
+            },
             disk: match root_volume {
                 None => absolute_existing(&spec.image.disk, "base disk")?,
                 Some(_) => std::fs::canonicalize(&spec.image.disk)
@@ -656,6 +692,7 @@ impl Agent {
             (&spec.image.kernel, "kernel"),
             (&spec.image.initrd, "initrd"),
         ] {
+            let Some(f) = f else { continue };
             if !f.is_file() {
                 return Err(AgentError::QemuStart {
                     vm_id: vm_id.into(),
@@ -787,15 +824,32 @@ impl Agent {
             qemu_opt(&console.to_string_lossy())
         ));
         cmd.args(["-serial", "chardev:console0"]);
-        cmd.arg("-kernel").arg(&spec.image.kernel);
-        cmd.arg("-initrd").arg(&spec.image.initrd);
-        cmd.arg("-append").arg(cmdline);
+        match &spec.image.kernel {
+            Some(kernel) => {
+                cmd.arg("-kernel").arg(kernel);
+                if let Some(initrd) = &spec.image.initrd {
+                    cmd.arg("-initrd").arg(initrd);
+                }
+                cmd.arg("-append").arg(cmdline);
+            }
+            // SeaBIOS boots the root disk (bootindex 0) and nothing else:
+            // a data volume carrying a boot sector is never booted instead.
+            None => {
+                cmd.args(["-boot", "strict=on"]);
+            }
+        }
         if root_args.is_empty() {
             cmd.arg("-drive").arg(format!(
                 "file={},format=qcow2,if=none,id=root,discard=unmap",
                 qemu_opt(&disk.to_string_lossy())
             ));
-            cmd.args(["-device", "virtio-blk-pci,drive=root"]);
+            let boot = if spec.image.boots_from_disk() {
+                ",bootindex=0"
+            } else {
+                ""
+            };
+            cmd.arg("-device")
+                .arg(format!("virtio-blk-pci,drive=root{boot}"));
         } else {
             // First device on the command line: the guest's vda.
             cmd.args(root_args);
@@ -1113,6 +1167,38 @@ mod tests {
     fn agent_is_send_sync_clone() {
         fn check<T: Send + Sync + Clone + 'static>() {}
         check::<Agent>();
+    }
+
+    #[test]
+    fn old_spec_json_reads_as_direct_kernel_boot() {
+        // spec.json as written before kernel/initrd became optional.
+        let old = r#"{
+  "vm_id": "i-old",
+  "vcpus": 1,
+  "memory_mib": 256,
+  "image": {
+    "kernel": "/img/vmlinuz",
+    "initrd": "/img/initrd.cpio",
+    "disk": "/img/base.qcow2"
+  },
+  "kernel_cmdline": null,
+  "has_user_data": false
+}"#;
+        let spec: StoredSpec = serde_json::from_str(old).unwrap();
+        assert_eq!(spec.image.kernel.as_deref(), Some(Path::new("/img/vmlinuz")));
+        assert_eq!(
+            spec.image.initrd.as_deref(),
+            Some(Path::new("/img/initrd.cpio"))
+        );
+        assert!(!spec.image.boots_from_disk());
+        // A full-disk spec round-trips without kernel/initrd keys.
+        let mut full = spec.clone();
+        full.image = ImageFiles::full_disk("/img/full-disk.qcow2");
+        let json = serde_json::to_string(&full).unwrap();
+        assert!(!json.contains("kernel\":") && !json.contains("initrd"), "{json}");
+        let back: StoredSpec = serde_json::from_str(&json).unwrap();
+        assert_eq!(back, full);
+        assert!(back.image.boots_from_disk());
     }
 
     #[test]

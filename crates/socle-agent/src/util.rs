@@ -34,6 +34,8 @@ fn install_hint(program: &str) -> &'static str {
         " (install the Debian packages qemu-system-x86 and qemu-utils, see scripts/install-agent-deps.sh, or set AgentConfig::qemu_binary / qemu_img_binary)"
     } else if base == "apt-get" || base == "apt-cache" || base.starts_with("dpkg") {
         " (the socle-tiny image builder needs Debian's apt and dpkg)"
+    } else if matches!(base, "syslinux" | "mkfs.vfat" | "mcopy") {
+        crate::image::FULL_DISK_TOOLS_HINT
     } else {
         ""
     }

@@ -382,7 +382,7 @@ pub(crate) fn device_slot(device_name: &str) -> Result<u8, AgentError> {
     Ok(FIRST_VOLUME_SLOT + (l - b'a'))
 }
 
-fn gib(n: u64) -> u64 {
+pub(crate) fn gib(n: u64) -> u64 {
     n << 30
 }
 
@@ -413,18 +413,32 @@ fn is_wrong_key_qmp(detail: &str) -> bool {
 }
 
 /// fsync a file, then its directory (after a rename into it).
-fn sync_path(path: &Path) -> Result<(), AgentError> {
+pub(crate) fn sync_path(path: &Path) -> Result<(), AgentError> {
     std::fs::File::open(path)
         .and_then(|f| f.sync_all())
         .map_err(|e| AgentError::io("cannot fsync", path, e))
 }
 
-fn sync_dir_of(path: &Path) {
+pub(crate) fn sync_dir_of(path: &Path) {
     if let Some(dir) = path.parent() {
         if let Ok(d) = std::fs::File::open(dir) {
             let _ = d.sync_all();
         }
     }
+}
+
+/// A `json:` source for qemu-img: format driver `format` on the local file
+/// `path`, never a protocol guessed from the name (a ':' in it), and for
+/// qcow2 never the backing file named in the header.
+pub(crate) fn plain_source(path: &Path, format: &str) -> String {
+    let mut v = json!({
+        "driver": format,
+        "file": { "driver": "file", "filename": path.to_string_lossy() },
+    });
+    if format == "qcow2" {
+        v["backing"] = Value::Null;
+    }
+    format!("json:{v}")
 }
 
 /// `--image-opts` of an encrypted qcow2.
@@ -442,7 +456,7 @@ impl Agent {
         self.inner.cfg.state_dir.join("volumes")
     }
 
-    fn snapshots_dir(&self) -> PathBuf {
+    pub(crate) fn snapshots_dir(&self) -> PathBuf {
         self.inner.cfg.state_dir.join("snapshots")
     }
 
@@ -461,7 +475,7 @@ impl Agent {
         self.lock_vm(&format!("volume/{volume_id}")).await
     }
 
-    async fn lock_snapshot(&self, snapshot_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(crate) async fn lock_snapshot(&self, snapshot_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
         self.lock_vm(&format!("snapshot/{snapshot_id}")).await
     }
 
@@ -551,7 +565,7 @@ impl Agent {
     }
 
     /// Opens the image with `key` (a tiny `qemu-img map`): Ok or `WrongKey`.
-    async fn check_key(&self, path: &Path, key: &VolumeKey, what: &str) -> Result<(), AgentError> {
+    pub(crate) async fn check_key(&self, path: &Path, key: &VolumeKey, what: &str) -> Result<(), AgentError> {
         let mut secrets = SecretFds::new();
         let file = secrets.add(key)?;
         let mut cmd = self.qemu_img();
@@ -574,7 +588,7 @@ impl Agent {
     }
 
     /// Creates an empty encrypted qcow2 of `size_bytes` at `path` (which must not exist).
-    async fn create_encrypted(
+    pub(crate) async fn create_encrypted(
         &self,
         path: &Path,
         size_bytes: u64,
@@ -622,9 +636,11 @@ impl Agent {
     }
 
     /// Full copy of `src` into the existing (empty, large enough) encrypted
-    /// `dst`. `src_key` None: an unencrypted image of format `src_format`.
+    /// `dst`. `src_key` None: an unencrypted image of format `src_format`
+    /// ("raw" or "qcow2"), opened as a local file with that driver only and
+    /// never its backing file (see [`plain_source`]).
     #[allow(clippy::too_many_arguments)]
-    async fn copy_into(
+    pub(crate) async fn copy_into(
         &self,
         src: &Path,
         src_format: &str,
@@ -649,7 +665,7 @@ impl Agent {
                 cmd.arg("--image-opts").arg(encrypted_opts(src, "src0"));
             }
             None => {
-                cmd.args(["-f", src_format]).arg(src);
+                cmd.arg(plain_source(src, src_format));
             }
         }
         // -n: write into the target made by create_encrypted (which carries
@@ -1151,7 +1167,16 @@ impl Agent {
             ])
         };
         let root = match &spec.root_volume {
-            Some(v) => one(v, None, &spec.root_limits)?,
+            Some(v) => {
+                let mut args = one(v, None, &spec.root_limits)?;
+                // Full-disk boot: the firmware boots this disk.
+                if let Some(dev) = args.last_mut().filter(|_| spec.image.boots_from_disk()) {
+                    let mut d: Value = serde_json::from_str(dev).expect("device JSON");
+                    d["bootindex"] = json!(0);
+                    *dev = d.to_string();
+                }
+                args
+            }
             None => Vec::new(),
         };
         let mut data = Vec::new();

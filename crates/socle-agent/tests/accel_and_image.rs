@@ -99,7 +99,9 @@ async fn tiny_image_from_clean_cache_is_reproducible_and_cached() {
             .await
             .expect("build from a clean cache");
         eprintln!("clean build: {:.2} s", t0.elapsed().as_secs_f64());
-        for f in [&img.kernel, &img.initrd, &img.disk] {
+        let kernel = img.kernel.clone().expect("direct-kernel image");
+        let initrd = img.initrd.clone().expect("direct-kernel image");
+        for f in [&kernel, &initrd, &img.disk] {
             assert!(f.is_file(), "{}", f.display());
             assert!(f.starts_with(cache.path()));
         }
@@ -111,6 +113,25 @@ async fn tiny_image_from_clean_cache_is_reproducible_and_cached() {
             "cached build took {:?}",
             t0.elapsed()
         );
+        // The full-disk variant: built on first use next to the same files,
+        // then cached.
+        let t0 = Instant::now();
+        let full = agent.build_tiny_disk_image().await.expect("full disk");
+        eprintln!("full-disk build: {:.2} s", t0.elapsed().as_secs_f64());
+        assert!(full.boots_from_disk() && full.initrd.is_none());
+        assert_eq!(full.disk.parent(), kernel.parent());
+        let t0 = Instant::now();
+        assert_eq!(agent.build_tiny_disk_image().await.unwrap(), full);
+        assert!(t0.elapsed() < Duration::from_millis(200));
+        let info = std::process::Command::new("qemu-img")
+            .args(["info", "-U", "--output=json"])
+            .arg(&full.disk)
+            .output()
+            .unwrap();
+        let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+        assert_eq!(info["format"], "qcow2");
+        assert_eq!(info["virtual-size"], 1u64 << 30);
+        assert!(info.get("backing-filename").is_none());
         // Only the finished image directory is left (no build leftovers).
         let entries: Vec<_> = std::fs::read_dir(cache.path().join("images"))
             .unwrap()
@@ -118,9 +139,9 @@ async fn tiny_image_from_clean_cache_is_reproducible_and_cached() {
             .collect();
         assert_eq!(entries.len(), 1, "{entries:?}");
         let manifest =
-            std::fs::read_to_string(img.kernel.parent().unwrap().join("manifest.json")).unwrap();
+            std::fs::read_to_string(kernel.parent().unwrap().join("manifest.json")).unwrap();
         assert!(manifest.contains("cloud-amd64"), "{manifest}");
-        initrds.push(std::fs::read(&img.initrd).unwrap());
+        initrds.push(std::fs::read(&initrd).unwrap());
     }
     assert!(
         initrds[0] == initrds[1],
