@@ -60,7 +60,7 @@ pub async fn serve(cloud: &Arc<Cloud>, headers: &HeaderMap, path: &str, body: Bo
         return Err(e);
     }
     let response = image_import::finish_import(cloud, &caller, params, part).await?;
-    let value = serde_json::to_value(response).map_err(ApiError::internal)?;
+    let value = serde_json::to_value(response).map_err(|e| ApiError::internal(e.to_string()))?;
     Ok((caller, value))
 }
 

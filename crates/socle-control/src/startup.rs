@@ -19,6 +19,7 @@ use crate::secrets::SecretBox;
 use crate::{Cloud, CloudConfig};
 
 pub const TINY_IMAGE_NAME: &str = "socle-tiny";
+pub const TINY_DISK_IMAGE_NAME: &str = "socle-tiny-disk";
 pub const DEFAULT_ACCOUNT: &str = "default";
 
 #[derive(Debug, thiserror::Error)]
@@ -59,68 +60,96 @@ pub async fn open_cloud(config: CloudConfig, accel: AccelChoice) -> Result<Arc<C
     agent_cfg.accel = accel;
     let agent = Agent::new(agent_cfg).await?;
     tracing::info!(accel = %agent.accel(), qemu = agent.qemu_version(), "host agent ready");
-    ensure_tiny_image(&store, &agent, &config.data_dir).await?;
+    ensure_platform_images(&store, &agent, &config.data_dir).await?;
     let keystores = crate::hsm::Keystores::open(&config.data_dir)?;
     let cloud = Cloud::new(config, store, secrets, agent, keystores);
     crate::reconciler::recover(&cloud).await?;
     Ok(cloud)
 }
 
-/// Makes sure the public `socle-tiny` image is registered and its files are
-/// in the data dir (copied from the build cache, so the data dir is
-/// self-contained and a later cache rebuild never changes a VM's disk base).
-async fn ensure_tiny_image(store: &Store, agent: &Agent, data_dir: &Path) -> Result<(), StartupError> {
-    let owner = AccountId::from_trusted(PLATFORM_ACCOUNT.to_string());
-    let existing = {
-        let owner = owner.clone();
-        store.run(move |c| image_store::get_by_owner_and_name(c, &owner, TINY_IMAGE_NAME)).await?
+/// The platform's public images: socle-tiny booted with a direct kernel,
+/// and the same system as a full disk with a bootloader, booted through the
+/// BIOS as cloud images are.
+async fn ensure_platform_images(store: &Store, agent: &Agent, data_dir: &Path) -> Result<(), StartupError> {
+    let tiny = PlatformImage {
+        name: TINY_IMAGE_NAME,
+        description: "Debian cloud kernel with a busybox userspace; prints 'socle-guest: ready' on its console",
     };
-    let files_present = |row: &ImageRow| {
-        [row.kernel_path.as_deref(), row.initrd_path.as_deref(), Some(row.disk_path.as_str())]
-            .iter()
-            .all(|p| p.is_some_and(|p| Path::new(p).exists()))
-    };
-    if let Some(row) = &existing {
-        if files_present(row) {
-            return Ok(());
-        }
-        tracing::warn!(image = %row.image_id, "platform image files are missing; rebuilding them");
+    if tiny.needs_files(store).await? {
+        tiny.register(store, data_dir, agent.build_tiny_image().await?).await?;
     }
-    tracing::info!("preparing the socle-tiny image (built from Debian packages the first time, then cached)");
-    let built = agent.build_tiny_image().await?;
-    let image_id = existing.as_ref().map(|r| r.image_id.clone()).unwrap_or_else(ImageId::generate);
-    let dir = data_dir.join("images").join(image_id.as_str());
-    fs::create_dir_all(&dir).map_err(data_dir_err(&dir))?;
-    let copy = |from: &Path, name: &str| -> Result<PathBuf, StartupError> {
-        let to = dir.join(name);
-        let tmp = dir.join(format!(".{name}.tmp"));
-        fs::copy(from, &tmp).map_err(data_dir_err(&tmp))?;
-        // Base images are never written: read-only protects every VM overlay on them.
-        fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444)).map_err(data_dir_err(&tmp))?;
-        fs::rename(&tmp, &to).map_err(data_dir_err(&to))?;
-        Ok(to)
+    let disk = PlatformImage {
+        name: TINY_DISK_IMAGE_NAME,
+        description: "socle-tiny as a full disk (MBR, SYSLINUX, kernel and initramfs on a FAT partition), booted through the BIOS",
     };
-    let row = ImageRow {
-        image_id,
-        account_id: owner,
-        name: TINY_IMAGE_NAME.into(),
-        description: "Debian cloud kernel with a busybox userspace; prints 'socle-guest: ready' on its console".into(),
-        state: "available".into(),
-        architecture: "x86_64".into(),
-        kernel_path: Some(copy(&built.kernel, "vmlinuz")?.display().to_string()),
-        initrd_path: Some(copy(&built.initrd, "initrd.img")?.display().to_string()),
-        disk_path: copy(&built.disk, "disk.qcow2")?.display().to_string(),
-        is_public: true,
-        created_at: now_iso(),
-        // The agent builds socle-tiny's base disk at 1 GiB.
-        size_gib: 1,
-        root_snapshot_id: None,
-    };
-    let update = existing.is_some();
-    store
-        .run(move |c| if update { image_store::update_files(c, &row) } else { image_store::insert(c, &row) })
-        .await?;
+    if disk.needs_files(store).await? {
+        disk.register(store, data_dir, agent.build_tiny_disk_image().await?).await?;
+    }
     Ok(())
+}
+
+struct PlatformImage {
+    name: &'static str,
+    description: &'static str,
+}
+
+impl PlatformImage {
+    async fn existing(&self, store: &Store) -> Result<Option<ImageRow>, StartupError> {
+        let (owner, name) = (AccountId::from_trusted(PLATFORM_ACCOUNT.to_string()), self.name);
+        Ok(store.run(move |c| image_store::get_by_owner_and_name(c, &owner, name)).await?)
+    }
+
+    /// True when the image is not registered or a file of it is missing.
+    async fn needs_files(&self, store: &Store) -> Result<bool, StartupError> {
+        let Some(row) = self.existing(store).await? else { return Ok(true) };
+        let present = [row.kernel_path.as_deref(), row.initrd_path.as_deref(), Some(row.disk_path.as_str())]
+            .into_iter()
+            .flatten()
+            .all(|p| Path::new(p).exists());
+        if !present {
+            tracing::warn!(image = %row.image_id, "platform image files are missing; rebuilding them");
+        }
+        Ok(!present)
+    }
+
+    /// Copies the built files into the data dir (so it is self-contained and
+    /// a later cache rebuild never changes a VM's disk base) and records them.
+    async fn register(&self, store: &Store, data_dir: &Path, built: socle_agent::ImageFiles) -> Result<(), StartupError> {
+        let existing = self.existing(store).await?;
+        let image_id = existing.as_ref().map(|r| r.image_id.clone()).unwrap_or_else(ImageId::generate);
+        let dir = data_dir.join("images").join(image_id.as_str());
+        fs::create_dir_all(&dir).map_err(data_dir_err(&dir))?;
+        let copy = |from: &Path, name: &str| -> Result<String, StartupError> {
+            let to = dir.join(name);
+            let tmp = dir.join(format!(".{name}.tmp"));
+            fs::copy(from, &tmp).map_err(data_dir_err(&tmp))?;
+            // Base images are never written: read-only protects every VM overlay on them.
+            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444)).map_err(data_dir_err(&tmp))?;
+            fs::rename(&tmp, &to).map_err(data_dir_err(&to))?;
+            Ok(to.display().to_string())
+        };
+        let row = ImageRow {
+            image_id,
+            account_id: AccountId::from_trusted(PLATFORM_ACCOUNT.to_string()),
+            name: self.name.into(),
+            description: self.description.into(),
+            state: "available".into(),
+            architecture: "x86_64".into(),
+            kernel_path: built.kernel.as_deref().map(|k| copy(k, "vmlinuz")).transpose()?,
+            initrd_path: built.initrd.as_deref().map(|i| copy(i, "initrd.img")).transpose()?,
+            disk_path: copy(&built.disk, "disk.qcow2")?,
+            is_public: true,
+            created_at: now_iso(),
+            // The agent builds socle-tiny's disks at 1 GiB.
+            size_gib: 1,
+            root_snapshot_id: None,
+        };
+        let update = existing.is_some();
+        store
+            .run(move |c| if update { image_store::update_files(c, &row) } else { image_store::insert(c, &row) })
+            .await?;
+        Ok(())
+    }
 }
 
 /// What `credentials.json` holds.

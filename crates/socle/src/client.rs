@@ -102,6 +102,10 @@ impl Client {
     /// Streams `body` (`length` bytes whose SHA-256 is `sha256_hex`) to an
     /// operation that takes a raw body (ImportImage); `headers` (lowercase
     /// names) are signed with it.
+    ///
+    /// Sent with `Expect: 100-continue`, so a refusal the server can give
+    /// before reading (bad name, no room, bad signature) arrives as an
+    /// answer instead of a broken pipe halfway through gigabytes.
     pub fn upload(
         &self,
         operation: &str,
@@ -111,23 +115,23 @@ impl Client {
         sha256_hex: &str,
     ) -> anyhow::Result<serde_json::Value> {
         let (host, path, url) = url_of(&self.creds.endpoint, operation);
+        if !url.starts_with("http://") {
+            return Err(anyhow!("uploads go to an http:// endpoint; {url} is not one"));
+        }
         let creds = socle_auth::Credentials {
             access_key: &self.creds.access_key,
             secret_key: &self.creds.secret_key,
             region: &self.creds.region,
         };
         let signed = socle_auth::sign_osc4_streaming(&creds, &host, &path, headers, sha256_hex, time::OffsetDateTime::now_utc());
-        // No overall deadline: an image may take long to send; the server
-        // answers soon after the last byte.
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(std::time::Duration::from_secs(10))
-            .timeout_read(std::time::Duration::from_secs(300))
-            .build();
-        let mut req = agent.post(&url).set("Content-Length", &length.to_string());
-        for (k, v) in &signed {
-            req = req.set(k, v);
+        let (status, answer) = crate::upload::post_with_continue(&host, &path, &signed, body, length)
+            .map_err(|e| anyhow!("upload to {url} failed: {e}"))?;
+        let body: serde_json::Value = serde_json::from_slice(&answer).unwrap_or(serde_json::Value::Null);
+        if status == 200 {
+            Ok(body)
+        } else {
+            Err(ApiFailure { status, body }.into())
         }
-        answer(&url, req.send(body))
     }
 
     /// Calls `operation` with `body`; Ok is the 200 answer, Err the OSC error.

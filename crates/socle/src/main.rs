@@ -5,6 +5,7 @@
 //! - `socle vm …`, `socle api …`: a client of any Socle (or Outscale) endpoint.
 
 mod client;
+mod upload;
 mod cli_account;
 mod cli_image;
 mod cli_vm;

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::path::Path;
 use std::time::Duration;
 
 use base64::Engine;
@@ -57,18 +56,6 @@ fn vm_with(c: &Creds, image: &str, script: &str) -> String {
     id
 }
 
-/// Every file under `dir`, recursively.
-fn files(dir: &Path, out: &mut Vec<std::path::PathBuf>) {
-    for e in std::fs::read_dir(dir).unwrap().flatten() {
-        let p = e.path();
-        if p.is_dir() {
-            files(&p, out);
-        } else if p.is_file() {
-            out.push(p);
-        }
-    }
-}
-
 #[test]
 fn data_survives_snapshot_and_new_volume_and_is_encrypted_at_rest() {
     let cloud = TestCloud::start();
@@ -115,7 +102,7 @@ fn data_survives_snapshot_and_new_volume_and_is_encrypted_at_rest() {
 
     // Nothing under the data dir holds the pattern in clear.
     let mut all = vec![];
-    files(cloud.data_dir(), &mut all);
+    all.extend(files_under(cloud.data_dir()));
     for f in &all {
         let bytes = std::fs::read(f).unwrap_or_default();
         assert!(!bytes.windows(14).any(|w| w == b"SOCLEPATTERN42"), "plaintext found in {}", f.display());
@@ -145,7 +132,7 @@ fn data_survives_snapshot_and_new_volume_and_is_encrypted_at_rest() {
     }
     let mut left = vec![];
     for d in ["agent/volumes", "agent/snapshots"] {
-        files(&cloud.data_dir().join(d), &mut left);
+        left.extend(files_under(&cloud.data_dir().join(d)));
     }
     assert!(left.is_empty(), "files left: {left:?}");
 }

@@ -76,7 +76,7 @@ pub fn new_upload_file(cloud: &Cloud) -> Result<(PathBuf, std::fs::File), ApiErr
     use std::os::unix::fs::OpenOptionsExt;
     let dir = uploads_dir(cloud);
     std::fs::create_dir_all(&dir).map_err(|e| ApiError::internal(format!("cannot create {}: {e}", dir.display())))?;
-    let path = dir.join(format!("{}.part", uuid::Uuid::new_v4()));
+    let path = dir.join(format!("{}.part", hex::encode(rand::random::<[u8; 16]>())));
     let file = std::fs::OpenOptions::new()
         .write(true)
         .create_new(true)
@@ -100,7 +100,7 @@ pub async fn finish_import(cloud: &Arc<Cloud>, caller: &Caller, params: ImportPa
 async fn accept(cloud: &Arc<Cloud>, caller: &Caller, params: ImportParams, part: &Path) -> Result<ImageRow, ApiError> {
     let info = cloud.agent.inspect_upload(part).await.map_err(|e| match e {
         socle_agent::AgentError::ImportRefused { reason, .. } => ApiError::invalid_value(format!("the upload is refused: {reason}")),
-        other => ApiError::internal(other),
+        other => ApiError::internal(other.to_string()),
     })?;
     let size_gib = gib_ceil(info.virtual_size_bytes);
     let snapshot_id = SnapshotId::generate();

@@ -306,3 +306,17 @@ pub fn wait_console(creds: &Creds, vm: &str, needle: &str, times: usize, timeout
 pub fn ids(vms: &Value) -> Vec<String> {
     vms.as_array().unwrap().iter().map(|v| v["VmId"].as_str().unwrap().to_string()).collect()
 }
+
+/// Every file under `dir`, recursively (none if it does not exist).
+pub fn files_under(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut out = vec![];
+    for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
+        let p = e.path();
+        if p.is_dir() {
+            out.extend(files_under(&p));
+        } else if p.is_file() {
+            out.push(p);
+        }
+    }
+    out
+}
