@@ -115,6 +115,35 @@ fn every_storage_step_survives_a_crash_right_after_host_work() {
     cloud.launch(&[]);
     assert_no_orphans(&cloud);
 
+    // Import: the encrypted snapshot is written, the row still says pending
+    // and the upload is still there; after the restart it completes and the
+    // upload goes. Leftover uploads (a .part of an interrupted transfer, an
+    // .upload no import refers to) are removed at start.
+    let work = tempfile::tempdir().unwrap();
+    let raw = work.path().join("disk.raw");
+    let dir = cloud.data_dir().to_path_buf();
+    let mut disk = vec![0u8; 1 << 20];
+    disk[510] = 0x55;
+    disk[511] = 0xaa;
+    std::fs::write(&raw, &disk).unwrap();
+    crash_at(&mut cloud, "snapshot-imported", |_| {
+        let out = std::process::Command::new(socle_bin())
+            .args(["image", "import", raw.to_str().unwrap(), "--name", "crashy", "--no-wait", "--data-dir"])
+            .arg(&dir)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    });
+    poll(&c, "ReadImages", json!({"Filters": {"ImageNames": ["crashy"]}}), "Images", |i| i[0]["State"] == "available");
+    assert_no_orphans(&cloud);
+    assert!(files_under(&cloud.data_dir().join("uploads")).is_empty());
+    for junk in ["0123.part", "snap-0badc0de.upload"] {
+        std::fs::write(cloud.data_dir().join("uploads").join(junk), b"junk").unwrap();
+    }
+    cloud.stop_clean();
+    cloud.launch(&[]);
+    assert!(files_under(&cloud.data_dir().join("uploads")).is_empty());
+
     call(&c, "DeleteVms", json!({"VmIds": [vm]})).ok();
     wait_state(&c, &[vm], "terminated", T);
 }
