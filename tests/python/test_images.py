@@ -140,3 +140,13 @@ def test_public_then_deleted(gw, golden):
     assert read_image(gw, img) is None
     expect_error(gw.DeleteImage, ImageId=img, status=400, code="5023")
     gw.DeleteSnapshot(SnapshotId=snap)
+
+
+def test_full_disk_platform_image_boots_through_the_bios(gw):
+    img = gw.ReadImages(Filters={"ImageNames": ["socle-tiny-disk"]})["Images"][0]
+    assert img["AccountAlias"] == "socle" and img["State"] == "available", img
+    assert img["PermissionsToLaunch"]["GlobalPermission"] is True
+    vm = create_vms(gw, img["ImageId"])[0]["VmId"]
+    wait_vms_state(gw, [vm], "running")
+    wait_ready(gw, vm)
+    gw.DeleteVms(VmIds=[vm])
