@@ -41,7 +41,10 @@ fn qemu_cmdline(vm: &str) -> String {
 async fn assert_bios_boot(agent: &Agent, vm: &str, boots: usize) -> Duration {
     let t = wait_console(agent, vm, READY_MARKER, boots, BOOT_TIMEOUT).await;
     let cmd = qemu_cmdline(vm);
-    assert!(!cmd.contains("-kernel") && !cmd.contains("-initrd"), "{cmd}");
+    assert!(
+        !cmd.contains("-kernel") && !cmd.contains("-initrd"),
+        "{cmd}"
+    );
     assert!(cmd.contains("bootindex"), "{cmd}");
     let text = console(agent, vm);
     assert_eq!(text.matches(SYSLINUX_BANNER).count(), boots, "{text}");
@@ -109,7 +112,11 @@ fn plaintext(path: &Path, key: &VolumeKey, work: &Path) -> Vec<u8> {
         .output()
         .unwrap();
     std::fs::remove_file(&pass).unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let data = std::fs::read(&raw).unwrap();
     std::fs::remove_file(&raw).unwrap();
     data
@@ -141,7 +148,10 @@ async fn full_disk_image_boots_through_the_bios() {
     let state = tmp.path().join("state");
     let agent = tcg_agent(&state).await;
     let t0 = Instant::now();
-    let image = agent.build_tiny_disk_image().await.expect("full-disk image");
+    let image = agent
+        .build_tiny_disk_image()
+        .await
+        .expect("full-disk image");
     eprintln!(
         "full-disk image (cached or built): {:.2} s",
         t0.elapsed().as_secs_f64()
@@ -196,7 +206,10 @@ async fn full_disk_image_boots_through_the_bios() {
     let t0 = Instant::now();
     agent.start_vm(vm).await.unwrap();
     assert_bios_boot(&agent, vm, 2).await;
-    eprintln!("BIOS boot to ready (restart): {:.2} s", t0.elapsed().as_secs_f64());
+    eprintln!(
+        "BIOS boot to ready (restart): {:.2} s",
+        t0.elapsed().as_secs_f64()
+    );
     agent.destroy_vm(vm).await.unwrap();
 
     // 2. Encrypted root volume made from the full disk.
@@ -230,10 +243,7 @@ async fn full_disk_image_boots_through_the_bios() {
         .await
         .unwrap();
     let err = agent.start_vm(vm).await.unwrap_err();
-    assert!(
-        matches!(err, AgentError::MissingVolumeKey { .. }),
-        "{err}"
-    );
+    assert!(matches!(err, AgentError::MissingVolumeKey { .. }), "{err}");
     let t0 = Instant::now();
     agent
         .start_vm_with(vm, &keys(&[(root, &kr)]))
@@ -376,7 +386,10 @@ async fn imported_images_become_encrypted_snapshots_and_boot() {
     }
     assert!(snapshot_dir_entries(&agent).is_empty());
 
-    let (kraw, kq) = (VolumeKey::generate().unwrap(), VolumeKey::generate().unwrap());
+    let (kraw, kq) = (
+        VolumeKey::generate().unwrap(),
+        VolumeKey::generate().unwrap(),
+    );
     for (src, fmt, id, key) in [
         (&raw, UploadFormat::Raw, "snap-imp-raw", &kraw),
         (&qcow, UploadFormat::Qcow2, "snap-imp-qcow2", &kq),
@@ -394,7 +407,10 @@ async fn imported_images_become_encrypted_snapshots_and_boot() {
         assert_eq!(snap.size_bytes, GIB);
         assert_eq!(agent.snapshot_info(id).await.unwrap(), snap);
         let file = std::fs::read(&snap.path).unwrap();
-        assert!(!contains(&file, b"import plaintext canary"), "{fmt}: canary in clear");
+        assert!(
+            !contains(&file, b"import plaintext canary"),
+            "{fmt}: canary in clear"
+        );
         assert!(!contains(&file, b"SYSLINUX"), "{fmt}: boot loader in clear");
         let plain = plaintext(&snap.path, key, &work);
         assert_eq!(plain.len() as u64, GIB);
@@ -410,7 +426,9 @@ async fn imported_images_become_encrypted_snapshots_and_boot() {
             .unwrap();
         let other = VolumeKey::generate().unwrap();
         assert!(matches!(
-            agent.import_as_encrypted_snapshot(src, fmt, id, &other).await,
+            agent
+                .import_as_encrypted_snapshot(src, fmt, id, &other)
+                .await,
             Err(AgentError::WrongKey { .. })
         ));
     }
@@ -530,32 +548,45 @@ async fn hostile_uploads_are_refused_and_leave_nothing() {
     std::fs::write(p("garbage.bin"), b"this is not a disk image\n".repeat(4000)).unwrap();
     std::fs::write(p("empty.img"), b"").unwrap();
 
-    let cases: Vec<(&str, UploadFormat, fn(&ImportRefusal) -> bool)> = vec![
-        ("backing.qcow2", UploadFormat::Qcow2, |r| {
-            matches!(r, ImportRefusal::BackingFile(b) if b == "/etc/hostname")
-        }),
+    type Expect = fn(&ImportRefusal) -> bool;
+    let cases: Vec<(&str, UploadFormat, Expect)> = vec![
+        (
+            "backing.qcow2",
+            UploadFormat::Qcow2,
+            |r| matches!(r, ImportRefusal::BackingFile(b) if b == "/etc/hostname"),
+        ),
         ("datafile.qcow2", UploadFormat::Qcow2, |r| {
             matches!(r, ImportRefusal::ExternalDataFile(_))
         }),
         ("encrypted.qcow2", UploadFormat::Qcow2, |r| {
             matches!(r, ImportRefusal::Encrypted)
         }),
-        ("sparse.vmdk", UploadFormat::Raw, |r| {
-            matches!(r, ImportRefusal::UnsupportedFormat(f) if f == "vmdk")
-        }),
-        ("flat.vmdk", UploadFormat::Raw, |r| {
-            matches!(r, ImportRefusal::UnsupportedFormat(f) if f == "vmdk")
-        }),
-        ("disk.vdi", UploadFormat::Raw, |r| {
-            matches!(r, ImportRefusal::UnsupportedFormat(f) if f == "vdi")
-        }),
-        ("huge.qcow2", UploadFormat::Qcow2, |r| {
-            matches!(r, ImportRefusal::TooBig { virtual_size_bytes, .. } if *virtual_size_bytes == 17 << 40)
-        }),
+        (
+            "sparse.vmdk",
+            UploadFormat::Raw,
+            |r| matches!(r, ImportRefusal::UnsupportedFormat(f) if f == "vmdk"),
+        ),
+        (
+            "flat.vmdk",
+            UploadFormat::Raw,
+            |r| matches!(r, ImportRefusal::UnsupportedFormat(f) if f == "vmdk"),
+        ),
+        (
+            "disk.vdi",
+            UploadFormat::Raw,
+            |r| matches!(r, ImportRefusal::UnsupportedFormat(f) if f == "vdi"),
+        ),
+        (
+            "huge.qcow2",
+            UploadFormat::Qcow2,
+            |r| matches!(r, ImportRefusal::TooBig { virtual_size_bytes, .. } if *virtual_size_bytes == 17 << 40),
+        ),
         ("garbage.bin", UploadFormat::Raw, |r| {
             matches!(r, ImportRefusal::NotADiskImage(_))
         }),
-        ("empty.img", UploadFormat::Raw, |r| matches!(r, ImportRefusal::Empty)),
+        ("empty.img", UploadFormat::Raw, |r| {
+            matches!(r, ImportRefusal::Empty)
+        }),
     ];
     let key = VolumeKey::generate().unwrap();
     for (i, (name, fmt, expected)) in cases.iter().enumerate() {
@@ -571,7 +602,10 @@ async fn hostile_uploads_are_refused_and_leave_nothing() {
             other => panic!("{name}: expected ImportRefused, got {other}"),
         }
         let id = format!("snap-bad{i:02}");
-        match agent.import_as_encrypted_snapshot(&path, *fmt, &id, &key).await {
+        match agent
+            .import_as_encrypted_snapshot(&path, *fmt, &id, &key)
+            .await
+        {
             Err(AgentError::ImportRefused { reason, .. }) => {
                 assert!(expected(&reason), "{name}: import refused with {reason:?}")
             }
@@ -582,7 +616,10 @@ async fn hostile_uploads_are_refused_and_leave_nothing() {
             "{name}: left {:?}",
             snapshot_dir_entries(&agent)
         );
-        assert!(std::fs::read(&path).unwrap() == before, "{name} was modified");
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "{name} was modified"
+        );
     }
     // The host files they point at were not touched either.
     assert!(

@@ -297,8 +297,9 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
     let image = cloud.store.run(move |c| image_store::get(c, &image_id)).await?;
     let files = match image {
         Some(image) => ImageFiles {
-            kernel: image.kernel_path.unwrap_or_default().into(),
-            initrd: image.initrd_path.unwrap_or_default().into(),
+            // No kernel: a full-disk image, booted by the BIOS from its root disk.
+            kernel: image.kernel_path.map(Into::into),
+            initrd: image.initrd_path.map(Into::into),
             disk: image.disk_path.into(),
         },
         // The image was deleted since: the VM keeps booting what it booted.

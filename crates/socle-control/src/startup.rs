@@ -107,8 +107,9 @@ async fn ensure_tiny_image(store: &Store, agent: &Agent, data_dir: &Path) -> Res
         description: "Debian cloud kernel with a busybox userspace; prints 'socle-guest: ready' on its console".into(),
         state: "available".into(),
         architecture: "x86_64".into(),
-        kernel_path: Some(copy(&built.kernel, "vmlinuz")?.display().to_string()),
-        initrd_path: Some(copy(&built.initrd, "initrd.img")?.display().to_string()),
+        // socle-tiny boots with a direct kernel: both are Some.
+        kernel_path: built.kernel.as_deref().map(|k| copy(k, "vmlinuz")).transpose()?.map(|p| p.display().to_string()),
+        initrd_path: built.initrd.as_deref().map(|i| copy(i, "initrd.img")).transpose()?.map(|p| p.display().to_string()),
         disk_path: copy(&built.disk, "disk.qcow2")?.display().to_string(),
         is_public: true,
         created_at: now_iso(),
