@@ -126,6 +126,8 @@ pub struct VmSpec {
     /// Handed to the guest through fw_cfg as `opt/socle/user-data`.
     pub user_data: Option<Vec<u8>>,
     /// Extra kernel arguments (default "quiet"); `console=ttyS0` is always first.
+    /// Direct kernel boot only: a full-disk image (`image.kernel` None) boots
+    /// with the command line of its own boot loader configuration.
     pub kernel_cmdline: Option<String>,
 }
 
