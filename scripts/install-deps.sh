@@ -5,6 +5,9 @@
 #   python3-venv                   only if python3 cannot create a venv
 #   softhsm2                       a real PKCS#11 token for socle-kms (HSM-held keys; tests)
 #   opensc                         pkcs11-tool, the customer-side key tool the socle-kms tests use
+#   syslinux syslinux-common       boot loader + MBR code written into the full-disk socle-tiny image
+#   mtools dosfstools              mcopy / mkfs.vfat: build that image's FAT boot partition in a
+#                                  plain file (no loop device, no mount)
 # The socle-tiny guest image is fetched at run time with `apt-get download`
 # (nothing installed), so apt's package lists must exist: we refresh them.
 #
@@ -21,6 +24,10 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null || need+=(opensc)
+command -v syslinux >/dev/null || need+=(syslinux)
+[ -e /usr/lib/syslinux/mbr/mbr.bin ] || need+=(syslinux-common)
+command -v mcopy >/dev/null || need+=(mtools)
+command -v mkfs.vfat >/dev/null || [ -x /usr/sbin/mkfs.vfat ] || [ -x /sbin/mkfs.vfat ] || need+=(dosfstools)
 # apt-get download (image build) needs package lists.
 [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock | grep -v partial)" ] || need+=(lists)
 

@@ -406,13 +406,21 @@ async fn build_full_disk(
         .and_then(|f| f.set_len(FULL_DISK_BYTES))
         .map_err(|e| AgentError::io("cannot create", &raw, e))?;
     // 2. The FAT16 file system of the boot partition, written in place.
-    let mut cmd = Command::new("mkfs.vfat");
-    cmd.args(["--invariant", "-F", "16", "-n", BOOT_FS_LABEL, "-i", BOOT_FS_SERIAL])
-        .arg(format!("--offset={BOOT_PART_START_LBA}"))
-        .arg("-h")
-        .arg(BOOT_PART_START_LBA.to_string())
-        .arg(&raw)
-        .arg((BOOT_PART_BYTES / 1024).to_string());
+    let mut cmd = Command::new(sbin_tool("mkfs.vfat"));
+    cmd.args([
+        "--invariant",
+        "-F",
+        "16",
+        "-n",
+        BOOT_FS_LABEL,
+        "-i",
+        BOOT_FS_SERIAL,
+    ])
+    .arg(format!("--offset={BOOT_PART_START_LBA}"))
+    .arg("-h")
+    .arg(BOOT_PART_START_LBA.to_string())
+    .arg(&raw)
+    .arg((BOOT_PART_BYTES / 1024).to_string());
     run(cmd, Duration::from_secs(60)).await?;
     // 3. Kernel, initramfs and boot loader configuration (mtools: no mount).
     let cfg = work.join("syslinux.cfg");
@@ -424,10 +432,7 @@ async fn build_full_disk(
         (&cfg, "syslinux.cfg"),
     ] {
         let mut cmd = mtools("mcopy");
-        cmd.arg("-i")
-            .arg(&target)
-            .arg(src)
-            .arg(format!("::{name}"));
+        cmd.arg("-i").arg(&target).arg(src).arg(format!("::{name}"));
         run(cmd, Duration::from_secs(120)).await?;
     }
     // 4. SYSLINUX's boot sector and ldlinux.sys/ldlinux.c32 (it uses mtools).
@@ -474,11 +479,28 @@ async fn build_full_disk(
     })
 }
 
+/// `name` from PATH, else from /usr/sbin or /sbin (not in a non-root PATH).
+fn sbin_tool(name: &str) -> PathBuf {
+    let in_path = std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false);
+    if !in_path {
+        for d in ["/usr/sbin", "/sbin"] {
+            let p = Path::new(d).join(name);
+            if p.is_file() {
+                return p;
+            }
+        }
+    }
+    PathBuf::from(name)
+}
+
 /// An mtools-based command that ignores any user mtools configuration and
 /// does not insist on a floppy-like geometry.
 fn mtools(program: &str) -> Command {
     let mut cmd = Command::new(program);
-    cmd.env("MTOOLSRC", "/dev/null").env("MTOOLS_SKIP_CHECK", "1");
+    cmd.env("MTOOLSRC", "/dev/null")
+        .env("MTOOLS_SKIP_CHECK", "1");
     cmd
 }
 
@@ -795,7 +817,7 @@ mod tests {
         );
         assert_eq!(&s[462..510], &[0u8; 48][..]);
         assert_eq!(&s[510..], &[0x55, 0xaa]);
-        assert!(BOOT_PART_START_LBA * 512 + BOOT_PART_BYTES <= FULL_DISK_BYTES);
+        const { assert!(BOOT_PART_START_LBA * 512 + BOOT_PART_BYTES <= FULL_DISK_BYTES) };
     }
 
     #[test]

@@ -133,7 +133,9 @@ fn be64(b: &[u8], at: usize) -> u64 {
 
 /// Other image formats, recognised by their magic, to refuse them by name.
 fn other_format(head: &[u8], tail: &[u8]) -> Option<&'static str> {
-    let at = |off: usize, magic: &[u8]| head.len() >= off + magic.len() && &head[off..off + magic.len()] == magic;
+    let at = |off: usize, magic: &[u8]| {
+        head.len() >= off + magic.len() && &head[off..off + magic.len()] == magic
+    };
     let checks: &[(usize, &[u8], &str)] = &[
         (0, b"KDMV", "vmdk"),
         (0, b"COWD", "vmdk"),
@@ -150,7 +152,11 @@ fn other_format(head: &[u8], tail: &[u8]) -> Option<&'static str> {
         (0, b"#!/bin/sh\n#V2.0 Format", "cloop"),
         (0, b"\x1f\x8b", "gzip (compressed; decompress it first)"),
         (0, b"\xfd7zXZ\0", "xz (compressed; decompress it first)"),
-        (0, b"\x28\xb5\x2f\xfd", "zstd (compressed; decompress it first)"),
+        (
+            0,
+            b"\x28\xb5\x2f\xfd",
+            "zstd (compressed; decompress it first)",
+        ),
         (0, b"BZh", "bzip2 (compressed; decompress it first)"),
         (257, b"ustar", "tar archive"),
         (0, b"PK\x03\x04", "zip archive"),
@@ -235,7 +241,10 @@ fn sniff(path: &Path) -> Result<(UploadFormat, u64, u64), AgentError> {
             }
             let incompatible = be64(&head, 72);
             if incompatible & QCOW2_INCOMPAT_DATA_FILE != 0 {
-                return Err(refused(path, ImportRefusal::ExternalDataFile(String::new())));
+                return Err(refused(
+                    path,
+                    ImportRefusal::ExternalDataFile(String::new()),
+                ));
             }
             if incompatible & QCOW2_INCOMPAT_CORRUPT != 0 {
                 return Err(refused(
@@ -288,10 +297,12 @@ impl Agent {
         let source = plain_source(path, format.as_str());
         let mut cmd = self.qemu_img_cmd();
         cmd.args(["info", "--output=json"]).arg(&source);
-        let out = run(cmd, Duration::from_secs(60)).await.map_err(|e| match e {
-            AgentError::Command { stderr, .. } => refused(path, ImportRefusal::Corrupt(stderr)),
-            other => other,
-        })?;
+        let out = run(cmd, Duration::from_secs(60))
+            .await
+            .map_err(|e| match e {
+                AgentError::Command { stderr, .. } => refused(path, ImportRefusal::Corrupt(stderr)),
+                other => other,
+            })?;
         let info: Value = serde_json::from_slice(&out.stdout).map_err(|e| {
             refused(
                 path,
@@ -317,7 +328,11 @@ impl Agent {
         if info.get("encrypted").and_then(Value::as_bool) == Some(true) {
             return Err(refused(path, ImportRefusal::Encrypted));
         }
-        if info.pointer("/format-specific/data/corrupt").and_then(Value::as_bool) == Some(true) {
+        if info
+            .pointer("/format-specific/data/corrupt")
+            .and_then(Value::as_bool)
+            == Some(true)
+        {
             return Err(refused(
                 path,
                 ImportRefusal::Corrupt("qemu-img reports the image corrupt".into()),
@@ -522,7 +537,10 @@ mod tests {
     fn sniffing() {
         let d = tempfile::tempdir().unwrap();
         let dir = d.path();
-        assert_eq!(reason(sniff(&write(dir, "empty", b""))), ImportRefusal::Empty);
+        assert_eq!(
+            reason(sniff(&write(dir, "empty", b""))),
+            ImportRefusal::Empty
+        );
         assert_eq!(reason(sniff(dir)), ImportRefusal::NotAFile);
         assert!(matches!(
             reason(sniff(&write(dir, "garbage", &[7u8; 4096]))),
@@ -572,7 +590,10 @@ mod tests {
         );
         let mut e = q.clone();
         e[32..36].copy_from_slice(&2u32.to_be_bytes());
-        assert_eq!(reason(sniff(&write(dir, "e.qcow2", &e))), ImportRefusal::Encrypted);
+        assert_eq!(
+            reason(sniff(&write(dir, "e.qcow2", &e))),
+            ImportRefusal::Encrypted
+        );
         let mut x = q.clone();
         x[72..80].copy_from_slice(&4u64.to_be_bytes());
         assert_eq!(

@@ -126,6 +126,8 @@ pub struct VmSpec {
     /// Handed to the guest through fw_cfg as `opt/socle/user-data`.
     pub user_data: Option<Vec<u8>>,
     /// Extra kernel arguments (default "quiet"); `console=ttyS0` is always first.
+    /// Direct kernel boot only: a full-disk image (`image.kernel` None) boots
+    /// with the command line of its own boot loader configuration.
     pub kernel_cmdline: Option<String>,
 }
 
@@ -1185,7 +1187,10 @@ mod tests {
   "has_user_data": false
 }"#;
         let spec: StoredSpec = serde_json::from_str(old).unwrap();
-        assert_eq!(spec.image.kernel.as_deref(), Some(Path::new("/img/vmlinuz")));
+        assert_eq!(
+            spec.image.kernel.as_deref(),
+            Some(Path::new("/img/vmlinuz"))
+        );
         assert_eq!(
             spec.image.initrd.as_deref(),
             Some(Path::new("/img/initrd.cpio"))
@@ -1195,7 +1200,10 @@ mod tests {
         let mut full = spec.clone();
         full.image = ImageFiles::full_disk("/img/full-disk.qcow2");
         let json = serde_json::to_string(&full).unwrap();
-        assert!(!json.contains("kernel\":") && !json.contains("initrd"), "{json}");
+        assert!(
+            !json.contains("kernel\":") && !json.contains("initrd"),
+            "{json}"
+        );
         let back: StoredSpec = serde_json::from_str(&json).unwrap();
         assert_eq!(back, full);
         assert!(back.image.boots_from_disk());

@@ -475,7 +475,10 @@ impl Agent {
         self.lock_vm(&format!("volume/{volume_id}")).await
     }
 
-    pub(crate) async fn lock_snapshot(&self, snapshot_id: &str) -> tokio::sync::OwnedMutexGuard<()> {
+    pub(crate) async fn lock_snapshot(
+        &self,
+        snapshot_id: &str,
+    ) -> tokio::sync::OwnedMutexGuard<()> {
         self.lock_vm(&format!("snapshot/{snapshot_id}")).await
     }
 
@@ -565,7 +568,12 @@ impl Agent {
     }
 
     /// Opens the image with `key` (a tiny `qemu-img map`): Ok or `WrongKey`.
-    pub(crate) async fn check_key(&self, path: &Path, key: &VolumeKey, what: &str) -> Result<(), AgentError> {
+    pub(crate) async fn check_key(
+        &self,
+        path: &Path,
+        key: &VolumeKey,
+        what: &str,
+    ) -> Result<(), AgentError> {
         let mut secrets = SecretFds::new();
         let file = secrets.add(key)?;
         let mut cmd = self.qemu_img();
