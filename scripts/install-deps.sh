@@ -5,6 +5,9 @@
 #   python3-venv                   only if python3 cannot create a venv
 #   softhsm2                       a real PKCS#11 token for socle-kms (HSM-held keys; tests)
 #   opensc                         pkcs11-tool, the customer-side key tool the socle-kms tests use
+#   iproute2 nftables dnsmasq-base the host network driver (socle-net): namespaces, bridges,
+#                                  security groups/NAT, per-Net DHCP
+#   busybox                        udhcpc, nc and wget play the guest in the socle-net tests
 # The socle-tiny guest image is fetched at run time with `apt-get download`
 # (nothing installed), so apt's package lists must exist: we refresh them.
 #
@@ -21,6 +24,10 @@ command -v ssh-keygen >/dev/null || need+=(openssh-client)
 python3 -m venv --help >/dev/null 2>&1 || need+=(python3-venv)
 [ -e /usr/lib/softhsm/libsofthsm2.so ] && command -v softhsm2-util >/dev/null || need+=(softhsm2)
 command -v pkcs11-tool >/dev/null || need+=(opensc)
+command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
+command -v busybox >/dev/null || need+=(busybox)
 # apt-get download (image build) needs package lists.
 [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock | grep -v partial)" ] || need+=(lists)
 
