@@ -8,6 +8,9 @@
 #   syslinux syslinux-common       boot loader + MBR code written into the full-disk socle-tiny image
 #   mtools dosfstools              mcopy / mkfs.vfat: build that image's FAT boot partition in a
 #                                  plain file (no loop device, no mount)
+#   iproute2 nftables dnsmasq-base the host network driver (socle-net): namespaces, bridges,
+#                                  security groups/NAT, per-Net DHCP
+#   busybox                        udhcpc, nc and wget play the guest in the socle-net tests
 # The socle-tiny guest image is fetched at run time with `apt-get download`
 # (nothing installed), so apt's package lists must exist: we refresh them.
 #
@@ -28,6 +31,10 @@ command -v syslinux >/dev/null || need+=(syslinux)
 [ -e /usr/lib/syslinux/mbr/mbr.bin ] || need+=(syslinux-common)
 command -v mcopy >/dev/null || need+=(mtools)
 command -v mkfs.vfat >/dev/null || [ -x /usr/sbin/mkfs.vfat ] || [ -x /sbin/mkfs.vfat ] || need+=(dosfstools)
+command -v ip >/dev/null || need+=(iproute2)
+command -v nft >/dev/null || need+=(nftables)
+command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
+command -v busybox >/dev/null || need+=(busybox)
 # apt-get download (image build) needs package lists.
 [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock | grep -v partial)" ] || need+=(lists)
 
