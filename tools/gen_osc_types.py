@@ -37,6 +37,11 @@ OPERATIONS = [
     "CreateVolume", "ReadVolumes", "UpdateVolume", "LinkVolume", "UnlinkVolume", "DeleteVolume",
     "CreateSnapshot", "ReadSnapshots", "DeleteSnapshot", "UpdateSnapshot",
     "CreateImage", "UpdateImage", "DeleteImage",
+    # networking
+    "CreateNet", "ReadNets", "UpdateNet", "DeleteNet",
+    "CreateSubnet", "ReadSubnets", "UpdateSubnet", "DeleteSubnet",
+    "CreateSecurityGroup", "ReadSecurityGroups", "DeleteSecurityGroup",
+    "CreateSecurityGroupRule", "DeleteSecurityGroupRule",
 ]
 
 RUST_KEYWORDS = {"type", "match", "ref", "self", "move", "box", "in", "for", "loop"}

@@ -104,6 +104,19 @@ pub async fn call(
             "CreateImage" => ops::images::create_image,
             "UpdateImage" => ops::images::update_image,
             "DeleteImage" => ops::images::delete_image,
+            "CreateNet" => ops::nets::create_net,
+            "ReadNets" => ops::nets::read_nets,
+            "UpdateNet" => ops::nets::update_net,
+            "DeleteNet" => ops::nets::delete_net,
+            "CreateSubnet" => ops::subnets::create_subnet,
+            "ReadSubnets" => ops::subnets::read_subnets,
+            "UpdateSubnet" => ops::subnets::update_subnet,
+            "DeleteSubnet" => ops::subnets::delete_subnet,
+            "CreateSecurityGroup" => ops::security_groups::create_security_group,
+            "ReadSecurityGroups" => ops::security_groups::read_security_groups,
+            "DeleteSecurityGroup" => ops::security_groups::delete_security_group,
+            "CreateSecurityGroupRule" => ops::security_groups::create_security_group_rule,
+            "DeleteSecurityGroupRule" => ops::security_groups::delete_security_group_rule,
         }
     )
 }

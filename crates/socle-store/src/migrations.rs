@@ -178,6 +178,61 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (image_id, account_id)
     );
     "#,
+    // 5: networking — Nets, subnets, security groups and their rules.
+    r#"
+    CREATE TABLE nets (
+        net_id     TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        ip_range   TEXT NOT NULL,
+        tenancy    TEXT NOT NULL DEFAULT 'default',
+        state      TEXT NOT NULL,
+        -- The VXLAN network identifier a multi-host overlay gives this Net:
+        -- allocated once, unique in the cloud (docs/NETWORKING.md).
+        vni        INTEGER NOT NULL UNIQUE,
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX nets_account ON nets(account_id, created_at, net_id);
+    CREATE TABLE subnets (
+        subnet_id      TEXT PRIMARY KEY,
+        account_id     TEXT NOT NULL,
+        net_id         TEXT NOT NULL REFERENCES nets(net_id),
+        ip_range       TEXT NOT NULL,
+        subregion_name TEXT NOT NULL,
+        map_public_ip_on_launch INTEGER NOT NULL DEFAULT 0,
+        state          TEXT NOT NULL,
+        created_at     TEXT NOT NULL
+    );
+    CREATE INDEX subnets_net ON subnets(net_id);
+    CREATE INDEX subnets_account ON subnets(account_id, created_at, subnet_id);
+    -- net_id NULL: a group of the public cloud (VMs outside any Net).
+    CREATE TABLE security_groups (
+        security_group_id TEXT PRIMARY KEY,
+        account_id  TEXT NOT NULL,
+        net_id      TEXT REFERENCES nets(net_id),
+        name        TEXT NOT NULL,
+        description TEXT NOT NULL,
+        created_at  TEXT NOT NULL
+    );
+    -- Names are unique per account and Net (NULLs would be distinct in a plain UNIQUE).
+    CREATE UNIQUE INDEX security_groups_name ON security_groups(account_id, COALESCE(net_id, ''), name);
+    CREATE TABLE security_group_rules (
+        rule_id           TEXT PRIMARY KEY,
+        security_group_id TEXT NOT NULL REFERENCES security_groups(security_group_id) ON DELETE CASCADE,
+        -- 'inbound' or 'outbound'
+        flow              TEXT NOT NULL,
+        -- '-1' (all), 'tcp', 'udp', 'icmp'
+        protocol          TEXT NOT NULL,
+        from_port         INTEGER,
+        to_port           INTEGER,
+        -- Exactly one of: an IP range, or a group (of this or another account).
+        ip_range          TEXT,
+        peer_group_id     TEXT,
+        created_at        TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX security_group_rules_unique ON security_group_rules(
+        security_group_id, flow, protocol, COALESCE(from_port, -1), COALESCE(to_port, -1),
+        COALESCE(ip_range, ''), COALESCE(peer_group_id, ''));
+    "#,
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

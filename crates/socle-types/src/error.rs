@@ -48,6 +48,24 @@ pub enum ErrorCode {
     NoSuchVolume,
     /// 5054 — no such snapshot.
     NoSuchSnapshot,
+    /// 5065 — no such Net.
+    NoSuchNet,
+    /// 5057 — no such subnet.
+    NoSuchSubnet,
+    /// 5020 — no such security group.
+    NoSuchSecurityGroup,
+    /// 4015 — an IP range whose size is not allowed.
+    InvalidCidrSize,
+    /// 9058 — the subnet's range overlaps another subnet of the Net.
+    SubnetConflict,
+    /// 9044 — the range is not inside the Net's range.
+    NotInNetRange,
+    /// 9066 — the Net still has subnets, NICs, gateways or security groups.
+    NetInUse,
+    /// 9057 — the subnet still has NICs or VMs.
+    SubnetInUse,
+    /// 9008 — a security group with that name exists already.
+    DuplicateGroup,
     /// 4019 — a device name Socle cannot use.
     InvalidDeviceName,
     /// 4029 — IOPS out of range or given for a type without IOPS.
@@ -109,6 +127,15 @@ impl ErrorCode {
             NoSuchKeypair => "5071",
             NoSuchVolume => "5064",
             NoSuchSnapshot => "5054",
+            NoSuchNet => "5065",
+            NoSuchSubnet => "5057",
+            NoSuchSecurityGroup => "5020",
+            InvalidCidrSize => "4015",
+            SubnetConflict => "9058",
+            NotInNetRange => "9044",
+            NetInUse => "9066",
+            SubnetInUse => "9057",
+            DuplicateGroup => "9008",
             InvalidDeviceName => "4019",
             InvalidIops => "4029",
             InvalidVolumeSize => "4078",
@@ -139,13 +166,15 @@ impl ErrorCode {
             RequestExpired => "RequestExpired",
             InvalidParameter | InvalidParameterValue | InvalidIdPrefix | MalformedId
             | InvalidParameterValueLength | InvalidParameterType | InvalidJson | BodyTooLarge
-            | NoSuchAccessKey | InvalidDeviceName | InvalidIops | InvalidVolumeSize => "InvalidParameterValue",
-            MissingParameter => "MissingParameter",
-            NoSuchImage | NoSuchOperation | NoSuchVm | NoSuchKeypair | NoSuchVolume | NoSuchSnapshot => {
-                "InvalidResource"
+            | NoSuchAccessKey | InvalidDeviceName | InvalidIops | InvalidVolumeSize | InvalidCidrSize => {
+                "InvalidParameterValue"
             }
+            MissingParameter => "MissingParameter",
+            NoSuchImage | NoSuchOperation | NoSuchVm | NoSuchKeypair | NoSuchVolume | NoSuchSnapshot | NoSuchNet
+            | NoSuchSubnet | NoSuchSecurityGroup => "InvalidResource",
             InvalidVmState | InvalidResourceState | InvalidVolumeState | InvalidImageState => "InvalidState",
-            DuplicateKey | ResourceConflict | DeviceInUse | VolumeNotInUse => "ResourceConflict",
+            DuplicateKey | ResourceConflict | DeviceInUse | VolumeNotInUse | SubnetConflict | NotInNetRange
+            | NetInUse | SubnetInUse | DuplicateGroup => "ResourceConflict",
             TooManyVms | TooManyCores | TooMuchMemory | TooManyTags | TooManyAccessKeys
             | TooMuchVolumeSize => "TooManyResources (QuotaExceded)",
             InternalError => "InternalError",

@@ -74,6 +74,14 @@ resource_id!(/// A volume snapshot.
     SnapshotId, "snap", "snapshot");
 resource_id!(/// The reservation that groups the VMs of one `CreateVms` call.
     ReservationId, "r", "reservation");
+resource_id!(/// A Net (a private network, like a VPC).
+    NetId, "vpc", "Net");
+resource_id!(/// A subnet of a Net.
+    SubnetId, "subnet", "subnet");
+resource_id!(/// A security group.
+    SecurityGroupId, "sg", "security group");
+resource_id!(/// A rule of a security group.
+    SecurityGroupRuleId, "sgr", "security group rule");
 
 /// An account: 12 decimal digits, as on Outscale.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

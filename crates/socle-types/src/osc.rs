@@ -1331,6 +1331,309 @@ pub struct DeleteImageRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct CreateNetRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "IpRange")]
+    pub ip_range: String,
+    #[serde(rename = "Tenancy", default, skip_serializing_if = "Option::is_none")]
+    pub tenancy: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadNetsRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "Filters", default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FiltersNet>,
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResultsPerPage", default, skip_serializing_if = "Option::is_none")]
+    pub results_per_page: Option<i64>,
+}
+
+/// One or more filters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersNet {
+    #[serde(rename = "DhcpOptionsSetIds", default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_options_set_ids: Option<Vec<String>>,
+    #[serde(rename = "IpRanges", default, skip_serializing_if = "Option::is_none")]
+    pub ip_ranges: Option<Vec<String>>,
+    #[serde(rename = "IsDefault", default, skip_serializing_if = "Option::is_none")]
+    pub is_default: Option<bool>,
+    #[serde(rename = "NetIds", default, skip_serializing_if = "Option::is_none")]
+    pub net_ids: Option<Vec<String>>,
+    #[serde(rename = "States", default, skip_serializing_if = "Option::is_none")]
+    pub states: Option<Vec<String>>,
+    #[serde(rename = "TagKeys", default, skip_serializing_if = "Option::is_none")]
+    pub tag_keys: Option<Vec<String>>,
+    #[serde(rename = "TagValues", default, skip_serializing_if = "Option::is_none")]
+    pub tag_values: Option<Vec<String>>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNetRequest {
+    #[serde(rename = "DhcpOptionsSetId")]
+    pub dhcp_options_set_id: String,
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "NetId")]
+    pub net_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteNetRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "NetId")]
+    pub net_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubnetRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "IpRange")]
+    pub ip_range: String,
+    #[serde(rename = "NetId")]
+    pub net_id: String,
+    #[serde(rename = "SubregionName", default, skip_serializing_if = "Option::is_none")]
+    pub subregion_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadSubnetsRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "Filters", default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FiltersSubnet>,
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResultsPerPage", default, skip_serializing_if = "Option::is_none")]
+    pub results_per_page: Option<i64>,
+}
+
+/// One or more filters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersSubnet {
+    #[serde(rename = "AvailableIpsCounts", default, skip_serializing_if = "Option::is_none")]
+    pub available_ips_counts: Option<Vec<i64>>,
+    #[serde(rename = "IpRanges", default, skip_serializing_if = "Option::is_none")]
+    pub ip_ranges: Option<Vec<String>>,
+    #[serde(rename = "NetIds", default, skip_serializing_if = "Option::is_none")]
+    pub net_ids: Option<Vec<String>>,
+    #[serde(rename = "States", default, skip_serializing_if = "Option::is_none")]
+    pub states: Option<Vec<String>>,
+    #[serde(rename = "SubnetIds", default, skip_serializing_if = "Option::is_none")]
+    pub subnet_ids: Option<Vec<String>>,
+    #[serde(rename = "SubregionNames", default, skip_serializing_if = "Option::is_none")]
+    pub subregion_names: Option<Vec<String>>,
+    #[serde(rename = "TagKeys", default, skip_serializing_if = "Option::is_none")]
+    pub tag_keys: Option<Vec<String>>,
+    #[serde(rename = "TagValues", default, skip_serializing_if = "Option::is_none")]
+    pub tag_values: Option<Vec<String>>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSubnetRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "MapPublicIpOnLaunch")]
+    pub map_public_ip_on_launch: bool,
+    #[serde(rename = "SubnetId")]
+    pub subnet_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteSubnetRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "SubnetId")]
+    pub subnet_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSecurityGroupRequest {
+    #[serde(rename = "Description")]
+    pub description: String,
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "NetId", default, skip_serializing_if = "Option::is_none")]
+    pub net_id: Option<String>,
+    #[serde(rename = "SecurityGroupName")]
+    pub security_group_name: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadSecurityGroupsRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "Filters", default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FiltersSecurityGroup>,
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResultsPerPage", default, skip_serializing_if = "Option::is_none")]
+    pub results_per_page: Option<i64>,
+}
+
+/// One or more filters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersSecurityGroup {
+    #[serde(rename = "Descriptions", default, skip_serializing_if = "Option::is_none")]
+    pub descriptions: Option<Vec<String>>,
+    #[serde(rename = "InboundRuleAccountIds", default, skip_serializing_if = "Option::is_none")]
+    pub inbound_rule_account_ids: Option<Vec<String>>,
+    #[serde(rename = "InboundRuleFromPortRanges", default, skip_serializing_if = "Option::is_none")]
+    pub inbound_rule_from_port_ranges: Option<Vec<i64>>,
+    #[serde(rename = "InboundRuleIpRanges", default, skip_serializing_if = "Option::is_none")]
+    pub inbound_rule_ip_ranges: Option<Vec<String>>,
+    #[serde(rename = "InboundRuleProtocols", default, skip_serializing_if = "Option::is_none")]
+    pub inbound_rule_protocols: Option<Vec<String>>,
+    #[serde(rename = "InboundRuleSecurityGroupIds", default, skip_serializing_if = "Option::is_none")]
+    pub inbound_rule_security_group_ids: Option<Vec<String>>,
+    #[serde(rename = "InboundRuleSecurityGroupNames", default, skip_serializing_if = "Option::is_none")]
+    pub inbound_rule_security_group_names: Option<Vec<String>>,
+    #[serde(rename = "InboundRuleToPortRanges", default, skip_serializing_if = "Option::is_none")]
+    pub inbound_rule_to_port_ranges: Option<Vec<i64>>,
+    #[serde(rename = "NetIds", default, skip_serializing_if = "Option::is_none")]
+    pub net_ids: Option<Vec<String>>,
+    #[serde(rename = "OutboundRuleAccountIds", default, skip_serializing_if = "Option::is_none")]
+    pub outbound_rule_account_ids: Option<Vec<String>>,
+    #[serde(rename = "OutboundRuleFromPortRanges", default, skip_serializing_if = "Option::is_none")]
+    pub outbound_rule_from_port_ranges: Option<Vec<i64>>,
+    #[serde(rename = "OutboundRuleIpRanges", default, skip_serializing_if = "Option::is_none")]
+    pub outbound_rule_ip_ranges: Option<Vec<String>>,
+    #[serde(rename = "OutboundRuleProtocols", default, skip_serializing_if = "Option::is_none")]
+    pub outbound_rule_protocols: Option<Vec<String>>,
+    #[serde(rename = "OutboundRuleSecurityGroupIds", default, skip_serializing_if = "Option::is_none")]
+    pub outbound_rule_security_group_ids: Option<Vec<String>>,
+    #[serde(rename = "OutboundRuleSecurityGroupNames", default, skip_serializing_if = "Option::is_none")]
+    pub outbound_rule_security_group_names: Option<Vec<String>>,
+    #[serde(rename = "OutboundRuleToPortRanges", default, skip_serializing_if = "Option::is_none")]
+    pub outbound_rule_to_port_ranges: Option<Vec<i64>>,
+    #[serde(rename = "SecurityGroupIds", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_ids: Option<Vec<String>>,
+    #[serde(rename = "SecurityGroupNames", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_names: Option<Vec<String>>,
+    #[serde(rename = "TagKeys", default, skip_serializing_if = "Option::is_none")]
+    pub tag_keys: Option<Vec<String>>,
+    #[serde(rename = "TagValues", default, skip_serializing_if = "Option::is_none")]
+    pub tag_values: Option<Vec<String>>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteSecurityGroupRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "SecurityGroupId", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_id: Option<String>,
+    #[serde(rename = "SecurityGroupName", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSecurityGroupRuleRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "Flow")]
+    pub flow: String,
+    #[serde(rename = "FromPortRange", default, skip_serializing_if = "Option::is_none")]
+    pub from_port_range: Option<i64>,
+    #[serde(rename = "IpProtocol", default, skip_serializing_if = "Option::is_none")]
+    pub ip_protocol: Option<String>,
+    #[serde(rename = "IpRange", default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+    #[serde(rename = "Rules", default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<SecurityGroupRule>>,
+    #[serde(rename = "SecurityGroupAccountIdToLink", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_account_id_to_link: Option<String>,
+    #[serde(rename = "SecurityGroupId")]
+    pub security_group_id: String,
+    #[serde(rename = "SecurityGroupNameToLink", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_name_to_link: Option<String>,
+    #[serde(rename = "ToPortRange", default, skip_serializing_if = "Option::is_none")]
+    pub to_port_range: Option<i64>,
+}
+
+/// Information about the security group rule.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupRule {
+    #[serde(rename = "FromPortRange", default, skip_serializing_if = "Option::is_none")]
+    pub from_port_range: Option<i64>,
+    #[serde(rename = "IpProtocol", default, skip_serializing_if = "Option::is_none")]
+    pub ip_protocol: Option<String>,
+    #[serde(rename = "IpRanges", default, skip_serializing_if = "Option::is_none")]
+    pub ip_ranges: Option<Vec<String>>,
+    #[serde(rename = "SecurityGroupRuleId", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_rule_id: Option<String>,
+    #[serde(rename = "SecurityGroupsMembers", default, skip_serializing_if = "Option::is_none")]
+    pub security_groups_members: Option<Vec<SecurityGroupsMember>>,
+    #[serde(rename = "ServiceIds", default, skip_serializing_if = "Option::is_none")]
+    pub service_ids: Option<Vec<String>>,
+    #[serde(rename = "ToPortRange", default, skip_serializing_if = "Option::is_none")]
+    pub to_port_range: Option<i64>,
+}
+
+/// Information about a source or destination security group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroupsMember {
+    #[serde(rename = "AccountId", default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    #[serde(rename = "SecurityGroupId", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_id: Option<String>,
+    #[serde(rename = "SecurityGroupName", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_name: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteSecurityGroupRuleRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "Flow")]
+    pub flow: String,
+    #[serde(rename = "FromPortRange", default, skip_serializing_if = "Option::is_none")]
+    pub from_port_range: Option<i64>,
+    #[serde(rename = "IpProtocol", default, skip_serializing_if = "Option::is_none")]
+    pub ip_protocol: Option<String>,
+    #[serde(rename = "IpRange", default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+    #[serde(rename = "Rules", default, skip_serializing_if = "Option::is_none")]
+    pub rules: Option<Vec<SecurityGroupRule>>,
+    #[serde(rename = "SecurityGroupAccountIdToUnlink", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_account_id_to_unlink: Option<String>,
+    #[serde(rename = "SecurityGroupId")]
+    pub security_group_id: String,
+    #[serde(rename = "SecurityGroupNameToUnlink", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_name_to_unlink: Option<String>,
+    #[serde(rename = "ToPortRange", default, skip_serializing_if = "Option::is_none")]
+    pub to_port_range: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReadRegionsResponse {
     #[serde(rename = "Regions", default, skip_serializing_if = "Option::is_none")]
     pub regions: Option<Vec<Region>>,
@@ -2196,4 +2499,183 @@ pub struct UpdateImageResponse {
 pub struct DeleteImageResponse {
     #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
     pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNetResponse {
+    #[serde(rename = "Net", default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<Net>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+/// Information about the Net.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Net {
+    #[serde(rename = "DhcpOptionsSetId", default, skip_serializing_if = "Option::is_none")]
+    pub dhcp_options_set_id: Option<String>,
+    #[serde(rename = "IpRange", default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+    #[serde(rename = "NetId", default, skip_serializing_if = "Option::is_none")]
+    pub net_id: Option<String>,
+    #[serde(rename = "State", default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<ResourceTag>>,
+    #[serde(rename = "Tenancy", default, skip_serializing_if = "Option::is_none")]
+    pub tenancy: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadNetsResponse {
+    #[serde(rename = "Nets", default, skip_serializing_if = "Option::is_none")]
+    pub nets: Option<Vec<Net>>,
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNetResponse {
+    #[serde(rename = "Net", default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<Net>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteNetResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSubnetResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "Subnet", default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Subnet>,
+}
+
+/// Information about the Subnet.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Subnet {
+    #[serde(rename = "AvailableIpsCount", default, skip_serializing_if = "Option::is_none")]
+    pub available_ips_count: Option<i64>,
+    #[serde(rename = "IpRange", default, skip_serializing_if = "Option::is_none")]
+    pub ip_range: Option<String>,
+    #[serde(rename = "MapPublicIpOnLaunch", default, skip_serializing_if = "Option::is_none")]
+    pub map_public_ip_on_launch: Option<bool>,
+    #[serde(rename = "NetId", default, skip_serializing_if = "Option::is_none")]
+    pub net_id: Option<String>,
+    #[serde(rename = "State", default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(rename = "SubnetId", default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    #[serde(rename = "SubregionName", default, skip_serializing_if = "Option::is_none")]
+    pub subregion_name: Option<String>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<ResourceTag>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadSubnetsResponse {
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "Subnets", default, skip_serializing_if = "Option::is_none")]
+    pub subnets: Option<Vec<Subnet>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateSubnetResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "Subnet", default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<Subnet>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteSubnetResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSecurityGroupResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "SecurityGroup", default, skip_serializing_if = "Option::is_none")]
+    pub security_group: Option<SecurityGroup>,
+}
+
+/// Information about the security group.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SecurityGroup {
+    #[serde(rename = "AccountId", default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    #[serde(rename = "Description", default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(rename = "InboundRules", default, skip_serializing_if = "Option::is_none")]
+    pub inbound_rules: Option<Vec<SecurityGroupRule>>,
+    #[serde(rename = "NetId", default, skip_serializing_if = "Option::is_none")]
+    pub net_id: Option<String>,
+    #[serde(rename = "OutboundRules", default, skip_serializing_if = "Option::is_none")]
+    pub outbound_rules: Option<Vec<SecurityGroupRule>>,
+    #[serde(rename = "SecurityGroupId", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_id: Option<String>,
+    #[serde(rename = "SecurityGroupName", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_name: Option<String>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<ResourceTag>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadSecurityGroupsResponse {
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "SecurityGroups", default, skip_serializing_if = "Option::is_none")]
+    pub security_groups: Option<Vec<SecurityGroup>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteSecurityGroupResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateSecurityGroupRuleResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "SecurityGroup", default, skip_serializing_if = "Option::is_none")]
+    pub security_group: Option<SecurityGroup>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteSecurityGroupRuleResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "SecurityGroup", default, skip_serializing_if = "Option::is_none")]
+    pub security_group: Option<SecurityGroup>,
 }
