@@ -13,6 +13,7 @@ pub mod access_keys;
 pub mod accounts;
 pub mod images;
 pub mod keypairs;
+pub mod nets;
 mod migrations;
 pub mod tags;
 pub mod vms;

@@ -5,7 +5,7 @@ use std::sync::Arc;
 use socle_store::tags::{self as tag_store, TagRow, MAX_TAGS_PER_RESOURCE};
 use socle_store::{images as image_store, keypairs as keypair_store, vms as vm_store, snapshots as snapshot_store, volumes as volume_store, Connection};
 use socle_types::error::ErrorCode;
-use socle_types::ids::{AccountId, ImageId, KeypairId, SnapshotId, VmId, VolumeId};
+use socle_types::ids::{AccountId, ImageId, KeypairId, NetId, SnapshotId, SubnetId, VmId, VolumeId};
 use socle_types::osc::*;
 use socle_types::ApiError;
 
@@ -35,6 +35,16 @@ fn owned_resource_type(conn: &Connection, account: &AccountId, id: &str) -> Resu
             ErrorCode::NoSuchSnapshot,
             "snapshot",
         ),
+        "vpc" => (
+            socle_store::nets::get_net(conn, account, &NetId::parse(id)?)?.map(|_| "vpc"),
+            ErrorCode::NoSuchNet,
+            "Net",
+        ),
+        "subnet" => (
+            socle_store::nets::get_subnet(conn, account, &SubnetId::parse(id)?)?.map(|_| "subnet"),
+            ErrorCode::NoSuchSubnet,
+            "subnet",
+        ),
         "ami" => (
             image_store::get_visible(conn, account, &ImageId::parse(id)?)?
                 .filter(|i| i.account_id == *account)
@@ -45,7 +55,7 @@ fn owned_resource_type(conn: &Connection, account: &AccountId, id: &str) -> Resu
         _ => {
             return Err(ApiError::new(
                 ErrorCode::InvalidIdPrefix,
-                format!("{id:?} is not the ID of a taggable resource (VM, volume, snapshot, image or keypair)"),
+                format!("{id:?} is not the ID of a taggable resource (VM, volume, snapshot, image, keypair, Net or subnet)"),
             ))
         }
     };
