@@ -168,12 +168,21 @@ fn bridge_table(spec: &NetSpec) -> String {
             t,
             "\t\tip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 meta mark set {mark:#x} accept"
         );
-        let _ = writeln!(t, "\t\tip saddr {ips} meta mark set {mark:#x} accept");
+        if p.source_dest_check {
+            let _ = writeln!(t, "\t\tip saddr {ips} meta mark set {mark:#x} accept");
+        } else {
+            let _ = writeln!(t, "\t\t# source/dest check off: a router may forward others' packets");
+            let _ = writeln!(t, "\t\tether type ip meta mark set {mark:#x} accept");
+        }
         let _ = writeln!(t, "\t\tdrop");
         let _ = writeln!(t, "\t}}");
         let _ = writeln!(t, "\tchain to_{i} {{");
         let _ = writeln!(t, "\t\tether type arp accept");
-        let _ = writeln!(t, "\t\tip daddr {ips} accept");
+        if p.source_dest_check {
+            let _ = writeln!(t, "\t\tip daddr {ips} accept");
+        } else {
+            let _ = writeln!(t, "\t\tether type ip accept");
+        }
         let _ = writeln!(t, "\t\tdrop");
         let _ = writeln!(t, "\t}}");
     }
@@ -425,6 +434,20 @@ mod tests {
         assert!(r.contains("oifname \"uplink\" ip saddr 10.0.1.0/24 ip daddr 0.0.0.0/0 snat ip to ip saddr map { 10.0.1.10 : 198.51.100.5 }"));
         assert!(r.contains("oifname \"uplink\" ip saddr 10.0.2.0/24 ip daddr 0.0.0.0/0 snat ip to 198.51.100.9"));
         assert!(r.contains("ip saddr 10.0.1.0/24 ip daddr 0.0.0.0/0 ip saddr { 10.0.1.10 } accept\n\t\tip saddr 10.0.1.0/24 ip daddr 0.0.0.0/0 drop"));
+    }
+
+    #[test]
+    fn router_port_without_source_dest_check() {
+        let mut s = sample();
+        s.ports[1].source_dest_check = false;
+        let r = ns_ruleset(&s);
+        let from_1 = &r[r.find("chain from_1").unwrap()..];
+        let from_1 = &from_1[..from_1.find("\n\t}").unwrap()];
+        assert!(from_1.contains("ether saddr != 02:00:00:00:00:02 drop"), "MAC still checked");
+        assert!(from_1.contains("arp saddr ip != { 10.0.2.10, 0.0.0.0 } drop"), "ARP still checked");
+        assert!(from_1.contains("ether type ip meta mark set 0x5c000002 accept"));
+        let to_1 = &r[r.find("chain to_1").unwrap()..];
+        assert!(to_1[..to_1.find("\n\t}").unwrap()].contains("ether type ip accept"));
     }
 
     #[test]

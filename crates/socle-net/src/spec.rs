@@ -95,6 +95,17 @@ pub struct PortSpec {
     /// Where the port may open connections to.
     #[serde(default)]
     pub outbound: Vec<Rule>,
+    /// As AWS's SourceDestCheck: when true (the default) the port may only
+    /// send from and receive to its own IPs. A VM acting as a router (the
+    /// target of a [`RouteTarget::Address`] route) needs it false; its MAC
+    /// and its ARP announcements stay restricted, and its outbound rules
+    /// still apply to what it forwards.
+    #[serde(default = "yes")]
+    pub source_dest_check: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl PortSpec {
@@ -440,6 +451,7 @@ pub(crate) mod tests {
                         ports: None,
                         peers: vec![Ipv4Net::ANY],
                     }],
+                    source_dest_check: true,
                 },
                 PortSpec {
                     nic_id: "eni-2".into(),
@@ -453,6 +465,7 @@ pub(crate) mod tests {
                         peers: vec![n("10.0.1.0/24"), n("10.0.1.10/32")],
                     }],
                     outbound: vec![],
+                    source_dest_check: true,
                 },
             ],
             uplink: Some(UplinkSpec {
@@ -609,7 +622,9 @@ pub(crate) mod tests {
 
     #[test]
     fn serde_shape() {
-        let j = serde_json::to_value(sample()).unwrap();
+        let mut j = serde_json::to_value(sample()).unwrap();
+        // Defaults: no rules, source/dest check on.
+        j["ports"][1].as_object_mut().unwrap().remove("source_dest_check");
         assert_eq!(j["subnets"][1]["routes"][0]["target"]["type"], "nat");
         assert_eq!(j["ports"][0]["inbound"][0]["protocol"], "tcp");
         let back: NetSpec = serde_json::from_value(j).unwrap();

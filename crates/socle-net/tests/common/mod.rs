@@ -324,6 +324,7 @@ impl Lab {
             private_ips: ips.iter().map(|s| ip(s)).collect(),
             inbound,
             outbound,
+            source_dest_check: true,
         }
     }
 }
@@ -371,4 +372,14 @@ pub fn simple_net(net_id: &str, range: &str, subnet: &str, ports: Vec<PortSpec>)
 
 pub fn sa(ip_s: &str, port: u16) -> SocketAddrV4 {
     SocketAddrV4::new(ip(ip_s), port)
+}
+
+/// Serves a fixed text on every connection, then closes.
+pub fn serve_text(listener: TcpListener, text: &'static str) {
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            let Ok(mut c) = c else { return };
+            let _ = c.write_all(text.as_bytes());
+        }
+    });
 }
