@@ -221,7 +221,10 @@ impl NetDriver {
             .map(|s| (naming::bridge(&s.subnet_id), s))
             .collect();
         for (name, l) in &links {
-            if naming::is_bridge_name(name) && !wanted.contains_key(name) && l.kind() == Some("bridge") {
+            if naming::is_bridge_name(name)
+                && !wanted.contains_key(name)
+                && l.kind() == Some("bridge")
+            {
                 batch.push(format!("link del {name}"));
             }
         }
@@ -235,16 +238,23 @@ impl NetDriver {
                 }
                 Some(_) => {
                     batch.push(format!("link del {name}"));
-                    batch.push(format!("link add {name} address {mac} type bridge stp_state 0"));
+                    batch.push(format!(
+                        "link add {name} address {mac} type bridge stp_state 0"
+                    ));
                 }
-                None => batch.push(format!("link add {name} address {mac} type bridge stp_state 0")),
+                None => batch.push(format!(
+                    "link add {name} address {mac} type bridge stp_state 0"
+                )),
             }
             let want = vec![format!("{}/{}", s.gateway(), s.ip_range.prefix_len())];
             if addrs.get(name) != Some(&want) {
                 batch.push(format!("addr flush dev {name}"));
                 batch.push(format!("addr add {} dev {name}", want[0]));
             }
-            if !links.get(name).is_some_and(|l| l.is_up() && l.kind() == Some("bridge")) {
+            if !links
+                .get(name)
+                .is_some_and(|l| l.is_up() && l.kind() == Some("bridge"))
+            {
                 batch.push(format!("link set {name} up"));
             }
         }
@@ -281,7 +291,9 @@ impl NetDriver {
         if root_has != Some(true) || !ns_has {
             ip(
                 None,
-                &["link", "add", &veth, "type", "veth", "peer", "name", UPLINK, "netns", ns],
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", UPLINK, "netns", ns,
+                ],
             )?;
         }
         // The root end carries only IPv4 to public addresses.
@@ -297,11 +309,18 @@ impl NetDriver {
         let mut batch = Vec::new();
         if root_addrs.get(&veth) != Some(&want_root) {
             batch.push(format!("addr flush dev {veth}"));
-            batch.push(format!("addr add {} peer {} dev {veth}", up.root_ip, up.net_ip));
+            batch.push(format!(
+                "addr add {} peer {} dev {veth}",
+                up.root_ip, up.net_ip
+            ));
         }
         batch.push(format!("link set {veth} up"));
         // Public IPs of the Net (1:1 and NAT services) are routed to it.
-        let wanted: BTreeSet<Ipv4Net> = net.public_addresses().into_iter().map(Ipv4Net::host).collect();
+        let wanted: BTreeSet<Ipv4Net> = net
+            .public_addresses()
+            .into_iter()
+            .map(Ipv4Net::host)
+            .collect();
         for r in host::routes(None, &["dev", &veth])? {
             let Some(dest) = r.dest() else { continue };
             if r.protocol.as_deref() == Some("kernel") {
@@ -321,7 +340,10 @@ impl NetDriver {
         let mut batch = Vec::new();
         if ns_addrs.get(UPLINK) != Some(&want_ns) {
             batch.push(format!("addr flush dev {UPLINK}"));
-            batch.push(format!("addr add {} peer {} dev {UPLINK}", up.net_ip, up.root_ip));
+            batch.push(format!(
+                "addr add {} peer {} dev {UPLINK}",
+                up.net_ip, up.root_ip
+            ));
         }
         batch.push(format!("link set {UPLINK} up"));
         ip_batch(Some(ns), &batch)?;
@@ -446,8 +468,12 @@ impl NetDriver {
         }
 
         for r in host::routes(Some(ns), &["table", "all"])? {
-            let (Some(t), Some(d)) = (r.table_id(), r.dest()) else { continue };
-            if (SUBNET_TABLE_BASE..SUBNET_TABLE_END).contains(&t) && !want_routes.contains_key(&(t, d)) {
+            let (Some(t), Some(d)) = (r.table_id(), r.dest()) else {
+                continue;
+            };
+            if (SUBNET_TABLE_BASE..SUBNET_TABLE_END).contains(&t)
+                && !want_routes.contains_key(&(t, d))
+            {
                 batch.push(format!("route del {d} table {t}"));
             }
             if t == 254 && r.kind.as_deref() == Some("unreachable") && d != net.ip_range {
@@ -502,17 +528,23 @@ impl NetDriver {
                     let _ = ip(Some(&ns), &["link", "del", name]);
                 }
             }
-            let _ = nft_load(Some(&ns), &format!(
-                "{}{}",
-                nft::delete_table_script("bridge", NS_TABLE),
-                nft::delete_table_script("inet", NS_TABLE)
-            ));
+            let _ = nft_load(
+                Some(&ns),
+                &format!(
+                    "{}{}",
+                    nft::delete_table_script("bridge", NS_TABLE),
+                    nft::delete_table_script("inet", NS_TABLE)
+                ),
+            );
         }
         let veth = self.uplink_interface(net_id);
         if host::links_by_name(None)?.contains_key(&veth) {
             ip(None, &["link", "del", &veth])?;
         }
-        nft_load(None, &nft::delete_table_script("inet", &self.root_table(net_id)))?;
+        nft_load(
+            None,
+            &nft::delete_table_script("inet", &self.root_table(net_id)),
+        )?;
         if ns_exists {
             cmd::run(Command::new("ip").args(["netns", "delete", &ns]))?;
         }
@@ -624,7 +656,10 @@ impl NetDriver {
             return Err(NetError::InvalidInterfaceName(tap.to_string()));
         }
         self.remove_tap_from_nets(tap)?;
-        if host::links_by_name(None)?.get(tap).is_some_and(|l| l.is_tap()) {
+        if host::links_by_name(None)?
+            .get(tap)
+            .is_some_and(|l| l.is_tap())
+        {
             ip(None, &["link", "del", tap])?;
         }
         Ok(())

@@ -159,7 +159,9 @@ pub enum SpecError {
     #[error("private IP {0} is used twice")]
     DuplicateIp(Ipv4Addr),
 
-    #[error("NIC {nic_id}: {direction} rule: port range {from}-{to} is invalid (from must be <= to)")]
+    #[error(
+        "NIC {nic_id}: {direction} rule: port range {from}-{to} is invalid (from must be <= to)"
+    )]
     BadPortRange {
         nic_id: String,
         direction: &'static str,

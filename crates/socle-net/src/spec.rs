@@ -164,8 +164,7 @@ pub struct NatServiceSpec {
 fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
@@ -516,7 +515,10 @@ pub(crate) mod tests {
         ));
         let mut s = sample();
         s.subnets[1].ip_range = n("10.0.2.0/30");
-        assert!(matches!(s.validate(), Err(SpecError::SubnetTooSmall { .. })));
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::SubnetTooSmall { .. })
+        ));
     }
 
     #[test]
@@ -553,7 +555,10 @@ pub(crate) mod tests {
         );
         let mut s = sample();
         s.ports[1].private_ips = vec![ip("10.0.1.11")];
-        assert!(matches!(s.validate(), Err(SpecError::IpOutsideSubnet { .. })));
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::IpOutsideSubnet { .. })
+        ));
         let mut s = sample();
         s.ports[1].subnet_id = "subnet-a".into();
         s.ports[1].private_ips = vec![ip("10.0.1.11")];
@@ -574,7 +579,10 @@ pub(crate) mod tests {
         }
         let mut s = sample();
         s.ports[1].ifname = "tap1".into();
-        assert!(matches!(s.validate(), Err(SpecError::DuplicateInterface(_))));
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::DuplicateInterface(_))
+        ));
         let mut s = sample();
         s.ports[1].subnet_id = "subnet-z".into();
         assert!(matches!(s.validate(), Err(SpecError::UnknownSubnet { .. })));
@@ -597,7 +605,9 @@ pub(crate) mod tests {
         s.subnets[0].routes[0].target = RouteTarget::Address { ip: ip("10.0.9.9") };
         assert!(matches!(s.validate(), Err(SpecError::BadRoute { .. })));
         let mut s = sample();
-        s.subnets[0].routes[0].target = RouteTarget::Address { ip: ip("10.0.2.10") };
+        s.subnets[0].routes[0].target = RouteTarget::Address {
+            ip: ip("10.0.2.10"),
+        };
         s.validate().unwrap();
     }
 
@@ -605,7 +615,10 @@ pub(crate) mod tests {
     fn public_ip_checks() {
         let mut s = sample();
         s.public_ips[0].private_ip = ip("10.0.1.99");
-        assert!(matches!(s.validate(), Err(SpecError::UnknownPrivateIp { .. })));
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::UnknownPrivateIp { .. })
+        ));
         let mut s = sample();
         s.public_ips[0].public_ip = ip("198.51.100.9");
         assert_eq!(
@@ -624,7 +637,10 @@ pub(crate) mod tests {
     fn serde_shape() {
         let mut j = serde_json::to_value(sample()).unwrap();
         // Defaults: no rules, source/dest check on.
-        j["ports"][1].as_object_mut().unwrap().remove("source_dest_check");
+        j["ports"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("source_dest_check");
         assert_eq!(j["subnets"][1]["routes"][0]["target"]["type"], "nat");
         assert_eq!(j["ports"][0]["inbound"][0]["protocol"], "tcp");
         let back: NetSpec = serde_json::from_value(j).unwrap();

@@ -6,18 +6,39 @@ mod common;
 use common::*;
 use socle_net::*;
 
-fn one_subnet_net(lab: &Lab, net_id: &str, k: u8, vms: &[&Vm], public: std::net::Ipv4Addr) -> NetSpec {
+fn one_subnet_net(
+    lab: &Lab,
+    net_id: &str,
+    k: u8,
+    vms: &[&Vm],
+    public: std::net::Ipv4Addr,
+) -> NetSpec {
     let ips = ["10.0.1.10", "10.0.1.20"];
     let ports = vms
         .iter()
         .zip(ips)
         .enumerate()
-        .map(|(i, (vm, ip_s))| lab.port(&format!("eni-{i}"), vm, "subnet-a", &[ip_s], allow_all(), allow_all()))
+        .map(|(i, (vm, ip_s))| {
+            lab.port(
+                &format!("eni-{i}"),
+                vm,
+                "subnet-a",
+                &[ip_s],
+                allow_all(),
+                allow_all(),
+            )
+        })
         .collect();
     let mut spec = simple_net(net_id, "10.0.0.0/16", "10.0.1.0/24", ports);
-    spec.subnets[0].routes = vec![Route { dest: Ipv4Net::ANY, target: RouteTarget::Internet }];
+    spec.subnets[0].routes = vec![Route {
+        dest: Ipv4Net::ANY,
+        target: RouteTarget::Internet,
+    }];
     spec.uplink = Some(lab.uplink(k));
-    spec.public_ips = vec![PublicIpMapping { public_ip: public, private_ip: ip("10.0.1.10") }];
+    spec.public_ips = vec![PublicIpMapping {
+        public_ip: public,
+        private_ip: ip("10.0.1.10"),
+    }];
     spec
 }
 
@@ -37,8 +58,18 @@ fn two_nets_same_range_are_isolated() {
     lab.apply(&spec_a);
     lab.apply(&spec_b);
 
-    for (vm, want) in [(&a1, "10.0.1.10"), (&a2, "10.0.1.20"), (&b1, "10.0.1.10"), (&b2, "10.0.1.20")] {
-        assert_eq!(vm.dhcp(lab.dir.path()).map(|l| l.0), Some(ip(want)), "lease of {}", vm.ns);
+    for (vm, want) in [
+        (&a1, "10.0.1.10"),
+        (&a2, "10.0.1.20"),
+        (&b1, "10.0.1.10"),
+        (&b2, "10.0.1.20"),
+    ] {
+        assert_eq!(
+            vm.dhcp(lab.dir.path()).map(|l| l.0),
+            Some(ip(want)),
+            "lease of {}",
+            vm.ns
+        );
     }
     serve_text(a1.listen(9000), "in net a");
     serve_text(b1.listen(9000), "in net b");
@@ -55,7 +86,10 @@ fn two_nets_same_range_are_isolated() {
 
     // Through the public IPs, like over the Internet: b1 sees a1's public IP.
     b1.serve_peer_echo(9001);
-    assert_eq!(a1.fetch(std::net::SocketAddrV4::new(pub_b, 9001)), Some(pub_a.to_string()));
+    assert_eq!(
+        a1.fetch(std::net::SocketAddrV4::new(pub_b, 9001)),
+        Some(pub_a.to_string())
+    );
 }
 
 /// The way out: 1:1 public IPs both ways (the port is seen with its public
@@ -78,24 +112,70 @@ fn public_ips_nat_and_no_way_out() {
             SubnetSpec {
                 subnet_id: "subnet-pub".into(),
                 ip_range: n("10.0.1.0/24"),
-                routes: vec![Route { dest: Ipv4Net::ANY, target: RouteTarget::Internet }],
+                routes: vec![Route {
+                    dest: Ipv4Net::ANY,
+                    target: RouteTarget::Internet,
+                }],
             },
             SubnetSpec {
                 subnet_id: "subnet-priv".into(),
                 ip_range: n("10.0.2.0/24"),
-                routes: vec![Route { dest: Ipv4Net::ANY, target: RouteTarget::Nat { nat_id: "nat-1".into() } }],
+                routes: vec![Route {
+                    dest: Ipv4Net::ANY,
+                    target: RouteTarget::Nat {
+                        nat_id: "nat-1".into(),
+                    },
+                }],
             },
-            SubnetSpec { subnet_id: "subnet-iso".into(), ip_range: n("10.0.3.0/24"), routes: vec![] },
+            SubnetSpec {
+                subnet_id: "subnet-iso".into(),
+                ip_range: n("10.0.3.0/24"),
+                routes: vec![],
+            },
         ],
         ports: vec![
-            lab.port("eni-1", &p1, "subnet-pub", &["10.0.1.10"], allow_all(), allow_all()),
-            lab.port("eni-2", &p2, "subnet-pub", &["10.0.1.20"], allow_all(), allow_all()),
-            lab.port("eni-3", &p3, "subnet-priv", &["10.0.2.10"], allow_all(), allow_all()),
-            lab.port("eni-4", &p4, "subnet-iso", &["10.0.3.10"], allow_all(), allow_all()),
+            lab.port(
+                "eni-1",
+                &p1,
+                "subnet-pub",
+                &["10.0.1.10"],
+                allow_all(),
+                allow_all(),
+            ),
+            lab.port(
+                "eni-2",
+                &p2,
+                "subnet-pub",
+                &["10.0.1.20"],
+                allow_all(),
+                allow_all(),
+            ),
+            lab.port(
+                "eni-3",
+                &p3,
+                "subnet-priv",
+                &["10.0.2.10"],
+                allow_all(),
+                allow_all(),
+            ),
+            lab.port(
+                "eni-4",
+                &p4,
+                "subnet-iso",
+                &["10.0.3.10"],
+                allow_all(),
+                allow_all(),
+            ),
         ],
         uplink: Some(lab.uplink(0)),
-        public_ips: vec![PublicIpMapping { public_ip: pub1, private_ip: ip("10.0.1.10") }],
-        nat_services: vec![NatServiceSpec { nat_id: "nat-1".into(), public_ip: pub_nat }],
+        public_ips: vec![PublicIpMapping {
+            public_ip: pub1,
+            private_ip: ip("10.0.1.10"),
+        }],
+        nat_services: vec![NatServiceSpec {
+            nat_id: "nat-1".into(),
+            public_ip: pub_nat,
+        }],
     };
     lab.apply(&spec);
     for vm in [&p1, &p2, &p3, &p4] {
@@ -104,27 +184,54 @@ fn public_ips_nat_and_no_way_out() {
     peer_echo(listen_in(&out.ns, sa("0.0.0.0", 80)));
     let web = std::net::SocketAddrV4::new(out.ip, 80);
 
-    assert_eq!(p1.fetch(web), Some(pub1.to_string()), "1:1 NAT: seen with its public IP");
+    assert_eq!(
+        p1.fetch(web),
+        Some(pub1.to_string()),
+        "1:1 NAT: seen with its public IP"
+    );
     assert_eq!(p2.fetch(web), None, "no public IP: no way out");
-    assert_eq!(p3.fetch(web), Some(pub_nat.to_string()), "through the NAT service");
+    assert_eq!(
+        p3.fetch(web),
+        Some(pub_nat.to_string()),
+        "through the NAT service"
+    );
     assert_eq!(p4.fetch(web), None, "no route: no way out");
 
     // Inbound through the public IP, source preserved; nothing through the NAT's IP.
     p1.serve_peer_echo(9000);
     p3.serve_peer_echo(9000);
-    assert_eq!(fetch_from(&out.ns, std::net::SocketAddrV4::new(pub1, 9000)), Some(out.ip.to_string()));
-    assert_eq!(fetch_from(&out.ns, std::net::SocketAddrV4::new(pub_nat, 9000)), None);
+    assert_eq!(
+        fetch_from(&out.ns, std::net::SocketAddrV4::new(pub1, 9000)),
+        Some(out.ip.to_string())
+    );
+    assert_eq!(
+        fetch_from(&out.ns, std::net::SocketAddrV4::new(pub_nat, 9000)),
+        None
+    );
     // Nothing reaches the uplink's Net side from outside either.
-    assert_eq!(fetch_from(&out.ns, std::net::SocketAddrV4::new(lab.uplink(0).net_ip, 9000)), None);
+    assert_eq!(
+        fetch_from(
+            &out.ns,
+            std::net::SocketAddrV4::new(lab.uplink(0).net_ip, 9000)
+        ),
+        None
+    );
 
     // The root namespace's table drops what leaves the Net with a source
     // that is not one of its public IPs (here: the Net namespace itself,
     // as if the tenant had taken it over).
     let ns = lab.driver.namespace(&net_id);
-    assert_eq!(fetch_from(&ns, web), None, "non-public source leaving the Net");
+    assert_eq!(
+        fetch_from(&ns, web),
+        None,
+        "non-public source leaving the Net"
+    );
     let veth = lab.driver.uplink_interface(&net_id);
     let routes = sh_ok(&format!("ip -4 route show dev {veth}"));
-    assert!(routes.contains(&format!("{pub1} via")) && routes.contains(&format!("{pub_nat} via")), "{routes}");
+    assert!(
+        routes.contains(&format!("{pub1} via")) && routes.contains(&format!("{pub_nat} via")),
+        "{routes}"
+    );
 
     // Unlink the internet gateway: no way out any more, and the root
     // namespace keeps nothing of the Net.
@@ -151,7 +258,14 @@ fn subnets_route_to_each_other_and_to_a_next_hop_vm() {
     let mut lab = Lab::new();
     let net_id = lab.net_id("rt");
     let (a, b, r) = (lab.vm(1), lab.vm(2), lab.vm(3));
-    let mut router = lab.port("eni-r", &r, "subnet-b", &["10.0.2.30"], allow_all(), allow_all());
+    let mut router = lab.port(
+        "eni-r",
+        &r,
+        "subnet-b",
+        &["10.0.2.30"],
+        allow_all(),
+        allow_all(),
+    );
     router.source_dest_check = false;
     let mut spec = NetSpec {
         net_id: net_id.clone(),
@@ -160,13 +274,36 @@ fn subnets_route_to_each_other_and_to_a_next_hop_vm() {
             SubnetSpec {
                 subnet_id: "subnet-a".into(),
                 ip_range: n("10.0.1.0/24"),
-                routes: vec![Route { dest: n("192.168.50.0/24"), target: RouteTarget::Address { ip: ip("10.0.2.30") } }],
+                routes: vec![Route {
+                    dest: n("192.168.50.0/24"),
+                    target: RouteTarget::Address {
+                        ip: ip("10.0.2.30"),
+                    },
+                }],
             },
-            SubnetSpec { subnet_id: "subnet-b".into(), ip_range: n("10.0.2.0/24"), routes: vec![] },
+            SubnetSpec {
+                subnet_id: "subnet-b".into(),
+                ip_range: n("10.0.2.0/24"),
+                routes: vec![],
+            },
         ],
         ports: vec![
-            lab.port("eni-a", &a, "subnet-a", &["10.0.1.10"], allow_all(), allow_all()),
-            lab.port("eni-b", &b, "subnet-b", &["10.0.2.20"], vec![icmp_from(&["10.0.1.0/24"])], allow_all()),
+            lab.port(
+                "eni-a",
+                &a,
+                "subnet-a",
+                &["10.0.1.10"],
+                allow_all(),
+                allow_all(),
+            ),
+            lab.port(
+                "eni-b",
+                &b,
+                "subnet-b",
+                &["10.0.2.20"],
+                vec![icmp_from(&["10.0.1.0/24"])],
+                allow_all(),
+            ),
             router,
         ],
         uplink: None,
@@ -174,20 +311,38 @@ fn subnets_route_to_each_other_and_to_a_next_hop_vm() {
         nat_services: vec![],
     };
     lab.apply(&spec);
-    assert_eq!(a.dhcp(lab.dir.path()), Some((ip("10.0.1.10"), ip("10.0.1.1"))));
-    assert_eq!(b.dhcp(lab.dir.path()), Some((ip("10.0.2.20"), ip("10.0.2.1"))));
+    assert_eq!(
+        a.dhcp(lab.dir.path()),
+        Some((ip("10.0.1.10"), ip("10.0.1.1")))
+    );
+    assert_eq!(
+        b.dhcp(lab.dir.path()),
+        Some((ip("10.0.2.20"), ip("10.0.2.1")))
+    );
     assert!(r.dhcp(lab.dir.path()).is_some());
 
     assert!(a.ping(ip("10.0.2.20")), "subnet a -> subnet b");
     a.serve_peer_echo(9000);
-    assert_eq!(b.fetch(sa("10.0.1.10", 9000)).as_deref(), Some("10.0.2.20"), "b -> a, routed, source kept");
+    assert_eq!(
+        b.fetch(sa("10.0.1.10", 9000)).as_deref(),
+        Some("10.0.2.20"),
+        "b -> a, routed, source kept"
+    );
     assert!(!a.ping(ip("10.0.2.99")), "an unused address of the Net");
 
     // The router VM owns 192.168.50.1 and serves there.
     sh_ok(&format!("ip -n {} addr add 192.168.50.1/32 dev lo", r.ns));
     r.serve_peer_echo(9100);
-    assert_eq!(a.fetch(sa("192.168.50.1", 9100)).as_deref(), Some("10.0.1.10"), "via the next hop");
-    assert_eq!(b.fetch(sa("192.168.50.1", 9100)), None, "subnet b has no such route");
+    assert_eq!(
+        a.fetch(sa("192.168.50.1", 9100)).as_deref(),
+        Some("10.0.1.10"),
+        "via the next hop"
+    );
+    assert_eq!(
+        b.fetch(sa("192.168.50.1", 9100)),
+        None,
+        "subnet b has no such route"
+    );
 
     // With the check on, the router may neither receive nor answer for
     // addresses that are not its own.

@@ -21,21 +21,49 @@ fn full_net(lab: &Lab, net_id: &str, a: &Vm, b: &Vm) -> NetSpec {
             SubnetSpec {
                 subnet_id: "subnet-a".into(),
                 ip_range: n("10.0.1.0/24"),
-                routes: vec![Route { dest: Ipv4Net::ANY, target: RouteTarget::Internet }],
+                routes: vec![Route {
+                    dest: Ipv4Net::ANY,
+                    target: RouteTarget::Internet,
+                }],
             },
             SubnetSpec {
                 subnet_id: "subnet-b".into(),
                 ip_range: n("10.0.2.0/24"),
-                routes: vec![Route { dest: Ipv4Net::ANY, target: RouteTarget::Nat { nat_id: "nat-1".into() } }],
+                routes: vec![Route {
+                    dest: Ipv4Net::ANY,
+                    target: RouteTarget::Nat {
+                        nat_id: "nat-1".into(),
+                    },
+                }],
             },
         ],
         ports: vec![
-            lab.port("eni-a", a, "subnet-a", &["10.0.1.10"], allow_all(), allow_all()),
-            lab.port("eni-b", b, "subnet-b", &["10.0.2.10"], allow_all(), allow_all()),
+            lab.port(
+                "eni-a",
+                a,
+                "subnet-a",
+                &["10.0.1.10"],
+                allow_all(),
+                allow_all(),
+            ),
+            lab.port(
+                "eni-b",
+                b,
+                "subnet-b",
+                &["10.0.2.10"],
+                allow_all(),
+                allow_all(),
+            ),
         ],
         uplink: Some(lab.uplink(0)),
-        public_ips: vec![PublicIpMapping { public_ip: lab.public_ip(0), private_ip: ip("10.0.1.10") }],
-        nat_services: vec![NatServiceSpec { nat_id: "nat-1".into(), public_ip: lab.public_ip(1) }],
+        public_ips: vec![PublicIpMapping {
+            public_ip: lab.public_ip(0),
+            private_ip: ip("10.0.1.10"),
+        }],
+        nat_services: vec![NatServiceSpec {
+            nat_id: "nat-1".into(),
+            public_ip: lab.public_ip(1),
+        }],
     }
 }
 
@@ -43,7 +71,9 @@ fn full_net(lab: &Lab, net_id: &str, a: &Vm, b: &Vm) -> NetSpec {
 fn pids_with(needle: &str) -> Vec<i32> {
     let mut v = Vec::new();
     for e in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else { continue };
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
         if let Ok(c) = std::fs::read(e.path().join("cmdline")) {
             if String::from_utf8_lossy(&c).contains(needle) {
                 v.push(pid);
@@ -54,7 +84,9 @@ fn pids_with(needle: &str) -> Vec<i32> {
 }
 
 fn dir_is_empty(p: &Path) -> bool {
-    std::fs::read_dir(p).map(|mut d| d.next().is_none()).unwrap_or(true)
+    std::fs::read_dir(p)
+        .map(|mut d| d.next().is_none())
+        .unwrap_or(true)
 }
 
 /// Everything works (leases, the way out, between subnets).
@@ -62,8 +94,16 @@ fn assert_net_works(lab: &Lab, a: &Vm, b: &Vm, web: std::net::SocketAddrV4) {
     assert_eq!(a.dhcp(lab.dir.path()).map(|l| l.0), Some(ip("10.0.1.10")));
     assert_eq!(b.dhcp(lab.dir.path()).map(|l| l.0), Some(ip("10.0.2.10")));
     assert!(a.ping(ip("10.0.2.10")), "between subnets");
-    assert_eq!(a.fetch(web), Some(lab.public_ip(0).to_string()), "out with the public IP");
-    assert_eq!(b.fetch(web), Some(lab.public_ip(1).to_string()), "out through the NAT");
+    assert_eq!(
+        a.fetch(web),
+        Some(lab.public_ip(0).to_string()),
+        "out with the public IP"
+    );
+    assert_eq!(
+        b.fetch(web),
+        Some(lab.public_ip(1).to_string()),
+        "out through the NAT"
+    );
 }
 
 /// destroy removes the namespace, the uplink veth (with the root routes),
@@ -77,8 +117,16 @@ fn destroy_leaves_nothing() {
     let out = lab.outside();
     let (a, b) = (lab.vm(1), lab.vm(2));
     lab.apply(&full_net(&lab, &net_id, &a, &b));
-    assert_net_works(&lab, &a, &b, std::net::SocketAddrV4::new(out.ip, 80).tap_serve(&out));
-    let listener = lab.driver.listen_tcp_in(&net_id, sa("169.254.169.254", 80)).unwrap();
+    assert_net_works(
+        &lab,
+        &a,
+        &b,
+        std::net::SocketAddrV4::new(out.ip, 80).tap_serve(&out),
+    );
+    let listener = lab
+        .driver
+        .listen_tcp_in(&net_id, sa("169.254.169.254", 80))
+        .unwrap();
 
     let ns = lab.driver.namespace(&net_id);
     let veth = lab.driver.uplink_interface(&net_id);
@@ -90,14 +138,27 @@ fn destroy_leaves_nothing() {
 
     lab.driver.destroy(&net_id).unwrap();
     assert!(!ns_exists(&ns), "namespace");
-    assert!(!link_exists(None, &veth), "uplink veth, although a listener pins the namespace");
+    assert!(
+        !link_exists(None, &veth),
+        "uplink veth, although a listener pins the namespace"
+    );
     let routes = sh_ok("ip -4 route show");
     for p in [lab.public_ip(0), lab.public_ip(1)] {
-        assert!(!routes.contains(&format!("{p} ")), "root route to {p}: {routes}");
+        assert!(
+            !routes.contains(&format!("{p} ")),
+            "root route to {p}: {routes}"
+        );
     }
-    assert!(!sh_ok("nft list tables").contains(&lab.prefix), "root table");
+    assert!(
+        !sh_ok("nft list tables").contains(&lab.prefix),
+        "root table"
+    );
     assert!(pids_with(&conf_needle).is_empty(), "dnsmasq");
-    assert!(dir_is_empty(&state), "state dir: {:?}", std::fs::read_dir(&state).unwrap().collect::<Vec<_>>());
+    assert!(
+        dir_is_empty(&state),
+        "state dir: {:?}",
+        std::fs::read_dir(&state).unwrap().collect::<Vec<_>>()
+    );
     for vm in [&a, &b] {
         let l = sh_ok(&format!("ip -d link show dev {}", vm.port_if));
         assert!(!l.contains("master"), "port {} released: {l}", vm.port_if);
@@ -141,7 +202,10 @@ fn apply_converges_from_partial_state() {
     std::fs::write(state.join("dnsmasq-00000000.conf"), "stale").unwrap();
     let report = lab.apply(&spec);
     assert!(report.missing_ports.is_empty());
-    assert!(!state.join("dnsmasq-00000000.conf").exists(), "stale configuration removed");
+    assert!(
+        !state.join("dnsmasq-00000000.conf").exists(),
+        "stale configuration removed"
+    );
     assert_net_works(&lab, &a, &b, web);
 
     // Break nearly everything.
@@ -157,7 +221,10 @@ fn apply_converges_from_partial_state() {
     sh_ok(&format!("ip -n {ns} link del {bridge_a}"));
     sh_ok(&format!("ip link del {veth}"));
     sh_ok(&format!("ip netns exec {ns} nft delete table bridge socle"));
-    sh_ok(&format!("nft delete table inet {}", lab.driver.root_table(&net_id)));
+    sh_ok(&format!(
+        "nft delete table inet {}",
+        lab.driver.root_table(&net_id)
+    ));
     sh_ok(&format!("ip -n {ns} rule del pref 1000"));
     sh_ok(&format!("ip -n {ns} route flush table 1001"));
     sh_ok(&format!("ip -n {ns} link set {} netns 1", b.port_if));
@@ -189,7 +256,10 @@ fn apply_converges_from_partial_state() {
     let now = pids_with(&conf_needle);
     assert_eq!(now.len(), 1);
     assert_ne!(now, pid);
-    assert!(link_exists(None, &b.port_if), "released to the root namespace");
+    assert!(
+        link_exists(None, &b.port_if),
+        "released to the root namespace"
+    );
 }
 
 /// list_nets reports every Net with anything left on the host under the
@@ -198,19 +268,38 @@ fn apply_converges_from_partial_state() {
 #[test]
 fn list_nets_finds_leftovers() {
     let mut lab = Lab::new();
-    let (real, orphan_ns, orphan_table, orphan_dir) =
-        (lab.net_id("real"), lab.net_id("orph-ns"), lab.net_id("orph-tb"), lab.net_id("orph-dir"));
+    let (real, orphan_ns, orphan_table, orphan_dir) = (
+        lab.net_id("real"),
+        lab.net_id("orph-ns"),
+        lab.net_id("orph-tb"),
+        lab.net_id("orph-dir"),
+    );
     let a = lab.vm(1);
     let port = lab.port("eni-a", &a, "subnet-a", &["10.0.1.10"], vec![], vec![]);
     lab.apply(&simple_net(&real, "10.0.0.0/16", "10.0.1.0/24", vec![port]));
-    sh_ok(&format!("ip netns add {}", lab.driver.namespace(&orphan_ns)));
-    sh_ok(&format!("nft add table inet {}", lab.driver.root_table(&orphan_table)));
+    sh_ok(&format!(
+        "ip netns add {}",
+        lab.driver.namespace(&orphan_ns)
+    ));
+    sh_ok(&format!(
+        "nft add table inet {}",
+        lab.driver.root_table(&orphan_table)
+    ));
     std::fs::create_dir_all(lab.dir.path().join("net").join(&orphan_dir)).unwrap();
     // Something of another driver (another prefix) is not ours.
     let other = NetDriver::new(lab.dir.path().join("other"), "zz").unwrap();
-    assert!(!other.list_nets().unwrap().iter().any(|n| n.contains("orph")));
+    assert!(!other
+        .list_nets()
+        .unwrap()
+        .iter()
+        .any(|n| n.contains("orph")));
 
-    let mut want = vec![real.clone(), orphan_ns.clone(), orphan_table.clone(), orphan_dir.clone()];
+    let mut want = vec![
+        real.clone(),
+        orphan_ns.clone(),
+        orphan_table.clone(),
+        orphan_dir.clone(),
+    ];
     want.sort();
     assert_eq!(lab.driver.list_nets().unwrap(), want);
     for id in &want {
@@ -228,19 +317,36 @@ fn metadata_listener_in_the_net() {
     let net_id = lab.net_id("meta");
     let a = lab.vm(1);
     let port = lab.port("eni-a", &a, "subnet-a", &["10.0.1.10"], vec![], vec![]);
-    lab.apply(&simple_net(&net_id, "10.0.0.0/16", "10.0.1.0/24", vec![port]));
+    lab.apply(&simple_net(
+        &net_id,
+        "10.0.0.0/16",
+        "10.0.1.0/24",
+        vec![port],
+    ));
     assert!(matches!(
-        lab.driver.listen_tcp_in("vpc-nosuch", sa("169.254.169.254", 80)),
+        lab.driver
+            .listen_tcp_in("vpc-nosuch", sa("169.254.169.254", 80)),
         Err(NetError::NetNotFound(_))
     ));
-    let listener = lab.driver.listen_tcp_in(&net_id, sa("169.254.169.254", 80)).unwrap();
+    let listener = lab
+        .driver
+        .listen_tcp_in(&net_id, sa("169.254.169.254", 80))
+        .unwrap();
     let server = std::thread::spawn(move || {
         let (mut c, peer) = listener.accept().unwrap();
         let mut req = [0u8; 1024];
         let n = c.read(&mut req).unwrap();
-        let first = String::from_utf8_lossy(&req[..n]).lines().next().unwrap_or("").to_string();
+        let first = String::from_utf8_lossy(&req[..n])
+            .lines()
+            .next()
+            .unwrap_or("")
+            .to_string();
         let body = format!("{}\n", peer.ip());
-        let _ = write!(c, "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}", body.len());
+        let _ = write!(
+            c,
+            "HTTP/1.0 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+            body.len()
+        );
         first
     });
     assert_eq!(a.dhcp(lab.dir.path()).map(|l| l.0), Some(ip("10.0.1.10")));
@@ -257,7 +363,11 @@ fn metadata_listener_in_the_net() {
 fn open_tap(name: &str) -> OwnedFd {
     const TUNSETIFF: libc::c_ulong = 0x4004_54ca;
     let fd = unsafe { libc::open(c"/dev/net/tun".as_ptr(), libc::O_RDWR | libc::O_NONBLOCK) };
-    assert!(fd >= 0, "open /dev/net/tun: {}", std::io::Error::last_os_error());
+    assert!(
+        fd >= 0,
+        "open /dev/net/tun: {}",
+        std::io::Error::last_os_error()
+    );
     let mut ifr = [0u8; 40];
     ifr[..name.len()].copy_from_slice(name.as_bytes());
     let flags: u16 = 0x0002 | 0x1000; // IFF_TAP | IFF_NO_PI
@@ -283,11 +393,19 @@ fn arp_reply_seen(tap: &mut std::fs::File, from: std::net::Ipv4Addr, timeout: Du
     let deadline = Instant::now() + timeout;
     let mut buf = [0u8; 2048];
     while Instant::now() < deadline {
-        let mut pfd = libc::pollfd { fd: tap.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let mut pfd = libc::pollfd {
+            fd: tap.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        };
         unsafe { libc::poll(&mut pfd, 1, 50) };
         while let Ok(n) = tap.read(&mut buf) {
             let f = &buf[..n];
-            if n >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2] && f[28..32] == from.octets() {
+            if n >= 42
+                && f[12..14] == [0x08, 0x06]
+                && f[20..22] == [0, 2]
+                && f[28..32] == from.octets()
+            {
                 return true;
             }
         }
@@ -307,10 +425,18 @@ fn taps_prepare_move_and_remove() {
     let tap = format!("{}tap", lab.prefix);
     let ns = lab.driver.namespace(&net_id);
     lab.driver.prepare_tap(&tap).unwrap();
-    lab.driver.prepare_tap(&tap).expect("prepare_tap is idempotent");
+    lab.driver
+        .prepare_tap(&tap)
+        .expect("prepare_tap is idempotent");
     let info = sh_ok(&format!("ip -d link show dev {tap}"));
-    assert!(info.contains("tap") && info.contains("persist") && !info.contains("master"), "{info}");
-    assert!(matches!(lab.driver.prepare_tap("lo"), Err(NetError::InvalidInterfaceName(_))));
+    assert!(
+        info.contains("tap") && info.contains("persist") && !info.contains("master"),
+        "{info}"
+    );
+    assert!(matches!(
+        lab.driver.prepare_tap("lo"),
+        Err(NetError::InvalidInterfaceName(_))
+    ));
 
     let mut fd = std::fs::File::from(open_tap(&tap));
     let mac: MacAddr = "02:aa:00:00:00:77".parse().unwrap();
@@ -331,12 +457,23 @@ fn taps_prepare_move_and_remove() {
     );
     let report = lab.apply(&spec);
     assert!(report.missing_ports.is_empty());
-    assert!(!link_exists(None, &tap) && link_exists(Some(&ns), &tap), "moved into the Net");
+    assert!(
+        !link_exists(None, &tap) && link_exists(Some(&ns), &tap),
+        "moved into the Net"
+    );
 
-    fd.write_all(&arp_request(mac, ip("10.0.1.10"), ip("10.0.1.1"))).unwrap();
-    assert!(arp_reply_seen(&mut fd, ip("10.0.1.1"), Duration::from_secs(2)), "gateway answers through the moved tap");
-    fd.write_all(&arp_request(mac, ip("10.0.1.66"), ip("10.0.1.1"))).unwrap();
-    assert!(!arp_reply_seen(&mut fd, ip("10.0.1.1"), Duration::from_millis(500)), "spoofed ARP sender");
+    fd.write_all(&arp_request(mac, ip("10.0.1.10"), ip("10.0.1.1")))
+        .unwrap();
+    assert!(
+        arp_reply_seen(&mut fd, ip("10.0.1.1"), Duration::from_secs(2)),
+        "gateway answers through the moved tap"
+    );
+    fd.write_all(&arp_request(mac, ip("10.0.1.66"), ip("10.0.1.1")))
+        .unwrap();
+    assert!(
+        !arp_reply_seen(&mut fd, ip("10.0.1.1"), Duration::from_millis(500)),
+        "spoofed ARP sender"
+    );
     drop(fd);
 
     // The VM died; the agent prepares the tap for a new QEMU.

@@ -25,15 +25,30 @@ pub fn next_index() -> u32 {
 }
 
 pub fn require_tools() {
-    for (bin, arg) in [("ip", "-V"), ("nft", "--version"), ("dnsmasq", "--version"), ("busybox", "--help")] {
-        let ok = Command::new(bin).arg(arg).output().map(|o| o.status.success()).unwrap_or(false);
+    for (bin, arg) in [
+        ("ip", "-V"),
+        ("nft", "--version"),
+        ("dnsmasq", "--version"),
+        ("busybox", "--help"),
+    ] {
+        let ok = Command::new(bin)
+            .arg(arg)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
         assert!(ok, "`{bin}` is missing: run scripts/install-deps.sh (iproute2 nftables dnsmasq-base busybox)");
     }
-    assert!(unsafe { libc::geteuid() } == 0, "the socle-net tests need root (network namespaces)");
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "the socle-net tests need root (network namespaces)"
+    );
 }
 
 pub fn sh(cmdline: &str) -> std::process::Output {
-    Command::new("sh").args(["-c", cmdline]).output().expect("sh")
+    Command::new("sh")
+        .args(["-c", cmdline])
+        .output()
+        .expect("sh")
 }
 
 pub fn sh_ok(cmdline: &str) -> String {
@@ -75,13 +90,18 @@ pub fn link_exists(ns: Option<&str>, name: &str) -> bool {
     if let Some(ns) = ns {
         c.args(["-n", ns]);
     }
-    c.args(["link", "show", "dev", name]).output().map(|o| o.status.success()).unwrap_or(false)
+    c.args(["link", "show", "dev", name])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
 }
 
 /// A connection attempt from inside `ns`; `None` when refused, dropped or
 /// timed out.
 pub fn connect_from(ns: &str, to: SocketAddrV4, timeout: Duration) -> Option<TcpStream> {
-    in_ns(ns, move || TcpStream::connect_timeout(&SocketAddr::V4(to), timeout).ok())
+    in_ns(ns, move || {
+        TcpStream::connect_timeout(&SocketAddr::V4(to), timeout).ok()
+    })
 }
 
 /// Reads what a server sends on a fresh connection from `ns` (the
@@ -99,7 +119,10 @@ pub fn peer_echo(listener: TcpListener) {
     std::thread::spawn(move || {
         for c in listener.incoming() {
             let Ok(mut c) = c else { return };
-            let peer = c.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+            let peer = c
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
             let _ = c.write_all(peer.as_bytes());
         }
     });
@@ -113,7 +136,18 @@ pub fn listen_in(ns: &str, addr: SocketAddrV4) -> TcpListener {
 /// One ping from `ns` (busybox), true when answered within a second.
 pub fn ping(ns: &str, to: Ipv4Addr) -> bool {
     Command::new("ip")
-        .args(["netns", "exec", ns, "busybox", "ping", "-c", "1", "-W", "1", &to.to_string()])
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            &to.to_string(),
+        ])
         .output()
         .map(|o| o.status.success())
         .unwrap_or(false)
@@ -156,13 +190,20 @@ impl Vm {
         let out = dir.join(format!("{}.lease", self.ns));
         let _ = std::fs::remove_file(&out);
         let o = Command::new("ip")
-            .args(["netns", "exec", &self.ns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f", "-t", "5", "-T", "1", "-A", "1", "-s"])
+            .args([
+                "netns", "exec", &self.ns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f",
+                "-t", "5", "-T", "1", "-A", "1", "-s",
+            ])
             .arg(&script)
             .env("UDHCPC_OUT", &out)
             .output()
             .unwrap();
         if !o.status.success() {
-            eprintln!("udhcpc in {}: {}", self.ns, String::from_utf8_lossy(&o.stderr));
+            eprintln!(
+                "udhcpc in {}: {}",
+                self.ns,
+                String::from_utf8_lossy(&o.stderr)
+            );
             return None;
         }
         let text = std::fs::read_to_string(&out).ok()?;
@@ -227,7 +268,10 @@ impl Lab {
         require_tools();
         let index = next_index();
         // 't' + 5 hex digits: unique per process and lab, within 6 chars.
-        let prefix = format!("t{:05x}", ((std::process::id() & 0xfff) << 8) | (index & 0xff));
+        let prefix = format!(
+            "t{:05x}",
+            ((std::process::id() & 0xfff) << 8) | (index & 0xff)
+        );
         let dir = tempfile::tempdir().unwrap();
         let driver = NetDriver::new(dir.path().join("net"), &prefix).unwrap();
         Lab {
@@ -265,7 +309,9 @@ impl Lab {
     }
 
     pub fn apply(&self, spec: &NetSpec) -> ApplyReport {
-        self.driver.apply(spec).unwrap_or_else(|e| panic!("apply {}: {e}", spec.net_id))
+        self.driver
+            .apply(spec)
+            .unwrap_or_else(|e| panic!("apply {}: {e}", spec.net_id))
     }
 
     /// A fake VM with MAC 02:aa:00:00:<lab>:<k>.
@@ -273,7 +319,9 @@ impl Lab {
         let ns = format!("{}vm{k}", self.prefix);
         let port_if = format!("{}p{k}", self.prefix);
         let mac = MacAddr([0x02, 0xaa, 0, 0, self.index as u8, k]);
-        let _ = sh(&format!("ip netns del {ns} 2>/dev/null; ip link del {port_if} 2>/dev/null"));
+        let _ = sh(&format!(
+            "ip netns del {ns} 2>/dev/null; ip link del {port_if} 2>/dev/null"
+        ));
         sh_ok(&format!("ip netns add {ns}"));
         self.vms.push(ns.clone());
         self.root_links.push(port_if.clone());
@@ -292,7 +340,9 @@ impl Lab {
         let root_if = format!("{}o", self.prefix);
         let root_ip = Ipv4Addr::new(203, 0, 113, (self.index * 4 + 1) as u8);
         let ip = Ipv4Addr::new(203, 0, 113, (self.index * 4 + 2) as u8);
-        let _ = sh(&format!("ip netns del {ns} 2>/dev/null; ip link del {root_if} 2>/dev/null"));
+        let _ = sh(&format!(
+            "ip netns del {ns} 2>/dev/null; ip link del {root_if} 2>/dev/null"
+        ));
         sh_ok(&format!("ip netns add {ns}"));
         self.extra_ns.push(ns.clone());
         self.root_links.push(root_if.clone());
@@ -303,7 +353,12 @@ impl Lab {
              ip -n {ns} route add 198.51.100.0/24 via {root_ip} && \
              ip -n {ns} route add 100.64.0.0/10 via {root_ip}"
         ));
-        Outside { ns, root_if, root_ip, ip }
+        Outside {
+            ns,
+            root_if,
+            root_ip,
+            ip,
+        }
     }
 
     /// A port of `vm` in `subnet_id` with these IPs and rules.
@@ -346,15 +401,27 @@ impl Drop for Lab {
 }
 
 pub fn allow_all() -> Vec<Rule> {
-    vec![Rule { protocol: Protocol::Any, ports: None, peers: vec![Ipv4Net::ANY] }]
+    vec![Rule {
+        protocol: Protocol::Any,
+        ports: None,
+        peers: vec![Ipv4Net::ANY],
+    }]
 }
 
 pub fn icmp_from(peers: &[&str]) -> Rule {
-    Rule { protocol: Protocol::Icmp, ports: None, peers: peers.iter().map(|p| n(p)).collect() }
+    Rule {
+        protocol: Protocol::Icmp,
+        ports: None,
+        peers: peers.iter().map(|p| n(p)).collect(),
+    }
 }
 
 pub fn tcp_from(port: u16, peers: &[&str]) -> Rule {
-    Rule { protocol: Protocol::Tcp, ports: Some((port, port)), peers: peers.iter().map(|p| n(p)).collect() }
+    Rule {
+        protocol: Protocol::Tcp,
+        ports: Some((port, port)),
+        peers: peers.iter().map(|p| n(p)).collect(),
+    }
 }
 
 /// A one-subnet Net without uplink.
@@ -362,7 +429,11 @@ pub fn simple_net(net_id: &str, range: &str, subnet: &str, ports: Vec<PortSpec>)
     NetSpec {
         net_id: net_id.to_string(),
         ip_range: n(range),
-        subnets: vec![SubnetSpec { subnet_id: "subnet-a".into(), ip_range: n(subnet), routes: vec![] }],
+        subnets: vec![SubnetSpec {
+            subnet_id: "subnet-a".into(),
+            ip_range: n(subnet),
+            routes: vec![],
+        }],
         ports,
         uplink: None,
         public_ips: vec![],
