@@ -5,7 +5,7 @@
 //! apply that crashed halfway, pieces deleted by hand, a killed dnsmasq.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::net::{SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -197,6 +197,11 @@ impl NetDriver {
                 // to bypass the router.
                 ("net/ipv4/conf/all/send_redirects", "0"),
                 ("net/ipv4/conf/default/send_redirects", "0"),
+                // New namespaces inherit the host's IPv4 settings; a strict
+                // reverse-path filter would second-guess the policy routing
+                // (anti-spoofing is nftables' job, per port).
+                ("net/ipv4/conf/all/rp_filter", "0"),
+                ("net/ipv4/conf/default/rp_filter", "0"),
                 // IPv4 only: no IPv6 on any device of the namespace.
                 ("net/ipv6/conf/all/disable_ipv6", "1"),
                 ("net/ipv6/conf/default/disable_ipv6", "1"),
@@ -694,15 +699,10 @@ impl NetDriver {
             TcpListener::bind(addr)
         })
     }
-
-    /// The address a guest of `net` reaches the metadata service at.
-    pub fn metadata_addr() -> Ipv4Addr {
-        METADATA_IP
-    }
 }
 
-/// Interfaces of a Net namespace that are neither the driver's own (lo,
-/// uplink, subnet bridges) and hence are ports.
+/// Interfaces of a Net namespace that are not the driver's own (lo,
+/// uplink, subnet bridges): the ports.
 fn is_port_candidate(name: &str) -> bool {
     name != "lo" && name != UPLINK && !naming::is_bridge_name(name)
 }

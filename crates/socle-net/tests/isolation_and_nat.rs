@@ -331,7 +331,15 @@ fn subnets_route_to_each_other_and_to_a_next_hop_vm() {
     assert!(!a.ping(ip("10.0.2.99")), "an unused address of the Net");
 
     // The router VM owns 192.168.50.1 and serves there.
+    // Like any router VM behind ARP anti-spoofing, it announces only its
+    // interface's own address in ARP (Linux's default arp_announce=0 would
+    // use 192.168.50.1 as ARP sender for its replies, which is dropped).
     sh_ok(&format!("ip -n {} addr add 192.168.50.1/32 dev lo", r.ns));
+    sh_ok(&format!(
+        "ip netns exec {} sysctl -qw net.ipv4.conf.all.arp_announce=2",
+        r.ns
+    ));
+    sh_ok(&format!("ip -n {} neigh flush dev eth0", r.ns));
     r.serve_peer_echo(9100);
     assert_eq!(
         a.fetch(sa("192.168.50.1", 9100)).as_deref(),

@@ -107,7 +107,7 @@ pub fn connect_from(ns: &str, to: SocketAddrV4, timeout: Duration) -> Option<Tcp
 /// Reads what a server sends on a fresh connection from `ns` (the
 /// `peer_echo` servers send the address they see and close).
 pub fn fetch_from(ns: &str, to: SocketAddrV4) -> Option<String> {
-    let mut s = connect_from(ns, to, Duration::from_millis(800))?;
+    let mut s = connect_from(ns, to, Duration::from_millis(1200))?;
     s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
     let mut buf = String::new();
     s.read_to_string(&mut buf).ok()?;
@@ -229,7 +229,7 @@ impl Vm {
     }
 
     pub fn connect(&self, to: SocketAddrV4) -> Option<TcpStream> {
-        connect_from(&self.ns, to, Duration::from_millis(800))
+        connect_from(&self.ns, to, Duration::from_millis(1200))
     }
 
     pub fn listen(&self, port: u16) -> TcpListener {
