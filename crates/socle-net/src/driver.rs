@@ -271,12 +271,13 @@ impl NetDriver {
         let table = self.root_table(&net.net_id);
         let root_links = host::links_by_name(None)?;
         let ns_links = host::links_by_name(Some(ns))?;
+        let alias = uplink_alias(&net.net_id);
         let root_has = root_links.get(&veth).map(|l| l.kind() == Some("veth"));
         let ns_has = ns_links.contains_key(UPLINK);
 
         let Some(up) = net.uplink else {
             // No internet gateway: no veth, no routes, no root table.
-            if root_has.is_some() {
+            if root_has.is_some() && owned_by(root_links.get(&veth), &alias) {
                 ip(None, &["link", "del", &veth])?;
             }
             if ns_has {
@@ -285,6 +286,17 @@ impl NetDriver {
             return nft_load(None, &nft::delete_table_script("inet", &table));
         };
 
+        // The root name is a hash of the Net id: the alias says whose it is,
+        // so a clash is an error instead of another Net's uplink deleted.
+        if let Some(owner) = root_links.get(&veth).and_then(|l| l.ifalias.as_deref()) {
+            if owner != alias {
+                return Err(NetError::NameClash {
+                    name: veth,
+                    owner: owner.to_string(),
+                    net_id: net.net_id.clone(),
+                });
+            }
+        }
         // A veth pair lives and dies as a pair, so half of one means someone
         // else's interface or an orphaned end: remove and recreate.
         if root_has == Some(false) || (root_has == Some(true) && !ns_has) {
@@ -319,6 +331,7 @@ impl NetDriver {
                 up.root_ip, up.net_ip
             ));
         }
+        batch.push(format!("link set {veth} alias {alias}"));
         batch.push(format!("link set {veth} up"));
         // Public IPs of the Net (1:1 and NAT services) are routed to it.
         let wanted: BTreeSet<Ipv4Net> = net
@@ -543,7 +556,9 @@ impl NetDriver {
             );
         }
         let veth = self.uplink_interface(net_id);
-        if host::links_by_name(None)?.contains_key(&veth) {
+        let root_links = host::links_by_name(None)?;
+        if root_links.contains_key(&veth) && owned_by(root_links.get(&veth), &uplink_alias(net_id))
+        {
             ip(None, &["link", "del", &veth])?;
         }
         nft_load(
@@ -705,4 +720,17 @@ impl NetDriver {
 /// uplink, subnet bridges): the ports.
 fn is_port_candidate(name: &str) -> bool {
     name != "lo" && name != UPLINK && !naming::is_bridge_name(name)
+}
+
+/// The alias of a Net's root-namespace veth (no spaces: it goes through
+/// `ip -batch`).
+fn uplink_alias(net_id: &str) -> String {
+    format!("socle-net:{net_id}")
+}
+
+/// An interface carries no owner tag (created before the tag was set, e.g.
+/// by an apply that crashed) or carries ours.
+fn owned_by(link: Option<&host::Link>, alias: &str) -> bool {
+    link.and_then(|l| l.ifalias.as_deref())
+        .is_none_or(|a| a == alias)
 }

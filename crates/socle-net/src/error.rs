@@ -76,6 +76,13 @@ pub enum NetError {
         source: std::io::Error,
     },
 
+    #[error("interface {name} belongs to {owner}, not to Net {net_id} (hash clash of names; rename the Net or change the prefix)")]
+    NameClash {
+        name: String,
+        owner: String,
+        net_id: String,
+    },
+
     #[error("dnsmasq of Net {net_id}: {detail}")]
     Dhcp { net_id: String, detail: String },
 }

@@ -20,6 +20,10 @@ pub struct Link {
     pub address: Option<String>,
     #[serde(default)]
     pub linkinfo: Option<LinkInfo>,
+    /// `ip link set X alias …`: the driver tags root-namespace devices with
+    /// their owner.
+    #[serde(default)]
+    pub ifalias: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -492,3 +492,34 @@ fn taps_prepare_move_and_remove() {
     lab.driver.remove_tap(&tap).unwrap();
     assert!(!link_exists(None, &tap) && !link_exists(Some(&ns), &tap));
 }
+
+/// The root end of the uplink is named after a hash of the Net id; an
+/// interface of that name owned by another Net (a hash clash) makes apply
+/// fail with NameClash, and neither apply nor destroy touches it.
+#[test]
+fn uplink_name_clash_is_an_error_not_a_deletion() {
+    let mut lab = Lab::new();
+    let net_id = lab.net_id("clash");
+    let veth = lab.driver.uplink_interface(&net_id);
+    lab.root_links.push(veth.clone());
+    // (this kernel has no dummy interfaces: a veth pair stands in)
+    sh_ok(&format!(
+        "ip link add {veth} type veth peer name {}cp && ip link set {veth} alias socle-net:vpc-other",
+        lab.prefix
+    ));
+    let mut spec = simple_net(&net_id, "10.0.0.0/16", "10.0.1.0/24", vec![]);
+    spec.uplink = Some(lab.uplink(0));
+    let err = lab.driver.apply(&spec).unwrap_err();
+    assert!(
+        matches!(err, NetError::NameClash { ref owner, .. } if owner == "socle-net:vpc-other"),
+        "{err}"
+    );
+    spec.uplink = None;
+    lab.apply(&spec);
+    lab.driver.destroy(&net_id).unwrap();
+    assert!(
+        link_exists(None, &veth),
+        "another Net's interface is left alone"
+    );
+    sh_ok(&format!("ip link del {veth}"));
+}

@@ -258,7 +258,8 @@ pub struct Lab {
     pub dir: tempfile::TempDir,
     pub driver: NetDriver,
     vms: Vec<String>,
-    root_links: Vec<String>,
+    /// Root-namespace links deleted on Drop.
+    pub root_links: Vec<String>,
     nets: Vec<String>,
     extra_ns: Vec<String>,
 }
