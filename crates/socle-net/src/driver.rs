@@ -734,3 +734,32 @@ fn owned_by(link: Option<&host::Link>, alias: &str) -> bool {
     link.and_then(|l| l.ifalias.as_deref())
         .is_none_or(|a| a == alias)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<NetDriver>();
+    }
+
+    #[test]
+    fn constructor_checks_the_prefix() {
+        let dir = std::env::temp_dir().join(format!("socle-net-unit-{}", std::process::id()));
+        assert!(matches!(
+            NetDriver::new(dir.clone(), "toolong1"),
+            Err(NetError::InvalidPrefix(_))
+        ));
+        let d = NetDriver::new(dir.clone(), "socle").unwrap();
+        assert_eq!(d.namespace("vpc-1"), "socle-vpc-1");
+        assert_eq!(d.root_table("vpc-1"), "socle_vpc-1");
+        assert!(d.uplink_interface("vpc-1").len() <= 15);
+        assert!(matches!(
+            d.destroy("bad/id"),
+            Err(NetError::InvalidNetId(_))
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
+}
