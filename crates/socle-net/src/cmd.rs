@@ -83,13 +83,11 @@ pub fn run_input(cmd: &mut Command, input: Option<&str>) -> Result<Output> {
                 source,
             })?;
     }
-    let out = child
-        .wait_with_output()
-        .map_err(|source| NetError::Spawn {
-            program,
-            hint: "",
-            source,
-        })?;
+    let out = child.wait_with_output().map_err(|source| NetError::Spawn {
+        program,
+        hint: "",
+        source,
+    })?;
     if !out.status.success() {
         let mut stderr = tail_text(&out.stderr, 15);
         if stderr.is_empty() {
@@ -129,7 +127,11 @@ pub fn ip_json<T: serde::de::DeserializeOwned>(ns: Option<&str>, args: &[&str]) 
     let out = run(&mut c)?;
     // Some iproute2 versions print nothing instead of `[]` for an empty list.
     let text = String::from_utf8_lossy(&out.stdout);
-    let text = if text.trim().is_empty() { "[]" } else { text.trim() };
+    let text = if text.trim().is_empty() {
+        "[]"
+    } else {
+        text.trim()
+    };
     serde_json::from_str(text).map_err(|e| NetError::Parse {
         command: rendered,
         detail: e.to_string(),
@@ -256,7 +258,8 @@ pub fn write_sysctl(key: &str, value: &str) -> std::io::Result<()> {
         Ok(cur) if cur.trim() == value => return Ok(()),
         _ => {}
     }
-    std::fs::write(&path, value).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
+    std::fs::write(&path, value)
+        .map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", path.display())))
 }
 
 #[cfg(test)]

@@ -203,7 +203,9 @@ mod tests {
         assert!(c.contains("leasefile-ro\n"));
         assert!(c.contains("pid-file=/state/vpc-1/dnsmasq.pid\n"));
         assert!(c.contains(&format!("interface={br_a}\n")));
-        assert!(c.contains(&format!("dhcp-range=set:{br_a},10.0.1.0,static,255.255.255.0,1h\n")));
+        assert!(c.contains(&format!(
+            "dhcp-range=set:{br_a},10.0.1.0,static,255.255.255.0,1h\n"
+        )));
         assert!(c.contains(&format!("dhcp-option=tag:{br_a},option:router,10.0.1.1\n")));
         // Primary IP only.
         assert!(c.contains("dhcp-host=02:00:00:00:00:01,10.0.1.10\n"));

@@ -5,7 +5,7 @@
 //! apply that crashed halfway, pieces deleted by hand, a killed dnsmasq.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
+use std::net::{SocketAddrV4, TcpListener};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::{Arc, Mutex};
@@ -197,6 +197,11 @@ impl NetDriver {
                 // to bypass the router.
                 ("net/ipv4/conf/all/send_redirects", "0"),
                 ("net/ipv4/conf/default/send_redirects", "0"),
+                // New namespaces inherit the host's IPv4 settings; a strict
+                // reverse-path filter would second-guess the policy routing
+                // (anti-spoofing is nftables' job, per port).
+                ("net/ipv4/conf/all/rp_filter", "0"),
+                ("net/ipv4/conf/default/rp_filter", "0"),
                 // IPv4 only: no IPv6 on any device of the namespace.
                 ("net/ipv6/conf/all/disable_ipv6", "1"),
                 ("net/ipv6/conf/default/disable_ipv6", "1"),
@@ -221,7 +226,10 @@ impl NetDriver {
             .map(|s| (naming::bridge(&s.subnet_id), s))
             .collect();
         for (name, l) in &links {
-            if naming::is_bridge_name(name) && !wanted.contains_key(name) && l.kind() == Some("bridge") {
+            if naming::is_bridge_name(name)
+                && !wanted.contains_key(name)
+                && l.kind() == Some("bridge")
+            {
                 batch.push(format!("link del {name}"));
             }
         }
@@ -235,16 +243,23 @@ impl NetDriver {
                 }
                 Some(_) => {
                     batch.push(format!("link del {name}"));
-                    batch.push(format!("link add {name} address {mac} type bridge stp_state 0"));
+                    batch.push(format!(
+                        "link add {name} address {mac} type bridge stp_state 0"
+                    ));
                 }
-                None => batch.push(format!("link add {name} address {mac} type bridge stp_state 0")),
+                None => batch.push(format!(
+                    "link add {name} address {mac} type bridge stp_state 0"
+                )),
             }
             let want = vec![format!("{}/{}", s.gateway(), s.ip_range.prefix_len())];
             if addrs.get(name) != Some(&want) {
                 batch.push(format!("addr flush dev {name}"));
                 batch.push(format!("addr add {} dev {name}", want[0]));
             }
-            if !links.get(name).is_some_and(|l| l.is_up() && l.kind() == Some("bridge")) {
+            if !links
+                .get(name)
+                .is_some_and(|l| l.is_up() && l.kind() == Some("bridge"))
+            {
                 batch.push(format!("link set {name} up"));
             }
         }
@@ -256,12 +271,13 @@ impl NetDriver {
         let table = self.root_table(&net.net_id);
         let root_links = host::links_by_name(None)?;
         let ns_links = host::links_by_name(Some(ns))?;
+        let alias = uplink_alias(&net.net_id);
         let root_has = root_links.get(&veth).map(|l| l.kind() == Some("veth"));
         let ns_has = ns_links.contains_key(UPLINK);
 
         let Some(up) = net.uplink else {
             // No internet gateway: no veth, no routes, no root table.
-            if root_has.is_some() {
+            if root_has.is_some() && owned_by(root_links.get(&veth), &alias) {
                 ip(None, &["link", "del", &veth])?;
             }
             if ns_has {
@@ -270,6 +286,17 @@ impl NetDriver {
             return nft_load(None, &nft::delete_table_script("inet", &table));
         };
 
+        // The root name is a hash of the Net id: the alias says whose it is,
+        // so a clash is an error instead of another Net's uplink deleted.
+        if let Some(owner) = root_links.get(&veth).and_then(|l| l.ifalias.as_deref()) {
+            if owner != alias {
+                return Err(NetError::NameClash {
+                    name: veth,
+                    owner: owner.to_string(),
+                    net_id: net.net_id.clone(),
+                });
+            }
+        }
         // A veth pair lives and dies as a pair, so half of one means someone
         // else's interface or an orphaned end: remove and recreate.
         if root_has == Some(false) || (root_has == Some(true) && !ns_has) {
@@ -281,7 +308,9 @@ impl NetDriver {
         if root_has != Some(true) || !ns_has {
             ip(
                 None,
-                &["link", "add", &veth, "type", "veth", "peer", "name", UPLINK, "netns", ns],
+                &[
+                    "link", "add", &veth, "type", "veth", "peer", "name", UPLINK, "netns", ns,
+                ],
             )?;
         }
         // The root end carries only IPv4 to public addresses.
@@ -297,11 +326,19 @@ impl NetDriver {
         let mut batch = Vec::new();
         if root_addrs.get(&veth) != Some(&want_root) {
             batch.push(format!("addr flush dev {veth}"));
-            batch.push(format!("addr add {} peer {} dev {veth}", up.root_ip, up.net_ip));
+            batch.push(format!(
+                "addr add {} peer {} dev {veth}",
+                up.root_ip, up.net_ip
+            ));
         }
+        batch.push(format!("link set {veth} alias {alias}"));
         batch.push(format!("link set {veth} up"));
         // Public IPs of the Net (1:1 and NAT services) are routed to it.
-        let wanted: BTreeSet<Ipv4Net> = net.public_addresses().into_iter().map(Ipv4Net::host).collect();
+        let wanted: BTreeSet<Ipv4Net> = net
+            .public_addresses()
+            .into_iter()
+            .map(Ipv4Net::host)
+            .collect();
         for r in host::routes(None, &["dev", &veth])? {
             let Some(dest) = r.dest() else { continue };
             if r.protocol.as_deref() == Some("kernel") {
@@ -321,7 +358,10 @@ impl NetDriver {
         let mut batch = Vec::new();
         if ns_addrs.get(UPLINK) != Some(&want_ns) {
             batch.push(format!("addr flush dev {UPLINK}"));
-            batch.push(format!("addr add {} peer {} dev {UPLINK}", up.net_ip, up.root_ip));
+            batch.push(format!(
+                "addr add {} peer {} dev {UPLINK}",
+                up.net_ip, up.root_ip
+            ));
         }
         batch.push(format!("link set {UPLINK} up"));
         ip_batch(Some(ns), &batch)?;
@@ -446,8 +486,12 @@ impl NetDriver {
         }
 
         for r in host::routes(Some(ns), &["table", "all"])? {
-            let (Some(t), Some(d)) = (r.table_id(), r.dest()) else { continue };
-            if (SUBNET_TABLE_BASE..SUBNET_TABLE_END).contains(&t) && !want_routes.contains_key(&(t, d)) {
+            let (Some(t), Some(d)) = (r.table_id(), r.dest()) else {
+                continue;
+            };
+            if (SUBNET_TABLE_BASE..SUBNET_TABLE_END).contains(&t)
+                && !want_routes.contains_key(&(t, d))
+            {
                 batch.push(format!("route del {d} table {t}"));
             }
             if t == 254 && r.kind.as_deref() == Some("unreachable") && d != net.ip_range {
@@ -502,17 +546,25 @@ impl NetDriver {
                     let _ = ip(Some(&ns), &["link", "del", name]);
                 }
             }
-            let _ = nft_load(Some(&ns), &format!(
-                "{}{}",
-                nft::delete_table_script("bridge", NS_TABLE),
-                nft::delete_table_script("inet", NS_TABLE)
-            ));
+            let _ = nft_load(
+                Some(&ns),
+                &format!(
+                    "{}{}",
+                    nft::delete_table_script("bridge", NS_TABLE),
+                    nft::delete_table_script("inet", NS_TABLE)
+                ),
+            );
         }
         let veth = self.uplink_interface(net_id);
-        if host::links_by_name(None)?.contains_key(&veth) {
+        let root_links = host::links_by_name(None)?;
+        if root_links.contains_key(&veth) && owned_by(root_links.get(&veth), &uplink_alias(net_id))
+        {
             ip(None, &["link", "del", &veth])?;
         }
-        nft_load(None, &nft::delete_table_script("inet", &self.root_table(net_id)))?;
+        nft_load(
+            None,
+            &nft::delete_table_script("inet", &self.root_table(net_id)),
+        )?;
         if ns_exists {
             cmd::run(Command::new("ip").args(["netns", "delete", &ns]))?;
         }
@@ -624,7 +676,10 @@ impl NetDriver {
             return Err(NetError::InvalidInterfaceName(tap.to_string()));
         }
         self.remove_tap_from_nets(tap)?;
-        if host::links_by_name(None)?.get(tap).is_some_and(|l| l.is_tap()) {
+        if host::links_by_name(None)?
+            .get(tap)
+            .is_some_and(|l| l.is_tap())
+        {
             ip(None, &["link", "del", tap])?;
         }
         Ok(())
@@ -659,15 +714,52 @@ impl NetDriver {
             TcpListener::bind(addr)
         })
     }
-
-    /// The address a guest of `net` reaches the metadata service at.
-    pub fn metadata_addr() -> Ipv4Addr {
-        METADATA_IP
-    }
 }
 
-/// Interfaces of a Net namespace that are neither the driver's own (lo,
-/// uplink, subnet bridges) and hence are ports.
+/// Interfaces of a Net namespace that are not the driver's own (lo,
+/// uplink, subnet bridges): the ports.
 fn is_port_candidate(name: &str) -> bool {
     name != "lo" && name != UPLINK && !naming::is_bridge_name(name)
+}
+
+/// The alias of a Net's root-namespace veth (no spaces: it goes through
+/// `ip -batch`).
+fn uplink_alias(net_id: &str) -> String {
+    format!("socle-net:{net_id}")
+}
+
+/// An interface carries no owner tag (created before the tag was set, e.g.
+/// by an apply that crashed) or carries ours.
+fn owned_by(link: Option<&host::Link>, alias: &str) -> bool {
+    link.and_then(|l| l.ifalias.as_deref())
+        .is_none_or(|a| a == alias)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn driver_is_shareable_across_threads() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<NetDriver>();
+    }
+
+    #[test]
+    fn constructor_checks_the_prefix() {
+        let dir = std::env::temp_dir().join(format!("socle-net-unit-{}", std::process::id()));
+        assert!(matches!(
+            NetDriver::new(dir.clone(), "toolong1"),
+            Err(NetError::InvalidPrefix(_))
+        ));
+        let d = NetDriver::new(dir.clone(), "socle").unwrap();
+        assert_eq!(d.namespace("vpc-1"), "socle-vpc-1");
+        assert_eq!(d.root_table("vpc-1"), "socle_vpc-1");
+        assert!(d.uplink_interface("vpc-1").len() <= 15);
+        assert!(matches!(
+            d.destroy("bad/id"),
+            Err(NetError::InvalidNetId(_))
+        ));
+        let _ = std::fs::remove_dir_all(dir);
+    }
 }

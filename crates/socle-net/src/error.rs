@@ -76,6 +76,13 @@ pub enum NetError {
         source: std::io::Error,
     },
 
+    #[error("interface {name} belongs to {owner}, not to Net {net_id} (hash clash of names; rename the Net or change the prefix)")]
+    NameClash {
+        name: String,
+        owner: String,
+        net_id: String,
+    },
+
     #[error("dnsmasq of Net {net_id}: {detail}")]
     Dhcp { net_id: String, detail: String },
 }
@@ -159,7 +166,9 @@ pub enum SpecError {
     #[error("private IP {0} is used twice")]
     DuplicateIp(Ipv4Addr),
 
-    #[error("NIC {nic_id}: {direction} rule: port range {from}-{to} is invalid (from must be <= to)")]
+    #[error(
+        "NIC {nic_id}: {direction} rule: port range {from}-{to} is invalid (from must be <= to)"
+    )]
     BadPortRange {
         nic_id: String,
         direction: &'static str,

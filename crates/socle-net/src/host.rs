@@ -20,6 +20,10 @@ pub struct Link {
     pub address: Option<String>,
     #[serde(default)]
     pub linkinfo: Option<LinkInfo>,
+    /// `ip link set X alias …`: the driver tags root-namespace devices with
+    /// their owner.
+    #[serde(default)]
+    pub ifalias: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -203,8 +207,14 @@ mod tests {
                 {"priority":1000,"src":"10.0.0.0","srclen":24,"table":"1000"}]"#,
         )
         .unwrap();
-        assert_eq!(rules[1].render(), "pref 500 from all to 10.0.0.0/16 lookup 254");
-        assert_eq!(rules[2].render(), "pref 1000 from 10.0.0.0/24 to all lookup 1000");
+        assert_eq!(
+            rules[1].render(),
+            "pref 500 from all to 10.0.0.0/16 lookup 254"
+        );
+        assert_eq!(
+            rules[2].render(),
+            "pref 1000 from 10.0.0.0/24 to all lookup 1000"
+        );
         let links: Vec<Link> = serde_json::from_str(
             r#"[{"ifname":"tp0","flags":["BROADCAST","UP"],"address":"7e:f4:da:df:49:34",
                  "linkinfo":{"info_kind":"tun","info_data":{"type":"tap","pi":false}}},

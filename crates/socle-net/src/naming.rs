@@ -90,7 +90,9 @@ pub fn bridge(subnet_id: &str) -> String {
 pub fn is_bridge_name(name: &str) -> bool {
     name.len() == 10
         && name.starts_with("sn")
-        && name[2..].bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+        && name[2..]
+            .bytes()
+            .all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
 }
 
 /// A fixed MAC for a subnet's bridge. Without it the bridge takes the lowest

@@ -113,7 +113,11 @@ fn nat_ip(spec: &NetSpec, nat_id: &str) -> Option<Ipv4Addr> {
 /// replacement script.
 pub fn ns_ruleset(spec: &NetSpec) -> String {
     let mut out = String::new();
-    let _ = writeln!(out, "# socle-net: Net {} (generated; replaced as a whole on every apply)", spec.net_id);
+    let _ = writeln!(
+        out,
+        "# socle-net: Net {} (generated; replaced as a whole on every apply)",
+        spec.net_id
+    );
     for family in ["bridge", "inet"] {
         let _ = writeln!(out, "table {family} {NS_TABLE}");
         let _ = writeln!(out, "delete table {family} {NS_TABLE}");
@@ -129,23 +133,36 @@ fn bridge_table(spec: &NetSpec) -> String {
     let _ = writeln!(t, "table bridge {NS_TABLE} {{");
 
     // Base chains dispatch by port; anything not from/to a known port drops.
-    let from_map = set(ports.iter().map(|(i, p)| format!("{} : jump from_{i}", quoted(&p.ifname))));
-    let to_map = set(ports.iter().map(|(i, p)| format!("{} : jump to_{i}", quoted(&p.ifname))));
+    let from_map = set(ports
+        .iter()
+        .map(|(i, p)| format!("{} : jump from_{i}", quoted(&p.ifname))));
+    let to_map = set(ports
+        .iter()
+        .map(|(i, p)| format!("{} : jump to_{i}", quoted(&p.ifname))));
     let _ = writeln!(t, "\tchain prerouting {{");
-    let _ = writeln!(t, "\t\ttype filter hook prerouting priority -200; policy drop;");
+    let _ = writeln!(
+        t,
+        "\t\ttype filter hook prerouting priority -200; policy drop;"
+    );
     if !ports.is_empty() {
         let _ = writeln!(t, "\t\tiifname vmap {from_map}");
     }
     let _ = writeln!(t, "\t}}");
     let _ = writeln!(t, "\tchain forward {{");
-    let _ = writeln!(t, "\t\ttype filter hook forward priority -200; policy drop;");
+    let _ = writeln!(
+        t,
+        "\t\ttype filter hook forward priority -200; policy drop;"
+    );
     if !ports.is_empty() {
         let _ = writeln!(t, "\t\toifname vmap {to_map}");
     }
     let _ = writeln!(t, "\t}}");
     let _ = writeln!(t, "\tchain output {{");
     let _ = writeln!(t, "\t\ttype filter hook output priority -200; policy drop;");
-    let _ = writeln!(t, "\t\t# DHCP answers of the namespace's dnsmasq (may be broadcast)");
+    let _ = writeln!(
+        t,
+        "\t\t# DHCP answers of the namespace's dnsmasq (may be broadcast)"
+    );
     let _ = writeln!(t, "\t\tether type ip udp sport 67 udp dport 68 accept");
     if !ports.is_empty() {
         let _ = writeln!(t, "\t\toifname vmap {to_map}");
@@ -168,12 +185,24 @@ fn bridge_table(spec: &NetSpec) -> String {
             t,
             "\t\tip saddr 0.0.0.0 ip daddr 255.255.255.255 udp sport 68 udp dport 67 meta mark set {mark:#x} accept"
         );
-        let _ = writeln!(t, "\t\tip saddr {ips} meta mark set {mark:#x} accept");
+        if p.source_dest_check {
+            let _ = writeln!(t, "\t\tip saddr {ips} meta mark set {mark:#x} accept");
+        } else {
+            let _ = writeln!(
+                t,
+                "\t\t# source/dest check off: a router may forward others' packets"
+            );
+            let _ = writeln!(t, "\t\tether type ip meta mark set {mark:#x} accept");
+        }
         let _ = writeln!(t, "\t\tdrop");
         let _ = writeln!(t, "\t}}");
         let _ = writeln!(t, "\tchain to_{i} {{");
         let _ = writeln!(t, "\t\tether type arp accept");
-        let _ = writeln!(t, "\t\tip daddr {ips} accept");
+        if p.source_dest_check {
+            let _ = writeln!(t, "\t\tip daddr {ips} accept");
+        } else {
+            let _ = writeln!(t, "\t\tether type ip accept");
+        }
         let _ = writeln!(t, "\t\tdrop");
         let _ = writeln!(t, "\t}}");
     }
@@ -188,19 +217,37 @@ fn inet_table(spec: &NetSpec) -> String {
 
     // --- NAT ---
     let _ = writeln!(t, "\tchain prerouting_nat {{");
-    let _ = writeln!(t, "\t\ttype nat hook prerouting priority dstnat; policy accept;");
+    let _ = writeln!(
+        t,
+        "\t\ttype nat hook prerouting priority dstnat; policy accept;"
+    );
     if has_uplink && !spec.public_ips.is_empty() {
-        let map = set(spec.public_ips.iter().map(|m| format!("{} : {}", m.public_ip, m.private_ip)));
-        let _ = writeln!(t, "\t\tiifname {} dnat ip to ip daddr map {map}", quoted(UPLINK));
+        let map = set(spec
+            .public_ips
+            .iter()
+            .map(|m| format!("{} : {}", m.public_ip, m.private_ip)));
+        let _ = writeln!(
+            t,
+            "\t\tiifname {} dnat ip to ip daddr map {map}",
+            quoted(UPLINK)
+        );
     }
     let _ = writeln!(t, "\t}}");
     let _ = writeln!(t, "\tchain postrouting_nat {{");
-    let _ = writeln!(t, "\t\ttype nat hook postrouting priority srcnat; policy accept;");
+    let _ = writeln!(
+        t,
+        "\t\ttype nat hook postrouting priority srcnat; policy accept;"
+    );
     if has_uplink {
         for s in &spec.subnets {
             let mapped = mapped_in(spec, s);
             for r in routes_by_specificity(s) {
-                let m = format!("oifname {} ip saddr {} ip daddr {}", quoted(UPLINK), s.ip_range, r.dest);
+                let m = format!(
+                    "oifname {} ip saddr {} ip daddr {}",
+                    quoted(UPLINK),
+                    s.ip_range,
+                    r.dest
+                );
                 match &r.target {
                     RouteTarget::Internet => {
                         if !mapped.is_empty() {
@@ -227,12 +274,17 @@ fn inet_table(spec: &NetSpec) -> String {
         .enumerate()
         .map(|(i, _)| format!("{:#x} : jump out_{i}", port_mark(i))));
     let in_map = set(spec.ports.iter().enumerate().flat_map(|(i, p)| {
-        p.private_ips.iter().map(move |ip| format!("{ip} : jump in_{i}"))
+        p.private_ips
+            .iter()
+            .map(move |ip| format!("{ip} : jump in_{i}"))
     }));
 
     // --- the namespace itself: gateway, DHCP server, metadata service ---
     let _ = writeln!(t, "\tchain input {{");
-    let _ = writeln!(t, "\t\ttype filter hook input priority filter; policy drop;");
+    let _ = writeln!(
+        t,
+        "\t\ttype filter hook input priority filter; policy drop;"
+    );
     let _ = writeln!(t, "\t\tiif \"lo\" accept");
     let _ = writeln!(t, "\t\tct state established,related accept");
     let _ = writeln!(t, "\t\tct state invalid drop");
@@ -248,24 +300,50 @@ fn inet_table(spec: &NetSpec) -> String {
     let _ = writeln!(t, "\t}}");
 
     // --- everything routed or bridged through the namespace ---
-    let bridges: Vec<String> = spec.subnets.iter().map(|s| quoted(&naming::bridge(&s.subnet_id))).collect();
+    let bridges: Vec<String> = spec
+        .subnets
+        .iter()
+        .map(|s| quoted(&naming::bridge(&s.subnet_id)))
+        .collect();
     let _ = writeln!(t, "\tchain forward {{");
-    let _ = writeln!(t, "\t\ttype filter hook forward priority filter; policy drop;");
+    let _ = writeln!(
+        t,
+        "\t\ttype filter hook forward priority filter; policy drop;"
+    );
     let _ = writeln!(t, "\t\tct state established,related accept");
     let _ = writeln!(t, "\t\tct state invalid drop");
-    let _ = writeln!(t, "\t\tiifname {} ip saddr {} drop", quoted(UPLINK), spec.ip_range);
+    let _ = writeln!(
+        t,
+        "\t\tiifname {} ip saddr {} drop",
+        quoted(UPLINK),
+        spec.ip_range
+    );
     let _ = writeln!(t, "\t\tiifname {} ct status ! dnat drop", quoted(UPLINK));
     if !spec.ports.is_empty() {
-        let _ = writeln!(t, "\t\t# source port: its outbound rules (return when allowed)");
+        let _ = writeln!(
+            t,
+            "\t\t# source port: its outbound rules (return when allowed)"
+        );
         let _ = writeln!(t, "\t\tmeta mark vmap {out_map}");
-        let _ = writeln!(t, "\t\t# destination port: its inbound rules (accept or drop)");
+        let _ = writeln!(
+            t,
+            "\t\t# destination port: its inbound rules (accept or drop)"
+        );
         let _ = writeln!(t, "\t\tip daddr vmap {in_map}");
     }
     let _ = writeln!(t, "\t\toifname {} jump to_uplink", quoted(UPLINK));
     let _ = writeln!(t, "\t\tiifname {} drop", quoted(UPLINK));
     if !bridges.is_empty() {
-        let _ = writeln!(t, "\t\t# inside the Net towards a non-port address: a next-hop route");
-        let _ = writeln!(t, "\t\tiifname {} oifname {} accept", set(&bridges), set(&bridges));
+        let _ = writeln!(
+            t,
+            "\t\t# inside the Net towards a non-port address: a next-hop route"
+        );
+        let _ = writeln!(
+            t,
+            "\t\tiifname {} oifname {} accept",
+            set(&bridges),
+            set(&bridges)
+        );
     }
     let _ = writeln!(t, "\t}}");
 
@@ -332,7 +410,10 @@ pub fn root_ruleset(table: &str, veth: &str, spec: &NetSpec) -> Option<String> {
     let _ = writeln!(t, "delete table inet {table}");
     let _ = writeln!(t, "table inet {table} {{");
     let _ = writeln!(t, "\tchain forward {{");
-    let _ = writeln!(t, "\t\ttype filter hook forward priority filter; policy accept;");
+    let _ = writeln!(
+        t,
+        "\t\ttype filter hook forward priority filter; policy accept;"
+    );
     let _ = writeln!(t, "\t\tiifname {v} meta nfproto != ipv4 drop");
     let _ = writeln!(t, "\t\toifname {v} meta nfproto != ipv4 drop");
     if publics.is_empty() {
@@ -344,7 +425,10 @@ pub fn root_ruleset(table: &str, veth: &str, spec: &NetSpec) -> Option<String> {
     }
     let _ = writeln!(t, "\t}}");
     let _ = writeln!(t, "\tchain input {{");
-    let _ = writeln!(t, "\t\ttype filter hook input priority filter; policy accept;");
+    let _ = writeln!(
+        t,
+        "\t\ttype filter hook input priority filter; policy accept;"
+    );
     let _ = writeln!(t, "\t\tiifname {v} ct state established,related accept");
     let _ = writeln!(t, "\t\tiifname {v} drop");
     let _ = writeln!(t, "\t}}");
@@ -378,7 +462,10 @@ mod tests {
             ports: Some((1000, 2000)),
             peers: vec![Ipv4Net::ANY],
         };
-        assert_eq!(rule_match(&r, Direction::Outbound).unwrap(), "udp dport 1000-2000");
+        assert_eq!(
+            rule_match(&r, Direction::Outbound).unwrap(),
+            "udp dport 1000-2000"
+        );
         let r = Rule {
             protocol: Protocol::Icmp,
             ports: None,
@@ -393,13 +480,20 @@ mod tests {
             ports: None,
             peers: vec![Ipv4Net::ANY],
         };
-        assert_eq!(rule_match(&r, Direction::Inbound).unwrap(), "meta nfproto ipv4");
+        assert_eq!(
+            rule_match(&r, Direction::Inbound).unwrap(),
+            "meta nfproto ipv4"
+        );
         let r = Rule {
             protocol: Protocol::Tcp,
             ports: None,
             peers: vec![],
         };
-        assert_eq!(rule_match(&r, Direction::Inbound), None, "no peers, no match");
+        assert_eq!(
+            rule_match(&r, Direction::Inbound),
+            None,
+            "no peers, no match"
+        );
     }
 
     #[test]
@@ -416,15 +510,46 @@ mod tests {
         assert!(r.contains("ip saddr { 10.0.1.10, 10.0.1.11 } meta mark set 0x5c000001 accept"));
         assert!(r.contains("iifname vmap { \"tap1\" : jump from_0, \"tap2\" : jump from_1 }"));
         // Security groups.
-        assert!(r.contains("ip daddr vmap { 10.0.1.10 : jump in_0, 10.0.1.11 : jump in_0, 10.0.2.10 : jump in_1 }"));
+        assert!(r.contains(
+            "ip daddr vmap { 10.0.1.10 : jump in_0, 10.0.1.11 : jump in_0, 10.0.2.10 : jump in_1 }"
+        ));
         assert!(r.contains("\tchain in_0 {\n\t\ttcp dport 22 accept\n\t\tdrop\n"));
-        assert!(r.contains("\tchain out_1 {\n\t\tdrop\n"), "no outbound rule: nothing allowed");
-        assert!(r.contains("\tchain in_1 {\n\t\tip saddr { 10.0.1.0/24 } ip protocol icmp accept\n"));
+        assert!(
+            r.contains("\tchain out_1 {\n\t\tdrop\n"),
+            "no outbound rule: nothing allowed"
+        );
+        assert!(
+            r.contains("\tchain in_1 {\n\t\tip saddr { 10.0.1.0/24 } ip protocol icmp accept\n")
+        );
         // NAT: 1:1 for subnet a, NAT service for subnet b.
-        assert!(r.contains("iifname \"uplink\" dnat ip to ip daddr map { 198.51.100.5 : 10.0.1.10 }"));
+        assert!(
+            r.contains("iifname \"uplink\" dnat ip to ip daddr map { 198.51.100.5 : 10.0.1.10 }")
+        );
         assert!(r.contains("oifname \"uplink\" ip saddr 10.0.1.0/24 ip daddr 0.0.0.0/0 snat ip to ip saddr map { 10.0.1.10 : 198.51.100.5 }"));
-        assert!(r.contains("oifname \"uplink\" ip saddr 10.0.2.0/24 ip daddr 0.0.0.0/0 snat ip to 198.51.100.9"));
+        assert!(r.contains(
+            "oifname \"uplink\" ip saddr 10.0.2.0/24 ip daddr 0.0.0.0/0 snat ip to 198.51.100.9"
+        ));
         assert!(r.contains("ip saddr 10.0.1.0/24 ip daddr 0.0.0.0/0 ip saddr { 10.0.1.10 } accept\n\t\tip saddr 10.0.1.0/24 ip daddr 0.0.0.0/0 drop"));
+    }
+
+    #[test]
+    fn router_port_without_source_dest_check() {
+        let mut s = sample();
+        s.ports[1].source_dest_check = false;
+        let r = ns_ruleset(&s);
+        let from_1 = &r[r.find("chain from_1").unwrap()..];
+        let from_1 = &from_1[..from_1.find("\n\t}").unwrap()];
+        assert!(
+            from_1.contains("ether saddr != 02:00:00:00:00:02 drop"),
+            "MAC still checked"
+        );
+        assert!(
+            from_1.contains("arp saddr ip != { 10.0.2.10, 0.0.0.0 } drop"),
+            "ARP still checked"
+        );
+        assert!(from_1.contains("ether type ip meta mark set 0x5c000002 accept"));
+        let to_1 = &r[r.find("chain to_1").unwrap()..];
+        assert!(to_1[..to_1.find("\n\t}").unwrap()].contains("ether type ip accept"));
     }
 
     #[test]
@@ -445,13 +570,19 @@ mod tests {
             0,
             crate::spec::Route {
                 dest: Ipv4Net::ANY,
-                target: RouteTarget::Nat { nat_id: "nat-1".into() },
+                target: RouteTarget::Nat {
+                    nat_id: "nat-1".into(),
+                },
             },
         );
         s.subnets[0].routes[1].dest = n("192.0.2.0/24");
         let r = ns_ruleset(&s);
-        let specific = r.find("ip saddr 10.0.1.0/24 ip daddr 192.0.2.0/24 snat").unwrap();
-        let wide = r.find("ip saddr 10.0.1.0/24 ip daddr 0.0.0.0/0 snat").unwrap();
+        let specific = r
+            .find("ip saddr 10.0.1.0/24 ip daddr 192.0.2.0/24 snat")
+            .unwrap();
+        let wide = r
+            .find("ip saddr 10.0.1.0/24 ip daddr 0.0.0.0/0 snat")
+            .unwrap();
         assert!(specific < wide);
     }
 

@@ -95,6 +95,17 @@ pub struct PortSpec {
     /// Where the port may open connections to.
     #[serde(default)]
     pub outbound: Vec<Rule>,
+    /// As AWS's SourceDestCheck: when true (the default) the port may only
+    /// send from and receive to its own IPs. A VM acting as a router (the
+    /// target of a [`RouteTarget::Address`] route) needs it false; its MAC
+    /// and its ARP announcements stay restricted, and its outbound rules
+    /// still apply to what it forwards.
+    #[serde(default = "yes")]
+    pub source_dest_check: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl PortSpec {
@@ -153,8 +164,7 @@ pub struct NatServiceSpec {
 fn valid_id(s: &str) -> bool {
     !s.is_empty()
         && s.len() <= 64
-        && s
-            .bytes()
+        && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.')
 }
 
@@ -440,6 +450,7 @@ pub(crate) mod tests {
                         ports: None,
                         peers: vec![Ipv4Net::ANY],
                     }],
+                    source_dest_check: true,
                 },
                 PortSpec {
                     nic_id: "eni-2".into(),
@@ -453,6 +464,7 @@ pub(crate) mod tests {
                         peers: vec![n("10.0.1.0/24"), n("10.0.1.10/32")],
                     }],
                     outbound: vec![],
+                    source_dest_check: true,
                 },
             ],
             uplink: Some(UplinkSpec {
@@ -503,7 +515,10 @@ pub(crate) mod tests {
         ));
         let mut s = sample();
         s.subnets[1].ip_range = n("10.0.2.0/30");
-        assert!(matches!(s.validate(), Err(SpecError::SubnetTooSmall { .. })));
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::SubnetTooSmall { .. })
+        ));
     }
 
     #[test]
@@ -540,7 +555,10 @@ pub(crate) mod tests {
         );
         let mut s = sample();
         s.ports[1].private_ips = vec![ip("10.0.1.11")];
-        assert!(matches!(s.validate(), Err(SpecError::IpOutsideSubnet { .. })));
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::IpOutsideSubnet { .. })
+        ));
         let mut s = sample();
         s.ports[1].subnet_id = "subnet-a".into();
         s.ports[1].private_ips = vec![ip("10.0.1.11")];
@@ -561,7 +579,10 @@ pub(crate) mod tests {
         }
         let mut s = sample();
         s.ports[1].ifname = "tap1".into();
-        assert!(matches!(s.validate(), Err(SpecError::DuplicateInterface(_))));
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::DuplicateInterface(_))
+        ));
         let mut s = sample();
         s.ports[1].subnet_id = "subnet-z".into();
         assert!(matches!(s.validate(), Err(SpecError::UnknownSubnet { .. })));
@@ -584,7 +605,9 @@ pub(crate) mod tests {
         s.subnets[0].routes[0].target = RouteTarget::Address { ip: ip("10.0.9.9") };
         assert!(matches!(s.validate(), Err(SpecError::BadRoute { .. })));
         let mut s = sample();
-        s.subnets[0].routes[0].target = RouteTarget::Address { ip: ip("10.0.2.10") };
+        s.subnets[0].routes[0].target = RouteTarget::Address {
+            ip: ip("10.0.2.10"),
+        };
         s.validate().unwrap();
     }
 
@@ -592,7 +615,10 @@ pub(crate) mod tests {
     fn public_ip_checks() {
         let mut s = sample();
         s.public_ips[0].private_ip = ip("10.0.1.99");
-        assert!(matches!(s.validate(), Err(SpecError::UnknownPrivateIp { .. })));
+        assert!(matches!(
+            s.validate(),
+            Err(SpecError::UnknownPrivateIp { .. })
+        ));
         let mut s = sample();
         s.public_ips[0].public_ip = ip("198.51.100.9");
         assert_eq!(
@@ -609,7 +635,12 @@ pub(crate) mod tests {
 
     #[test]
     fn serde_shape() {
-        let j = serde_json::to_value(sample()).unwrap();
+        let mut j = serde_json::to_value(sample()).unwrap();
+        // Defaults: no rules, source/dest check on.
+        j["ports"][1]
+            .as_object_mut()
+            .unwrap()
+            .remove("source_dest_check");
         assert_eq!(j["subnets"][1]["routes"][0]["target"]["type"], "nat");
         assert_eq!(j["ports"][0]["inbound"][0]["protocol"], "tcp");
         let back: NetSpec = serde_json::from_value(j).unwrap();

@@ -1,0 +1,457 @@
+//! Test lab for the network driver on the real kernel: network namespaces
+//! play the VMs (a veth pair per NIC, the VM end inside a "vm" namespace,
+//! the other end given to the driver as the port interface) and the
+//! outside world (a namespace routed through the root namespace).
+//!
+//! Every lab gets a unique short prefix, so tests run in parallel, and its
+//! Drop removes everything it created, also when the test fails.
+#![allow(dead_code)]
+
+use std::io::{Read, Write};
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
+use std::os::fd::AsRawFd;
+use std::process::Command;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::Duration;
+
+use socle_net::*;
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A small number unique within this test process (used to carve out
+/// addresses in the root namespace, which all tests share).
+pub fn next_index() -> u32 {
+    COUNTER.fetch_add(1, Ordering::SeqCst)
+}
+
+pub fn require_tools() {
+    for (bin, arg) in [
+        ("ip", "-V"),
+        ("nft", "--version"),
+        ("dnsmasq", "--version"),
+        ("busybox", "--help"),
+    ] {
+        let ok = Command::new(bin)
+            .arg(arg)
+            .output()
+            .map(|o| o.status.success())
+            .unwrap_or(false);
+        assert!(ok, "`{bin}` is missing: run scripts/install-deps.sh (iproute2 nftables dnsmasq-base busybox)");
+    }
+    assert!(
+        unsafe { libc::geteuid() } == 0,
+        "the socle-net tests need root (network namespaces)"
+    );
+}
+
+pub fn sh(cmdline: &str) -> std::process::Output {
+    Command::new("sh")
+        .args(["-c", cmdline])
+        .output()
+        .expect("sh")
+}
+
+pub fn sh_ok(cmdline: &str) -> String {
+    let out = sh(cmdline);
+    assert!(
+        out.status.success(),
+        "`{cmdline}` failed: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+pub fn n(s: &str) -> Ipv4Net {
+    s.parse().unwrap()
+}
+pub fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+/// Runs `f` in a thread that entered the namespace `ns`.
+pub fn in_ns<T: Send + 'static>(ns: &str, f: impl FnOnce() -> T + Send + 'static) -> T {
+    let file = std::fs::File::open(format!("/run/netns/{ns}")).expect("open netns");
+    std::thread::spawn(move || {
+        let r = unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) };
+        assert_eq!(r, 0, "setns: {}", std::io::Error::last_os_error());
+        f()
+    })
+    .join()
+    .unwrap()
+}
+
+pub fn ns_exists(ns: &str) -> bool {
+    std::path::Path::new("/run/netns").join(ns).exists()
+}
+
+pub fn link_exists(ns: Option<&str>, name: &str) -> bool {
+    let mut c = Command::new("ip");
+    if let Some(ns) = ns {
+        c.args(["-n", ns]);
+    }
+    c.args(["link", "show", "dev", name])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+/// A connection attempt from inside `ns`; `None` when refused, dropped or
+/// timed out.
+pub fn connect_from(ns: &str, to: SocketAddrV4, timeout: Duration) -> Option<TcpStream> {
+    in_ns(ns, move || {
+        TcpStream::connect_timeout(&SocketAddr::V4(to), timeout).ok()
+    })
+}
+
+/// Reads what a server sends on a fresh connection from `ns` (the
+/// `peer_echo` servers send the address they see and close).
+pub fn fetch_from(ns: &str, to: SocketAddrV4) -> Option<String> {
+    let mut s = connect_from(ns, to, Duration::from_millis(1200))?;
+    s.set_read_timeout(Some(Duration::from_secs(2))).ok()?;
+    let mut buf = String::new();
+    s.read_to_string(&mut buf).ok()?;
+    Some(buf)
+}
+
+/// Serves, on every connection, the peer's IP address as text, then closes.
+pub fn peer_echo(listener: TcpListener) {
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            let Ok(mut c) = c else { return };
+            let peer = c
+                .peer_addr()
+                .map(|a| a.ip().to_string())
+                .unwrap_or_default();
+            let _ = c.write_all(peer.as_bytes());
+        }
+    });
+}
+
+/// A TCP listener inside `ns`.
+pub fn listen_in(ns: &str, addr: SocketAddrV4) -> TcpListener {
+    in_ns(ns, move || TcpListener::bind(addr).expect("bind in ns"))
+}
+
+/// One ping from `ns` (busybox), true when answered within a second.
+pub fn ping(ns: &str, to: Ipv4Addr) -> bool {
+    Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns,
+            "busybox",
+            "ping",
+            "-c",
+            "1",
+            "-W",
+            "1",
+            &to.to_string(),
+        ])
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false)
+}
+
+const UDHCPC_SCRIPT: &str = r#"#!/bin/sh
+# udhcpc event script for the socle-net tests: configure like a guest would.
+case "$1" in
+    deconfig) ip addr flush dev "$interface" ;;
+    bound|renew)
+        ip addr flush dev "$interface"
+        ip addr add "$ip/${mask:-$subnet}" dev "$interface"
+        if [ -n "$router" ]; then
+            ip route replace default via "${router%% *}" dev "$interface"
+        fi
+        echo "$ip ${router%% *}" > "$UDHCPC_OUT"
+        ;;
+esac
+exit 0
+"#;
+
+/// A fake VM: a namespace with `eth0`, the other end of the veth in the
+/// root namespace as the port interface.
+pub struct Vm {
+    pub ns: String,
+    /// The root-namespace end, to put in a PortSpec.
+    pub port_if: String,
+    pub mac: MacAddr,
+}
+
+impl Vm {
+    /// Gets an address by DHCP (busybox udhcpc); returns (ip, router) as
+    /// handed out, and configures eth0 and the default route with them.
+    pub fn dhcp(&self, dir: &std::path::Path) -> Option<(Ipv4Addr, Ipv4Addr)> {
+        let script = dir.join("udhcpc.sh");
+        if !script.exists() {
+            std::fs::write(&script, UDHCPC_SCRIPT).unwrap();
+            sh_ok(&format!("chmod +x {}", script.display()));
+        }
+        let out = dir.join(format!("{}.lease", self.ns));
+        let _ = std::fs::remove_file(&out);
+        let o = Command::new("ip")
+            .args([
+                "netns", "exec", &self.ns, "busybox", "udhcpc", "-i", "eth0", "-n", "-q", "-f",
+                "-t", "5", "-T", "1", "-A", "1", "-s",
+            ])
+            .arg(&script)
+            .env("UDHCPC_OUT", &out)
+            .output()
+            .unwrap();
+        if !o.status.success() {
+            eprintln!(
+                "udhcpc in {}: {}",
+                self.ns,
+                String::from_utf8_lossy(&o.stderr)
+            );
+            return None;
+        }
+        let text = std::fs::read_to_string(&out).ok()?;
+        let mut it = text.split_whitespace();
+        Some((it.next()?.parse().ok()?, it.next()?.parse().ok()?))
+    }
+
+    /// Static configuration, where DHCP is not the point of the test.
+    pub fn set_static(&self, addr: Ipv4Addr, subnet: Ipv4Net, gw: Ipv4Addr) {
+        sh_ok(&format!(
+            "ip -n {ns} addr flush dev eth0 && ip -n {ns} addr add {addr}/{p} dev eth0 && ip -n {ns} route replace default via {gw} dev eth0",
+            ns = self.ns,
+            p = subnet.prefix_len()
+        ));
+    }
+
+    pub fn ping(&self, to: Ipv4Addr) -> bool {
+        ping(&self.ns, to)
+    }
+
+    pub fn fetch(&self, to: SocketAddrV4) -> Option<String> {
+        fetch_from(&self.ns, to)
+    }
+
+    pub fn connect(&self, to: SocketAddrV4) -> Option<TcpStream> {
+        connect_from(&self.ns, to, Duration::from_millis(1200))
+    }
+
+    pub fn listen(&self, port: u16) -> TcpListener {
+        listen_in(&self.ns, SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port))
+    }
+
+    /// Starts a server that tells each client its address.
+    pub fn serve_peer_echo(&self, port: u16) {
+        peer_echo(self.listen(port));
+    }
+}
+
+/// An "outside" host: a namespace reached from the root namespace through
+/// a veth, addressed in 203.0.113.0/24 (one /30 per lab), with a route to
+/// the lab's public IPs through the root namespace.
+pub struct Outside {
+    pub ns: String,
+    pub root_if: String,
+    pub root_ip: Ipv4Addr,
+    pub ip: Ipv4Addr,
+}
+
+pub struct Lab {
+    pub prefix: String,
+    pub index: u32,
+    pub dir: tempfile::TempDir,
+    pub driver: NetDriver,
+    vms: Vec<String>,
+    /// Root-namespace links deleted on Drop.
+    pub root_links: Vec<String>,
+    nets: Vec<String>,
+    extra_ns: Vec<String>,
+}
+
+impl Lab {
+    pub fn new() -> Lab {
+        require_tools();
+        let index = next_index();
+        // 't' + 5 hex digits: unique per process and lab, within 6 chars.
+        let prefix = format!(
+            "t{:05x}",
+            ((std::process::id() & 0xfff) << 8) | (index & 0xff)
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let driver = NetDriver::new(dir.path().join("net"), &prefix).unwrap();
+        Lab {
+            prefix,
+            index,
+            dir,
+            driver,
+            vms: Vec::new(),
+            root_links: Vec::new(),
+            nets: Vec::new(),
+            extra_ns: Vec::new(),
+        }
+    }
+
+    /// A public address unique to this lab (198.51.100.0/24 is carved into
+    /// 8 per lab).
+    pub fn public_ip(&self, k: u32) -> Ipv4Addr {
+        assert!(k < 8 && self.index < 32);
+        Ipv4Addr::new(198, 51, 100, (self.index * 8 + k) as u8)
+    }
+
+    /// Uplink link addresses unique to this lab (`k`: which Net).
+    pub fn uplink(&self, k: u8) -> UplinkSpec {
+        UplinkSpec {
+            root_ip: Ipv4Addr::new(100, 64, self.index as u8, 4 * k + 1),
+            net_ip: Ipv4Addr::new(100, 64, self.index as u8, 4 * k + 2),
+        }
+    }
+
+    /// Registers a Net id so Drop destroys it.
+    pub fn net_id(&mut self, name: &str) -> String {
+        let id = format!("vpc-{name}");
+        self.nets.push(id.clone());
+        id
+    }
+
+    pub fn apply(&self, spec: &NetSpec) -> ApplyReport {
+        self.driver
+            .apply(spec)
+            .unwrap_or_else(|e| panic!("apply {}: {e}", spec.net_id))
+    }
+
+    /// A fake VM with MAC 02:aa:00:00:<lab>:<k>.
+    pub fn vm(&mut self, k: u8) -> Vm {
+        let ns = format!("{}vm{k}", self.prefix);
+        let port_if = format!("{}p{k}", self.prefix);
+        let mac = MacAddr([0x02, 0xaa, 0, 0, self.index as u8, k]);
+        let _ = sh(&format!(
+            "ip netns del {ns} 2>/dev/null; ip link del {port_if} 2>/dev/null"
+        ));
+        sh_ok(&format!("ip netns add {ns}"));
+        self.vms.push(ns.clone());
+        self.root_links.push(port_if.clone());
+        sh_ok(&format!(
+            "ip link add {port_if} type veth peer name eth0 netns {ns} && \
+             ip -n {ns} link set eth0 address {mac} && ip -n {ns} link set eth0 up && ip -n {ns} link set lo up && \
+             ip netns exec {ns} sysctl -qw net.ipv6.conf.all.disable_ipv6=1"
+        ));
+        Vm { ns, port_if, mac }
+    }
+
+    /// The outside world for this lab, routing the lab's public IPs (all of
+    /// 198.51.100.0/24, it only sends to its own) to the root namespace.
+    pub fn outside(&mut self) -> Outside {
+        let ns = format!("{}out", self.prefix);
+        let root_if = format!("{}o", self.prefix);
+        let root_ip = Ipv4Addr::new(203, 0, 113, (self.index * 4 + 1) as u8);
+        let ip = Ipv4Addr::new(203, 0, 113, (self.index * 4 + 2) as u8);
+        let _ = sh(&format!(
+            "ip netns del {ns} 2>/dev/null; ip link del {root_if} 2>/dev/null"
+        ));
+        sh_ok(&format!("ip netns add {ns}"));
+        self.extra_ns.push(ns.clone());
+        self.root_links.push(root_if.clone());
+        sh_ok(&format!(
+            "ip link add {root_if} type veth peer name eth0 netns {ns} && \
+             ip addr add {root_ip}/30 dev {root_if} && ip link set {root_if} up && \
+             ip -n {ns} addr add {ip}/30 dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} link set lo up && \
+             ip -n {ns} route add 198.51.100.0/24 via {root_ip} && \
+             ip -n {ns} route add 100.64.0.0/10 via {root_ip}"
+        ));
+        Outside {
+            ns,
+            root_if,
+            root_ip,
+            ip,
+        }
+    }
+
+    /// A port of `vm` in `subnet_id` with these IPs and rules.
+    pub fn port(
+        &self,
+        nic: &str,
+        vm: &Vm,
+        subnet_id: &str,
+        ips: &[&str],
+        inbound: Vec<Rule>,
+        outbound: Vec<Rule>,
+    ) -> PortSpec {
+        PortSpec {
+            nic_id: nic.to_string(),
+            ifname: vm.port_if.clone(),
+            mac: vm.mac,
+            subnet_id: subnet_id.to_string(),
+            private_ips: ips.iter().map(|s| ip(s)).collect(),
+            inbound,
+            outbound,
+            source_dest_check: true,
+        }
+    }
+}
+
+impl Drop for Lab {
+    fn drop(&mut self) {
+        for net in &self.nets {
+            if let Err(e) = self.driver.destroy(net) {
+                eprintln!("cleanup: destroy {net}: {e}");
+            }
+        }
+        for ns in self.vms.iter().chain(&self.extra_ns) {
+            let _ = sh(&format!("ip netns del {ns} 2>/dev/null"));
+        }
+        for l in &self.root_links {
+            let _ = sh(&format!("ip link del {l} 2>/dev/null"));
+        }
+    }
+}
+
+pub fn allow_all() -> Vec<Rule> {
+    vec![Rule {
+        protocol: Protocol::Any,
+        ports: None,
+        peers: vec![Ipv4Net::ANY],
+    }]
+}
+
+pub fn icmp_from(peers: &[&str]) -> Rule {
+    Rule {
+        protocol: Protocol::Icmp,
+        ports: None,
+        peers: peers.iter().map(|p| n(p)).collect(),
+    }
+}
+
+pub fn tcp_from(port: u16, peers: &[&str]) -> Rule {
+    Rule {
+        protocol: Protocol::Tcp,
+        ports: Some((port, port)),
+        peers: peers.iter().map(|p| n(p)).collect(),
+    }
+}
+
+/// A one-subnet Net without uplink.
+pub fn simple_net(net_id: &str, range: &str, subnet: &str, ports: Vec<PortSpec>) -> NetSpec {
+    NetSpec {
+        net_id: net_id.to_string(),
+        ip_range: n(range),
+        subnets: vec![SubnetSpec {
+            subnet_id: "subnet-a".into(),
+            ip_range: n(subnet),
+            routes: vec![],
+        }],
+        ports,
+        uplink: None,
+        public_ips: vec![],
+        nat_services: vec![],
+    }
+}
+
+pub fn sa(ip_s: &str, port: u16) -> SocketAddrV4 {
+    SocketAddrV4::new(ip(ip_s), port)
+}
+
+/// Serves a fixed text on every connection, then closes.
+pub fn serve_text(listener: TcpListener, text: &'static str) {
+    std::thread::spawn(move || {
+        for c in listener.incoming() {
+            let Ok(mut c) = c else { return };
+            let _ = c.write_all(text.as_bytes());
+        }
+    });
+}
