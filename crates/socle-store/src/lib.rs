@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod images;
 pub mod keypairs;
 mod migrations;
+pub mod security_groups;
 pub mod tags;
 pub mod vms;
 pub mod volumes;
