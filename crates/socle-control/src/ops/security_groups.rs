@@ -1011,6 +1011,76 @@ mod tests {
         assert_eq!(parse_rule_fields(&RuleFields { rules: Some(&bad_member), ..fields() }).unwrap_err().code(), "4104");
     }
 
+    /// A store with one Net of `account` (the nets table is the Nets module's; a
+    /// bare row is enough here).
+    fn store_with_net(account: &AccountId) -> (tempfile::TempDir, socle_store::Store, NetId) {
+        let dir = tempfile::tempdir().unwrap();
+        let store = socle_store::Store::open(&dir.path().join("t.db")).unwrap();
+        let net = NetId::generate();
+        store
+            .run_sync(|conn| {
+                conn.execute(
+                    "INSERT INTO nets (net_id, account_id, ip_range, state, vni, created_at)
+                     VALUES (?1, ?2, '10.0.0.0/16', 'available', 1, ?3)",
+                    [net.as_str(), account.as_str(), &now_iso()],
+                )
+            })
+            .unwrap();
+        (dir, store, net)
+    }
+
+    #[test]
+    fn default_groups_of_nets_and_their_deletion() {
+        let account = AccountId::from_trusted("111111111111".into());
+        let (_dir, store, net) = store_with_net(&account);
+        store
+            .run_sync(|conn| -> Result<(), ApiError> {
+                let tx = socle_store::begin(conn)?;
+                let public = ensure_default_group(&tx, &account, None)?;
+                let in_net = ensure_default_group(&tx, &account, Some(&net))?;
+                assert_ne!(public, in_net);
+                assert_eq!(ensure_default_group(&tx, &account, Some(&net))?, in_net, "idempotent");
+                assert_eq!(ensure_default_group(&tx, &account, None)?, public, "idempotent");
+                let g = get_owned(&tx, &account, &in_net)?;
+                assert_eq!((g.net_id.as_ref(), g.name.as_str()), (Some(&net), "default"));
+                let view = load_view(&tx, &g)?;
+                let inbound = view.inbound_rules.unwrap();
+                assert_eq!(inbound.len(), 1);
+                assert_eq!(inbound[0].security_groups_members.as_ref().unwrap()[0].security_group_id.as_deref(), Some(in_net.as_str()));
+                assert_eq!(view.outbound_rules.unwrap()[0].ip_ranges, Some(vec!["0.0.0.0/0".to_string()]));
+
+                // Peers must share the network scope.
+                let web = insert_new_group(&tx, &account, Some(&net), "web", "d")?;
+                let public_group = get_owned(&tx, &account, &public)?;
+                let e = resolve_peer(&tx, &account, &public_group, None, Some(&web.security_group_id), None).unwrap_err();
+                assert_eq!(e.code(), "4047");
+                assert!(e.details.contains("same Net"), "{}", e.details);
+                assert_eq!(resolve_peer(&tx, &account, &web, None, None, Some("default"))?.security_group_id, in_net);
+                // By name, the lookup stays in the target's Net.
+                assert_eq!(resolve_peer(&tx, &account, &public_group, None, None, Some("default"))?.security_group_id, public);
+                // Another account cannot reach a Net's group even by ID and account.
+                let stranger = AccountId::from_trusted("222222222222".into());
+                let theirs = ensure_default_group(&tx, &stranger, None)?;
+                let theirs_row = get_owned(&tx, &stranger, &theirs)?;
+                let e = resolve_peer(&tx, &stranger, &theirs_row, Some(account.as_str()), Some(&web.security_group_id), None).unwrap_err();
+                assert_eq!(e.code(), "5020");
+
+                // A Net with a group of its own cannot lose its groups; with only
+                // its default one, that one goes (rules and tags with it).
+                let e = delete_groups_of_net(&tx, &net).unwrap_err();
+                assert_eq!(e.code(), "9066");
+                assert!(e.details.contains(web.security_group_id.as_str()), "{}", e.details);
+                assert!(get_owned(&tx, &account, &in_net).is_ok());
+                sg_store::delete_group(&tx, &web.security_group_id)?;
+                delete_groups_of_net(&tx, &net)?;
+                assert!(sg_store::list_in_net(&tx, &net)?.is_empty());
+                assert!(sg_store::rules_of(&tx, &[in_net.clone()])?.is_empty());
+                assert!(get_owned(&tx, &account, &public).is_ok(), "the public default stays");
+                Ok(())
+            })
+            .unwrap();
+    }
+
     #[test]
     fn rule_views_group_sources_per_protocol_and_ports() {
         let owner = AccountId::from_trusted("111111111111".into());
