@@ -111,6 +111,18 @@ def test_subnets_inside_their_net_without_overlap(a, subregion):
     expect_error(a.gw.UpdateNet, NetId=net, DhcpOptionsSetId="dopt-12345678", status=400, code="5065")
 
 
+def test_a_net_has_a_default_security_group_and_keeps_other_groups_alive(a):
+    net = a.gw.CreateNet(IpRange="10.30.0.0/16")["Net"]["NetId"]
+    groups = a.gw.ReadSecurityGroups(Filters={"NetIds": [net]})["SecurityGroups"]
+    assert [g["SecurityGroupName"] for g in groups] == ["default"], groups
+    web = a.gw.CreateSecurityGroup(NetId=net, SecurityGroupName="web", Description="web tier")["SecurityGroup"]
+    err = expect_error(a.gw.DeleteNet, NetId=net, status=400, code="9066")
+    assert web["SecurityGroupId"] in err.details, err
+    a.gw.DeleteSecurityGroup(SecurityGroupId=web["SecurityGroupId"])
+    a.gw.DeleteNet(NetId=net)
+    assert a.gw.ReadSecurityGroups(Filters={"NetIds": [net]})["SecurityGroups"] == []
+
+
 def test_same_range_in_two_accounts_and_nothing_crosses(a, b):
     na = a.gw.CreateNet(IpRange="10.50.0.0/16")["Net"]["NetId"]
     nb = b.gw.CreateNet(IpRange="10.50.0.0/16")["Net"]["NetId"]

@@ -15,6 +15,7 @@ pub mod images;
 pub mod keypairs;
 pub mod nets;
 mod migrations;
+pub mod security_groups;
 pub mod tags;
 pub mod vms;
 pub mod volumes;

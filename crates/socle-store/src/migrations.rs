@@ -232,6 +232,8 @@ const MIGRATIONS: &[&str] = &[
     CREATE UNIQUE INDEX security_group_rules_unique ON security_group_rules(
         security_group_id, flow, protocol, COALESCE(from_port, -1), COALESCE(to_port, -1),
         COALESCE(ip_range, ''), COALESCE(peer_group_id, ''));
+    -- "Is this group still a peer somewhere?" (DeleteSecurityGroup).
+    CREATE INDEX security_group_rules_peer ON security_group_rules(peer_group_id);
     "#,
 ];
 

@@ -64,8 +64,24 @@ pub enum ErrorCode {
     NetInUse,
     /// 9057 — the subnet still has NICs or VMs.
     SubnetInUse,
-    /// 9008 — a security group with that name exists already.
+    /// 9008 — a security group with that name exists already (HTTP 409).
     DuplicateGroup,
+    /// 9005 — the security group already has that rule (HTTP 409, as Outscale).
+    DuplicateRule,
+    /// 9051 — the operation is not allowed on a `default` security group.
+    ReservedGroup,
+    /// 4053 — an IP protocol Socle does not filter on.
+    InvalidProtocol,
+    /// 4064 — a first port (or ICMP type) out of range.
+    InvalidStartPort,
+    /// 4021 — a last port (or ICMP code) out of range.
+    InvalidEndPort,
+    /// 4051 — ports that do not form a range for the protocol.
+    InvalidPortSpecification,
+    /// 5044 — no security group rule matches.
+    NoSuchSecurityGroupRule,
+    /// 10017 — too many rules in a security group.
+    TooManySecurityGroupRules,
     /// 4019 — a device name Socle cannot use.
     InvalidDeviceName,
     /// 4029 — IOPS out of range or given for a type without IOPS.
@@ -136,6 +152,14 @@ impl ErrorCode {
             NetInUse => "9066",
             SubnetInUse => "9057",
             DuplicateGroup => "9008",
+            DuplicateRule => "9005",
+            ReservedGroup => "9051",
+            InvalidProtocol => "4053",
+            InvalidStartPort => "4064",
+            InvalidEndPort => "4021",
+            InvalidPortSpecification => "4051",
+            NoSuchSecurityGroupRule => "5044",
+            TooManySecurityGroupRules => "10017",
             InvalidDeviceName => "4019",
             InvalidIops => "4029",
             InvalidVolumeSize => "4078",
@@ -166,17 +190,18 @@ impl ErrorCode {
             RequestExpired => "RequestExpired",
             InvalidParameter | InvalidParameterValue | InvalidIdPrefix | MalformedId
             | InvalidParameterValueLength | InvalidParameterType | InvalidJson | BodyTooLarge
-            | NoSuchAccessKey | InvalidDeviceName | InvalidIops | InvalidVolumeSize | InvalidCidrSize => {
+            | NoSuchAccessKey | InvalidDeviceName | InvalidIops | InvalidVolumeSize | InvalidCidrSize
+            | InvalidProtocol | InvalidStartPort | InvalidEndPort | InvalidPortSpecification => {
                 "InvalidParameterValue"
             }
             MissingParameter => "MissingParameter",
             NoSuchImage | NoSuchOperation | NoSuchVm | NoSuchKeypair | NoSuchVolume | NoSuchSnapshot | NoSuchNet
-            | NoSuchSubnet | NoSuchSecurityGroup => "InvalidResource",
+            | NoSuchSubnet | NoSuchSecurityGroup | NoSuchSecurityGroupRule => "InvalidResource",
             InvalidVmState | InvalidResourceState | InvalidVolumeState | InvalidImageState => "InvalidState",
             DuplicateKey | ResourceConflict | DeviceInUse | VolumeNotInUse | SubnetConflict | NotInNetRange
-            | NetInUse | SubnetInUse | DuplicateGroup => "ResourceConflict",
+            | NetInUse | SubnetInUse | DuplicateGroup | DuplicateRule | ReservedGroup => "ResourceConflict",
             TooManyVms | TooManyCores | TooMuchMemory | TooManyTags | TooManyAccessKeys
-            | TooMuchVolumeSize => "TooManyResources (QuotaExceded)",
+            | TooMuchVolumeSize | TooManySecurityGroupRules => "TooManyResources (QuotaExceded)",
             InternalError => "InternalError",
         }
     }
@@ -186,7 +211,8 @@ impl ErrorCode {
         match self {
             AccessDenied | RequestExpired => 401,
             BodyTooLarge => 413,
-            DuplicateKey => 409,
+            // A duplicate name or rule: Outscale answers 409 Conflict.
+            DuplicateKey | DuplicateGroup | DuplicateRule => 409,
             InternalError => 500,
             _ => 400,
         }

@@ -3,9 +3,9 @@
 use std::sync::Arc;
 
 use socle_store::tags::{self as tag_store, TagRow, MAX_TAGS_PER_RESOURCE};
-use socle_store::{images as image_store, keypairs as keypair_store, vms as vm_store, snapshots as snapshot_store, volumes as volume_store, Connection};
+use socle_store::{images as image_store, keypairs as keypair_store, security_groups as sg_store, vms as vm_store, snapshots as snapshot_store, volumes as volume_store, Connection};
 use socle_types::error::ErrorCode;
-use socle_types::ids::{AccountId, ImageId, KeypairId, NetId, SnapshotId, SubnetId, VmId, VolumeId};
+use socle_types::ids::{AccountId, ImageId, KeypairId, NetId, SecurityGroupId, SnapshotId, SubnetId, VmId, VolumeId};
 use socle_types::osc::*;
 use socle_types::ApiError;
 
@@ -52,10 +52,15 @@ fn owned_resource_type(conn: &Connection, account: &AccountId, id: &str) -> Resu
             ErrorCode::NoSuchImage,
             "image",
         ),
+        "sg" => (
+            sg_store::get(conn, account, &SecurityGroupId::parse(id)?)?.map(|_| "security-group"),
+            ErrorCode::NoSuchSecurityGroup,
+            "security group",
+        ),
         _ => {
             return Err(ApiError::new(
                 ErrorCode::InvalidIdPrefix,
-                format!("{id:?} is not the ID of a taggable resource (VM, volume, snapshot, image, keypair, Net or subnet)"),
+                format!("{id:?} is not the ID of a taggable resource (VM, volume, snapshot, image, keypair, Net, subnet or security group)"),
             ))
         }
     };
