@@ -110,12 +110,19 @@ async fn handle_import(
 ) -> Response {
     let started = Instant::now();
     let request_id = new_request_id();
-    let result = if version != "v1" && version != "latest" {
-        Err(ApiError::new(ErrorCode::NoSuchOperation, format!("unknown API version {version:?}; use v1")))
-    } else {
-        import::serve(&cloud, &headers, uri.path(), body).await.map(|(c, v)| (Some(c), v))
+    let result = match check_version(&version) {
+        Err(e) => Err(e),
+        Ok(()) => import::serve(&cloud, &headers, uri.path(), body).await.map(|(c, v)| (Some(c), v)),
     };
     respond(result, &request_id, import::OPERATION, started)
+}
+
+/// `/api/v1/…` and `/api/latest/…` (which osc-cli calls) are served.
+fn check_version(version: &str) -> Result<(), ApiError> {
+    if version != "v1" && version != "latest" {
+        return Err(ApiError::new(ErrorCode::NoSuchOperation, format!("unknown API version {version:?}; use v1")));
+    }
+    Ok(())
 }
 
 async fn serve(
@@ -126,9 +133,7 @@ async fn serve(
     path: &str,
     body: Body,
 ) -> Result<(Option<Caller>, serde_json::Value), ApiError> {
-    if version != "v1" && version != "latest" {
-        return Err(ApiError::new(ErrorCode::NoSuchOperation, format!("unknown API version {version:?}; use v1")));
-    }
+    check_version(version)?;
     let bytes = axum::body::to_bytes(body, MAX_BODY_BYTES).await.map_err(|_| {
         ApiError::new(ErrorCode::BodyTooLarge, format!("the request body exceeds {MAX_BODY_BYTES} bytes"))
     })?;

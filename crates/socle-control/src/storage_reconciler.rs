@@ -194,7 +194,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
 /// One step for one snapshot.
 pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), StorageError> {
     let lookup = id.clone();
-    let Some(mut s) = cloud.store.run(move |c| snapshot_store::get_any(c, &lookup)).await? else {
+    let Some(s) = cloud.store.run(move |c| snapshot_store::get_any(c, &lookup)).await? else {
         return Ok(());
     };
     let sid = s.snapshot_id.to_string();
@@ -202,26 +202,7 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
         "create" => {
             let result = take_snapshot(cloud, &s).await;
             faults::point("snapshot-taken");
-            let latest = {
-                let id = s.snapshot_id.clone();
-                cloud.store.run(move |c| snapshot_store::get_any(c, &id)).await?
-            };
-            if let Some(latest) = latest {
-                s = latest; // keep permission changes made meanwhile
-            }
-            s.pending.clear();
-            match result {
-                Ok(()) => {
-                    s.state = "completed".into();
-                    s.progress = 100;
-                }
-                Err(e) => {
-                    tracing::error!(snapshot = %sid, error = %e, "snapshot failed");
-                    s.state = "error".into();
-                }
-            }
-            cloud.store.run(move |c| snapshot_store::update(c, &s)).await?;
-            Ok(())
+            record_snapshot_outcome(cloud, s, result, "snapshot failed").await
         }
         "import" => {
             // The upload stays until the outcome is recorded: a crash before
@@ -235,18 +216,7 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
                 Ok::<_, StorageError>(())
             }
             .await;
-            s.pending.clear();
-            match result {
-                Ok(()) => {
-                    s.state = "completed".into();
-                    s.progress = 100;
-                }
-                Err(e) => {
-                    tracing::error!(snapshot = %sid, error = %e, "image import failed");
-                    s.state = "error".into();
-                }
-            }
-            cloud.store.run(move |c| snapshot_store::update(c, &s)).await?;
+            record_snapshot_outcome(cloud, s, result, "image import failed").await?;
             let _ = std::fs::remove_file(&upload);
             Ok(())
         }
@@ -258,6 +228,27 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
         }
         _ => Ok(()),
     }
+}
+
+/// Records how a snapshot's host work ended (completed, or error with the
+/// cause in the operator log), on the latest row so that permission changes
+/// made meanwhile are kept.
+async fn record_snapshot_outcome(cloud: &Arc<Cloud>, s: SnapshotRow, result: Result<(), StorageError>, what: &str) -> Result<(), StorageError> {
+    let id = s.snapshot_id.clone();
+    let mut s = cloud.store.run(move |c| snapshot_store::get_any(c, &id)).await?.unwrap_or(s);
+    s.pending.clear();
+    match result {
+        Ok(()) => {
+            s.state = "completed".into();
+            s.progress = 100;
+        }
+        Err(e) => {
+            tracing::error!(snapshot = %s.snapshot_id, error = %e, "{what}");
+            s.state = "error".into();
+        }
+    }
+    cloud.store.run(move |c| snapshot_store::update(c, &s)).await?;
+    Ok(())
 }
 
 /// Once a disk's file is gone: erases its row, its tags and the only wrapped
