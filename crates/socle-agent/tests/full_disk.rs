@@ -5,8 +5,7 @@
 
 mod common;
 
-use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -20,14 +19,6 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(120);
 const GIB: u64 = 1 << 30;
 /// Printed by SYSLINUX on the serial console (SERIAL directive).
 const SYSLINUX_BANNER: &str = "SYSLINUX 6";
-
-fn console(agent: &Agent, vm: &str) -> String {
-    String::from_utf8_lossy(&agent.console_output(vm, 4 << 20).unwrap()).into_owned()
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
 
 fn qemu_cmdline(vm: &str) -> String {
     let pids = qemu_pids_mentioning(&format!("socle-{vm}"));
@@ -53,12 +44,6 @@ async fn assert_bios_boot(agent: &Agent, vm: &str, boots: usize) -> Duration {
     t
 }
 
-fn keys(list: &[(&str, &VolumeKey)]) -> HashMap<String, VolumeKey> {
-    list.iter()
-        .map(|(id, k)| (id.to_string(), (*k).clone()))
-        .collect()
-}
-
 fn qemu_img(args: &[&str]) {
     let mut out = std::process::Command::new("qemu-img")
         .args(args)
@@ -81,45 +66,6 @@ fn qemu_img(args: &[&str]) {
         "qemu-img {args:?}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// Plaintext of an encrypted qcow2 through qemu-img (passphrase in a 0600 file).
-fn plaintext(path: &Path, key: &VolumeKey, work: &Path) -> Vec<u8> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let pass = work.join("pass");
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&pass)
-            .unwrap();
-        f.write_all(key.luks_passphrase().as_bytes()).unwrap();
-    }
-    let raw = work.join("plain.raw");
-    let out = std::process::Command::new("qemu-img")
-        .args(["convert", "-U", "--object"])
-        .arg(format!("secret,id=k,file={}", pass.display()))
-        .arg("--image-opts")
-        .arg(format!(
-            "driver=qcow2,file.filename={},encrypt.key-secret=k",
-            path.display()
-        ))
-        .args(["-O", "raw"])
-        .arg(&raw)
-        .output()
-        .unwrap();
-    std::fs::remove_file(&pass).unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let data = std::fs::read(&raw).unwrap();
-    std::fs::remove_file(&raw).unwrap();
-    data
 }
 
 /// Files in the snapshots directory (hidden temporaries included).
@@ -412,7 +358,7 @@ async fn imported_images_become_encrypted_snapshots_and_boot() {
             "{fmt}: canary in clear"
         );
         assert!(!contains(&file, b"SYSLINUX"), "{fmt}: boot loader in clear");
-        let plain = plaintext(&snap.path, key, &work);
+        let plain = plaintext(&snap.path, key, &work, u64::MAX);
         assert_eq!(plain.len() as u64, GIB);
         assert_eq!(
             &plain[canary_at as usize..canary_at as usize + canary.len()],

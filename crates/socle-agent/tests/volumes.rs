@@ -6,7 +6,6 @@
 
 mod common;
 
-use std::collections::HashMap;
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -21,10 +20,6 @@ const GUEST_TIMEOUT: Duration = Duration::from_secs(120);
 const GIB: u64 = 1 << 30;
 
 // ----- helpers ---------------------------------------------------------------
-
-fn console(agent: &Agent, vm: &str) -> String {
-    String::from_utf8_lossy(&agent.console_output(vm, 4 << 20).unwrap()).into_owned()
-}
 
 /// Waits for a console line containing `needle`; returns the first such line.
 async fn wait_line(agent: &Agent, vm: &str, needle: &str, timeout: Duration) -> String {
@@ -65,59 +60,6 @@ fn field<'a>(line: &'a str, name: &str) -> &'a str {
         .unwrap_or("")
 }
 
-/// Reads the plaintext of an encrypted qcow2 (volume or snapshot) through
-/// qemu-img, as an operator's recovery tool would (passphrase in a 0600 file).
-fn plaintext(path: &Path, key: &VolumeKey, work: &Path, len: u64) -> Vec<u8> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let pass = work.join(format!("pass-{}", std::process::id()));
-    {
-        use std::io::Write;
-        let mut f = std::fs::OpenOptions::new()
-            .create(true)
-            .truncate(true)
-            .write(true)
-            .mode(0o600)
-            .open(&pass)
-            .unwrap();
-        f.write_all(key.luks_passphrase().as_bytes()).unwrap();
-    }
-    let raw = work.join(format!(
-        "plain-{}.raw",
-        path.file_name().unwrap().to_string_lossy()
-    ));
-    let out = std::process::Command::new("qemu-img")
-        .args(["convert", "-U", "--object"])
-        .arg(format!("secret,id=k,file={}", pass.display()))
-        .arg("--image-opts")
-        .arg(format!(
-            "driver=qcow2,file.filename={},encrypt.key-secret=k",
-            path.display()
-        ))
-        .args(["-O", "raw"])
-        .arg(&raw)
-        .output()
-        .unwrap();
-    std::fs::remove_file(&pass).unwrap();
-    assert!(
-        out.status.success(),
-        "qemu-img convert: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    use std::io::Read;
-    let mut buf = Vec::new();
-    std::fs::File::open(&raw)
-        .unwrap()
-        .take(len)
-        .read_to_end(&mut buf)
-        .unwrap();
-    std::fs::remove_file(&raw).unwrap();
-    buf
-}
-
-fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    hay.windows(needle.len()).any(|w| w == needle)
-}
-
 /// The 4 MiB the writer guest puts on its volume: 65536 lines of 64 bytes.
 fn canary_pattern() -> Vec<u8> {
     let mut v = Vec::with_capacity(4 << 20);
@@ -148,12 +90,6 @@ fn random_bytes(len: usize) -> Vec<u8> {
 
 fn random_file(path: &Path, len: u64) {
     std::fs::write(path, random_bytes(len as usize)).unwrap();
-}
-
-fn keys(list: &[(&str, &VolumeKey)]) -> HashMap<String, VolumeKey> {
-    list.iter()
-        .map(|(id, k)| (id.to_string(), (*k).clone()))
-        .collect()
 }
 
 // ----- tests -----------------------------------------------------------------

@@ -4,7 +4,9 @@
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use socle_agent::{AccelChoice, Agent, AgentConfig, ImageFiles, VmSpec};
+use std::collections::HashMap;
+
+use socle_agent::{AccelChoice, Agent, AgentConfig, ImageFiles, VmSpec, VolumeKey};
 
 /// Fails the test (never skips it) when QEMU is not installed.
 pub fn require_qemu() {
@@ -129,3 +131,70 @@ impl Drop for KillGuard {
         }
     }
 }
+
+/// The VM's console log so far (up to 4 MiB).
+pub fn console(agent: &Agent, vm: &str) -> String {
+    String::from_utf8_lossy(&agent.console_output(vm, 4 << 20).unwrap()).into_owned()
+}
+
+pub fn contains(hay: &[u8], needle: &[u8]) -> bool {
+    hay.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Volume keys by volume ID.
+pub fn keys(list: &[(&str, &VolumeKey)]) -> HashMap<String, VolumeKey> {
+    list.iter()
+        .map(|(id, k)| (id.to_string(), (*k).clone()))
+        .collect()
+}
+
+/// Reads the plaintext of an encrypted qcow2 (volume or snapshot) through
+/// qemu-img, as an operator's recovery tool would (passphrase in a 0600 file):
+/// its first `len` bytes (`u64::MAX`: all).
+pub fn plaintext(path: &Path, key: &VolumeKey, work: &Path, len: u64) -> Vec<u8> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let pass = work.join(format!("pass-{}", std::process::id()));
+    {
+        use std::io::Write;
+        let mut f = std::fs::OpenOptions::new()
+            .create(true)
+            .truncate(true)
+            .write(true)
+            .mode(0o600)
+            .open(&pass)
+            .unwrap();
+        f.write_all(key.luks_passphrase().as_bytes()).unwrap();
+    }
+    let raw = work.join(format!(
+        "plain-{}.raw",
+        path.file_name().unwrap().to_string_lossy()
+    ));
+    let out = std::process::Command::new("qemu-img")
+        .args(["convert", "-U", "--object"])
+        .arg(format!("secret,id=k,file={}", pass.display()))
+        .arg("--image-opts")
+        .arg(format!(
+            "driver=qcow2,file.filename={},encrypt.key-secret=k",
+            path.display()
+        ))
+        .args(["-O", "raw"])
+        .arg(&raw)
+        .output()
+        .unwrap();
+    std::fs::remove_file(&pass).unwrap();
+    assert!(
+        out.status.success(),
+        "qemu-img convert: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    use std::io::Read;
+    let mut buf = Vec::new();
+    std::fs::File::open(&raw)
+        .unwrap()
+        .take(len)
+        .read_to_end(&mut buf)
+        .unwrap();
+    std::fs::remove_file(&raw).unwrap();
+    buf
+}
+
