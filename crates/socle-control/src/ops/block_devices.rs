@@ -113,10 +113,7 @@ pub(crate) fn record(
             (p.size.expect("checked by plan"), None, None)
         };
         check_iops_ratio(p.iops, size)?;
-        let provisioned = volume_store::provisioned_gib(tx)?;
-        if provisioned + size > cloud.config.storage_capacity_gib {
-            return Err(capacity_error(size, provisioned, cloud.config.storage_capacity_gib));
-        }
+        super::volumes::ensure_room(tx, size, cloud.config.storage_capacity_gib)?;
         let volume_id = VolumeId::generate();
         let wrapped = custody::wrap_new_key(cloud, tx, account, actor, volume_id.as_str())?;
         let row = VolumeRow {

@@ -15,12 +15,12 @@ use std::sync::Arc;
 
 use socle_store::images::{self as image_store, ImageRow};
 use socle_store::snapshots::{self as snapshot_store, SnapshotRow};
-use socle_store::{now_iso, volumes as volume_store};
+use socle_store::now_iso;
 use socle_types::ids::{ImageId, SnapshotId};
 use socle_types::osc::CreateImageResponse;
 use socle_types::ApiError;
 
-use super::images::{check_image_name, image_view};
+use super::images::{account_image_row, check_image_name, check_name_free, image_view};
 use super::write;
 use crate::{custody, Caller, Cloud};
 
@@ -54,15 +54,8 @@ pub async fn check_import(cloud: &Arc<Cloud>, caller: &Caller, params: &ImportPa
     cloud
         .store
         .run(move |c| {
-            if image_store::name_taken(c, &account, &name)? {
-                return Err(ApiError::invalid_value(format!("an image named {name:?} already exists in this account")));
-            }
-            let provisioned = volume_store::provisioned_gib(c)?;
-            let needed = gib_ceil(declared_bytes);
-            if provisioned + needed > capacity {
-                return Err(super::volumes::capacity_error(needed, provisioned, capacity));
-            }
-            Ok(())
+            check_name_free(c, &account, &name)?;
+            super::volumes::ensure_room(c, gib_ceil(declared_bytes), capacity)
         })
         .await
 }
@@ -108,14 +101,8 @@ async fn accept(cloud: &Arc<Cloud>, caller: &Caller, params: ImportParams, part:
     std::fs::rename(part, &upload).map_err(|e| ApiError::internal(format!("cannot move the upload into place: {e}")))?;
     let (account, actor, cloud2) = (caller.account_id.clone(), caller.actor(), cloud.clone());
     let row = write(cloud, None, move |tx| {
-        if image_store::name_taken(tx, &account, &params.name)? {
-            return Err(ApiError::invalid_value(format!("an image named {:?} already exists in this account", params.name)));
-        }
-        let provisioned = volume_store::provisioned_gib(tx)?;
-        let capacity = cloud2.config.storage_capacity_gib;
-        if provisioned + size_gib > capacity {
-            return Err(super::volumes::capacity_error(size_gib, provisioned, capacity));
-        }
+        check_name_free(tx, &account, &params.name)?;
+        super::volumes::ensure_room(tx, size_gib, cloud2.config.storage_capacity_gib)?;
         let image_id = ImageId::generate();
         let wrapped = custody::wrap_new_key(&cloud2, tx, &account, &actor, snapshot_id.as_str())?;
         let now = now_iso();
@@ -136,21 +123,11 @@ async fn accept(cloud: &Arc<Cloud>, caller: &Caller, params: ImportParams, part:
                 created_at: now.clone(),
             },
         )?;
+        // A whole disk with its own bootloader: BIOS boot.
         let row = ImageRow {
-            image_id,
-            account_id: account.clone(),
             name: params.name.clone(),
             description: params.description.clone(),
-            state: "pending".into(),
-            architecture: "x86_64".into(),
-            // A whole disk with its own bootloader: BIOS boot.
-            kernel_path: None,
-            initrd_path: None,
-            disk_path: String::new(),
-            is_public: false,
-            created_at: now,
-            size_gib,
-            root_snapshot_id: Some(snapshot_id.to_string()),
+            ..account_image_row(image_id, &account, (None, None), size_gib, &snapshot_id, now)
         };
         image_store::insert(tx, &row)?;
         Ok(row)

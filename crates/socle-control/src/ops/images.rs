@@ -148,9 +148,7 @@ pub async fn create_image(cloud: &Arc<Cloud>, caller: &Caller, req: CreateImageR
     let cloud2 = cloud.clone();
     let description = req.description.clone().unwrap_or_default();
     let row = write(cloud, req.dry_run, move |tx| {
-        if image_store::name_taken(tx, &account, &name)? {
-            return Err(ApiError::invalid_value(format!("an image named {name:?} already exists in this account")));
-        }
+        check_name_free(tx, &account, &name)?;
         let row = match source {
             Source::Vm(vm_id) => image_vm(&cloud2, tx, &account, &actor, &vm_id)?,
             Source::Snapshot(root) => register_snapshot(tx, &account, &root)?,
@@ -178,6 +176,14 @@ pub(crate) fn check_image_name(name: &str) -> Result<(), ApiError> {
             ErrorCode::InvalidParameterValueLength,
             "ImageName must be 3 to 128 characters among letters, digits, spaces and ()[]./-'@_",
         ));
+    }
+    Ok(())
+}
+
+/// Image names are unique per account.
+pub(crate) fn check_name_free(conn: &socle_store::Connection, account: &AccountId, name: &str) -> Result<(), ApiError> {
+    if image_store::name_taken(conn, account, name)? {
+        return Err(ApiError::invalid_value(format!("an image named {name:?} already exists in this account")));
     }
     Ok(())
 }
@@ -241,11 +247,7 @@ fn image_vm(cloud: &Arc<Cloud>, tx: &socle_store::Transaction, account: &Account
         ));
     }
     let source = image_store::get(tx, &vm.image_id)?.ok_or_else(|| ApiError::internal(format!("the image {} of {vm_id} is gone", vm.image_id)))?;
-    let provisioned = volume_store::provisioned_gib(tx)?;
-    let capacity = cloud.config.storage_capacity_gib;
-    if provisioned + root.size_gib > capacity {
-        return Err(super::volumes::capacity_error(root.size_gib, provisioned, capacity));
-    }
+    super::volumes::ensure_room(tx, root.size_gib, cloud.config.storage_capacity_gib)?;
     let image_id = ImageId::generate();
     let snapshot_id = SnapshotId::generate();
     let wrapped = custody::wrap_new_key(cloud, tx, account, actor, snapshot_id.as_str())?;
@@ -267,22 +269,8 @@ fn image_vm(cloud: &Arc<Cloud>, tx: &socle_store::Transaction, account: &Account
             created_at: now.clone(),
         },
     )?;
-    Ok(ImageRow {
-        image_id,
-        account_id: account.clone(),
-        name: String::new(),
-        description: String::new(),
-        state: "pending".into(),
-        architecture: "x86_64".into(),
-        // Same boot as the VM it comes from.
-        kernel_path: source.kernel_path.clone(),
-        initrd_path: source.initrd_path.clone(),
-        disk_path: String::new(),
-        is_public: false,
-        created_at: now,
-        size_gib: root.size_gib,
-        root_snapshot_id: Some(snapshot_id.to_string()),
-    })
+    // Same boot as the VM it comes from.
+    Ok(account_image_row(image_id, account, (source.kernel_path, source.initrd_path), root.size_gib, &snapshot_id, now))
 }
 
 /// CreateImage from a snapshot of the caller's: the image uses it as its
@@ -312,22 +300,36 @@ fn register_snapshot(tx: &socle_store::Transaction, account: &AccountId, root: &
             format!("VolumeSize {size_gib} is smaller than the snapshot {sid} ({} GiB)", snap.volume_size),
         ));
     }
-    let (kernel_path, initrd_path) = boot_of_snapshot(tx, &snap)?;
-    Ok(ImageRow {
-        image_id: ImageId::generate(),
+    Ok(account_image_row(ImageId::generate(), account, boot_of_snapshot(tx, &snap)?, size_gib, sid, now_iso()))
+}
+
+/// The row of an account's image whose root disk is `root_snapshot`. Its
+/// state is not stored but derived from that snapshot ([`effective_state`]);
+/// name and description are the caller's to fill. `boot`: kernel and initrd
+/// paths, or none for a BIOS boot of the disk.
+pub(crate) fn account_image_row(
+    image_id: ImageId,
+    account: &AccountId,
+    boot: (Option<String>, Option<String>),
+    size_gib: i64,
+    root_snapshot: &SnapshotId,
+    created_at: String,
+) -> ImageRow {
+    ImageRow {
+        image_id,
         account_id: account.clone(),
         name: String::new(),
         description: String::new(),
-        state: "available".into(),
+        state: "pending".into(),
         architecture: "x86_64".into(),
-        kernel_path,
-        initrd_path,
+        kernel_path: boot.0,
+        initrd_path: boot.1,
         disk_path: String::new(),
         is_public: false,
-        created_at: now_iso(),
+        created_at,
         size_gib,
-        root_snapshot_id: Some(sid.to_string()),
-    })
+        root_snapshot_id: Some(root_snapshot.to_string()),
+    }
 }
 
 /// How a registered snapshot boots: a disk that came from a direct-kernel

@@ -70,10 +70,7 @@ pub async fn create_snapshot(cloud: &Arc<Cloud>, caller: &Caller, req: CreateSna
                 format!("the volume {volume_id} is {}; snapshots are taken of available or in-use volumes", v.state),
             ));
         }
-        let provisioned = volume_store::provisioned_gib(tx)?;
-        if provisioned + v.size_gib > capacity {
-            return Err(super::volumes::capacity_error(v.size_gib, provisioned, capacity));
-        }
+        super::volumes::ensure_room(tx, v.size_gib, capacity)?;
         let snapshot_id = SnapshotId::generate();
         let wrapped = custody::wrap_new_key(&cloud2, tx, &account, &actor, snapshot_id.as_str())?;
         let row = SnapshotRow {

@@ -71,6 +71,16 @@ pub(crate) fn check_device_name(name: &str) -> Result<(), ApiError> {
     }
 }
 
+/// Refuses (10024) when the storage pool cannot hold `asked` GiB more; run
+/// it in the transaction that then inserts or grows, so nothing slips between.
+pub(crate) fn ensure_room(conn: &socle_store::Connection, asked: i64, capacity: i64) -> Result<(), ApiError> {
+    let provisioned = volume_store::provisioned_gib(conn)?;
+    if provisioned + asked > capacity {
+        return Err(capacity_error(asked, provisioned, capacity));
+    }
+    Ok(())
+}
+
 pub(crate) fn capacity_error(asked: i64, provisioned: i64, capacity: i64) -> ApiError {
     ApiError::new(
         ErrorCode::TooMuchVolumeSize,
@@ -161,10 +171,7 @@ pub async fn create_volume(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVolum
         };
         check_iops_ratio(iops, size)?;
         // Capacity first: a refused create should not touch the keystore.
-        let provisioned = volume_store::provisioned_gib(tx)?;
-        if provisioned + size > capacity {
-            return Err(capacity_error(size, provisioned, capacity));
-        }
+        ensure_room(tx, size, capacity)?;
         let volume_id = VolumeId::generate();
         let wrapped = custody::wrap_new_key(&cloud2, tx, &account, &actor, volume_id.as_str())?;
         let row = VolumeRow {
@@ -276,10 +283,7 @@ pub async fn update_volume(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVolum
                     format!("volumes only grow: {id} is {} GiB, asked {size}", v.size_gib),
                 ));
             }
-            let provisioned = volume_store::provisioned_gib(tx)?;
-            if provisioned + size - v.size_gib > capacity {
-                return Err(capacity_error(size - v.size_gib, provisioned, capacity));
-            }
+            ensure_room(tx, size - v.size_gib, capacity)?;
             if size > v.size_gib {
                 v.size_gib = size;
                 v.pending = "resize".into();
