@@ -418,7 +418,8 @@ impl Agent {
     /// `create_volume(…, Some(VolumeSource::Snapshot { snapshot_id, key }))`
     /// makes a volume (e.g. a VM's root disk) of it exactly as from a
     /// snapshot taken by [`Agent::snapshot_volume`]. The file is inspected
-    /// again first ([`Agent::inspect_upload`]) and must be of `format`.
+    /// again first ([`Agent::inspect_upload`]) and must be of `format` when
+    /// one is declared (`None`: raw or qcow2, whichever the file is).
     /// The snapshot's size is the image's virtual size rounded up to whole
     /// GiB. Built under a temporary name and renamed: nothing is left behind
     /// on failure. Idempotent: an existing snapshot opened by `key` is
@@ -426,7 +427,7 @@ impl Agent {
     pub async fn import_as_encrypted_snapshot(
         &self,
         src: &Path,
-        format: UploadFormat,
+        format: Option<UploadFormat>,
         snapshot_id: &str,
         key: &VolumeKey,
     ) -> Result<SnapshotInfo, AgentError> {
@@ -439,7 +440,7 @@ impl Agent {
     pub async fn import_as_encrypted_snapshot_with_progress(
         &self,
         src: &Path,
-        format: UploadFormat,
+        format: Option<UploadFormat>,
         snapshot_id: &str,
         key: &VolumeKey,
         on_progress: impl Fn(BlockJobProgress) + Send + Sync,
@@ -453,11 +454,11 @@ impl Agent {
             return self.snapshot_info(snapshot_id).await;
         }
         let info = self.inspect_upload(src).await?;
-        if info.format != format {
+        if let Some(declared) = format.filter(|f| *f != info.format) {
             return Err(refused(
                 src,
                 ImportRefusal::FormatMismatch {
-                    declared: format,
+                    declared,
                     found: info.format,
                 },
             ));
@@ -480,7 +481,7 @@ impl Agent {
         let size = gib(total.div_ceil(1 << 30).max(1));
         let res = async {
             self.create_encrypted(&tmp, size, key).await?;
-            self.copy_into(src, format.as_str(), None, &tmp, key, total, &report)
+            self.copy_into(src, info.format.as_str(), None, &tmp, key, total, &report)
                 .await
         }
         .await;
@@ -506,7 +507,7 @@ impl Agent {
         tracing::info!(
             snapshot = snapshot_id,
             source = %src.display(),
-            format = %format,
+            format = %info.format,
             virtual_size = total,
             size = snap.size_bytes,
             secs = started.elapsed().as_secs_f64(),

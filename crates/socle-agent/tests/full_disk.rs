@@ -321,7 +321,7 @@ async fn imported_images_become_encrypted_snapshots_and_boot() {
     // Declared format must match.
     let k = VolumeKey::generate().unwrap();
     match agent
-        .import_as_encrypted_snapshot(&raw, UploadFormat::Qcow2, "snap-mismatch", &k)
+        .import_as_encrypted_snapshot(&raw, Some(UploadFormat::Qcow2), "snap-mismatch", &k)
         .await
     {
         Err(AgentError::ImportRefused {
@@ -342,7 +342,7 @@ async fn imported_images_become_encrypted_snapshots_and_boot() {
     ] {
         let t0 = Instant::now();
         let snap = agent
-            .import_as_encrypted_snapshot(src, fmt, id, key)
+            .import_as_encrypted_snapshot(src, Some(fmt), id, key)
             .await
             .unwrap_or_else(|e| panic!("import {fmt}: {e}"));
         eprintln!(
@@ -367,13 +367,13 @@ async fn imported_images_become_encrypted_snapshots_and_boot() {
         assert_eq!(&plain[510..512], &[0x55, 0xaa]);
         // Idempotent with the right key, WrongKey otherwise.
         agent
-            .import_as_encrypted_snapshot(src, fmt, id, key)
+            .import_as_encrypted_snapshot(src, Some(fmt), id, key)
             .await
             .unwrap();
         let other = VolumeKey::generate().unwrap();
         assert!(matches!(
             agent
-                .import_as_encrypted_snapshot(src, fmt, id, &other)
+                .import_as_encrypted_snapshot(src, Some(fmt), id, &other)
                 .await,
             Err(AgentError::WrongKey { .. })
         ));
@@ -549,7 +549,7 @@ async fn hostile_uploads_are_refused_and_leave_nothing() {
         }
         let id = format!("snap-bad{i:02}");
         match agent
-            .import_as_encrypted_snapshot(&path, *fmt, &id, &key)
+            .import_as_encrypted_snapshot(&path, Some(*fmt), &id, &key)
             .await
         {
             Err(AgentError::ImportRefused { reason, .. }) => {

@@ -210,8 +210,8 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
             let upload = crate::image_import::upload_path(cloud, &sid);
             let result = async {
                 let key = volume_key(cloud, &s.account_id, &sid, s.wrapped_key.clone()).await?;
-                let info = cloud.agent.inspect_upload(&upload).await?;
-                cloud.agent.import_as_encrypted_snapshot(&upload, info.format, &sid, &key).await?;
+                // The agent inspects the upload again before converting it.
+                cloud.agent.import_as_encrypted_snapshot(&upload, None, &sid, &key).await?;
                 faults::point("snapshot-imported");
                 Ok::<_, StorageError>(())
             }
