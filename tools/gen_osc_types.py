@@ -42,6 +42,14 @@ OPERATIONS = [
     "CreateSubnet", "ReadSubnets", "UpdateSubnet", "DeleteSubnet",
     "CreateSecurityGroup", "ReadSecurityGroups", "DeleteSecurityGroup",
     "CreateSecurityGroupRule", "DeleteSecurityGroupRule",
+    "CreateNic", "ReadNics", "UpdateNic", "DeleteNic", "LinkNic", "UnlinkNic",
+    "LinkPrivateIps", "UnlinkPrivateIps",
+    "CreateInternetService", "ReadInternetServices", "DeleteInternetService",
+    "LinkInternetService", "UnlinkInternetService",
+    "CreateRouteTable", "ReadRouteTables", "DeleteRouteTable", "LinkRouteTable",
+    "UnlinkRouteTable", "CreateRoute", "DeleteRoute",
+    "CreatePublicIp", "ReadPublicIps", "DeletePublicIp", "LinkPublicIp", "UnlinkPublicIp",
+    "CreateNatService", "ReadNatServices", "DeleteNatService",
 ]
 
 RUST_KEYWORDS = {"type", "match", "ref", "self", "move", "box", "in", "for", "loop"}

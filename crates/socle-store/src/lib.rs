@@ -14,6 +14,7 @@ pub mod accounts;
 pub mod images;
 pub mod keypairs;
 pub mod nets;
+pub mod nics;
 mod migrations;
 pub mod security_groups;
 pub mod tags;

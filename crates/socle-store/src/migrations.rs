@@ -235,6 +235,52 @@ const MIGRATIONS: &[&str] = &[
     -- "Is this group still a peer somewhere?" (DeleteSecurityGroup).
     CREATE INDEX security_group_rules_peer ON security_group_rules(peer_group_id);
     "#,
+    // 6: NICs and their private IPs.
+    r#"
+    -- net_id/subnet_id NULL: the NIC of a VM in the public cloud, on the
+    -- account's own hidden network (docs/NETWORKING.md).
+    CREATE TABLE nics (
+        nic_id         TEXT PRIMARY KEY,
+        account_id     TEXT NOT NULL,
+        net_id         TEXT REFERENCES nets(net_id),
+        subnet_id      TEXT REFERENCES subnets(subnet_id),
+        subregion_name TEXT NOT NULL,
+        description    TEXT NOT NULL DEFAULT '',
+        mac            TEXT NOT NULL UNIQUE,
+        source_dest_check INTEGER NOT NULL DEFAULT 1,
+        -- 'available' (unlinked), 'in-use' (linked to vm_id).
+        state          TEXT NOT NULL,
+        vm_id          TEXT,
+        device_number  INTEGER,
+        link_nic_id    TEXT,
+        delete_on_vm_deletion INTEGER NOT NULL DEFAULT 0,
+        linked_at      TEXT,
+        -- The host whose bridge holds the NIC's port: what a multi-host
+        -- overlay needs to know to send the NIC's traffic (one host today).
+        host           TEXT NOT NULL DEFAULT 'local',
+        created_at     TEXT NOT NULL
+    );
+    CREATE INDEX nics_account ON nics(account_id, created_at, nic_id);
+    CREATE INDEX nics_net ON nics(net_id);
+    CREATE INDEX nics_subnet ON nics(subnet_id);
+    CREATE UNIQUE INDEX nics_vm_device ON nics(vm_id, device_number) WHERE vm_id IS NOT NULL;
+    -- One row per address of a NIC. `space` is what the address is unique
+    -- in: the subnet id, or 'public:<account>' for the public cloud.
+    CREATE TABLE nic_private_ips (
+        nic_id     TEXT NOT NULL REFERENCES nics(nic_id) ON DELETE CASCADE,
+        space      TEXT NOT NULL,
+        ip         TEXT NOT NULL,
+        is_primary INTEGER NOT NULL,
+        PRIMARY KEY (space, ip)
+    );
+    CREATE INDEX nic_private_ips_nic ON nic_private_ips(nic_id);
+    CREATE TABLE nic_security_groups (
+        nic_id            TEXT NOT NULL REFERENCES nics(nic_id) ON DELETE CASCADE,
+        security_group_id TEXT NOT NULL REFERENCES security_groups(security_group_id),
+        PRIMARY KEY (nic_id, security_group_id)
+    );
+    CREATE INDEX nic_security_groups_group ON nic_security_groups(security_group_id);
+    "#,
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

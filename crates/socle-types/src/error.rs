@@ -118,6 +118,46 @@ pub enum ErrorCode {
     TooManyTags,
     /// 10004 — too many access keys.
     TooManyAccessKeys,
+    /// 5036 — no such NIC.
+    NoSuchNic,
+    /// 5019 — no such internet service (gateway).
+    NoSuchInternetService,
+    /// 5046 — no such route table.
+    NoSuchRouteTable,
+    /// 5045 — no such route in the route table.
+    NoSuchRoute,
+    /// 5025 — no such public IP.
+    NoSuchPublicIp,
+    /// 5026 — no such public IP link.
+    NoSuchPublicIpLink,
+    /// 5032 — no such NAT service.
+    NoSuchNatService,
+    /// 5007 — no such link (route table link, NIC link).
+    NoSuchLink,
+    /// 4030 — an IP address that is malformed or outside its subnet.
+    InvalidIpAddress,
+    /// 9001 — the private IP is already used in the subnet.
+    AddressInUse,
+    /// 9024 — the internet service is already linked (or the Net has one).
+    GatewayAlreadyLinked,
+    /// 9026 — the internet service is not linked to that Net.
+    GatewayNotLinked,
+    /// 9052 — a route to that destination exists already.
+    RouteAlreadyExists,
+    /// 9045 — the subnet has no route to an internet service.
+    NotPublicSubnet,
+    /// 9059 — the subnet is already linked to a route table.
+    SubnetAlreadyLinked,
+    /// 9031 — the public IP is linked (unlink it first, or AllowRelink).
+    PublicIpLinked,
+    /// 10011 — no public IP left in the account's quota or the operator's pool.
+    TooManyPublicIps,
+    /// 10015 — too many NICs on the VM.
+    TooManyNics,
+    /// 10021 — no free private IP in the subnet, or too many on the NIC.
+    TooManyPrivateIps,
+    /// 10032 — too many NAT services.
+    TooManyNatServices,
     /// 2000 — an internal error (HTTP 500); details are in the server log.
     InternalError,
 }
@@ -178,6 +218,26 @@ impl ErrorCode {
             TooMuchMemory => "10042",
             TooManyTags => "10041",
             TooManyAccessKeys => "10004",
+            NoSuchNic => "5036",
+            NoSuchInternetService => "5019",
+            NoSuchRouteTable => "5046",
+            NoSuchRoute => "5045",
+            NoSuchPublicIp => "5025",
+            NoSuchPublicIpLink => "5026",
+            NoSuchNatService => "5032",
+            NoSuchLink => "5007",
+            InvalidIpAddress => "4030",
+            AddressInUse => "9001",
+            GatewayAlreadyLinked => "9024",
+            GatewayNotLinked => "9026",
+            RouteAlreadyExists => "9052",
+            NotPublicSubnet => "9045",
+            SubnetAlreadyLinked => "9059",
+            PublicIpLinked => "9031",
+            TooManyPublicIps => "10011",
+            TooManyNics => "10015",
+            TooManyPrivateIps => "10021",
+            TooManyNatServices => "10032",
             InternalError => "2000",
         }
     }
@@ -202,6 +262,10 @@ impl ErrorCode {
             | NetInUse | SubnetInUse | DuplicateGroup | DuplicateRule | ReservedGroup => "ResourceConflict",
             TooManyVms | TooManyCores | TooMuchMemory | TooManyTags | TooManyAccessKeys
             | TooMuchVolumeSize | TooManySecurityGroupRules => "TooManyResources (QuotaExceded)",
+            NoSuchNic | NoSuchInternetService | NoSuchRouteTable | NoSuchRoute | NoSuchPublicIp | NoSuchPublicIpLink | NoSuchNatService | NoSuchLink => "InvalidResource",
+            InvalidIpAddress => "InvalidParameterValue",
+            AddressInUse | GatewayAlreadyLinked | GatewayNotLinked | RouteAlreadyExists | NotPublicSubnet | SubnetAlreadyLinked | PublicIpLinked => "ResourceConflict",
+            TooManyPublicIps | TooManyNics | TooManyPrivateIps | TooManyNatServices => "TooManyResources (QuotaExceded)",
             InternalError => "InternalError",
         }
     }

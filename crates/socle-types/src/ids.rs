@@ -82,6 +82,22 @@ resource_id!(/// A security group.
     SecurityGroupId, "sg", "security group");
 resource_id!(/// A rule of a security group.
     SecurityGroupRuleId, "sgr", "security group rule");
+resource_id!(/// A network interface card (a VM's port on a subnet).
+    NicId, "eni", "NIC");
+resource_id!(/// The link of a NIC to a VM.
+    LinkNicId, "eni-attach", "NIC link");
+resource_id!(/// An internet service (internet gateway) of a Net.
+    InternetServiceId, "igw", "internet service");
+resource_id!(/// A route table of a Net.
+    RouteTableId, "rtb", "route table");
+resource_id!(/// The link of a route table to a subnet (or the main link of a Net).
+    LinkRouteTableId, "rtbassoc", "route table link");
+resource_id!(/// A public IP allocated to an account from the operator's pool.
+    PublicIpId, "eipalloc", "public IP");
+resource_id!(/// The link of a public IP to a NIC.
+    LinkPublicIpId, "eipassoc", "public IP link");
+resource_id!(/// A NAT service (NAT gateway) of a Net.
+    NatServiceId, "nat", "NAT service");
 
 /// An account: 12 decimal digits, as on Outscale.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

@@ -1634,6 +1634,518 @@ pub struct DeleteSecurityGroupRuleRequest {
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
+pub struct CreateNicRequest {
+    #[serde(rename = "Description", default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "PrivateIps", default, skip_serializing_if = "Option::is_none")]
+    pub private_ips: Option<Vec<PrivateIpLight>>,
+    #[serde(rename = "SecurityGroupIds", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_ids: Option<Vec<String>>,
+    #[serde(rename = "SubnetId")]
+    pub subnet_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadNicsRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "Filters", default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FiltersNic>,
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResultsPerPage", default, skip_serializing_if = "Option::is_none")]
+    pub results_per_page: Option<i64>,
+}
+
+/// One or more filters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersNic {
+    #[serde(rename = "Descriptions", default, skip_serializing_if = "Option::is_none")]
+    pub descriptions: Option<Vec<String>>,
+    #[serde(rename = "IsSourceDestCheck", default, skip_serializing_if = "Option::is_none")]
+    pub is_source_dest_check: Option<bool>,
+    #[serde(rename = "LinkNicDeleteOnVmDeletion", default, skip_serializing_if = "Option::is_none")]
+    pub link_nic_delete_on_vm_deletion: Option<bool>,
+    #[serde(rename = "LinkNicDeviceNumbers", default, skip_serializing_if = "Option::is_none")]
+    pub link_nic_device_numbers: Option<Vec<i64>>,
+    #[serde(rename = "LinkNicLinkNicIds", default, skip_serializing_if = "Option::is_none")]
+    pub link_nic_link_nic_ids: Option<Vec<String>>,
+    #[serde(rename = "LinkNicStates", default, skip_serializing_if = "Option::is_none")]
+    pub link_nic_states: Option<Vec<String>>,
+    #[serde(rename = "LinkNicVmAccountIds", default, skip_serializing_if = "Option::is_none")]
+    pub link_nic_vm_account_ids: Option<Vec<String>>,
+    #[serde(rename = "LinkNicVmIds", default, skip_serializing_if = "Option::is_none")]
+    pub link_nic_vm_ids: Option<Vec<String>>,
+    #[serde(rename = "LinkPublicIpAccountIds", default, skip_serializing_if = "Option::is_none")]
+    pub link_public_ip_account_ids: Option<Vec<String>>,
+    #[serde(rename = "LinkPublicIpLinkPublicIpIds", default, skip_serializing_if = "Option::is_none")]
+    pub link_public_ip_link_public_ip_ids: Option<Vec<String>>,
+    #[serde(rename = "LinkPublicIpPublicDnsNames", default, skip_serializing_if = "Option::is_none")]
+    pub link_public_ip_public_dns_names: Option<Vec<String>>,
+    #[serde(rename = "LinkPublicIpPublicIpIds", default, skip_serializing_if = "Option::is_none")]
+    pub link_public_ip_public_ip_ids: Option<Vec<String>>,
+    #[serde(rename = "LinkPublicIpPublicIps", default, skip_serializing_if = "Option::is_none")]
+    pub link_public_ip_public_ips: Option<Vec<String>>,
+    #[serde(rename = "MacAddresses", default, skip_serializing_if = "Option::is_none")]
+    pub mac_addresses: Option<Vec<String>>,
+    #[serde(rename = "NetIds", default, skip_serializing_if = "Option::is_none")]
+    pub net_ids: Option<Vec<String>>,
+    #[serde(rename = "NicIds", default, skip_serializing_if = "Option::is_none")]
+    pub nic_ids: Option<Vec<String>>,
+    #[serde(rename = "PrivateDnsNames", default, skip_serializing_if = "Option::is_none")]
+    pub private_dns_names: Option<Vec<String>>,
+    #[serde(rename = "PrivateIpsLinkPublicIpAccountIds", default, skip_serializing_if = "Option::is_none")]
+    pub private_ips_link_public_ip_account_ids: Option<Vec<String>>,
+    #[serde(rename = "PrivateIpsLinkPublicIpPublicIps", default, skip_serializing_if = "Option::is_none")]
+    pub private_ips_link_public_ip_public_ips: Option<Vec<String>>,
+    #[serde(rename = "PrivateIpsPrimaryIp", default, skip_serializing_if = "Option::is_none")]
+    pub private_ips_primary_ip: Option<bool>,
+    #[serde(rename = "PrivateIpsPrivateIps", default, skip_serializing_if = "Option::is_none")]
+    pub private_ips_private_ips: Option<Vec<String>>,
+    #[serde(rename = "SecurityGroupIds", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_ids: Option<Vec<String>>,
+    #[serde(rename = "SecurityGroupNames", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_names: Option<Vec<String>>,
+    #[serde(rename = "States", default, skip_serializing_if = "Option::is_none")]
+    pub states: Option<Vec<String>>,
+    #[serde(rename = "SubnetIds", default, skip_serializing_if = "Option::is_none")]
+    pub subnet_ids: Option<Vec<String>>,
+    #[serde(rename = "SubregionNames", default, skip_serializing_if = "Option::is_none")]
+    pub subregion_names: Option<Vec<String>>,
+    #[serde(rename = "TagKeys", default, skip_serializing_if = "Option::is_none")]
+    pub tag_keys: Option<Vec<String>>,
+    #[serde(rename = "TagValues", default, skip_serializing_if = "Option::is_none")]
+    pub tag_values: Option<Vec<String>>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNicRequest {
+    #[serde(rename = "Description", default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "LinkNic", default, skip_serializing_if = "Option::is_none")]
+    pub link_nic: Option<LinkNicToUpdate>,
+    #[serde(rename = "NicId")]
+    pub nic_id: String,
+    #[serde(rename = "SecurityGroupIds", default, skip_serializing_if = "Option::is_none")]
+    pub security_group_ids: Option<Vec<String>>,
+}
+
+/// Information about the NIC attachment. If you are modifying the `DeleteOnVmDeletion` attribute, you must specify the ID of the NIC attachment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkNicToUpdate {
+    #[serde(rename = "DeleteOnVmDeletion", default, skip_serializing_if = "Option::is_none")]
+    pub delete_on_vm_deletion: Option<bool>,
+    #[serde(rename = "LinkNicId", default, skip_serializing_if = "Option::is_none")]
+    pub link_nic_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteNicRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "NicId")]
+    pub nic_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkNicRequest {
+    #[serde(rename = "DeviceNumber")]
+    pub device_number: i64,
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "NicId")]
+    pub nic_id: String,
+    #[serde(rename = "VmId")]
+    pub vm_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlinkNicRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "LinkNicId")]
+    pub link_nic_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkPrivateIpsRequest {
+    #[serde(rename = "AllowRelink", default, skip_serializing_if = "Option::is_none")]
+    pub allow_relink: Option<bool>,
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "NicId")]
+    pub nic_id: String,
+    #[serde(rename = "PrivateIps", default, skip_serializing_if = "Option::is_none")]
+    pub private_ips: Option<Vec<String>>,
+    #[serde(rename = "SecondaryPrivateIpCount", default, skip_serializing_if = "Option::is_none")]
+    pub secondary_private_ip_count: Option<i64>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlinkPrivateIpsRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "NicId")]
+    pub nic_id: String,
+    #[serde(rename = "PrivateIps")]
+    pub private_ips: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInternetServiceRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadInternetServicesRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "Filters", default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FiltersInternetService>,
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResultsPerPage", default, skip_serializing_if = "Option::is_none")]
+    pub results_per_page: Option<i64>,
+}
+
+/// One or more filters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersInternetService {
+    #[serde(rename = "InternetServiceIds", default, skip_serializing_if = "Option::is_none")]
+    pub internet_service_ids: Option<Vec<String>>,
+    #[serde(rename = "LinkNetIds", default, skip_serializing_if = "Option::is_none")]
+    pub link_net_ids: Option<Vec<String>>,
+    #[serde(rename = "LinkStates", default, skip_serializing_if = "Option::is_none")]
+    pub link_states: Option<Vec<String>>,
+    #[serde(rename = "TagKeys", default, skip_serializing_if = "Option::is_none")]
+    pub tag_keys: Option<Vec<String>>,
+    #[serde(rename = "TagValues", default, skip_serializing_if = "Option::is_none")]
+    pub tag_values: Option<Vec<String>>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteInternetServiceRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "InternetServiceId")]
+    pub internet_service_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkInternetServiceRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "InternetServiceId")]
+    pub internet_service_id: String,
+    #[serde(rename = "NetId")]
+    pub net_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlinkInternetServiceRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "InternetServiceId")]
+    pub internet_service_id: String,
+    #[serde(rename = "NetId")]
+    pub net_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRouteTableRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "NetId")]
+    pub net_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadRouteTablesRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "Filters", default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FiltersRouteTable>,
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResultsPerPage", default, skip_serializing_if = "Option::is_none")]
+    pub results_per_page: Option<i64>,
+}
+
+/// One or more filters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersRouteTable {
+    #[serde(rename = "LinkRouteTableIds", default, skip_serializing_if = "Option::is_none")]
+    pub link_route_table_ids: Option<Vec<String>>,
+    #[serde(rename = "LinkRouteTableLinkRouteTableIds", default, skip_serializing_if = "Option::is_none")]
+    pub link_route_table_link_route_table_ids: Option<Vec<String>>,
+    #[serde(rename = "LinkRouteTableMain", default, skip_serializing_if = "Option::is_none")]
+    pub link_route_table_main: Option<bool>,
+    #[serde(rename = "LinkSubnetIds", default, skip_serializing_if = "Option::is_none")]
+    pub link_subnet_ids: Option<Vec<String>>,
+    #[serde(rename = "NetIds", default, skip_serializing_if = "Option::is_none")]
+    pub net_ids: Option<Vec<String>>,
+    #[serde(rename = "RouteCreationMethods", default, skip_serializing_if = "Option::is_none")]
+    pub route_creation_methods: Option<Vec<String>>,
+    #[serde(rename = "RouteDestinationIpRanges", default, skip_serializing_if = "Option::is_none")]
+    pub route_destination_ip_ranges: Option<Vec<String>>,
+    #[serde(rename = "RouteDestinationServiceIds", default, skip_serializing_if = "Option::is_none")]
+    pub route_destination_service_ids: Option<Vec<String>>,
+    #[serde(rename = "RouteGatewayIds", default, skip_serializing_if = "Option::is_none")]
+    pub route_gateway_ids: Option<Vec<String>>,
+    #[serde(rename = "RouteNatServiceIds", default, skip_serializing_if = "Option::is_none")]
+    pub route_nat_service_ids: Option<Vec<String>>,
+    #[serde(rename = "RouteNetPeeringIds", default, skip_serializing_if = "Option::is_none")]
+    pub route_net_peering_ids: Option<Vec<String>>,
+    #[serde(rename = "RouteStates", default, skip_serializing_if = "Option::is_none")]
+    pub route_states: Option<Vec<String>>,
+    #[serde(rename = "RouteTableIds", default, skip_serializing_if = "Option::is_none")]
+    pub route_table_ids: Option<Vec<String>>,
+    #[serde(rename = "RouteVmIds", default, skip_serializing_if = "Option::is_none")]
+    pub route_vm_ids: Option<Vec<String>>,
+    #[serde(rename = "TagKeys", default, skip_serializing_if = "Option::is_none")]
+    pub tag_keys: Option<Vec<String>>,
+    #[serde(rename = "TagValues", default, skip_serializing_if = "Option::is_none")]
+    pub tag_values: Option<Vec<String>>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRouteTableRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "RouteTableId")]
+    pub route_table_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRouteTableRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "RouteTableId")]
+    pub route_table_id: String,
+    #[serde(rename = "SubnetId")]
+    pub subnet_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlinkRouteTableRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "LinkRouteTableId")]
+    pub link_route_table_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRouteRequest {
+    #[serde(rename = "DestinationIpRange")]
+    pub destination_ip_range: String,
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "GatewayId", default, skip_serializing_if = "Option::is_none")]
+    pub gateway_id: Option<String>,
+    #[serde(rename = "NatServiceId", default, skip_serializing_if = "Option::is_none")]
+    pub nat_service_id: Option<String>,
+    #[serde(rename = "NetPeeringId", default, skip_serializing_if = "Option::is_none")]
+    pub net_peering_id: Option<String>,
+    #[serde(rename = "NicId", default, skip_serializing_if = "Option::is_none")]
+    pub nic_id: Option<String>,
+    #[serde(rename = "RouteTableId")]
+    pub route_table_id: String,
+    #[serde(rename = "VmId", default, skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRouteRequest {
+    #[serde(rename = "DestinationIpRange")]
+    pub destination_ip_range: String,
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "RouteTableId")]
+    pub route_table_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePublicIpRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadPublicIpsRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "Filters", default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FiltersPublicIp>,
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResultsPerPage", default, skip_serializing_if = "Option::is_none")]
+    pub results_per_page: Option<i64>,
+}
+
+/// One or more filters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersPublicIp {
+    #[serde(rename = "LinkPublicIpIds", default, skip_serializing_if = "Option::is_none")]
+    pub link_public_ip_ids: Option<Vec<String>>,
+    #[serde(rename = "NicAccountIds", default, skip_serializing_if = "Option::is_none")]
+    pub nic_account_ids: Option<Vec<String>>,
+    #[serde(rename = "NicIds", default, skip_serializing_if = "Option::is_none")]
+    pub nic_ids: Option<Vec<String>>,
+    #[serde(rename = "Placements", default, skip_serializing_if = "Option::is_none")]
+    pub placements: Option<Vec<String>>,
+    #[serde(rename = "PrivateIps", default, skip_serializing_if = "Option::is_none")]
+    pub private_ips: Option<Vec<String>>,
+    #[serde(rename = "PublicIpIds", default, skip_serializing_if = "Option::is_none")]
+    pub public_ip_ids: Option<Vec<String>>,
+    #[serde(rename = "PublicIps", default, skip_serializing_if = "Option::is_none")]
+    pub public_ips: Option<Vec<String>>,
+    #[serde(rename = "TagKeys", default, skip_serializing_if = "Option::is_none")]
+    pub tag_keys: Option<Vec<String>>,
+    #[serde(rename = "TagValues", default, skip_serializing_if = "Option::is_none")]
+    pub tag_values: Option<Vec<String>>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+    #[serde(rename = "VmIds", default, skip_serializing_if = "Option::is_none")]
+    pub vm_ids: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletePublicIpRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "PublicIp", default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<String>,
+    #[serde(rename = "PublicIpId", default, skip_serializing_if = "Option::is_none")]
+    pub public_ip_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkPublicIpRequest {
+    #[serde(rename = "AllowRelink", default, skip_serializing_if = "Option::is_none")]
+    pub allow_relink: Option<bool>,
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "NicId", default, skip_serializing_if = "Option::is_none")]
+    pub nic_id: Option<String>,
+    #[serde(rename = "PrivateIp", default, skip_serializing_if = "Option::is_none")]
+    pub private_ip: Option<String>,
+    #[serde(rename = "PublicIp", default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<String>,
+    #[serde(rename = "PublicIpId", default, skip_serializing_if = "Option::is_none")]
+    pub public_ip_id: Option<String>,
+    #[serde(rename = "VmId", default, skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlinkPublicIpRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "LinkPublicIpId", default, skip_serializing_if = "Option::is_none")]
+    pub link_public_ip_id: Option<String>,
+    #[serde(rename = "PublicIp", default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNatServiceRequest {
+    #[serde(rename = "ClientToken", default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "PublicIpId")]
+    pub public_ip_id: String,
+    #[serde(rename = "SubnetId")]
+    pub subnet_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadNatServicesRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "Filters", default, skip_serializing_if = "Option::is_none")]
+    pub filters: Option<FiltersNatService>,
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResultsPerPage", default, skip_serializing_if = "Option::is_none")]
+    pub results_per_page: Option<i64>,
+}
+
+/// One or more filters.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FiltersNatService {
+    #[serde(rename = "ClientTokens", default, skip_serializing_if = "Option::is_none")]
+    pub client_tokens: Option<Vec<String>>,
+    #[serde(rename = "NatServiceIds", default, skip_serializing_if = "Option::is_none")]
+    pub nat_service_ids: Option<Vec<String>>,
+    #[serde(rename = "NetIds", default, skip_serializing_if = "Option::is_none")]
+    pub net_ids: Option<Vec<String>>,
+    #[serde(rename = "States", default, skip_serializing_if = "Option::is_none")]
+    pub states: Option<Vec<String>>,
+    #[serde(rename = "SubnetIds", default, skip_serializing_if = "Option::is_none")]
+    pub subnet_ids: Option<Vec<String>>,
+    #[serde(rename = "TagKeys", default, skip_serializing_if = "Option::is_none")]
+    pub tag_keys: Option<Vec<String>>,
+    #[serde(rename = "TagValues", default, skip_serializing_if = "Option::is_none")]
+    pub tag_values: Option<Vec<String>>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<String>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteNatServiceRequest {
+    #[serde(rename = "DryRun", default, skip_serializing_if = "Option::is_none")]
+    pub dry_run: Option<bool>,
+    #[serde(rename = "NatServiceId")]
+    pub nat_service_id: String,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ReadRegionsResponse {
     #[serde(rename = "Regions", default, skip_serializing_if = "Option::is_none")]
     pub regions: Option<Vec<Region>>,
@@ -2678,4 +3190,466 @@ pub struct DeleteSecurityGroupRuleResponse {
     pub response_context: Option<ResponseContext>,
     #[serde(rename = "SecurityGroup", default, skip_serializing_if = "Option::is_none")]
     pub security_group: Option<SecurityGroup>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNicResponse {
+    #[serde(rename = "Nic", default, skip_serializing_if = "Option::is_none")]
+    pub nic: Option<Nic>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+/// Information about the NIC.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Nic {
+    #[serde(rename = "AccountId", default, skip_serializing_if = "Option::is_none")]
+    pub account_id: Option<String>,
+    #[serde(rename = "Description", default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    #[serde(rename = "IsSourceDestChecked", default, skip_serializing_if = "Option::is_none")]
+    pub is_source_dest_checked: Option<bool>,
+    #[serde(rename = "LinkNic", default, skip_serializing_if = "Option::is_none")]
+    pub link_nic: Option<LinkNic>,
+    #[serde(rename = "LinkPublicIp", default, skip_serializing_if = "Option::is_none")]
+    pub link_public_ip: Option<LinkPublicIp>,
+    #[serde(rename = "MacAddress", default, skip_serializing_if = "Option::is_none")]
+    pub mac_address: Option<String>,
+    #[serde(rename = "NetId", default, skip_serializing_if = "Option::is_none")]
+    pub net_id: Option<String>,
+    #[serde(rename = "NicId", default, skip_serializing_if = "Option::is_none")]
+    pub nic_id: Option<String>,
+    #[serde(rename = "PrivateDnsName", default, skip_serializing_if = "Option::is_none")]
+    pub private_dns_name: Option<String>,
+    #[serde(rename = "PrivateIps", default, skip_serializing_if = "Option::is_none")]
+    pub private_ips: Option<Vec<PrivateIp>>,
+    #[serde(rename = "SecurityGroups", default, skip_serializing_if = "Option::is_none")]
+    pub security_groups: Option<Vec<SecurityGroupLight>>,
+    #[serde(rename = "State", default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(rename = "SubnetId", default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    #[serde(rename = "SubregionName", default, skip_serializing_if = "Option::is_none")]
+    pub subregion_name: Option<String>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<ResourceTag>>,
+}
+
+/// Information about the NIC attachment.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkNic {
+    #[serde(rename = "DeleteOnVmDeletion", default, skip_serializing_if = "Option::is_none")]
+    pub delete_on_vm_deletion: Option<bool>,
+    #[serde(rename = "DeviceNumber", default, skip_serializing_if = "Option::is_none")]
+    pub device_number: Option<i64>,
+    #[serde(rename = "LinkNicId", default, skip_serializing_if = "Option::is_none")]
+    pub link_nic_id: Option<String>,
+    #[serde(rename = "State", default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(rename = "VmAccountId", default, skip_serializing_if = "Option::is_none")]
+    pub vm_account_id: Option<String>,
+    #[serde(rename = "VmId", default, skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
+}
+
+/// Information about the public IP association.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkPublicIp {
+    #[serde(rename = "LinkPublicIpId", default, skip_serializing_if = "Option::is_none")]
+    pub link_public_ip_id: Option<String>,
+    #[serde(rename = "PublicDnsName", default, skip_serializing_if = "Option::is_none")]
+    pub public_dns_name: Option<String>,
+    #[serde(rename = "PublicIp", default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<String>,
+    #[serde(rename = "PublicIpAccountId", default, skip_serializing_if = "Option::is_none")]
+    pub public_ip_account_id: Option<String>,
+    #[serde(rename = "PublicIpId", default, skip_serializing_if = "Option::is_none")]
+    pub public_ip_id: Option<String>,
+}
+
+/// Information about the private IP.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PrivateIp {
+    #[serde(rename = "IsPrimary", default, skip_serializing_if = "Option::is_none")]
+    pub is_primary: Option<bool>,
+    #[serde(rename = "LinkPublicIp", default, skip_serializing_if = "Option::is_none")]
+    pub link_public_ip: Option<LinkPublicIp>,
+    #[serde(rename = "PrivateDnsName", default, skip_serializing_if = "Option::is_none")]
+    pub private_dns_name: Option<String>,
+    #[serde(rename = "PrivateIp", default, skip_serializing_if = "Option::is_none")]
+    pub private_ip: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadNicsResponse {
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "Nics", default, skip_serializing_if = "Option::is_none")]
+    pub nics: Option<Vec<Nic>>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateNicResponse {
+    #[serde(rename = "Nic", default, skip_serializing_if = "Option::is_none")]
+    pub nic: Option<Nic>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteNicResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkNicResponse {
+    #[serde(rename = "LinkNicId", default, skip_serializing_if = "Option::is_none")]
+    pub link_nic_id: Option<String>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlinkNicResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkPrivateIpsResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlinkPrivateIpsResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateInternetServiceResponse {
+    #[serde(rename = "InternetService", default, skip_serializing_if = "Option::is_none")]
+    pub internet_service: Option<InternetService>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+/// Information about the internet service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InternetService {
+    #[serde(rename = "InternetServiceId", default, skip_serializing_if = "Option::is_none")]
+    pub internet_service_id: Option<String>,
+    #[serde(rename = "NetId", default, skip_serializing_if = "Option::is_none")]
+    pub net_id: Option<String>,
+    #[serde(rename = "State", default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<ResourceTag>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadInternetServicesResponse {
+    #[serde(rename = "InternetServices", default, skip_serializing_if = "Option::is_none")]
+    pub internet_services: Option<Vec<InternetService>>,
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteInternetServiceResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkInternetServiceResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlinkInternetServiceResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRouteTableResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "RouteTable", default, skip_serializing_if = "Option::is_none")]
+    pub route_table: Option<RouteTable>,
+}
+
+/// Information about the route table.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteTable {
+    #[serde(rename = "LinkRouteTables", default, skip_serializing_if = "Option::is_none")]
+    pub link_route_tables: Option<Vec<LinkRouteTable>>,
+    #[serde(rename = "NetId", default, skip_serializing_if = "Option::is_none")]
+    pub net_id: Option<String>,
+    #[serde(rename = "RoutePropagatingVirtualGateways", default, skip_serializing_if = "Option::is_none")]
+    pub route_propagating_virtual_gateways: Option<Vec<RoutePropagatingVirtualGateway>>,
+    #[serde(rename = "RouteTableId", default, skip_serializing_if = "Option::is_none")]
+    pub route_table_id: Option<String>,
+    #[serde(rename = "Routes", default, skip_serializing_if = "Option::is_none")]
+    pub routes: Option<Vec<Route>>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<ResourceTag>>,
+}
+
+/// One or more associations between the route table and the Subnets.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRouteTable {
+    #[serde(rename = "LinkRouteTableId", default, skip_serializing_if = "Option::is_none")]
+    pub link_route_table_id: Option<String>,
+    #[serde(rename = "Main", default, skip_serializing_if = "Option::is_none")]
+    pub main: Option<bool>,
+    #[serde(rename = "NetId", default, skip_serializing_if = "Option::is_none")]
+    pub net_id: Option<String>,
+    #[serde(rename = "RouteTableId", default, skip_serializing_if = "Option::is_none")]
+    pub route_table_id: Option<String>,
+    #[serde(rename = "SubnetId", default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+}
+
+/// Information about the route propagating virtual gateway.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RoutePropagatingVirtualGateway {
+    #[serde(rename = "VirtualGatewayId", default, skip_serializing_if = "Option::is_none")]
+    pub virtual_gateway_id: Option<String>,
+}
+
+/// Information about the route.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Route {
+    #[serde(rename = "CreationMethod", default, skip_serializing_if = "Option::is_none")]
+    pub creation_method: Option<String>,
+    #[serde(rename = "DestinationIpRange", default, skip_serializing_if = "Option::is_none")]
+    pub destination_ip_range: Option<String>,
+    #[serde(rename = "DestinationServiceId", default, skip_serializing_if = "Option::is_none")]
+    pub destination_service_id: Option<String>,
+    #[serde(rename = "GatewayId", default, skip_serializing_if = "Option::is_none")]
+    pub gateway_id: Option<String>,
+    #[serde(rename = "NatServiceId", default, skip_serializing_if = "Option::is_none")]
+    pub nat_service_id: Option<String>,
+    #[serde(rename = "NetAccessPointId", default, skip_serializing_if = "Option::is_none")]
+    pub net_access_point_id: Option<String>,
+    #[serde(rename = "NetPeeringId", default, skip_serializing_if = "Option::is_none")]
+    pub net_peering_id: Option<String>,
+    #[serde(rename = "NicId", default, skip_serializing_if = "Option::is_none")]
+    pub nic_id: Option<String>,
+    #[serde(rename = "State", default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(rename = "VmAccountId", default, skip_serializing_if = "Option::is_none")]
+    pub vm_account_id: Option<String>,
+    #[serde(rename = "VmId", default, skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadRouteTablesResponse {
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "RouteTables", default, skip_serializing_if = "Option::is_none")]
+    pub route_tables: Option<Vec<RouteTable>>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRouteTableResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkRouteTableResponse {
+    #[serde(rename = "LinkRouteTableId", default, skip_serializing_if = "Option::is_none")]
+    pub link_route_table_id: Option<String>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlinkRouteTableResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateRouteResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "RouteTable", default, skip_serializing_if = "Option::is_none")]
+    pub route_table: Option<RouteTable>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRouteResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+    #[serde(rename = "RouteTable", default, skip_serializing_if = "Option::is_none")]
+    pub route_table: Option<RouteTable>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreatePublicIpResponse {
+    #[serde(rename = "PublicIp", default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<PublicIp>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+/// Information about the public IP.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicIp {
+    #[serde(rename = "LinkPublicIpId", default, skip_serializing_if = "Option::is_none")]
+    pub link_public_ip_id: Option<String>,
+    #[serde(rename = "NatServiceId", default, skip_serializing_if = "Option::is_none")]
+    pub nat_service_id: Option<String>,
+    #[serde(rename = "NetAccessPointIds", default, skip_serializing_if = "Option::is_none")]
+    pub net_access_point_ids: Option<Vec<String>>,
+    #[serde(rename = "NicAccountId", default, skip_serializing_if = "Option::is_none")]
+    pub nic_account_id: Option<String>,
+    #[serde(rename = "NicId", default, skip_serializing_if = "Option::is_none")]
+    pub nic_id: Option<String>,
+    #[serde(rename = "PrivateIp", default, skip_serializing_if = "Option::is_none")]
+    pub private_ip: Option<String>,
+    #[serde(rename = "PublicIp", default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<String>,
+    #[serde(rename = "PublicIpId", default, skip_serializing_if = "Option::is_none")]
+    pub public_ip_id: Option<String>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<ResourceTag>>,
+    #[serde(rename = "VmId", default, skip_serializing_if = "Option::is_none")]
+    pub vm_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadPublicIpsResponse {
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "PublicIps", default, skip_serializing_if = "Option::is_none")]
+    pub public_ips: Option<Vec<PublicIp>>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeletePublicIpResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkPublicIpResponse {
+    #[serde(rename = "LinkPublicIpId", default, skip_serializing_if = "Option::is_none")]
+    pub link_public_ip_id: Option<String>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UnlinkPublicIpResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNatServiceResponse {
+    #[serde(rename = "NatService", default, skip_serializing_if = "Option::is_none")]
+    pub nat_service: Option<NatService>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+/// Information about the NAT service.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NatService {
+    #[serde(rename = "ClientToken", default, skip_serializing_if = "Option::is_none")]
+    pub client_token: Option<String>,
+    #[serde(rename = "NatServiceId", default, skip_serializing_if = "Option::is_none")]
+    pub nat_service_id: Option<String>,
+    #[serde(rename = "NetId", default, skip_serializing_if = "Option::is_none")]
+    pub net_id: Option<String>,
+    #[serde(rename = "PublicIps", default, skip_serializing_if = "Option::is_none")]
+    pub public_ips: Option<Vec<PublicIpLight>>,
+    #[serde(rename = "State", default, skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(rename = "SubnetId", default, skip_serializing_if = "Option::is_none")]
+    pub subnet_id: Option<String>,
+    #[serde(rename = "Tags", default, skip_serializing_if = "Option::is_none")]
+    pub tags: Option<Vec<ResourceTag>>,
+}
+
+/// Information about the public IP.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PublicIpLight {
+    #[serde(rename = "PublicIp", default, skip_serializing_if = "Option::is_none")]
+    pub public_ip: Option<String>,
+    #[serde(rename = "PublicIpId", default, skip_serializing_if = "Option::is_none")]
+    pub public_ip_id: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadNatServicesResponse {
+    #[serde(rename = "NatServices", default, skip_serializing_if = "Option::is_none")]
+    pub nat_services: Option<Vec<NatService>>,
+    #[serde(rename = "NextPageToken", default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteNatServiceResponse {
+    #[serde(rename = "ResponseContext", default, skip_serializing_if = "Option::is_none")]
+    pub response_context: Option<ResponseContext>,
 }
