@@ -53,6 +53,9 @@ pub struct Cloud {
     pub keystores: hsm::Keystores,
     /// Wakes the reconciler after an operation changed what users want.
     pub(crate) wake: tokio::sync::Notify,
+    /// Set when a change may alter a Net's data plane (NICs, addresses,
+    /// rules, gateways): the network reconciler recompiles and applies.
+    pub(crate) network_dirty: std::sync::atomic::AtomicBool,
 }
 
 impl Cloud {
@@ -63,7 +66,15 @@ impl Cloud {
         agent: Agent,
         keystores: hsm::Keystores,
     ) -> Arc<Cloud> {
-        Arc::new(Cloud { config, store, secrets, agent, keystores, wake: tokio::sync::Notify::new() })
+        Arc::new(Cloud {
+            config,
+            store,
+            secrets,
+            agent,
+            keystores,
+            wake: tokio::sync::Notify::new(),
+            network_dirty: std::sync::atomic::AtomicBool::new(true),
+        })
     }
 
     /// Runs one OSC operation for `caller` (None for the operations that
@@ -78,6 +89,14 @@ impl Cloud {
     }
 
     pub(crate) fn wake_reconciler(&self) {
+        self.wake.notify_one();
+    }
+
+    /// To call after committing a change that alters what a Net's hosts
+    /// must do (a NIC, an address, a security group rule, a gateway, a
+    /// route, a public IP): the network reconciler applies it.
+    pub(crate) fn network_changed(&self) {
+        self.network_dirty.store(true, std::sync::atomic::Ordering::SeqCst);
         self.wake.notify_one();
     }
 }

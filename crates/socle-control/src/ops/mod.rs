@@ -12,6 +12,7 @@ pub mod image_import;
 pub mod images;
 pub mod keypairs;
 pub mod nets;
+pub mod nics;
 pub mod security_groups;
 pub mod subnets;
 pub mod quotas;

@@ -759,7 +759,14 @@ pub async fn delete_security_group(
                 format!("the security group {} is in use: it is the peer of {}; delete those rules first", g.security_group_id, by.join(" and ")),
             ));
         }
-        // TODO(nics): refuse while NICs or VMs use the group.
+        let members = socle_store::nics::members_of_group(tx, &g.security_group_id)?;
+        if !members.is_empty() {
+            let names: Vec<String> = members.iter().map(|n| n.to_string()).collect();
+            return Err(ApiError::new(
+                ErrorCode::ResourceConflict,
+                format!("the security group {} is in use by the NIC(s) {}; change or delete them first", g.security_group_id, names.join(", ")),
+            ));
+        }
         tag_store::delete_all_for_resource(tx, g.security_group_id.as_str())?;
         sg_store::delete_group(tx, &g.security_group_id)?;
         Ok(())
@@ -826,6 +833,7 @@ pub async fn create_security_group_rule(
     if is_dry_run(req.dry_run) {
         return Ok(CreateSecurityGroupRuleResponse::default());
     }
+    cloud.network_changed();
     Ok(CreateSecurityGroupRuleResponse { security_group: Some(view), ..Default::default() })
 }
 
@@ -868,6 +876,7 @@ pub async fn delete_security_group_rule(
     if is_dry_run(req.dry_run) {
         return Ok(DeleteSecurityGroupRuleResponse::default());
     }
+    cloud.network_changed();
     Ok(DeleteSecurityGroupRuleResponse { security_group: Some(view), ..Default::default() })
 }
 

@@ -152,7 +152,13 @@ pub async fn delete_subnet(cloud: &Arc<Cloud>, caller: &Caller, req: DeleteSubne
     let account = caller.account_id.clone();
     write(cloud, req.dry_run, move |tx| {
         owned_subnet(tx, &account, &id)?;
-        // TODO(nics): refuse (SubnetInUse) while NICs or VMs are in it.
+        let nics = socle_store::nics::count_in_subnet(tx, &id)?;
+        if nics > 0 {
+            return Err(ApiError::new(
+                ErrorCode::SubnetInUse,
+                format!("the subnet {id} still has {nics} NIC(s); delete its VMs and NICs first"),
+            ));
+        }
         socle_store::tags::delete_all_for_resource(tx, id.as_str())?;
         net_store::delete_subnet(tx, &id)?;
         Ok(())
