@@ -125,6 +125,13 @@ pub enum AgentError {
         volume_id: String,
         detail: String,
     },
+
+    #[error("VM {vm_id}: NIC on tap {ifname}: {detail}")]
+    Nic {
+        vm_id: String,
+        ifname: String,
+        detail: String,
+    },
 }
 
 fn detail_suffix(detail: &str) -> String {

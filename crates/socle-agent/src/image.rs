@@ -87,6 +87,7 @@ const GUEST_RCS: &str = include_str!("guest/rcS.sh");
 const GUEST_RCK: &str = include_str!("guest/rcK.sh");
 const GUEST_POWER_BUTTON: &str = include_str!("guest/power-button.sh");
 const GUEST_DISKS: &str = include_str!("guest/socle-disks.sh");
+const GUEST_NET: &str = include_str!("guest/socle-net.sh");
 
 /// Modules the guest loads (their dependencies are added automatically and
 /// ordered first). `true` = required: the build fails if the kernel has it
@@ -97,7 +98,7 @@ const MODULES: &[(&str, bool)] = &[
     ("button", true),       // ACPI power button -> input event
     ("evdev", true),        // /dev/input/event* for acpid
     ("qemu_fw_cfg", false), // /sys/firmware/qemu_fw_cfg: vm-id and user-data
-    ("virtio_net", false),  // for the networking work to come
+    ("virtio_net", true),   // NICs
 ];
 
 /// What a VM boots from: a base disk, and optionally a kernel (+ initramfs)
@@ -194,6 +195,7 @@ fn cache_key() -> String {
         GUEST_RCK.as_bytes(),
         GUEST_POWER_BUTTON.as_bytes(),
         GUEST_DISKS.as_bytes(),
+        GUEST_NET.as_bytes(),
         BASE_DISK_SIZE.as_bytes(),
     ];
     let layout = format!(
@@ -678,6 +680,7 @@ fn assemble(kroot: &Path, broot: &Path, out: &Path) -> Result<(String, Vec<Strin
     w.file("bin/busybox", 0o755, &busybox);
     w.symlink("bin/sh", "busybox");
     w.file("bin/socle-disks", 0o755, GUEST_DISKS.as_bytes());
+    w.file("bin/socle-net", 0o755, GUEST_NET.as_bytes());
     w.file("init", 0o755, GUEST_INIT.as_bytes());
     w.file("etc/inittab", 0o644, GUEST_INITTAB.as_bytes());
     w.file("etc/init.d/rcS", 0o755, GUEST_RCS.as_bytes());

@@ -27,6 +27,7 @@ mod cpio;
 mod error;
 mod image;
 mod import;
+mod nic;
 mod qmp;
 mod secret;
 mod util;
@@ -43,6 +44,7 @@ use tokio::process::Command;
 pub use accel::{Accel, AccelChoice};
 pub use error::AgentError;
 pub use image::ImageFiles;
+pub use nic::VmNic;
 pub use import::{ImportRefusal, UploadFormat, UploadInfo, MAX_IMPORT_BYTES};
 pub use secret::{VolumeKey, VOLUME_KEY_LEN};
 pub use volume::{
@@ -160,6 +162,9 @@ struct StoredSpec {
     /// Linked data volumes, in slot order.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     volumes: Vec<VolumeLink>,
+    /// Linked NICs, in link order (see `nic.rs`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    nics: Vec<VmNic>,
 }
 
 struct Inner {
@@ -523,6 +528,7 @@ impl Agent {
             root_volume: root_volume.clone(),
             root_limits: IoLimits::default(),
             volumes: Vec::new(),
+            nics: Vec::new(),
         };
         let _vg = match &root_volume {
             Some(v) => Some(self.lock_volume(v).await),
@@ -567,6 +573,7 @@ impl Agent {
                 });
             }
             stored.volumes = old.volumes.clone();
+            stored.nics = old.nics.clone();
             stored.root_limits = old.root_limits;
             if stored.root_volume.is_some() {
                 stored.image.disk = old.image.disk.clone();
@@ -802,8 +809,8 @@ impl Agent {
         let mut cmd = Command::new(&cfg.qemu_binary);
         cmd.current_dir(dir);
         cmd.arg("-name").arg(format!("socle-{}", spec.vm_id));
-        // No default devices: in particular no NIC (networking comes later),
-        // no VGA, no default monitor/serial.
+        // No default devices: no default NIC (the VM's NICs are its linked
+        // ones), no VGA, no default monitor/serial.
         cmd.args([
             "-nodefaults",
             "-no-user-config",
@@ -857,6 +864,9 @@ impl Agent {
             cmd.args(root_args);
         }
         cmd.args(volume_args);
+        for nic in &spec.nics {
+            cmd.args(nic.qemu_args());
+        }
         cmd.arg("-fw_cfg").arg(format!(
             "name=opt/socle/vm-id,string={}",
             qemu_opt(&spec.vm_id)

@@ -46,7 +46,16 @@ socle-disks watch &
 i=0
 while [ ! -e /run/socle/disks-scanned ] && [ $i -lt 250 ]; do usleep 20000; i=$((i + 1)); done
 
+# Network: "socle-guest: nic added ethN" lines for the NICs present at boot
+# come before "ready"; addresses (DHCP) and the metadata line come after.
+ip link set lo up
+socle-net watch &
+i=0
+while [ ! -e /run/socle/nics-scanned ] && [ $i -lt 250 ]; do usleep 20000; i=$((i + 1)); done
+
 echo "socle-guest: ready"
+
+[ -e /sys/class/net/eth0 ] && socle-net metadata &
 
 # User data that is a script (first bytes "#!") runs once per boot, in the
 # background, its output going to the console.
