@@ -22,6 +22,29 @@ pub struct CloudConfig {
     /// Size of the storage pool: the sum of all volume and snapshot sizes
     /// may not exceed it (GiB, provisioned sizes).
     pub storage_capacity_gib: i64,
+    /// Host networking; None where the host cannot do it (not root): VMs
+    /// then run without NICs (their NIC rows still exist).
+    pub network: Option<NetworkConfig>,
+}
+
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    /// Prefix of every namespace, tap, veth and nftables table this cloud
+    /// creates (1–6 lowercase letters or digits): two clouds on one host
+    /// need different prefixes.
+    pub prefix: String,
+    /// Where the uplinks of wired networks take their address pairs (a /31
+    /// each): must not be used elsewhere on the host.
+    pub uplink_range: socle_net::Ipv4Net,
+}
+
+impl Default for NetworkConfig {
+    fn default() -> Self {
+        NetworkConfig {
+            prefix: "socle".into(),
+            uplink_range: "169.254.0.0/17".parse().expect("valid range"),
+        }
+    }
 }
 
 impl CloudConfig {
@@ -35,6 +58,7 @@ impl CloudConfig {
             terminated_retention: Duration::from_secs(3600),
             health_interval: Duration::from_secs(2),
             storage_capacity_gib: 1024,
+            network: Some(NetworkConfig::default()),
         }
     }
 

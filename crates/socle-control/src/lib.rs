@@ -13,6 +13,7 @@ mod faults;
 pub mod identity;
 mod ops;
 mod paging;
+pub mod network;
 pub mod reconciler;
 pub mod secrets;
 pub mod startup;
@@ -25,7 +26,7 @@ use socle_store::Store;
 use socle_types::ids::AccountId;
 use socle_types::ApiError;
 
-pub use config::CloudConfig;
+pub use config::{CloudConfig, NetworkConfig};
 pub use ops::image_import;
 pub use socle_store::now_iso;
 
@@ -56,6 +57,9 @@ pub struct Cloud {
     /// Set when a change may alter a Net's data plane (NICs, addresses,
     /// rules, gateways): the network reconciler recompiles and applies.
     pub(crate) network_dirty: std::sync::atomic::AtomicBool,
+    /// Host networking (None where the host cannot do it: see
+    /// [`config::CloudConfig::network`]).
+    pub network: Option<network::Network>,
 }
 
 impl Cloud {
@@ -65,6 +69,7 @@ impl Cloud {
         secrets: secrets::SecretBox,
         agent: Agent,
         keystores: hsm::Keystores,
+        network: Option<network::Network>,
     ) -> Arc<Cloud> {
         Arc::new(Cloud {
             config,
@@ -74,6 +79,7 @@ impl Cloud {
             keystores,
             wake: tokio::sync::Notify::new(),
             network_dirty: std::sync::atomic::AtomicBool::new(true),
+            network,
         })
     }
 

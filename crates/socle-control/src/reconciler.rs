@@ -11,20 +11,24 @@
 //! A slower health pass notices guests that powered themselves off.
 
 use std::collections::HashSet;
+use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use socle_agent::{ImageFiles, RootDisk, VmRuntime, VmSpec};
+use socle_store::nics as nic_store;
 use socle_store::vms::{self as vm_store, VmRow};
 use socle_store::{format_iso, images as image_store, now_iso, snapshots as snapshot_store, volumes as volume_store, StoreError};
 use socle_types::ids::VmId;
 
-use crate::{custody, storage_reconciler, Cloud};
+use crate::{custody, network, storage_reconciler, Cloud};
 
 /// How often the reconciler looks even when nobody woke it.
 const TICK: Duration = Duration::from_millis(500);
+/// Networks are re-applied at least this often (drift repair).
+const NETWORK_EVERY: Duration = Duration::from_secs(30);
 /// Terminated VMs are purged at most this often (or twice per retention
 /// period when that is shorter).
 const PURGE_EVERY: Duration = Duration::from_secs(60);
@@ -39,6 +43,8 @@ pub enum ReconcileError {
     MissingImage(String, String),
     #[error("{0}")]
     Key(socle_types::ApiError),
+    #[error(transparent)]
+    Network(#[from] network::NetworkError),
 }
 
 /// Repairs what a crash or a host restart left, before serving: VMs we
@@ -103,6 +109,7 @@ pub async fn run(cloud: Arc<Cloud>) {
     // IDs (VMs, volumes, snapshots) with a worker running: one at a time each.
     let active: Arc<Mutex<HashSet<String>>> = Arc::default();
     let mut last_health = Instant::now();
+    let mut last_network = Instant::now();
     let purge_every = PURGE_EVERY.min(cloud.config.terminated_retention / 2);
     let mut last_purge = Instant::now() - purge_every;
     loop {
@@ -142,6 +149,17 @@ pub async fn run(cloud: Arc<Cloud>) {
                 }
             }
             Err(e) => tracing::error!(error = %e, "reconciler cannot read snapshots"),
+        }
+        // Networks: after a change, and now and then to repair drift.
+        let dirty = cloud.network_dirty.swap(false, Ordering::SeqCst);
+        if dirty || last_network.elapsed() >= NETWORK_EVERY {
+            last_network = Instant::now();
+            spawn_once(&cloud, &active, "network".into(), |cloud| async move {
+                network::pass(&cloud).await.map_err(|e| {
+                    cloud.network_dirty.store(true, Ordering::SeqCst);
+                    e.to_string()
+                })
+            });
         }
         if last_health.elapsed() >= cloud.config.health_interval {
             last_health = Instant::now();
@@ -246,6 +264,7 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
         "terminated" => {
             cloud.agent.destroy_vm(vm.vm_id.as_str()).await?;
             release_volumes(cloud, &vm.vm_id).await?;
+            release_nics(cloud, &vm.vm_id).await?;
             ("terminated", "User initiated".to_string())
         }
         other => {
@@ -291,6 +310,53 @@ async fn release_volumes(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<(), Reconci
         })
         .await?;
     Ok(())
+}
+
+/// After a VM is destroyed: its taps go, its NICs marked
+/// DeleteOnVmDeletion are deleted, the others become available again.
+async fn release_nics(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<(), ReconcileError> {
+    let lookup = vm_id.clone();
+    let nics = cloud.store.run(move |c| nic_store::of_vm(c, &lookup)).await?;
+    if let Some(net) = &cloud.network {
+        for nic in &nics {
+            net.remove_tap(net.tap_of(nic)).await?;
+        }
+    }
+    let vm_id = vm_id.clone();
+    cloud
+        .store
+        .run(move |c| {
+            let tx = socle_store::begin(c)?;
+            crate::ops::vm_network::release_nics(&tx, &vm_id)?;
+            socle_store::commit(tx)?;
+            Ok::<_, socle_types::ApiError>(())
+        })
+        .await
+        .map_err(ReconcileError::Key)?;
+    cloud.network_changed();
+    Ok(())
+}
+
+/// Before QEMU starts: a tap per NIC of the VM in the root namespace, and
+/// the agent's list of NICs in line with the database (the primary first).
+async fn prepare_nics(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<Vec<String>, ReconcileError> {
+    let lookup = vm_id.clone();
+    let nics = cloud.store.run(move |c| nic_store::of_vm(c, &lookup)).await?;
+    let Some(net) = &cloud.network else { return Ok(vec![]) };
+    let mut wanted = vec![];
+    for nic in &nics {
+        let ifname = net.prepare_tap(nic).await?;
+        wanted.push(socle_agent::VmNic { ifname, mac: nic.mac.clone() });
+    }
+    for on_host in cloud.agent.vm_nics(vm_id.as_str()).await? {
+        if !wanted.contains(&on_host) {
+            cloud.agent.unlink_nic(vm_id.as_str(), &on_host.ifname).await?;
+        }
+    }
+    for nic in &wanted {
+        cloud.agent.link_nic(vm_id.as_str(), nic).await?;
+    }
+    Ok(nics.iter().map(network::compile::net_key).collect())
 }
 
 async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
@@ -363,7 +429,19 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
             cloud.agent.unlink_volume(vm_id.as_str(), &on_host.volume_id).await?;
         }
     }
+    let networks = prepare_nics(cloud, &vm_id).await?;
     cloud.agent.start_vm_with(vm_id.as_str(), &keys).await?;
+    // Wire the taps QEMU just opened now rather than at the next pass: the
+    // guest asks for its address within seconds.
+    if let Some(net) = &cloud.network {
+        for key in &networks {
+            net.forget(key).await;
+        }
+        if let Err(e) = network::pass(cloud).await {
+            tracing::error!(vm = %vm_id, error = %e, "network pass after start failed; will retry");
+            cloud.network_changed();
+        }
+    }
     Ok(())
 }
 

@@ -38,6 +38,8 @@ pub enum StartupError {
     Reconcile(#[from] crate::reconciler::ReconcileError),
     #[error("key custody: {0}")]
     Hsm(#[from] crate::hsm::HsmError),
+    #[error("host networking: {0}")]
+    Network(#[from] socle_net::NetError),
 }
 
 fn data_dir_err(path: &Path) -> impl Fn(std::io::Error) -> StartupError + '_ {
@@ -62,7 +64,14 @@ pub async fn open_cloud(config: CloudConfig, accel: AccelChoice) -> Result<Arc<C
     tracing::info!(accel = %agent.accel(), qemu = agent.qemu_version(), "host agent ready");
     ensure_platform_images(&store, &agent, &config.data_dir).await?;
     let keystores = crate::hsm::Keystores::open(&config.data_dir)?;
-    let cloud = Cloud::new(config, store, secrets, agent, keystores);
+    let network = match &config.network {
+        Some(cfg) => Some(crate::network::Network::new(cfg.clone(), &config.data_dir)?),
+        None => {
+            tracing::warn!("host networking is off: VMs run without NICs");
+            None
+        }
+    };
+    let cloud = Cloud::new(config, store, secrets, agent, keystores, network);
     crate::reconciler::recover(&cloud).await?;
     Ok(cloud)
 }

@@ -427,6 +427,7 @@ impl NetDriver {
     /// no subnet is); each subnet's own table holds its routes, so a subnet
     /// without a route to the uplink has no way out.
     fn ensure_routing(&self, ns: &str, net: &NetSpec) -> Result<()> {
+        const UNREACHABLE_METRIC: u32 = 65535;
         let mut subnets: Vec<_> = net.subnets.iter().collect();
         subnets.sort_by(|a, b| a.subnet_id.cmp(&b.subnet_id));
 
@@ -498,7 +499,9 @@ impl NetDriver {
                 batch.push(format!("route del unreachable {d}"));
             }
         }
-        batch.push(format!("route replace unreachable {}", net.ip_range));
+        // Behind every subnet's connected route (metric 0), not instead of
+        // it: a subnet may cover the whole Net range.
+        batch.push(format!("route replace unreachable {} metric {UNREACHABLE_METRIC}", net.ip_range));
         for args in want_routes.values() {
             batch.push(format!("route replace {args}"));
         }

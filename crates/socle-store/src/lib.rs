@@ -15,6 +15,7 @@ pub mod images;
 pub mod keypairs;
 pub mod nets;
 pub mod nics;
+pub mod uplinks;
 mod migrations;
 pub mod security_groups;
 pub mod tags;

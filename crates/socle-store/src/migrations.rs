@@ -280,6 +280,13 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (nic_id, security_group_id)
     );
     CREATE INDEX nic_security_groups_group ON nic_security_groups(security_group_id);
+    -- The slot of each wired network's uplink in the operator's uplink
+    -- range (a /31 each): stable across restarts, unique on the host.
+    -- net_key: a Net id, or 'pub-<account>' for a public-cloud network.
+    CREATE TABLE uplink_slots (
+        net_key TEXT PRIMARY KEY,
+        slot    INTEGER NOT NULL UNIQUE
+    );
     "#,
 ];
 

@@ -56,6 +56,13 @@ pub fn get_net(conn: &Connection, account: &AccountId, id: &NetId) -> Result<Opt
         .optional()?)
 }
 
+/// A Net whoever owns it (for the network compiler, never for API callers).
+pub fn get_net_any(conn: &Connection, id: &NetId) -> Result<Option<NetRow>> {
+    Ok(conn
+        .query_row(&format!("SELECT {NET_COLUMNS} FROM nets WHERE net_id = ?1"), [id.as_str()], net_from_row)
+        .optional()?)
+}
+
 pub fn list_nets(conn: &Connection, account: &AccountId) -> Result<Vec<NetRow>> {
     let mut stmt = conn.prepare(&format!("SELECT {NET_COLUMNS} FROM nets WHERE account_id = ?1 ORDER BY created_at, net_id"))?;
     let rows = stmt.query_map([account.as_str()], net_from_row)?.collect::<rusqlite::Result<_>>()?;

@@ -126,6 +126,11 @@ pub fn get(conn: &Connection, account: &AccountId, id: &NicId) -> Result<Option<
     Ok(query(conn, "WHERE nic_id = ?1 AND account_id = ?2", &[&id.as_str(), &account.as_str()])?.pop())
 }
 
+/// A NIC whoever owns it (for the network compiler, never for API callers).
+pub fn get_any(conn: &Connection, id: &NicId) -> Result<Option<NicRow>> {
+    Ok(query(conn, "WHERE nic_id = ?1", &[&id.as_str()])?.pop())
+}
+
 pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<NicRow>> {
     query(conn, "WHERE account_id = ?1 ORDER BY created_at, nic_id", &[&account.as_str()])
 }
@@ -145,11 +150,9 @@ pub fn in_public_cloud(conn: &Connection, account: &AccountId) -> Result<Vec<Nic
     query(conn, "WHERE net_id IS NULL AND account_id = ?1 ORDER BY created_at, nic_id", &[&account.as_str()])
 }
 
-/// Accounts with at least one public-cloud NIC.
-pub fn public_cloud_accounts(conn: &Connection) -> Result<Vec<AccountId>> {
-    let mut stmt = conn.prepare("SELECT DISTINCT account_id FROM nics WHERE net_id IS NULL ORDER BY account_id")?;
-    let rows = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
-    Ok(rows.into_iter().map(AccountId::from_trusted).collect())
+/// Every NIC linked to a VM, in the whole cloud: the ports hosts must wire.
+pub fn linked(conn: &Connection) -> Result<Vec<NicRow>> {
+    query(conn, "WHERE vm_id IS NOT NULL ORDER BY created_at, nic_id", &[])
 }
 
 pub fn count_in_subnet(conn: &Connection, subnet: &SubnetId) -> Result<i64> {

@@ -35,6 +35,14 @@ pub struct UpArgs {
     /// Storage pool size in GiB: volumes and snapshots (at their full size) must fit in it.
     #[arg(long, default_value_t = 1024)]
     storage_capacity_gib: i64,
+    /// Prefix of the namespaces, taps, veths and nftables tables of this
+    /// cloud's networks (1-6 lowercase letters/digits; differ per cloud on one host).
+    #[arg(long, default_value = "socle", env = "SOCLE_NET_PREFIX")]
+    net_prefix: String,
+    /// Addresses for the uplinks of networks with internet access (a /31 each),
+    /// used only on this host.
+    #[arg(long, default_value = "169.254.0.0/17")]
+    uplink_range: String,
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -63,6 +71,14 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
     config.stop_timeout = Duration::from_secs(args.stop_timeout);
     config.terminated_retention = Duration::from_secs(args.terminated_retention);
     config.storage_capacity_gib = args.storage_capacity_gib;
+    // Tenant networks need namespaces, taps and nftables: root only.
+    config.network = if unsafe { libc::geteuid() } == 0 {
+        let uplink_range = args.uplink_range.parse().map_err(|e| anyhow::anyhow!("--uplink-range: {e}"))?;
+        Some(socle_control::NetworkConfig { prefix: args.net_prefix, uplink_range })
+    } else {
+        eprintln!("socle up: not running as root, so VMs get no network (their NICs exist in the API only)");
+        None
+    };
     let cloud = open_cloud(config, args.accel).await.context("cannot bring the cloud up")?;
     let creds_path = ensure_default_credentials(&cloud).context("cannot write the default credentials")?;
 

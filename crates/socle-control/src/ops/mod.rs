@@ -18,6 +18,7 @@ pub mod subnets;
 pub mod quotas;
 pub mod tags;
 pub mod vm_lifecycle;
+pub(crate) mod vm_network;
 pub mod vms;
 pub mod snapshots;
 pub mod volumes;

@@ -15,6 +15,7 @@ use socle_types::osc::*;
 use socle_types::vm_type::{parse_vm_type, VmShape, DEFAULT_VM_TYPE};
 use socle_types::ApiError;
 
+use super::vm_network::{create_primary_nic, vm_network_views, LaunchNetwork, VmNetworkView};
 use super::{is_dry_run, resource_tags, tag_pairs, with_tags, write};
 use crate::paging::{created_key, matches, paginate, reject_unsupported_fields, reject_unsupported_filters, tags_match};
 use crate::{Caller, Cloud};
@@ -44,7 +45,7 @@ pub(crate) fn vm_not_found(id: &str) -> ApiError {
 }
 
 /// A VM as the API shows it, with its tags and the volumes linked to it.
-pub(crate) fn vm_view(row: &VmRow, tags: Vec<ResourceTag>, volumes: &[VolumeRow]) -> Vm {
+pub(crate) fn vm_view(row: &VmRow, tags: Vec<ResourceTag>, volumes: &[VolumeRow], network: Option<&VmNetworkView>) -> Vm {
     // Device order: the root (/dev/sda1) first, then /dev/xvdb, /dev/xvdc…
     let mut volumes: Vec<&VolumeRow> = volumes.iter().collect();
     volumes.sort_by(|a, b| a.device_name.cmp(&b.device_name));
@@ -60,7 +61,7 @@ pub(crate) fn vm_view(row: &VmRow, tags: Vec<ResourceTag>, volumes: &[VolumeRow]
             }),
         })
         .collect();
-    Vm {
+    let mut vm = Vm {
         architecture: Some("x86_64".into()),
         block_device_mappings: Some(mappings),
         boot_mode: Some("legacy".into()),
@@ -92,7 +93,11 @@ pub(crate) fn vm_view(row: &VmRow, tags: Vec<ResourceTag>, volumes: &[VolumeRow]
         vm_initiated_shutdown_behavior: Some("stop".into()),
         vm_type: Some(row.vm_type.clone()),
         ..Default::default()
+    };
+    if let Some(n) = network {
+        n.apply_to(&mut vm);
     }
+    vm
 }
 
 fn performance_of(req: Option<&str>, shape: &VmShape) -> Result<String, ApiError> {
@@ -125,10 +130,6 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
         &req,
         &[
             "Nics",
-            "PrivateIps",
-            "SecurityGroupIds",
-            "SecurityGroups",
-            "SubnetId",
             "ActionsOnNextBoot",
             "ShutdownBehaviorConfiguration",
         ],
@@ -160,16 +161,16 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
     if decoded.len() > MAX_USER_DATA {
         return Err(ApiError::invalid_value(format!("UserData is limited to {MAX_USER_DATA} bytes once decoded")));
     }
-    let subregion = match req.placement.as_ref().and_then(|p| p.subregion_name.clone()) {
-        None => cloud.config.default_subregion(),
-        Some(s) if cloud.config.subregions().contains(&s) => s,
-        Some(s) => {
-            return Err(ApiError::invalid_value(format!(
-                "no subregion named {s:?}; this cloud has {}",
-                cloud.config.subregions().join(", ")
-            )))
-        }
-    };
+    let placement = req.placement.as_ref().and_then(|p| p.subregion_name.clone());
+    if let Some(s) = placement.as_ref().filter(|s| !cloud.config.subregions().contains(s)) {
+        return Err(ApiError::invalid_value(format!(
+            "no subregion named {s:?}; this cloud has {}",
+            cloud.config.subregions().join(", ")
+        )));
+    }
+    let default_subregion = cloud.config.default_subregion();
+    let region = cloud.config.region.clone();
+    let network = LaunchNetwork::parse(&req, max)?;
     if req.placement.as_ref().and_then(|p| p.tenancy.as_deref()).is_some_and(|t| t != "default") {
         return Err(ApiError::invalid_value("Placement.Tenancy: only \"default\" is supported"));
     }
@@ -197,9 +198,11 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
                         ));
                     }
                     let reservation = ReservationId::from_trusted(rec.result);
-                    return vm_store::list_by_reservation(tx, &account, &reservation).map_err(ApiError::from);
+                    let rows = vm_store::list_by_reservation(tx, &account, &reservation)?;
+                    return Ok((rows, vm_network_views(tx, &account, &region)?));
                 }
             }
+            let (net, subregion) = network.resolve(tx, &account, placement.as_deref(), &default_subregion)?;
             let acct = accounts::get(tx, &account)
                 ?
                 .ok_or_else(|| ApiError::internal("authenticated account has no row"))?;
@@ -257,30 +260,41 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
             vm_store::insert_within_quota(tx, &account, &q, &rows)?.map_err(|e| quota_error(e, count))?;
             for vm in &rows {
                 super::block_devices::record(&cloud2, tx, &account, &actor, &vm.vm_id, &subregion, &image, &planned)?;
+                create_primary_nic(tx, &net, &account, &vm.vm_id, &subregion)?;
             }
             if let Some(token) = &req.client_token {
                 let rec = ClientTokenRecord { request_hash, result: reservation.to_string() };
                 vm_store::put_client_token(tx, &account, "CreateVms", token, &rec, &now)?;
             }
-            Ok(rows)
+            let views = vm_network_views(tx, &account, &region)?;
+            Ok((rows, views))
         })
         .await?;
     if is_dry_run(dry_run) {
         return Ok(CreateVmsResponse::default());
     }
-    cloud.wake_reconciler();
-    Ok(CreateVmsResponse { vms: Some(rows.iter().map(|r| vm_view(r, vec![], &[])).collect()), ..Default::default() })
+    cloud.network_changed();
+    let (rows, views) = rows;
+    Ok(CreateVmsResponse {
+        vms: Some(rows.iter().map(|r| vm_view(r, vec![], &[], views.get(&r.vm_id))).collect()),
+        ..Default::default()
+    })
 }
 
 /// The caller's VMs with their tags.
 type VmWithTags = (VmRow, Vec<ResourceTag>);
 
-/// The caller's VMs with their tags, and the caller's linked volumes by VM.
-async fn vms_with_tags(
-    cloud: &Arc<Cloud>,
-    caller: &Caller,
-) -> Result<(Vec<VmWithTags>, HashMap<String, Vec<VolumeRow>>), ApiError> {
+/// The caller's VMs with their tags, and what their views need besides.
+struct AccountVms {
+    vms: Vec<VmWithTags>,
+    /// Linked volumes by VM id.
+    volumes: HashMap<String, Vec<VolumeRow>>,
+    networks: HashMap<VmId, VmNetworkView>,
+}
+
+async fn account_vms(cloud: &Arc<Cloud>, caller: &Caller) -> Result<AccountVms, ApiError> {
     let account = caller.account_id.clone();
+    let region = cloud.config.region.clone();
     cloud
         .store
         .run(move |conn| {
@@ -291,7 +305,8 @@ async fn vms_with_tags(
                     volumes.entry(vm.to_string()).or_default().push(v);
                 }
             }
-            Ok((with_tags(conn, &account, vms, |v| v.vm_id.as_str())?, volumes))
+            let networks = vm_network_views(conn, &account, &region)?;
+            Ok(AccountVms { vms: with_tags(conn, &account, vms, |v| v.vm_id.as_str())?, volumes, networks })
         })
         .await
 }
@@ -305,7 +320,7 @@ pub async fn read_vms(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVmsRequest) 
         ],
     )?;
     let f = req.filters.unwrap_or_default();
-    let (vms, volumes) = vms_with_tags(cloud, caller).await?;
+    let AccountVms { vms, volumes, networks } = account_vms(cloud, caller).await?;
     let items: Vec<VmWithTags> = vms
         .into_iter()
         .filter(|(v, tags)| {
@@ -331,7 +346,7 @@ pub async fn read_vms(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVmsRequest) 
             page.into_iter()
                 .map(|(v, t)| {
                     let linked = volumes.get(v.vm_id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-                    vm_view(&v, t, linked)
+                    vm_view(&v, t, linked, networks.get(&v.vm_id))
                 })
                 .collect(),
         ),
@@ -418,7 +433,7 @@ pub async fn update_vm(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVmRequest
                     ));
                 }
                 // The new size must fit the quota, counting the VM's current size as freed.
-                let acct = accounts::get(tx, &account)?.ok_or_else(|| ApiError::internal("no account row"))?;
+            let acct = accounts::get(tx, &account)?.ok_or_else(|| ApiError::internal("no account row"))?;
                 let used = vm_store::usage(tx, &account)?;
                 if used.vcpus - vm.vcpus + i64::from(shape.vcpus) > acct.quotas.max_vcpus {
                     return Err(quota_error(QuotaExceeded::Vcpus { max: acct.quotas.max_vcpus, used: used.vcpus }, 0));
@@ -456,12 +471,15 @@ pub async fn update_vm(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVmRequest
     if is_dry_run(dry_run) {
         return Ok(UpdateVmResponse::default());
     }
-    let id = row.vm_id.clone();
-    let (tags, volumes) = cloud
+    let (id, account, region) = (row.vm_id.clone(), caller.account_id.clone(), cloud.config.region.clone());
+    let (tags, volumes, network) = cloud
         .store
-        .run(move |conn| Ok::<_, ApiError>((resource_tags(conn, id.as_str())?, volume_store::linked_to(conn, &id)?)))
+        .run(move |conn| {
+            let network = vm_network_views(conn, &account, &region)?.remove(&id);
+            Ok::<_, ApiError>((resource_tags(conn, id.as_str())?, volume_store::linked_to(conn, &id)?, network))
+        })
         .await?;
-    Ok(UpdateVmResponse { vm: Some(vm_view(&row, tags, &volumes)), ..Default::default() })
+    Ok(UpdateVmResponse { vm: Some(vm_view(&row, tags, &volumes, network.as_ref())), ..Default::default() })
 }
 
 pub async fn read_console_output(

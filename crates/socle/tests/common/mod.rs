@@ -126,6 +126,36 @@ impl TestCloud {
         self.dir.path()
     }
 
+    /// Unique among the clouds running at once on this host (their ports
+    /// are): the prefix of its namespaces, taps and tables.
+    pub fn net_prefix(&self) -> String {
+        format!("t{:04x}", self.port)
+    }
+
+    /// A /26 of link-local space for this cloud's uplinks (32 networks),
+    /// distinct from other running test clouds and from the default range.
+    pub fn uplink_range(&self) -> String {
+        let n = u32::from(self.port) % 512;
+        format!("169.254.{}.{}/26", 128 + n / 4, (n % 4) * 64)
+    }
+
+    /// Removes every network this cloud wired (namespaces, taps, uplinks,
+    /// tables, dnsmasq) — what a crashed test would otherwise leave.
+    pub fn remove_networks(&self) {
+        let Ok(driver) = socle_net::NetDriver::new(self.dir.path().join("net"), &self.net_prefix()) else { return };
+        for net in driver.list_nets().unwrap_or_default() {
+            let _ = driver.destroy(&net);
+        }
+        let links = std::process::Command::new("ip").args(["-o", "link", "show"]).output().map(|o| o.stdout).unwrap_or_default();
+        let prefix = self.net_prefix();
+        for line in String::from_utf8_lossy(&links).lines() {
+            let name = line.split(':').nth(1).unwrap_or_default().trim().split('@').next().unwrap_or_default();
+            if name.starts_with(&prefix) {
+                let _ = driver.remove_tap(name);
+            }
+        }
+    }
+
     /// Starts the server process on this data dir and waits until it answers.
     pub fn launch(&mut self, extra: &[&str]) {
         self.launch_env(extra, &[]);
@@ -138,6 +168,7 @@ impl TestCloud {
         let mut cmd = Command::new(socle_bin());
         cmd.args(["up", "--data-dir"]).arg(self.dir.path())
             .args(["--listen", &format!("127.0.0.1:{}", self.port), "--accel", "tcg", "--stop-timeout", "20"])
+            .args(["--net-prefix", &self.net_prefix(), "--uplink-range", &self.uplink_range()])
             .args(extra)
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
@@ -265,6 +296,7 @@ impl Drop for TestCloud {
         for pid in self.qemu_pids() {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }
+        self.remove_networks();
     }
 }
 

@@ -1,0 +1,181 @@
+//! The network compiler: from database rows to the `socle_net::NetSpec` of
+//! every network this host must wire.
+//!
+//! A network is wired while at least one of its NICs is linked to a VM.
+//! Two kinds exist: a tenant Net (`vpc-…`, its subnets and routes), and the
+//! public-cloud network of an account (`pub-<account>`, one subnet
+//! covering [`public_cloud_range`], always with an uplink) that VMs launched
+//! without a subnet join. Security-group rules are resolved here: a group
+//! named as a peer becomes the addresses of its member NICs in the same
+//! network.
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::Ipv4Addr;
+
+use socle_net::{Ipv4Net, NetSpec, PortSpec, Protocol, Route, RouteTarget, Rule, SubnetSpec, UplinkSpec};
+use socle_store::nics::{self as nic_store, NicRow};
+use socle_store::security_groups::{self as sg_store, RuleRow};
+use socle_store::{nets as net_store, uplinks, Connection};
+use socle_types::ids::{NicId, SecurityGroupId};
+use socle_types::ApiError;
+
+use crate::config::NetworkConfig;
+use crate::ops::nics::public_cloud_range;
+
+/// The one subnet of a public-cloud network.
+pub(crate) const PUBLIC_SUBNET: &str = "subnet-public";
+
+/// The network a NIC belongs to: its Net, or its account's public cloud.
+pub(crate) fn net_key(nic: &NicRow) -> String {
+    match &nic.net_id {
+        Some(n) => n.to_string(),
+        None => format!("pub-{}", nic.account_id),
+    }
+}
+
+/// The tap of a NIC on this host: the prefix and the NIC's hex digits
+/// (at most 14 bytes, unique per cloud, so per host with distinct prefixes).
+pub(crate) fn tap_name(prefix: &str, nic: &NicId) -> String {
+    let hex = nic.as_str().rsplit('-').next().unwrap_or_default();
+    format!("{prefix}{hex}")
+}
+
+/// Every network to wire, by key. Takes uplink slots for new networks, so
+/// it runs in a write transaction.
+pub(crate) fn compile(conn: &Connection, cfg: &NetworkConfig) -> Result<BTreeMap<String, NetSpec>, ApiError> {
+    let mut by_net: BTreeMap<String, Vec<NicRow>> = BTreeMap::new();
+    for nic in nic_store::linked(conn)? {
+        by_net.entry(net_key(&nic)).or_default().push(nic);
+    }
+    let mut addresses = Addresses::default();
+    let mut out = BTreeMap::new();
+    for (key, nics) in by_net {
+        let first = &nics[0];
+        let (ip_range, subnets, uplink) = match &first.net_id {
+            Some(net_id) => {
+                let Some(net) = net_store::get_net_any(conn, net_id)? else { continue };
+                let range: Ipv4Net = parse(&net.ip_range)?;
+                let subnets = net_store::subnets_of(conn, net_id)?
+                    .into_iter()
+                    .map(|s| Ok(SubnetSpec { subnet_id: s.subnet_id.to_string(), ip_range: parse(&s.ip_range)?, routes: vec![] }))
+                    .collect::<Result<Vec<_>, ApiError>>()?;
+                (range, subnets, None)
+            }
+            None => {
+                let range = public_cloud_range();
+                let internet = Route { dest: "0.0.0.0/0".parse().expect("valid"), target: RouteTarget::Internet };
+                let subnet = SubnetSpec { subnet_id: PUBLIC_SUBNET.into(), ip_range: range, routes: vec![internet] };
+                (range, vec![subnet], Some(uplink_of(conn, cfg, &key)?))
+            }
+        };
+        let mut ports = Vec::with_capacity(nics.len());
+        for nic in &nics {
+            let groups = nic_store::groups_of(conn, &nic.nic_id)?;
+            let rules = sg_store::rules_of(conn, &groups)?;
+            let (inbound, outbound) = resolve_rules(conn, &key, &rules, &mut addresses)?;
+            ports.push(PortSpec {
+                nic_id: nic.nic_id.to_string(),
+                ifname: tap_name(&cfg.prefix, &nic.nic_id),
+                mac: nic.mac.parse().map_err(|e| ApiError::internal(format!("stored MAC of {}: {e}", nic.nic_id)))?,
+                subnet_id: nic.subnet_id.as_ref().map(|s| s.to_string()).unwrap_or_else(|| PUBLIC_SUBNET.into()),
+                private_ips: addresses.of_nic(conn, &nic.nic_id)?,
+                inbound,
+                outbound,
+                source_dest_check: nic.source_dest_check,
+            });
+        }
+        out.insert(key.clone(), NetSpec { net_id: key, ip_range, subnets, ports, uplink, public_ips: vec![], nat_services: vec![] });
+    }
+    Ok(out)
+}
+
+fn parse(cidr: &str) -> Result<Ipv4Net, ApiError> {
+    cidr.parse().map_err(|e| ApiError::internal(format!("stored range {cidr}: {e}")))
+}
+
+/// The uplink address pair of a network: its slot's /31 in the uplink range.
+fn uplink_of(conn: &Connection, cfg: &NetworkConfig, key: &str) -> Result<UplinkSpec, ApiError> {
+    let slot = uplinks::slot_of(conn, key)?;
+    let pair = |i: i64| u32::try_from(2 * slot + i).ok().and_then(|n| cfg.uplink_range.nth(n));
+    match (pair(0), pair(1)) {
+        (Some(root_ip), Some(net_ip)) => Ok(UplinkSpec { root_ip, net_ip }),
+        _ => Err(ApiError::internal(format!("the uplink range {} is full (slot {slot} for {key})", cfg.uplink_range))),
+    }
+}
+
+/// Addresses of NICs and of groups' members, read once per compilation.
+#[derive(Default)]
+struct Addresses {
+    nics: HashMap<NicId, Vec<Ipv4Addr>>,
+    /// (network key, group) → member addresses in that network.
+    members: HashMap<(String, SecurityGroupId), Vec<Ipv4Net>>,
+}
+
+impl Addresses {
+    fn of_nic(&mut self, conn: &Connection, nic: &NicId) -> Result<Vec<Ipv4Addr>, ApiError> {
+        if let Some(ips) = self.nics.get(nic) {
+            return Ok(ips.clone());
+        }
+        let ips: Vec<Ipv4Addr> = nic_store::ips_of(conn, nic)?.iter().filter_map(|p| p.ip.parse().ok()).collect();
+        self.nics.insert(nic.clone(), ips.clone());
+        Ok(ips)
+    }
+
+    /// The addresses of `group`'s members that are in network `key` (a
+    /// member elsewhere is unreachable from here anyway).
+    fn of_group(&mut self, conn: &Connection, key: &str, group: &SecurityGroupId) -> Result<Vec<Ipv4Net>, ApiError> {
+        let k = (key.to_string(), group.clone());
+        if let Some(v) = self.members.get(&k) {
+            return Ok(v.clone());
+        }
+        let mut out = vec![];
+        for nic_id in nic_store::members_of_group(conn, group)? {
+            let Some(nic) = nic_store::get_any(conn, &nic_id)? else { continue };
+            if net_key(&nic) == key {
+                out.extend(self.of_nic(conn, &nic_id)?.into_iter().map(Ipv4Net::host));
+            }
+        }
+        self.members.insert(k, out.clone());
+        Ok(out)
+    }
+}
+
+/// A port's (inbound, outbound) allow rules.
+fn resolve_rules(
+    conn: &Connection,
+    key: &str,
+    rules: &[RuleRow],
+    addresses: &mut Addresses,
+) -> Result<(Vec<Rule>, Vec<Rule>), ApiError> {
+    let (mut inbound, mut outbound) = (vec![], vec![]);
+    for r in rules {
+        let peers = match (&r.ip_range, &r.peer_group_id) {
+            (Some(range), _) => vec![parse(range)?],
+            (None, Some(g)) => addresses.of_group(conn, key, g)?,
+            (None, None) => vec![],
+        };
+        let protocol = match r.protocol.as_str() {
+            "tcp" => Protocol::Tcp,
+            "udp" => Protocol::Udp,
+            // ICMP type/code are not filtered: a rule for one ICMP type
+            // allows all of them (docs/NETWORKING.md).
+            "icmp" => Protocol::Icmp,
+            _ => Protocol::Any,
+        };
+        let ports = match (protocol, r.from_port, r.to_port) {
+            (Protocol::Tcp | Protocol::Udp, Some(from), Some(to)) => Some((port(from)?, port(to)?)),
+            _ => None,
+        };
+        let rule = Rule { protocol, ports, peers };
+        if r.flow == "inbound" {
+            inbound.push(rule);
+        } else {
+            outbound.push(rule);
+        }
+    }
+    Ok((inbound, outbound))
+}
+
+fn port(p: i64) -> Result<u16, ApiError> {
+    u16::try_from(p).map_err(|_| ApiError::internal(format!("stored port {p} out of range")))
+}

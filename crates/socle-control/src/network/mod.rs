@@ -1,0 +1,156 @@
+//! Tenant networking on this host: the compiler from rows to `NetSpec`s,
+//! the pass that applies them with the host driver (socle-net), and the
+//! metadata service of every wired network.
+//!
+//! The database is the truth; the host follows it. A pass compiles every
+//! network, applies those whose spec changed since the last apply (or that
+//! were never applied by this process, so a restart re-applies all), and
+//! destroys the networks present on the host that the database no longer
+//! wires. `NetDriver::apply` is idempotent and converges from any partial
+//! state, so a crash anywhere is repaired by the next pass.
+
+pub(crate) mod compile;
+mod metadata;
+
+use std::collections::{BTreeMap, HashMap};
+use std::net::SocketAddrV4;
+use std::path::Path;
+use std::sync::Arc;
+
+use socle_net::{NetDriver, NetSpec, METADATA_IP};
+use socle_store::nics::NicRow;
+use socle_types::ApiError;
+use tokio::task::JoinHandle;
+
+use crate::config::NetworkConfig;
+use crate::Cloud;
+
+pub(crate) use compile::tap_name;
+
+pub struct Network {
+    pub(crate) cfg: NetworkConfig,
+    driver: Arc<NetDriver>,
+    state: tokio::sync::Mutex<State>,
+}
+
+#[derive(Default)]
+struct State {
+    /// What this process last applied, by network key.
+    applied: HashMap<String, NetSpec>,
+    /// The metadata listener of each wired network.
+    metadata: HashMap<String, JoinHandle<()>>,
+}
+
+impl Network {
+    pub fn new(cfg: NetworkConfig, data_dir: &Path) -> Result<Network, socle_net::NetError> {
+        let driver = NetDriver::new(data_dir.join("net"), &cfg.prefix)?;
+        Ok(Network { cfg, driver: Arc::new(driver), state: Default::default() })
+    }
+
+    /// The tap of `nic` on this host.
+    pub(crate) fn tap_of(&self, nic: &NicRow) -> String {
+        tap_name(&self.cfg.prefix, &nic.nic_id)
+    }
+
+    /// Makes the next pass apply network `key` even if its spec did not
+    /// change (a VM started: its tap must be moved into the namespace).
+    pub(crate) async fn forget(&self, key: &str) {
+        self.state.lock().await.applied.remove(key);
+    }
+
+    /// Creates the tap QEMU will open for `nic` (root namespace).
+    pub(crate) async fn prepare_tap(&self, nic: &NicRow) -> Result<String, NetworkError> {
+        let tap = self.tap_of(nic);
+        let (driver, t) = (self.driver.clone(), tap.clone());
+        blocking(move || driver.prepare_tap(&t)).await?;
+        Ok(tap)
+    }
+
+    pub(crate) async fn remove_tap(&self, tap: String) -> Result<(), NetworkError> {
+        let driver = self.driver.clone();
+        blocking(move || driver.remove_tap(&tap)).await
+    }
+}
+
+/// Runs a driver call (synchronous: it runs `ip`, `nft`…) off the runtime.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, socle_net::NetError> + Send + 'static,
+) -> Result<T, NetworkError> {
+    match tokio::task::spawn_blocking(f).await {
+        Ok(r) => Ok(r?),
+        Err(e) => Err(NetworkError::Task(e.to_string())),
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum NetworkError {
+    #[error("network compiler: {}", .0.internal.clone().unwrap_or_else(|| .0.details.clone()))]
+    Compile(ApiError),
+    #[error("host network driver: {0}")]
+    Driver(#[from] socle_net::NetError),
+    #[error("network task failed: {0}")]
+    Task(String),
+}
+
+/// One pass: make the host match the database. Passes never overlap.
+pub(crate) async fn pass(cloud: &Arc<Cloud>) -> Result<(), NetworkError> {
+    let Some(net) = &cloud.network else { return Ok(()) };
+    let mut state = net.state.lock().await;
+    let cfg = net.cfg.clone();
+    let specs: BTreeMap<String, NetSpec> = cloud
+        .store
+        .run(move |c| {
+            let tx = socle_store::begin(c)?;
+            let specs = compile::compile(&tx, &cfg)?;
+            socle_store::commit(tx)?;
+            Ok::<_, ApiError>(specs)
+        })
+        .await
+        .map_err(NetworkError::Compile)?;
+    let mut failed = None;
+    for (key, spec) in &specs {
+        if state.applied.get(key) == Some(spec) {
+            continue;
+        }
+        let (driver, s) = (net.driver.clone(), spec.clone());
+        match blocking(move || driver.apply(&s)).await {
+            Ok(report) => {
+                if !report.missing_ports.is_empty() {
+                    // A stopped VM's NIC: wired when it starts.
+                    tracing::debug!(net = %key, missing = ?report.missing_ports, "ports without their tap");
+                }
+                tracing::info!(net = %key, ports = spec.ports.len(), "network applied");
+                state.applied.insert(key.clone(), spec.clone());
+                if state.metadata.get(key).is_none_or(|h| h.is_finished()) {
+                    let (driver, k) = (net.driver.clone(), key.clone());
+                    let addr = SocketAddrV4::new(METADATA_IP, 80);
+                    let listener = blocking(move || driver.listen_tcp_in(&k, addr)).await?;
+                    let task = tokio::spawn(metadata::serve(Arc::downgrade(cloud), key.clone(), listener));
+                    state.metadata.insert(key.clone(), task);
+                }
+            }
+            Err(e) => {
+                tracing::error!(net = %key, error = %e, "network apply failed; will retry");
+                state.applied.remove(key);
+                failed = Some(e);
+            }
+        }
+    }
+    let driver = net.driver.clone();
+    let on_host = blocking(move || driver.list_nets()).await?;
+    for key in on_host.into_iter().filter(|k| !specs.contains_key(k)) {
+        if let Some(task) = state.metadata.remove(&key) {
+            task.abort();
+        }
+        state.applied.remove(&key);
+        let (driver, k) = (net.driver.clone(), key.clone());
+        blocking(move || driver.destroy(&k)).await?;
+        let k = key.clone();
+        cloud.store.run(move |c| socle_store::uplinks::release(c, &k)).await.map_err(|e| NetworkError::Compile(e.into()))?;
+        tracing::info!(net = %key, "network removed from the host");
+    }
+    match failed {
+        Some(e) => Err(e),
+        None => Ok(()),
+    }
+}
