@@ -429,15 +429,16 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
             cloud.agent.unlink_volume(vm_id.as_str(), &on_host.volume_id).await?;
         }
     }
+    let hold = match &cloud.network {
+        Some(net) => Some(net.hold_passes().await),
+        None => None,
+    };
     let networks = prepare_nics(cloud, &vm_id).await?;
     cloud.agent.start_vm_with(vm_id.as_str(), &keys).await?;
     // Wire the taps QEMU just opened now rather than at the next pass: the
     // guest asks for its address within seconds.
-    if let Some(net) = &cloud.network {
-        for key in &networks {
-            net.forget(key).await;
-        }
-        if let Err(e) = network::pass(cloud).await {
+    if let Some(hold) = hold {
+        if let Err(e) = hold.wire(cloud, &networks).await {
             tracing::error!(vm = %vm_id, error = %e, "network pass after start failed; will retry");
             cloud.network_changed();
         }

@@ -52,12 +52,6 @@ impl Network {
         tap_name(&self.cfg.prefix, &nic.nic_id)
     }
 
-    /// Makes the next pass apply network `key` even if its spec did not
-    /// change (a VM started: its tap must be moved into the namespace).
-    pub(crate) async fn forget(&self, key: &str) {
-        self.state.lock().await.applied.remove(key);
-    }
-
     /// Creates the tap QEMU will open for `nic` (root namespace).
     pub(crate) async fn prepare_tap(&self, nic: &NicRow) -> Result<String, NetworkError> {
         let tap = self.tap_of(nic);
@@ -92,10 +86,40 @@ pub enum NetworkError {
     Task(String),
 }
 
+/// Holds off network passes while a VM starts: a pass must not move a tap
+/// into its namespace before QEMU has opened it (QEMU opens taps by name,
+/// in the root namespace; it would create a new, unwired one instead).
+pub(crate) struct StartGuard<'a> {
+    net: &'a Network,
+    state: tokio::sync::MutexGuard<'a, State>,
+}
+
+impl Network {
+    pub(crate) async fn hold_passes(&self) -> StartGuard<'_> {
+        StartGuard { net: self, state: self.state.lock().await }
+    }
+}
+
+impl StartGuard<'_> {
+    /// After QEMU opened the taps: applies now (re-applying `keys` even if
+    /// their specs did not change, to move the new taps in), then lets
+    /// passes run again.
+    pub(crate) async fn wire(mut self, cloud: &Arc<Cloud>, keys: &[String]) -> Result<(), NetworkError> {
+        for k in keys {
+            self.state.applied.remove(k);
+        }
+        pass_locked(cloud, self.net, &mut self.state).await
+    }
+}
+
 /// One pass: make the host match the database. Passes never overlap.
 pub(crate) async fn pass(cloud: &Arc<Cloud>) -> Result<(), NetworkError> {
     let Some(net) = &cloud.network else { return Ok(()) };
     let mut state = net.state.lock().await;
+    pass_locked(cloud, net, &mut state).await
+}
+
+async fn pass_locked(cloud: &Arc<Cloud>, net: &Network, state: &mut State) -> Result<(), NetworkError> {
     let cfg = net.cfg.clone();
     let specs: BTreeMap<String, NetSpec> = cloud
         .store

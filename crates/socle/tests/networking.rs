@@ -1,0 +1,166 @@
+//! Tenant networks with real guests, through the API: VMs in a subnet get
+//! their address by DHCP and read their identity from the metadata
+//! service; security groups decide which ports answer, and a rule added on
+//! running VMs takes effect; two accounts use the same range and the same
+//! addresses without a packet crossing; a VM without subnet lands on its
+//! account's public-cloud network; deleting everything leaves nothing on
+//! the host. Needs root (namespaces, taps, nftables) and QEMU.
+
+mod common;
+
+use std::time::Duration;
+
+use base64::Engine;
+use common::*;
+use serde_json::{json, Value};
+
+const T: Duration = Duration::from_secs(180);
+
+fn user_data(script: &str) -> String {
+    base64::engine::general_purpose::STANDARD.encode(script)
+}
+
+/// A guest that serves `body` over HTTP on every port of `ports`.
+fn server_script(body: &str, ports: &[u16]) -> String {
+    let mut s = format!(
+        "#!/bin/sh\nwhile [ ! -s /run/socle/ip-eth0 ]; do sleep 1; done\nmkdir -p /www && echo {body} > /www/index.html\n"
+    );
+    for p in ports {
+        s.push_str(&format!("httpd -p {p} -h /www\n"));
+    }
+    s.push_str("echo servers-started\n");
+    s
+}
+
+/// A guest that probes `ip` on each port (HTTP through nc, 2 s connect
+/// timeout) and with ping every second, printing a line whenever the
+/// outcome changes: "probe PORT open BODY" / "probe PORT closed",
+/// "probe ping ok|blocked".
+fn prober_script(ip: &str, ports: &[u16]) -> String {
+    let mut s = String::from("#!/bin/sh\nwhile [ ! -s /run/socle/ip-eth0 ]; do sleep 1; done\n");
+    s.push_str("report() { eval \"old=\\$last_$1\"; [ \"$old\" = \"$2\" ] || { echo \"probe $1 $2\"; eval \"last_$1='$2'\"; }; }\n");
+    s.push_str("while :; do\n");
+    for p in ports {
+        s.push_str(&format!(
+            "  body=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} {p} 2>/dev/null | tail -n 1)\n  if [ -n \"$body\" ]; then report {p} \"open $body\"; else report {p} closed; fi\n"
+        ));
+    }
+    s.push_str(&format!("  if ping -c 1 -W 2 {ip} >/dev/null 2>&1; then report ping ok; else report ping blocked; fi\n"));
+    s.push_str("  sleep 1\ndone\n");
+    s
+}
+
+fn create(c: &Creds, op: &str, body: Value, key: &str) -> Value {
+    call(c, op, body).ok()[key].clone()
+}
+
+fn vm_in(c: &Creds, image: &str, subnet: Option<&str>, ip: Option<&str>, groups: &[&str], script: &str) -> Value {
+    let mut body = json!({"ImageId": image, "VmType": SMALL, "UserData": user_data(script)});
+    if let Some(s) = subnet {
+        body["SubnetId"] = json!(s);
+    }
+    if let Some(ip) = ip {
+        body["PrivateIps"] = json!([ip]);
+    }
+    if !groups.is_empty() {
+        body["SecurityGroupIds"] = json!(groups);
+    }
+    call(c, "CreateVms", body).ok()["Vms"][0].clone()
+}
+
+fn namespaces(prefix: &str) -> Vec<String> {
+    let out = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{prefix}-")))
+        .map(String::from)
+        .collect()
+}
+
+#[test]
+fn guests_get_addresses_and_metadata_security_groups_filter_and_accounts_are_isolated() {
+    assert!(unsafe { libc::geteuid() } == 0, "this test needs root (network namespaces, taps, nftables)");
+    let cloud = TestCloud::start();
+    let image = cloud.tiny_image();
+    let a = cloud.creds.clone();
+    let b = cloud.new_account("net-b");
+
+    // The same range, subnet and server address in two accounts.
+    let mut servers = vec![];
+    for (who, c) in [("a", &a), ("b", &b)] {
+        let net = create(c, "CreateNet", json!({"IpRange": "10.0.0.0/16"}), "Net");
+        let net_id = net["NetId"].as_str().unwrap().to_string();
+        let subnet = create(c, "CreateSubnet", json!({"NetId": net_id, "IpRange": "10.0.1.0/24"}), "Subnet");
+        let subnet_id = subnet["SubnetId"].as_str().unwrap().to_string();
+        // "web": 8080 open to the Net; 9090 and ICMP not (yet).
+        let web = create(c, "CreateSecurityGroup", json!({"NetId": net_id, "SecurityGroupName": "web", "Description": "web"}), "SecurityGroup");
+        let web_id = web["SecurityGroupId"].as_str().unwrap().to_string();
+        call(c, "CreateSecurityGroupRule", json!({"SecurityGroupId": web_id, "Flow": "Inbound", "IpProtocol": "tcp", "FromPortRange": 8080, "ToPortRange": 8080, "IpRange": "10.0.0.0/16"})).ok();
+        let server = vm_in(c, &image, Some(&subnet_id), Some("10.0.1.10"), &[&web_id], &server_script(&format!("hello-from-{who}"), &[8080, 9090]));
+        assert_eq!(server["PrivateIp"], "10.0.1.10", "{server}");
+        assert_eq!((server["SubnetId"].as_str(), server["NetId"].as_str()), (Some(subnet_id.as_str()), Some(net_id.as_str())));
+        assert_eq!(server["SecurityGroups"][0]["SecurityGroupId"], web_id.as_str());
+        assert_eq!(server["Nics"][0]["PrivateIps"][0]["PrivateIp"], "10.0.1.10");
+        let prober = vm_in(c, &image, Some(&subnet_id), None, &[], &prober_script("10.0.1.10", &[8080, 9090]));
+        assert_eq!(prober["PrivateIp"], "10.0.1.4", "the lowest free address: {prober}");
+        servers.push((c.clone(), net_id, subnet_id, web_id, server, prober));
+    }
+    // A VM without a subnet: the account's public-cloud network.
+    let public = vm_in(&a, &image, None, None, &[], "#!/bin/sh\ntrue\n");
+    assert_eq!(public["PrivateIp"], "10.0.0.4", "{public}");
+    assert!(public["SubnetId"].is_null() && public["NetId"].is_null(), "{public}");
+
+    for (c, _, _, _, server, prober) in &servers {
+        for vm in [server, prober] {
+            let id = vm["VmId"].as_str().unwrap();
+            let ip = vm["PrivateIp"].as_str().unwrap();
+            wait_console(c, id, &format!("socle-guest: net eth0 {ip}/24 gw 10.0.1.1"), 1, T);
+            // The metadata service answers each guest with its own identity.
+            wait_console(c, id, &format!("socle-guest: metadata instance-id {id}"), 1, T);
+        }
+    }
+    let public_id = public["VmId"].as_str().unwrap();
+    wait_console(&a, public_id, "socle-guest: net eth0 10.0.0.4/16 gw 10.0.0.1", 1, T);
+    wait_console(&a, public_id, &format!("socle-guest: metadata instance-id {public_id}"), 1, T);
+
+    for (who, (c, _, _, web_id, _, prober)) in ["a", "b"].iter().zip(&servers) {
+        let id = prober["VmId"].as_str().unwrap();
+        // Same address in both Nets: each prober reaches its own account's server.
+        wait_console(c, id, &format!("probe 8080 open hello-from-{who}"), 1, T);
+        let out = wait_console(c, id, "probe 9090 closed", 1, T);
+        wait_console(c, id, "probe ping blocked", 1, T);
+        let other = if *who == "a" { "b" } else { "a" };
+        assert!(!out.contains(&format!("hello-from-{other}")), "a packet crossed accounts:\n{out}");
+
+        // A rule added while both VMs run opens 9090 and ICMP.
+        call(c, "CreateSecurityGroupRule", json!({"SecurityGroupId": web_id, "Flow": "Inbound", "Rules": [
+            {"IpProtocol": "tcp", "FromPortRange": 9090, "ToPortRange": 9090, "IpRanges": ["10.0.1.0/24"]},
+            {"IpProtocol": "icmp", "FromPortRange": -1, "ToPortRange": -1, "IpRanges": ["10.0.1.0/24"]}]})).ok();
+        wait_console(c, id, &format!("probe 9090 open hello-from-{who}"), 1, T);
+        wait_console(c, id, "probe ping ok", 1, T);
+        // 8080 stayed open throughout the rule change.
+        let log = console(c, id);
+        let since_open = log.split_once("probe 8080 open").map(|(_, rest)| rest).unwrap_or_default();
+        assert!(!since_open.contains("probe 8080 closed"), "{log}");
+    }
+
+    // Deleting the VMs unwires every network: no namespace is left.
+    let prefix = cloud.net_prefix();
+    assert_eq!(namespaces(&prefix).len(), 3, "two Nets and a public-cloud network: {:?}", namespaces(&prefix));
+    for (c, net_id, subnet_id, web_id, server, prober) in &servers {
+        let ids = [server["VmId"].as_str().unwrap().to_string(), prober["VmId"].as_str().unwrap().to_string()];
+        call(c, "DeleteVms", json!({"VmIds": ids})).ok();
+        wait_state(c, &ids, "terminated", T);
+        call(c, "DeleteSecurityGroup", json!({"SecurityGroupId": web_id})).ok();
+        call(c, "DeleteSubnet", json!({"SubnetId": subnet_id})).ok();
+        call(c, "DeleteNet", json!({"NetId": net_id})).ok();
+    }
+    call(&a, "DeleteVms", json!({"VmIds": [public_id]})).ok();
+    wait_state(&a, &[public_id.to_string()], "terminated", T);
+    let deadline = std::time::Instant::now() + T;
+    while !namespaces(&prefix).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "networks left on the host: {:?}", namespaces(&prefix));
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
