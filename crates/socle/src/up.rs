@@ -35,6 +35,12 @@ pub struct UpArgs {
     /// Storage pool size in GiB: volumes and snapshots (at their full size) must fit in it.
     #[arg(long, default_value_t = 1024)]
     storage_capacity_gib: i64,
+    /// The public IPs CreatePublicIp hands out: comma-separated IPv4 ranges
+    /// (or single addresses), used lowest first. Addresses must be routed to
+    /// this host; the default, of the RFC 2544 benchmark range, is never
+    /// routed on the internet.
+    #[arg(long, value_delimiter = ',', default_value = "198.18.0.0/24", env = "SOCLE_PUBLIC_IP_POOL")]
+    public_ip_pool: Vec<socle_control::config::Ipv4Net>,
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -63,6 +69,7 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
     config.stop_timeout = Duration::from_secs(args.stop_timeout);
     config.terminated_retention = Duration::from_secs(args.terminated_retention);
     config.storage_capacity_gib = args.storage_capacity_gib;
+    config.public_ip_pool = args.public_ip_pool;
     let cloud = open_cloud(config, args.accel).await.context("cannot bring the cloud up")?;
     let creds_path = ensure_default_credentials(&cloud).context("cannot write the default credentials")?;
 

@@ -10,9 +10,14 @@ mod block_devices;
 pub mod catalog;
 pub mod image_import;
 pub mod images;
+pub mod internet_services;
 pub mod keypairs;
+pub mod nat_services;
+mod net_usage;
 pub mod nets;
 pub mod nics;
+pub mod public_ips;
+pub mod route_tables;
 pub mod security_groups;
 pub mod subnets;
 pub mod quotas;
@@ -66,6 +71,20 @@ where
             Ok(out)
         })
         .await
+}
+
+/// [`write`], then, once committed, tells the network reconciler that a
+/// Net's data plane changed (links, routes, public IPs, NAT services).
+pub(crate) async fn write_network<T, F>(cloud: &Arc<Cloud>, dry_run: Option<bool>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Transaction) -> Result<T, ApiError> + Send + 'static,
+{
+    let out = write(cloud, dry_run, f).await?;
+    if !is_dry_run(dry_run) {
+        cloud.network_changed();
+    }
+    Ok(out)
 }
 
 /// Pairs each row with the caller's tags on it (one query for all tags).
