@@ -32,6 +32,10 @@ def ips(gw, **filters) -> list[dict]:
     return read_all(gw.ReadPublicIps, "PublicIps", filters)
 
 
+def test_read_public_ip_ranges_gives_the_default_pool(a):
+    assert a.gw.ReadPublicIpRanges()["PublicIps"] == ["198.18.0.0/24"]
+
+
 def test_create_read_tag_delete(a, b):
     first = a.gw.CreatePublicIp()["PublicIp"]
     assert EIP_RE.match(first["PublicIpId"]), first
@@ -135,6 +139,8 @@ def small_pool(tmp_path_factory):
 
 def test_the_pool_is_used_lowest_first_and_runs_out(small_pool):
     gw = small_pool.gw
+    # ReadPublicIpRanges needs no signature and tells the pool.
+    assert small_pool.raw.ok("ReadPublicIpRanges", {}, sign_it=False)["PublicIps"] == ["198.18.7.0/30", "198.18.7.9/32"]
     got = [gw.CreatePublicIp()["PublicIp"] for _ in range(3)]
     assert [p["PublicIp"] for p in got] == ["198.18.7.1", "198.18.7.2", "198.18.7.9"], got
     err = expect_error(gw.CreatePublicIp, status=400, code="10011", type_="TooManyResources (QuotaExceded)")

@@ -67,6 +67,7 @@ pub async fn call(
         anonymous {
             "ReadRegions" => ops::catalog::read_regions,
             "ReadVmTypes" => ops::catalog::read_vm_types,
+            "ReadPublicIpRanges" => ops::public_ips::read_public_ip_ranges,
         }
         scoped {
             "ReadSubregions" => ops::catalog::read_subregions,

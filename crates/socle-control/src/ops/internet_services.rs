@@ -10,14 +10,14 @@
 use std::sync::Arc;
 
 use socle_store::internet_services::{self as igw_store, InternetServiceRow};
-use socle_store::{nat_services as nat_store, now_iso, public_ips as ip_store, Connection};
+use socle_store::{nat_services as nat_store, now_iso, public_ips as ip_store, Connection, Transaction};
 use socle_types::error::ErrorCode;
 use socle_types::ids::{AccountId, InternetServiceId, NetId};
 use socle_types::osc::*;
 use socle_types::ApiError;
 
 use super::nets::owned_net;
-use super::{is_dry_run, tag_pairs, with_tags, write, write_network};
+use super::{is_dry_run, list_with_tags, tag_pairs, write, write_network};
 use crate::paging::{created_key, matches, matches_opt, paginate, reject_unsupported_filters, tags_match};
 use crate::{Caller, Cloud};
 
@@ -73,14 +73,7 @@ pub async fn read_internet_services(
 ) -> Result<ReadInternetServicesResponse, ApiError> {
     reject_unsupported_filters(&req.filters, &["InternetServiceIds", "LinkNetIds", "LinkStates", "TagKeys", "TagValues", "Tags"])?;
     let f = req.filters.unwrap_or_default();
-    let account = caller.account_id.clone();
-    let rows = cloud
-        .store
-        .run(move |c| {
-            let rows = igw_store::list(c, &account)?;
-            with_tags(c, &account, rows, |r| r.internet_service_id.as_str())
-        })
-        .await?;
+    let rows = list_with_tags(cloud, &caller.account_id, igw_store::list, |r| r.internet_service_id.as_str()).await?;
     let items: Vec<(InternetServiceRow, Vec<ResourceTag>)> = rows
         .into_iter()
         .filter(|(r, tags)| {
@@ -123,17 +116,31 @@ pub async fn delete_internet_service(
     Ok(DeleteInternetServiceResponse::default())
 }
 
+/// Runs `change` on the caller's internet service and Net named by a
+/// Link/UnlinkInternetService request (both checked to be the caller's),
+/// in one write transaction that tells the network reconciler.
+async fn change_link<F>(cloud: &Arc<Cloud>, caller: &Caller, igw: &str, net: &str, dry_run: Option<bool>, change: F) -> Result<(), ApiError>
+where
+    F: FnOnce(&Transaction, InternetServiceRow, NetId) -> Result<(), ApiError> + Send + 'static,
+{
+    let id = InternetServiceId::parse(igw)?;
+    let net_id = NetId::parse(net)?;
+    let account = caller.account_id.clone();
+    write_network(cloud, dry_run, move |tx| {
+        let row = owned_internet_service(tx, &account, &id)?;
+        owned_net(tx, &account, &net_id)?;
+        change(tx, row, net_id)
+    })
+    .await
+}
+
 pub async fn link_internet_service(
     cloud: &Arc<Cloud>,
     caller: &Caller,
     req: LinkInternetServiceRequest,
 ) -> Result<LinkInternetServiceResponse, ApiError> {
-    let id = InternetServiceId::parse(&req.internet_service_id)?;
-    let net_id = NetId::parse(&req.net_id)?;
-    let account = caller.account_id.clone();
-    write_network(cloud, req.dry_run, move |tx| {
-        let row = owned_internet_service(tx, &account, &id)?;
-        owned_net(tx, &account, &net_id)?;
+    change_link(cloud, caller, &req.internet_service_id, &req.net_id, req.dry_run, |tx, row, net_id| {
+        let id = &row.internet_service_id;
         if let Some(linked) = &row.net_id {
             return Err(ApiError::new(
                 ErrorCode::GatewayAlreadyLinked,
@@ -146,7 +153,7 @@ pub async fn link_internet_service(
                 format!("the Net {net_id} has the internet service {} already; a Net has one at most", other.internet_service_id),
             ));
         }
-        igw_store::set_net(tx, &id, Some(&net_id))?;
+        igw_store::set_net(tx, id, Some(&net_id))?;
         Ok(())
     })
     .await?;
@@ -158,12 +165,8 @@ pub async fn unlink_internet_service(
     caller: &Caller,
     req: UnlinkInternetServiceRequest,
 ) -> Result<UnlinkInternetServiceResponse, ApiError> {
-    let id = InternetServiceId::parse(&req.internet_service_id)?;
-    let net_id = NetId::parse(&req.net_id)?;
-    let account = caller.account_id.clone();
-    write_network(cloud, req.dry_run, move |tx| {
-        let row = owned_internet_service(tx, &account, &id)?;
-        owned_net(tx, &account, &net_id)?;
+    change_link(cloud, caller, &req.internet_service_id, &req.net_id, req.dry_run, |tx, row, net_id| {
+        let id = &row.internet_service_id;
         if row.net_id.as_ref() != Some(&net_id) {
             return Err(ApiError::new(
                 ErrorCode::GatewayNotLinked,
@@ -183,7 +186,7 @@ pub async fn unlink_internet_service(
                 ),
             ));
         }
-        igw_store::set_net(tx, &id, None)?;
+        igw_store::set_net(tx, id, None)?;
         Ok(())
     })
     .await?;

@@ -107,6 +107,18 @@ pub(crate) fn with_tags<R>(
         .collect())
 }
 
+/// Every row `list` gives for the caller, each with its tags: what a Read*
+/// operation filters and pages.
+pub(crate) async fn list_with_tags<R: Send + 'static>(
+    cloud: &Arc<Cloud>,
+    account: &AccountId,
+    list: fn(&Connection, &AccountId) -> socle_store::Result<Vec<R>>,
+    id: fn(&R) -> &str,
+) -> Result<Vec<(R, Vec<ResourceTag>)>, ApiError> {
+    let account = account.clone();
+    cloud.store.run(move |c| with_tags(c, &account, list(c, &account)?, id)).await
+}
+
 /// Tags as (key, value) pairs for filter matching.
 pub(crate) fn tag_pairs(tags: &[ResourceTag]) -> Vec<(String, String)> {
     tags.iter().map(|t| (t.key.clone(), t.value.clone())).collect()

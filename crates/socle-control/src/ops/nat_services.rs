@@ -19,7 +19,7 @@ use socle_types::ApiError;
 
 use super::public_ips::public_ip_not_found;
 use super::subnets::owned_subnet;
-use super::{is_dry_run, tag_pairs, with_tags, write_network};
+use super::{is_dry_run, list_with_tags, tag_pairs, write_network};
 use crate::paging::{created_key, matches, matches_opt, paginate, reject_unsupported_filters, tags_match};
 use crate::{Caller, Cloud};
 
@@ -106,14 +106,7 @@ pub async fn read_nat_services(cloud: &Arc<Cloud>, caller: &Caller, req: ReadNat
         &["ClientTokens", "NatServiceIds", "NetIds", "States", "SubnetIds", "TagKeys", "TagValues", "Tags"],
     )?;
     let f = req.filters.unwrap_or_default();
-    let account = caller.account_id.clone();
-    let rows = cloud
-        .store
-        .run(move |c| {
-            let rows = nat_store::list(c, &account)?;
-            with_tags(c, &account, rows, |n| n.nat_service_id.as_str())
-        })
-        .await?;
+    let rows = list_with_tags(cloud, &caller.account_id, nat_store::list, |n| n.nat_service_id.as_str()).await?;
     let items: Vec<(NatServiceRow, Vec<ResourceTag>)> = rows
         .into_iter()
         .filter(|(n, tags)| {

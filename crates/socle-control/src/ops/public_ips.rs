@@ -24,7 +24,7 @@ use socle_types::osc::*;
 use socle_types::ApiError;
 
 use super::nics::nic_not_found;
-use super::{is_dry_run, tag_pairs, with_tags, write, write_network};
+use super::{is_dry_run, list_with_tags, tag_pairs, write, write_network};
 use crate::paging::{created_key, matches, matches_opt, paginate, reject_unsupported_filters, tags_match};
 use crate::{Caller, Cloud};
 
@@ -121,6 +121,27 @@ fn used_by_nat(row: &PublicIpRow) -> Result<(), ApiError> {
     }
 }
 
+/// ReadPublicIpRanges' request and answer (the generated OSC types lack
+/// them): the ranges the cloud's public IPs come from.
+#[derive(Debug, Default, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReadPublicIpRangesRequest {
+    /// Accepted and ignored: reading the pool changes nothing.
+    #[serde(rename = "DryRun", default)]
+    pub _dry_run: Option<bool>,
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct ReadPublicIpRangesResponse {
+    #[serde(rename = "PublicIps")]
+    pub public_ips: Vec<String>,
+}
+
+/// The operator's pool, answered without authentication as on Outscale.
+pub async fn read_public_ip_ranges(cloud: &Arc<Cloud>, _req: ReadPublicIpRangesRequest) -> Result<ReadPublicIpRangesResponse, ApiError> {
+    Ok(ReadPublicIpRangesResponse { public_ips: cloud.config.public_ip_pool.iter().map(|r| r.to_string()).collect() })
+}
+
 pub async fn create_public_ip(cloud: &Arc<Cloud>, caller: &Caller, req: CreatePublicIpRequest) -> Result<CreatePublicIpResponse, ApiError> {
     let account = caller.account_id.clone();
     let pool = cloud.config.public_ip_pool.clone();
@@ -146,14 +167,7 @@ pub async fn read_public_ips(cloud: &Arc<Cloud>, caller: &Caller, req: ReadPubli
         &["LinkPublicIpIds", "NicAccountIds", "NicIds", "PrivateIps", "PublicIpIds", "PublicIps", "VmIds", "TagKeys", "TagValues", "Tags"],
     )?;
     let f = req.filters.unwrap_or_default();
-    let account = caller.account_id.clone();
-    let rows = cloud
-        .store
-        .run(move |c| {
-            let rows = ip_store::list(c, &account)?;
-            with_tags(c, &account, rows, |r| r.public_ip_id.as_str())
-        })
-        .await?;
+    let rows = list_with_tags(cloud, &caller.account_id, ip_store::list, |r| r.public_ip_id.as_str()).await?;
     let items: Vec<(PublicIpRow, Vec<ResourceTag>)> = rows
         .into_iter()
         .filter(|(r, tags)| {
@@ -299,4 +313,16 @@ pub async fn unlink_public_ip(cloud: &Arc<Cloud>, caller: &Caller, req: UnlinkPu
     })
     .await?;
     Ok(UnlinkPublicIpResponse::default())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_pool_skips_network_and_broadcast_of_wide_ranges_only() {
+        let pool: Vec<Ipv4Net> = ["198.18.7.0/30", "198.18.7.9/32", "198.18.8.0/31"].iter().map(|r| r.parse().unwrap()).collect();
+        let got: Vec<String> = pool_addresses(&pool).map(|ip| ip.to_string()).collect();
+        assert_eq!(got, ["198.18.7.1", "198.18.7.2", "198.18.7.9", "198.18.8.0", "198.18.8.1"]);
+    }
 }
