@@ -72,8 +72,9 @@ def qemu_processes(marker: str) -> list[tuple[int, str]]:
 
 
 class SocleServer:
-    def __init__(self, binary: Path, data_dir: Path, log_path: Path):
+    def __init__(self, binary: Path, data_dir: Path, log_path: Path, extra_args: tuple[str, ...] = ()):
         self.binary = binary
+        self.extra_args = list(extra_args)
         self.data_dir = data_dir
         self.log_path = log_path
         self.port = free_port()
@@ -86,7 +87,7 @@ class SocleServer:
     def start(self) -> None:
         self._log = open(self.log_path, "ab")
         cmd = [str(self.binary), "up", "--data-dir", str(self.data_dir),
-               "--listen", self.listen, "--accel", "tcg"]
+               "--listen", self.listen, "--accel", "tcg", *self.extra_args]
         self._log.write(f"$ {' '.join(cmd)}\n".encode())
         self._log.flush()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,

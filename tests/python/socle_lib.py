@@ -745,6 +745,23 @@ def same_as_absent(fn: Callable, build: Callable[[str], dict], real_id: str, fak
     return theirs
 
 
+def public_net(gw: Gateway, ip_range: str) -> tuple[str, str, str]:
+    """A Net of `ip_range` with one subnet (its first /24) and an internet service
+    linked: (NetId, SubnetId, InternetServiceId)."""
+    net = gw.CreateNet(IpRange=ip_range)["Net"]["NetId"]
+    first = ip_range.split("/")[0]
+    subnet = gw.CreateSubnet(NetId=net, IpRange=f"{first}/24")["Subnet"]["SubnetId"]
+    igw = gw.CreateInternetService()["InternetService"]["InternetServiceId"]
+    gw.LinkInternetService(InternetServiceId=igw, NetId=net)
+    return net, subnet, igw
+
+
+def dry_run(acct: "Account", operation: str, **params) -> requests.Response:
+    """The call with DryRun: true, through the raw signed client: osc-sdk-python 0.42.0
+    drops DryRun from the parameters it accepts, although the API defines it."""
+    return acct.raw.post(operation, {**params, "DryRun": True})
+
+
 def b64(text: str | bytes) -> str:
     if isinstance(text, str):
         text = text.encode()

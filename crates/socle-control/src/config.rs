@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
+pub use socle_net::Ipv4Net;
+
 #[derive(Debug, Clone)]
 pub struct CloudConfig {
     pub data_dir: PathBuf,
@@ -22,6 +24,10 @@ pub struct CloudConfig {
     /// Size of the storage pool: the sum of all volume and snapshot sizes
     /// may not exceed it (GiB, provisioned sizes).
     pub storage_capacity_gib: i64,
+    /// The operator's public addresses, handed out by CreatePublicIp
+    /// lowest first, in the order of the ranges (network and broadcast
+    /// addresses of ranges wider than /31 excluded).
+    pub public_ip_pool: Vec<Ipv4Net>,
     /// Host networking; None where the host cannot do it (not root): VMs
     /// then run without NICs (their NIC rows still exist).
     pub network: Option<NetworkConfig>,
@@ -47,6 +53,13 @@ impl Default for NetworkConfig {
     }
 }
 
+/// The default public IP pool: 198.18.0.0/24, of the RFC 2544 benchmark
+/// range, never routed on the internet, so a cloud nobody configured
+/// cannot hijack real addresses.
+pub fn default_public_ip_pool() -> Vec<Ipv4Net> {
+    vec!["198.18.0.0/24".parse().expect("a valid range")]
+}
+
 impl CloudConfig {
     pub fn new(data_dir: PathBuf, endpoint: String) -> CloudConfig {
         CloudConfig {
@@ -59,6 +72,7 @@ impl CloudConfig {
             health_interval: Duration::from_secs(2),
             storage_capacity_gib: 1024,
             network: Some(NetworkConfig::default()),
+            public_ip_pool: default_public_ip_pool(),
         }
     }
 

@@ -67,6 +67,7 @@ pub async fn call(
         anonymous {
             "ReadRegions" => ops::catalog::read_regions,
             "ReadVmTypes" => ops::catalog::read_vm_types,
+            "ReadPublicIpRanges" => ops::public_ips::read_public_ip_ranges,
         }
         scoped {
             "ReadSubregions" => ops::catalog::read_subregions,
@@ -117,6 +118,26 @@ pub async fn call(
             "DeleteSecurityGroup" => ops::security_groups::delete_security_group,
             "CreateSecurityGroupRule" => ops::security_groups::create_security_group_rule,
             "DeleteSecurityGroupRule" => ops::security_groups::delete_security_group_rule,
+            "CreateInternetService" => ops::internet_services::create_internet_service,
+            "ReadInternetServices" => ops::internet_services::read_internet_services,
+            "DeleteInternetService" => ops::internet_services::delete_internet_service,
+            "LinkInternetService" => ops::internet_services::link_internet_service,
+            "UnlinkInternetService" => ops::internet_services::unlink_internet_service,
+            "CreateRouteTable" => ops::route_tables::create_route_table,
+            "ReadRouteTables" => ops::route_tables::read_route_tables,
+            "DeleteRouteTable" => ops::route_tables::delete_route_table,
+            "LinkRouteTable" => ops::route_tables::link_route_table,
+            "UnlinkRouteTable" => ops::route_tables::unlink_route_table,
+            "CreateRoute" => ops::route_tables::create_route,
+            "DeleteRoute" => ops::route_tables::delete_route,
+            "CreatePublicIp" => ops::public_ips::create_public_ip,
+            "ReadPublicIps" => ops::public_ips::read_public_ips,
+            "DeletePublicIp" => ops::public_ips::delete_public_ip,
+            "LinkPublicIp" => ops::public_ips::link_public_ip,
+            "UnlinkPublicIp" => ops::public_ips::unlink_public_ip,
+            "CreateNatService" => ops::nat_services::create_nat_service,
+            "ReadNatServices" => ops::nat_services::read_nat_services,
+            "DeleteNatService" => ops::nat_services::delete_nat_service,
         }
     )
 }

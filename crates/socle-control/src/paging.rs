@@ -89,6 +89,18 @@ pub fn matches<T: PartialEq<V>, V: ?Sized>(list: &Option<Vec<T>>, value: &V) -> 
     list.as_ref().is_none_or(|l| l.iter().any(|x| x == value))
 }
 
+/// True when `list` is absent, or `value` is present and in it (a filter on
+/// an optional field excludes the resources that lack the field).
+pub fn matches_opt(list: &Option<Vec<String>>, value: Option<&str>) -> bool {
+    list.as_ref().is_none_or(|l| value.is_some_and(|v| l.iter().any(|x| x == v)))
+}
+
+/// True when `list` is absent or one of `values` is in it (filters on the
+/// parts of a resource: one matching part is enough).
+pub fn matches_any<'a>(list: &Option<Vec<String>>, mut values: impl Iterator<Item = &'a str>) -> bool {
+    list.as_ref().is_none_or(|l| values.any(|v| l.iter().any(|x| x == v)))
+}
+
 /// The OSC tag filters (TagKeys, TagValues, Tags as "KEY=VALUE"): each given
 /// filter must match at least one tag of the resource.
 pub fn tags_match(

@@ -12,10 +12,14 @@
 pub mod access_keys;
 pub mod accounts;
 pub mod images;
+pub mod internet_services;
 pub mod keypairs;
+pub mod nat_services;
 pub mod nets;
 pub mod nics;
 pub mod uplinks;
+pub mod public_ips;
+pub mod route_tables;
 mod migrations;
 pub mod security_groups;
 pub mod tags;

@@ -288,6 +288,91 @@ const MIGRATIONS: &[&str] = &[
         slot    INTEGER NOT NULL UNIQUE
     );
     "#,
+    // 7: the way in and out of Nets — internet services, route tables and
+    // their links and routes, public IPs, NAT services (docs/NETWORKING.md).
+    r#"
+    -- net_id NULL while unlinked; UNIQUE: a Net has at most one internet service.
+    CREATE TABLE internet_services (
+        internet_service_id TEXT PRIMARY KEY,
+        account_id TEXT NOT NULL,
+        net_id     TEXT UNIQUE REFERENCES nets(net_id),
+        created_at TEXT NOT NULL
+    );
+    CREATE INDEX internet_services_account ON internet_services(account_id, created_at, internet_service_id);
+    -- main_link_id: set on the Net's main table only (its rtbassoc- "Main" link);
+    -- the partial index keeps one main table per Net.
+    CREATE TABLE route_tables (
+        route_table_id TEXT PRIMARY KEY,
+        account_id     TEXT NOT NULL,
+        net_id         TEXT NOT NULL REFERENCES nets(net_id),
+        main_link_id   TEXT UNIQUE,
+        created_at     TEXT NOT NULL
+    );
+    CREATE INDEX route_tables_account ON route_tables(account_id, created_at, route_table_id);
+    CREATE INDEX route_tables_net ON route_tables(net_id);
+    CREATE UNIQUE INDEX route_tables_main ON route_tables(net_id) WHERE main_link_id IS NOT NULL;
+    -- Explicit links of tables to subnets: a subnet has at most one (UNIQUE);
+    -- it goes with its subnet, which then has no table to fall back from.
+    CREATE TABLE route_table_links (
+        link_route_table_id TEXT PRIMARY KEY,
+        route_table_id TEXT NOT NULL REFERENCES route_tables(route_table_id),
+        subnet_id      TEXT NOT NULL UNIQUE REFERENCES subnets(subnet_id) ON DELETE CASCADE,
+        created_at     TEXT NOT NULL
+    );
+    CREATE INDEX route_table_links_table ON route_table_links(route_table_id);
+    -- Routes other than the implicit local one, one per (table, destination),
+    -- with exactly one target. Targets have no foreign key on purpose: a
+    -- route whose target is gone stays, shown as a blackhole.
+    CREATE TABLE routes (
+        route_table_id TEXT NOT NULL REFERENCES route_tables(route_table_id) ON DELETE CASCADE,
+        destination    TEXT NOT NULL,
+        gateway_id     TEXT,
+        nat_service_id TEXT,
+        nic_id         TEXT,
+        created_at     TEXT NOT NULL,
+        PRIMARY KEY (route_table_id, destination),
+        CHECK ((gateway_id IS NOT NULL) + (nat_service_id IS NOT NULL) + (nic_id IS NOT NULL) = 1)
+    );
+    -- An address of the operator's pool, held by one account. The link to a
+    -- NIC's private address lives on the row (so one link per public IP);
+    -- one public IP per private address of a NIC.
+    CREATE TABLE public_ips (
+        public_ip_id      TEXT PRIMARY KEY,
+        account_id        TEXT NOT NULL,
+        public_ip         TEXT NOT NULL UNIQUE,
+        link_public_ip_id TEXT UNIQUE,
+        nic_id            TEXT,
+        private_ip        TEXT,
+        created_at        TEXT NOT NULL,
+        CHECK ((link_public_ip_id IS NULL) = (nic_id IS NULL) AND (nic_id IS NULL) = (private_ip IS NULL))
+    );
+    CREATE INDEX public_ips_account ON public_ips(account_id, created_at, public_ip_id);
+    CREATE UNIQUE INDEX public_ips_private ON public_ips(nic_id, private_ip) WHERE nic_id IS NOT NULL;
+    -- A link goes with its NIC or its private address (VM deletion,
+    -- UnlinkPrivateIps), as on Outscale, whoever deletes them.
+    CREATE TRIGGER public_ips_unlink_nic AFTER DELETE ON nics BEGIN
+        UPDATE public_ips SET link_public_ip_id = NULL, nic_id = NULL, private_ip = NULL WHERE nic_id = OLD.nic_id;
+    END;
+    CREATE TRIGGER public_ips_unlink_private_ip AFTER DELETE ON nic_private_ips BEGIN
+        UPDATE public_ips SET link_public_ip_id = NULL, nic_id = NULL, private_ip = NULL
+        WHERE nic_id = OLD.nic_id AND private_ip = OLD.ip;
+    END;
+    -- A NAT service SNATs through one public IP (UNIQUE: used once).
+    CREATE TABLE nat_services (
+        nat_service_id TEXT PRIMARY KEY,
+        account_id     TEXT NOT NULL,
+        net_id         TEXT NOT NULL REFERENCES nets(net_id),
+        subnet_id      TEXT NOT NULL REFERENCES subnets(subnet_id),
+        public_ip_id   TEXT NOT NULL UNIQUE REFERENCES public_ips(public_ip_id),
+        client_token   TEXT,
+        state          TEXT NOT NULL,
+        created_at     TEXT NOT NULL
+    );
+    CREATE INDEX nat_services_account ON nat_services(account_id, created_at, nat_service_id);
+    CREATE INDEX nat_services_net ON nat_services(net_id);
+    CREATE INDEX nat_services_subnet ON nat_services(subnet_id);
+    CREATE UNIQUE INDEX nat_services_token ON nat_services(account_id, client_token) WHERE client_token IS NOT NULL;
+    "#,
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

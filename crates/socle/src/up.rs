@@ -42,7 +42,13 @@ pub struct UpArgs {
     /// Addresses for the uplinks of networks with internet access (a /31 each),
     /// used only on this host.
     #[arg(long, default_value = "169.254.0.0/17")]
-    uplink_range: String,
+    uplink_range: socle_control::config::Ipv4Net,
+    /// The public IPs CreatePublicIp hands out: comma-separated IPv4 ranges
+    /// (or single addresses), used lowest first. Addresses must be routed to
+    /// this host; the default, of the RFC 2544 benchmark range, is never
+    /// routed on the internet.
+    #[arg(long, value_delimiter = ',', default_value = "198.18.0.0/24", env = "SOCLE_PUBLIC_IP_POOL")]
+    public_ip_pool: Vec<socle_control::config::Ipv4Net>,
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -73,12 +79,12 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
     config.storage_capacity_gib = args.storage_capacity_gib;
     // Tenant networks need namespaces, taps and nftables: root only.
     config.network = if unsafe { libc::geteuid() } == 0 {
-        let uplink_range = args.uplink_range.parse().map_err(|e| anyhow::anyhow!("--uplink-range: {e}"))?;
-        Some(socle_control::NetworkConfig { prefix: args.net_prefix, uplink_range })
+        Some(socle_control::NetworkConfig { prefix: args.net_prefix, uplink_range: args.uplink_range })
     } else {
         eprintln!("socle up: not running as root, so VMs get no network (their NICs exist in the API only)");
         None
     };
+    config.public_ip_pool = args.public_ip_pool;
     let cloud = open_cloud(config, args.accel).await.context("cannot bring the cloud up")?;
     let creds_path = ensure_default_credentials(&cloud).context("cannot write the default credentials")?;
 

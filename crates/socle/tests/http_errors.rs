@@ -26,7 +26,7 @@ fn every_bad_request_gets_an_osc_error() {
     let v2 = c.endpoint.replace("/api/v1", "/api/v2");
     raw_call(&v2, Some(c), "ReadVms", b"{}", &[]).expect_error(400, "5038");
     call(c, "DoSomethingElse", serde_json::json!({})).expect_error(400, "5038");
-    let body = call(c, "CreateNatService", serde_json::json!({"SubnetId": "subnet-12345678", "PublicIpId": "eipalloc-12345678"})).expect_error(400, "5038");
+    let body = call(c, "CreateVirtualGateway", serde_json::json!({"ConnectionType": "ipsec.1"})).expect_error(400, "5038");
     assert!(body["Errors"][0]["Details"].as_str().unwrap().contains("not implemented"), "{body}");
     // osc-cli's path works like v1.
     let latest = c.endpoint.replace("/api/v1", "/api/latest");

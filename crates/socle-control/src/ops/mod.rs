@@ -10,9 +10,14 @@ mod block_devices;
 pub mod catalog;
 pub mod image_import;
 pub mod images;
+pub mod internet_services;
 pub mod keypairs;
+pub mod nat_services;
+mod net_usage;
 pub mod nets;
 pub mod nics;
+pub mod public_ips;
+pub mod route_tables;
 pub mod security_groups;
 pub mod subnets;
 pub mod quotas;
@@ -69,6 +74,20 @@ where
         .await
 }
 
+/// [`write`], then, once committed, tells the network reconciler that a
+/// Net's data plane changed (links, routes, public IPs, NAT services).
+pub(crate) async fn write_network<T, F>(cloud: &Arc<Cloud>, dry_run: Option<bool>, f: F) -> Result<T, ApiError>
+where
+    T: Send + 'static,
+    F: FnOnce(&Transaction) -> Result<T, ApiError> + Send + 'static,
+{
+    let out = write(cloud, dry_run, f).await?;
+    if !is_dry_run(dry_run) {
+        cloud.network_changed();
+    }
+    Ok(out)
+}
+
 /// Pairs each row with the caller's tags on it (one query for all tags).
 pub(crate) fn with_tags<R>(
     conn: &Connection,
@@ -87,6 +106,18 @@ pub(crate) fn with_tags<R>(
             (r, tags)
         })
         .collect())
+}
+
+/// Every row `list` gives for the caller, each with its tags: what a Read*
+/// operation filters and pages.
+pub(crate) async fn list_with_tags<R: Send + 'static>(
+    cloud: &Arc<Cloud>,
+    account: &AccountId,
+    list: fn(&Connection, &AccountId) -> socle_store::Result<Vec<R>>,
+    id: fn(&R) -> &str,
+) -> Result<Vec<(R, Vec<ResourceTag>)>, ApiError> {
+    let account = account.clone();
+    cloud.store.run(move |c| with_tags(c, &account, list(c, &account)?, id)).await
 }
 
 /// Tags as (key, value) pairs for filter matching.

@@ -72,6 +72,7 @@ pub async fn create_net(cloud: &Arc<Cloud>, caller: &Caller, req: CreateNetReque
         net_store::insert_net(tx, &row)?;
         // Every Net has its "default" group: inbound from its own members, outbound anywhere.
         super::security_groups::ensure_default_group(tx, &account, Some(&row.net_id))?;
+        super::route_tables::create_main_table(tx, &account, &row.net_id)?;
         Ok(row)
     })
     .await?;
@@ -138,8 +139,10 @@ pub async fn delete_net(cloud: &Arc<Cloud>, caller: &Caller, req: DeleteNetReque
                 format!("the Net {id} still has subnets ({}); delete them first", names.join(", ")),
             ));
         }
+        super::net_usage::refuse_if_in_use(tx, &id)?;
         // Refused while groups other than "default" remain; the default one goes with the Net.
         super::security_groups::delete_groups_of_net(tx, &id)?;
+        super::route_tables::delete_main_table(tx, &id)?;
         socle_store::tags::delete_all_for_resource(tx, id.as_str())?;
         net_store::delete_net(tx, &id)?;
         Ok(())

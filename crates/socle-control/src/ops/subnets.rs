@@ -159,6 +159,13 @@ pub async fn delete_subnet(cloud: &Arc<Cloud>, caller: &Caller, req: DeleteSubne
                 format!("the subnet {id} still has {nics} NIC(s); delete its VMs and NICs first"),
             ));
         }
+        let nat_services = socle_store::nat_services::count_in_subnet(tx, &id)?;
+        if nat_services > 0 {
+            return Err(ApiError::new(
+                ErrorCode::SubnetInUse,
+                format!("the subnet {id} still has {nat_services} NAT service(s); delete them first"),
+            ));
+        }
         socle_store::tags::delete_all_for_resource(tx, id.as_str())?;
         net_store::delete_subnet(tx, &id)?;
         Ok(())

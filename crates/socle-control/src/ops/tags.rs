@@ -5,7 +5,10 @@ use std::sync::Arc;
 use socle_store::tags::{self as tag_store, TagRow, MAX_TAGS_PER_RESOURCE};
 use socle_store::{images as image_store, keypairs as keypair_store, security_groups as sg_store, vms as vm_store, snapshots as snapshot_store, volumes as volume_store, Connection};
 use socle_types::error::ErrorCode;
-use socle_types::ids::{AccountId, ImageId, KeypairId, NetId, SecurityGroupId, SnapshotId, SubnetId, VmId, VolumeId};
+use socle_types::ids::{
+    AccountId, ImageId, InternetServiceId, KeypairId, NatServiceId, NetId, PublicIpId, RouteTableId, SecurityGroupId, SnapshotId,
+    SubnetId, VmId, VolumeId,
+};
 use socle_types::osc::*;
 use socle_types::ApiError;
 
@@ -57,10 +60,30 @@ fn owned_resource_type(conn: &Connection, account: &AccountId, id: &str) -> Resu
             ErrorCode::NoSuchSecurityGroup,
             "security group",
         ),
+        "igw" => (
+            socle_store::internet_services::get(conn, account, &InternetServiceId::parse(id)?)?.map(|_| "internet-gateway"),
+            ErrorCode::NoSuchInternetService,
+            "internet service",
+        ),
+        "rtb" => (
+            socle_store::route_tables::get(conn, account, &RouteTableId::parse(id)?)?.map(|_| "route-table"),
+            ErrorCode::NoSuchRouteTable,
+            "route table",
+        ),
+        "eipalloc" => (
+            socle_store::public_ips::get(conn, account, &PublicIpId::parse(id)?)?.map(|_| "public-ip"),
+            ErrorCode::NoSuchPublicIp,
+            "public IP",
+        ),
+        "nat" => (
+            socle_store::nat_services::get(conn, account, &NatServiceId::parse(id)?)?.map(|_| "natgateway"),
+            ErrorCode::NoSuchNatService,
+            "NAT service",
+        ),
         _ => {
             return Err(ApiError::new(
                 ErrorCode::InvalidIdPrefix,
-                format!("{id:?} is not the ID of a taggable resource (VM, volume, snapshot, image, keypair, Net, subnet or security group)"),
+                format!("{id:?} is not the ID of a taggable resource (VM, volume, snapshot, image, keypair, Net, subnet, security group, internet service, route table, public IP or NAT service)"),
             ))
         }
     };
