@@ -12,11 +12,11 @@
 use std::collections::{BTreeMap, HashMap};
 use std::net::Ipv4Addr;
 
-use socle_net::{Ipv4Net, NetSpec, PortSpec, Protocol, Route, RouteTarget, Rule, SubnetSpec, UplinkSpec};
+use socle_net::{Ipv4Net, NatServiceSpec, NetSpec, PortSpec, Protocol, PublicIpMapping, Route, RouteTarget, Rule, SubnetSpec, UplinkSpec};
 use socle_store::nics::{self as nic_store, NicRow};
 use socle_store::security_groups::{self as sg_store, RuleRow};
-use socle_store::{nets as net_store, uplinks, Connection};
-use socle_types::ids::{NicId, SecurityGroupId};
+use socle_store::{internet_services, nat_services, nets as net_store, public_ips, route_tables, uplinks, Connection};
+use socle_types::ids::{NetId, NicId, SecurityGroupId, SubnetId};
 use socle_types::ApiError;
 
 use crate::config::NetworkConfig;
@@ -55,11 +55,16 @@ pub(crate) fn compile(conn: &Connection, cfg: &NetworkConfig) -> Result<BTreeMap
             Some(net_id) => {
                 let Some(net) = net_store::get_net_any(conn, net_id)? else { continue };
                 let range: Ipv4Net = parse(&net.ip_range)?;
-                let subnets = net_store::subnets_of(conn, net_id)?
-                    .into_iter()
-                    .map(|s| Ok(SubnetSpec { subnet_id: s.subnet_id.to_string(), ip_range: parse(&s.ip_range)?, routes: vec![] }))
-                    .collect::<Result<Vec<_>, ApiError>>()?;
-                (range, subnets, None)
+                let mut subnets = vec![];
+                for s in net_store::subnets_of(conn, net_id)? {
+                    let routes = routes_of(conn, net_id, &s.subnet_id, &mut addresses)?;
+                    subnets.push(SubnetSpec { subnet_id: s.subnet_id.to_string(), ip_range: parse(&s.ip_range)?, routes });
+                }
+                let uplink = match internet_services::linked_to_net(conn, net_id)? {
+                    Some(_) => Some(uplink_of(conn, cfg, &key)?),
+                    None => None,
+                };
+                (range, subnets, uplink)
             }
             None => {
                 let range = public_cloud_range();
@@ -84,7 +89,54 @@ pub(crate) fn compile(conn: &Connection, cfg: &NetworkConfig) -> Result<BTreeMap
                 source_dest_check: nic.source_dest_check,
             });
         }
-        out.insert(key.clone(), NetSpec { net_id: key, ip_range, subnets, ports, uplink, public_ips: vec![], nat_services: vec![] });
+        let public_ips = public_ips_of(conn, &nics)?;
+        let nat_services = match &first.net_id {
+            Some(net_id) => nat_services::of_net(conn, net_id)?
+                .into_iter()
+                .map(|n| Ok(NatServiceSpec { nat_id: n.nat_service_id.to_string(), public_ip: ip(&n.public_ip)? }))
+                .collect::<Result<Vec<_>, ApiError>>()?,
+            None => vec![],
+        };
+        out.insert(key.clone(), NetSpec { net_id: key, ip_range, subnets, ports, uplink, public_ips, nat_services });
+    }
+    Ok(out)
+}
+
+fn ip(s: &str) -> Result<Ipv4Addr, ApiError> {
+    s.parse().map_err(|e| ApiError::internal(format!("stored address {s}: {e}")))
+}
+
+/// The subnet's route table (explicit link, else the Net's main table),
+/// without the local route and without routes whose target is gone.
+fn routes_of(conn: &Connection, net: &NetId, subnet: &SubnetId, addresses: &mut Addresses) -> Result<Vec<Route>, ApiError> {
+    let mut out = vec![];
+    for r in route_tables::effective_routes(conn, net, subnet)? {
+        if r.blackhole {
+            continue;
+        }
+        let target = match (&r.gateway_id, &r.nat_service_id, &r.nic_id) {
+            (Some(_), _, _) => RouteTarget::Internet,
+            (_, Some(nat), _) => RouteTarget::Nat { nat_id: nat.to_string() },
+            (_, _, Some(nic)) => match addresses.of_nic(conn, nic)?.first() {
+                Some(ip) => RouteTarget::Address { ip: *ip },
+                None => continue,
+            },
+            _ => continue,
+        };
+        out.push(Route { dest: parse(&r.destination)?, target });
+    }
+    Ok(out)
+}
+
+/// 1:1 NAT of the public IPs linked to the network's NICs.
+fn public_ips_of(conn: &Connection, nics: &[NicRow]) -> Result<Vec<PublicIpMapping>, ApiError> {
+    let mut out = vec![];
+    for nic in nics {
+        for p in public_ips::of_nic(conn, &nic.nic_id)? {
+            if let Some(private) = &p.private_ip {
+                out.push(PublicIpMapping { public_ip: ip(&p.public_ip)?, private_ip: ip(private)? });
+            }
+        }
     }
     Ok(out)
 }

@@ -126,6 +126,10 @@ fn lookup(conn: &mut Connection, key: &str, ip: &str, path: &str, region: &str) 
         .map(|g| Ok(sg_store::get(conn, &vm.account_id, g)?.map(|g| g.name).unwrap_or_default()))
         .collect::<Result<_, ApiError>>()?;
     let hostname = private_dns_name(&local_ip, region);
+    let public_ip = socle_store::public_ips::of_nic(conn, &primary.nic_id)?
+        .into_iter()
+        .find(|p| p.private_ip.as_deref() == Some(local_ip.as_str()))
+        .map(|p| p.public_ip);
     let path = path.split('?').next().unwrap_or_default().trim_end_matches('/');
     let md = |s: &str| format!("/latest/meta-data/{s}");
     let text = |s: String| Ok(Some(s.into_bytes()));
@@ -144,6 +148,9 @@ fn lookup(conn: &mut Connection, key: &str, ip: &str, path: &str, region: &str) 
             if keypair.is_some() {
                 entries.push("public-keys/");
             }
+            if public_ip.is_some() {
+                entries.push("public-ipv4");
+            }
             entries.sort_unstable();
             text(entries.join("\n") + "\n")
         }
@@ -152,6 +159,7 @@ fn lookup(conn: &mut Connection, key: &str, ip: &str, path: &str, region: &str) 
         p if p == md("instance-type") => text(vm.vm_type.clone()),
         p if p == md("reservation-id") => text(vm.reservation_id.to_string()),
         p if p == md("local-ipv4") => text(local_ip),
+        p if p == md("public-ipv4") => Ok(public_ip.map(String::into_bytes)),
         p if p == md("hostname") || p == md("local-hostname") => text(hostname),
         p if p == md("mac") => text(primary.mac.clone()),
         p if p == md("security-groups") => text(groups.join("\n")),

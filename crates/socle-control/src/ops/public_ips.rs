@@ -40,26 +40,12 @@ fn pool_addresses(pool: &[Ipv4Net]) -> impl Iterator<Item = Ipv4Addr> + '_ {
     })
 }
 
-/// How a VM's or NIC's view shows the public IP of one of its addresses
-/// (for ReadVms and ReadNics, whose views are another change's).
-#[allow(dead_code)]
+/// How a VM's view shows the public IP of one of its addresses.
 pub(crate) fn link_public_ip_view(row: &PublicIpRow) -> LinkPublicIpLightForVm {
     LinkPublicIpLightForVm {
         public_dns_name: None,
         public_ip: Some(row.public_ip.clone()),
         public_ip_account_id: Some(row.account_id.to_string()),
-    }
-}
-
-/// The same, in the longer form of ReadNics (`LinkPublicIp`).
-#[allow(dead_code)]
-pub(crate) fn link_public_ip_for_nic(row: &PublicIpRow) -> LinkPublicIp {
-    LinkPublicIp {
-        link_public_ip_id: row.link_public_ip_id.as_ref().map(|l| l.to_string()),
-        public_dns_name: None,
-        public_ip: Some(row.public_ip.clone()),
-        public_ip_account_id: Some(row.account_id.to_string()),
-        public_ip_id: Some(row.public_ip_id.to_string()),
     }
 }
 

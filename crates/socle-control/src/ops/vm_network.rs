@@ -15,6 +15,7 @@ use socle_types::osc::*;
 use socle_types::ApiError;
 
 use super::nics::{groups_view, new_nic, NewNic};
+use super::public_ips::link_public_ip_view;
 use super::security_groups::group_not_found;
 use super::subnets::owned_subnet;
 
@@ -157,6 +158,8 @@ pub(crate) struct VmNetworkView {
     pub private_dns_name: Option<String>,
     pub security_groups: Vec<SecurityGroupLight>,
     pub is_source_dest_checked: bool,
+    pub public_ip: Option<String>,
+    pub public_dns_name: Option<String>,
 }
 
 impl VmNetworkView {
@@ -168,6 +171,8 @@ impl VmNetworkView {
         vm.private_dns_name = self.private_dns_name.clone();
         vm.security_groups = Some(self.security_groups.clone());
         vm.is_source_dest_checked = Some(self.is_source_dest_checked);
+        vm.public_ip = self.public_ip.clone();
+        vm.public_dns_name = self.public_dns_name.clone();
     }
 }
 
@@ -186,6 +191,9 @@ pub(crate) fn vm_network_views(conn: &Connection, account: &AccountId, region: &
         let ips = nic_store::ips_of(conn, &nic.nic_id)?;
         let groups = groups_view(conn, &nic)?;
         let primary = ips.iter().find(|p| p.is_primary).map(|p| p.ip.clone());
+        let publics = socle_store::public_ips::of_nic(conn, &nic.nic_id)?;
+        let public_of = |ip: &str| publics.iter().find(|p| p.private_ip.as_deref() == Some(ip)).map(link_public_ip_view);
+        let nic_public = primary.as_deref().and_then(public_of);
         let view = out.entry(vm_id).or_default();
         if nic.device_number == Some(0) {
             view.net_id = nic.net_id.as_ref().map(|n| n.to_string());
@@ -194,6 +202,8 @@ pub(crate) fn vm_network_views(conn: &Connection, account: &AccountId, region: &
             view.private_dns_name = primary.as_deref().map(|ip| private_dns_name(ip, region));
             view.security_groups = groups.clone();
             view.is_source_dest_checked = nic.source_dest_check;
+            view.public_ip = nic_public.as_ref().and_then(|p| p.public_ip.clone());
+            view.public_dns_name = nic_public.as_ref().and_then(|p| p.public_dns_name.clone());
         }
         view.nics.push(NicLight {
             account_id: Some(nic.account_id.to_string()),
@@ -205,7 +215,7 @@ pub(crate) fn vm_network_views(conn: &Connection, account: &AccountId, region: &
                 link_nic_id: nic.link_nic_id.as_ref().map(|l| l.to_string()),
                 state: Some("attached".into()),
             }),
-            link_public_ip: None,
+            link_public_ip: nic_public.clone(),
             mac_address: Some(nic.mac.clone()),
             net_id: nic.net_id.as_ref().map(|n| n.to_string()),
             nic_id: Some(nic.nic_id.to_string()),
@@ -214,7 +224,7 @@ pub(crate) fn vm_network_views(conn: &Connection, account: &AccountId, region: &
                 ips.iter()
                     .map(|p| PrivateIpLightForVm {
                         is_primary: Some(p.is_primary),
-                        link_public_ip: None,
+                        link_public_ip: public_of(&p.ip),
                         private_dns_name: Some(private_dns_name(&p.ip, region)),
                         private_ip: Some(p.ip.clone()),
                     })
