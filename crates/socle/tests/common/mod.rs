@@ -115,10 +115,15 @@ fn free_port() -> u16 {
 
 impl TestCloud {
     pub fn start() -> TestCloud {
+        Self::start_with(&[])
+    }
+
+    /// A cloud started with extra `socle up` options.
+    pub fn start_with(extra: &[&str]) -> TestCloud {
         let dir = tempfile::Builder::new().prefix("socle-it-").tempdir().unwrap();
         let port = free_port();
         let mut cloud = TestCloud { dir, port, child: None, creds: Creds { access_key: String::new(), secret_key: String::new(), region: String::new(), endpoint: String::new() } };
-        cloud.launch(&[]);
+        cloud.launch(extra);
         cloud
     }
 
