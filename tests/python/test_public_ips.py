@@ -3,7 +3,7 @@ operator's pool, unique in the cloud; `socle up --public-ip-pool` and its exhaus
 10011, on a second server with a tiny pool), ReadPublicIps (filters, pagination,
 tags), DeletePublicIp (by ID or address), LinkPublicIp / UnlinkPublicIp refusals,
 DryRun, and another account's public IPs answering exactly like absent ones. Linking
-to VMs and NICs needs NICs: those tests are marked `needs_nics`."""
+to VMs and NICs."""
 
 import ipaddress
 import re
@@ -153,7 +153,6 @@ def test_the_pool_is_used_lowest_first_and_runs_out(small_pool):
 # ------------------------------------------------------------------ with NICs
 
 
-@pytest.mark.needs_nics
 def test_link_to_a_vm_in_a_net_and_unlink(a, image_id):
     net = a.gw.CreateNet(IpRange="10.90.0.0/16")["Net"]["NetId"]
     subnet = a.gw.CreateSubnet(NetId=net, IpRange="10.90.1.0/24")["Subnet"]["SubnetId"]
@@ -202,7 +201,6 @@ def test_link_to_a_vm_in_a_net_and_unlink(a, image_id):
     a.gw.DeleteNet(NetId=net)
 
 
-@pytest.mark.needs_nics
 def test_public_cloud_vm_needs_no_internet_service_and_relinks_by_default(a, image_id):
     vm1, vm2 = create_vms(a.gw, image_id, count=2)
     ip = a.gw.CreatePublicIp()["PublicIp"]
@@ -216,7 +214,6 @@ def test_public_cloud_vm_needs_no_internet_service_and_relinks_by_default(a, ima
     a.gw.DeletePublicIp(PublicIpId=ip["PublicIpId"])
 
 
-@pytest.mark.needs_nics
 def test_a_public_net_helper_vm_gets_its_address(a, image_id):
     net, subnet, igw = public_net(a.gw, "10.91.0.0/16")
     vm = create_vms(a.gw, image_id, SubnetId=subnet)[0]

@@ -2,7 +2,7 @@
 it), CreateRouteTable, ReadRouteTables (every filter, pagination, tags),
 LinkRouteTable / UnlinkRouteTable (one explicit link per subnet, fallback to the main
 table), DeleteRouteTable (not the main one, not while linked), CreateRoute (to an
-internet service, a NAT service; to a NIC or VM with `needs_nics`) and DeleteRoute,
+internet service, a NAT service; to a NIC or VM) and DeleteRoute,
 with the implicit local route, blackholes when a target goes, every refusal, DryRun,
 and another account's tables, links and Nets answering exactly like absent ones."""
 
@@ -252,7 +252,6 @@ def test_another_accounts_tables_links_and_nets_are_absent(a, b):
     a.gw.DeleteNet(NetId=my_net)
 
 
-@pytest.mark.needs_nics
 def test_routes_to_a_vm_or_nic(a, image_id):
     net, subnet, igw = public_net(a.gw, "10.75.0.0/16")
     vm = a.gw.CreateVms(ImageId=image_id, VmType="tinav5.c1r1p2", SubnetId=subnet)["Vms"][0]
