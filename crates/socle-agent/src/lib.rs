@@ -452,6 +452,65 @@ impl Agent {
             .map_err(|detail| self.qmp_err(vm_id, detail))
     }
 
+    /// Asks the guest to release the device `device` (QMP `device_del`,
+    /// re-sent every 5 s: a guest still booting may miss it) and waits up to
+    /// `timeout` until QEMU no longer lists it under /machine/peripheral.
+    /// Returns a connection on which the caller removes the device's
+    /// backend. `what` names the device in the timeout error; a
+    /// `device_del` refusal other than "being unplugged" or "not found"
+    /// becomes `refused(detail)`.
+    pub(crate) async fn release_device(
+        &self,
+        vm_id: &str,
+        device: &str,
+        what: &str,
+        timeout: Duration,
+        refused: impl Fn(String) -> AgentError,
+    ) -> Result<Qmp, AgentError> {
+        let started = Instant::now();
+        let mut last_request: Option<Instant> = None;
+        loop {
+            let mut q = self.qmp(vm_id).await?;
+            let devices = q
+                .call("qom-list", serde_json::json!({ "path": "/machine/peripheral" }))
+                .await
+                .map_err(|d| self.qmp_err(vm_id, d))?;
+            let present = devices.as_array().is_some_and(|a| {
+                a.iter().any(|e| e.get("name").and_then(serde_json::Value::as_str) == Some(device))
+            });
+            if !present {
+                return Ok(q);
+            }
+            if started.elapsed() >= timeout {
+                return Err(AgentError::Timeout {
+                    vm_id: vm_id.into(),
+                    what: format!(
+                        "the guest to release {what} (device_del {device} sent; is the guest up and does it handle ACPI PCI hot-unplug?)"
+                    ),
+                    secs: timeout.as_secs(),
+                });
+            }
+            if last_request.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
+                if let Err(d) = q.call("device_del", serde_json::json!({ "id": device })).await {
+                    if !d.contains("in the process of unplug") && !d.contains("not found") {
+                        return Err(refused(format!("device_del failed: {d}")));
+                    }
+                }
+                last_request = Some(Instant::now());
+            }
+            let slice = Duration::from_secs(2).min(timeout.saturating_sub(started.elapsed()));
+            let _ = q
+                .wait_event(
+                    "DEVICE_DELETED",
+                    |d| d.get("device").and_then(serde_json::Value::as_str) == Some(device),
+                    slice,
+                )
+                .await
+                .map_err(|d| self.qmp_err(vm_id, d))?;
+            // Loop: re-check on a fresh connection (an event can be missed).
+        }
+    }
+
     fn qmp_err(&self, vm_id: &str, detail: String) -> AgentError {
         AgentError::Qmp {
             vm_id: vm_id.to_string(),

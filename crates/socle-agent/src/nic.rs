@@ -9,7 +9,7 @@
 use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::{Agent, AgentError};
 
@@ -146,44 +146,17 @@ impl Agent {
 
     async fn unplug_nic(&self, vm_id: &str, nic: &VmNic) -> Result<(), AgentError> {
         let err = |detail: String| AgentError::Nic { vm_id: vm_id.into(), ifname: nic.ifname.clone(), detail };
-        let path = format!("/machine/peripheral/{}", nic.device_id());
         let started = Instant::now();
-        let mut last_request: Option<Instant> = None;
-        loop {
-            let mut q = self.qmp(vm_id).await?;
-            if q.call("qom-list", json!({"path": path})).await.is_err() {
-                // The device is gone: drop the backend (closes the tap).
-                if let Err(d) = q.call("netdev_del", json!({"id": nic.netdev_id()})).await {
-                    if !d.contains("not found") {
-                        return Err(err(format!("netdev_del: {d}")));
-                    }
-                }
-                tracing::info!(vm = vm_id, tap = %nic.ifname, secs = started.elapsed().as_secs_f64(), "NIC hot-unplugged");
-                return Ok(());
+        let what = format!("NIC {}", nic.ifname);
+        let mut q = self.release_device(vm_id, &nic.device_id(), &what, UNLINK_TIMEOUT, err).await?;
+        // The device is gone: drop the backend (closes the tap).
+        if let Err(d) = q.call("netdev_del", json!({"id": nic.netdev_id()})).await {
+            if !d.contains("not found") {
+                return Err(err(format!("netdev_del: {d}")));
             }
-            if started.elapsed() >= UNLINK_TIMEOUT {
-                return Err(AgentError::Timeout {
-                    vm_id: vm_id.into(),
-                    what: format!("the guest to release NIC {} (is it up and does it handle ACPI PCI hot-unplug?)", nic.ifname),
-                    secs: UNLINK_TIMEOUT.as_secs(),
-                });
-            }
-            // (Re)send now and then: a guest still booting may miss it.
-            if last_request.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-                if let Err(d) = q.call("device_del", json!({"id": nic.device_id()})).await {
-                    if !d.contains("in the process of unplug") && !d.contains("not found") {
-                        return Err(err(format!("device_del: {d}")));
-                    }
-                }
-                last_request = Some(Instant::now());
-            }
-            let dev = nic.device_id();
-            let slice = Duration::from_secs(2).min(UNLINK_TIMEOUT.saturating_sub(started.elapsed()));
-            let _ = q
-                .wait_event("DEVICE_DELETED", |d| d.get("device").and_then(Value::as_str) == Some(dev.as_str()), slice)
-                .await
-                .map_err(|d| self.qmp_err(vm_id, d))?;
         }
+        tracing::info!(vm = vm_id, tap = %nic.ifname, secs = started.elapsed().as_secs_f64(), "NIC hot-unplugged");
+        Ok(())
     }
 }
 

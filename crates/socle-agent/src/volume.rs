@@ -1267,56 +1267,22 @@ impl Agent {
     ) -> Result<(), AgentError> {
         let n = Names::of(volume_id);
         let started = Instant::now();
-        let mut last_request: Option<Instant> = None;
-        loop {
-            let mut q = self.qmp(vm_id).await?;
-            let state = self.qmp_state(vm_id, &mut q).await?;
-            if !state.devices.contains(&n.device) {
-                self.remove_volume_nodes(vm_id, &mut q, &n, &state).await?;
-                tracing::info!(
-                    vm = vm_id,
-                    volume = volume_id,
-                    secs = started.elapsed().as_secs_f64(),
-                    "volume hot-unplugged"
-                );
-                return Ok(());
-            }
-            if started.elapsed() >= timeout {
-                return Err(AgentError::Timeout {
-                    vm_id: vm_id.into(),
-                    what: format!(
-                        "the guest to release volume {volume_id} (device_del {} sent; is the guest up and does it handle ACPI PCI hot-unplug?)",
-                        n.device
-                    ),
-                    secs: timeout.as_secs(),
-                });
-            }
-            // (Re)send the request now and then: a guest that was still booting
-            // may have missed it.
-            if last_request.is_none_or(|t| t.elapsed() >= Duration::from_secs(5)) {
-                if let Err(d) = q.call("device_del", json!({ "id": n.device })).await {
-                    if !d.contains("in the process of unplug") && !d.contains("not found") {
-                        return Err(AgentError::BlockDevice {
-                            vm_id: vm_id.into(),
-                            volume_id: volume_id.into(),
-                            detail: format!("device_del failed: {d}"),
-                        });
-                    }
-                }
-                last_request = Some(Instant::now());
-            }
-            let dev = n.device.clone();
-            let slice = Duration::from_secs(2).min(timeout.saturating_sub(started.elapsed()));
-            let _ = q
-                .wait_event(
-                    "DEVICE_DELETED",
-                    |d| d.get("device").and_then(Value::as_str) == Some(dev.as_str()),
-                    slice,
-                )
-                .await
-                .map_err(|d| self.qmp_err(vm_id, d))?;
-            // Loop: re-check on a fresh connection (an event can be missed).
-        }
+        let mut q = self
+            .release_device(vm_id, &n.device, &format!("volume {volume_id}"), timeout, |detail| AgentError::BlockDevice {
+                vm_id: vm_id.into(),
+                volume_id: volume_id.into(),
+                detail,
+            })
+            .await?;
+        let state = self.qmp_state(vm_id, &mut q).await?;
+        self.remove_volume_nodes(vm_id, &mut q, &n, &state).await?;
+        tracing::info!(
+            vm = vm_id,
+            volume = volume_id,
+            secs = started.elapsed().as_secs_f64(),
+            "volume hot-unplugged"
+        );
+        Ok(())
     }
 
     /// Sets the throttle group's limits of a plugged volume.
