@@ -16,7 +16,7 @@ use socle_net::{Ipv4Net, NatServiceSpec, NetSpec, PortSpec, Protocol, PublicIpMa
 use socle_store::nics::{self as nic_store, NicRow};
 use socle_store::security_groups::{self as sg_store, RuleRow};
 use socle_store::{internet_services, nat_services, nets as net_store, public_ips, route_tables, uplinks, Connection};
-use socle_types::ids::{NetId, NicId, SecurityGroupId, SubnetId};
+use socle_types::ids::{AccountId, NetId, NicId, SecurityGroupId, SubnetId};
 use socle_types::ApiError;
 
 use crate::config::NetworkConfig;
@@ -25,12 +25,30 @@ use crate::ops::nics::public_cloud_range;
 /// The one subnet of a public-cloud network.
 pub(crate) const PUBLIC_SUBNET: &str = "subnet-public";
 
+/// Keys of public-cloud networks: this prefix and the account id.
+const PUBLIC_KEY_PREFIX: &str = "pub-";
+
 /// The network a NIC belongs to: its Net, or its account's public cloud.
 pub(crate) fn net_key(nic: &NicRow) -> String {
     match &nic.net_id {
         Some(n) => n.to_string(),
-        None => format!("pub-{}", nic.account_id),
+        None => format!("{PUBLIC_KEY_PREFIX}{}", nic.account_id),
     }
+}
+
+/// The address space (see `socle_store::nics::address_space`) that `ip`
+/// belongs to in network `key`: the subnet containing it, or the public
+/// cloud of the account. None when no subnet of the Net contains it.
+pub(crate) fn space_of(conn: &Connection, key: &str, ip: Ipv4Addr) -> Result<Option<String>, ApiError> {
+    if let Some(account) = key.strip_prefix(PUBLIC_KEY_PREFIX) {
+        return Ok(Some(nic_store::address_space(None, &AccountId::from_trusted(account.to_string()))));
+    }
+    for s in net_store::subnets_of(conn, &NetId::from_trusted(key.to_string()))? {
+        if parse(&s.ip_range)?.contains(ip) {
+            return Ok(Some(s.subnet_id.to_string()));
+        }
+    }
+    Ok(None)
 }
 
 /// The tap of a NIC on this host: the prefix and the NIC's hex digits

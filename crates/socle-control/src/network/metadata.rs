@@ -18,7 +18,7 @@ use socle_types::ApiError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
-use super::compile::net_key;
+use super::compile::{net_key, space_of};
 use crate::ops::vm_network::private_dns_name;
 use crate::Cloud;
 
@@ -76,14 +76,13 @@ async fn answer(cloud: &Arc<Cloud>, key: &str, peer: &str, mut stream: TcpStream
     let mut words = text.lines().next().unwrap_or_default().split_whitespace();
     let (status, body) = match (words.next(), words.next()) {
         (Some("GET"), Some(path)) => {
-            let (cloud2, key, peer, path) = (cloud.clone(), key.to_string(), peer.to_string(), path.to_string());
+            let (key, peer, path) = (key.to_string(), peer.to_string(), path.to_string());
             let region = cloud.config.region.clone();
             match cloud.store.run(move |c| lookup(c, &key, &peer, &path, &region)).await {
                 Ok(Some(body)) => ("200 OK", body),
                 Ok(None) => ("404 Not Found", b"Not Found\n".to_vec()),
                 Err(e) => {
                     tracing::error!(error = ?e.internal, "metadata lookup failed");
-                    drop(cloud2);
                     ("500 Internal Server Error", b"Internal Server Error\n".to_vec())
                 }
             }
@@ -99,14 +98,12 @@ async fn answer(cloud: &Arc<Cloud>, key: &str, peer: &str, mut stream: TcpStream
     stream.shutdown().await
 }
 
-/// The NIC of network `key` holding `ip`, if any.
+/// The linked NIC of network `key` holding `ip`, if any.
 fn caller_nic(conn: &Connection, key: &str, ip: &str) -> Result<Option<NicRow>, ApiError> {
-    for nic in nic_store::linked(conn)? {
-        if net_key(&nic) == key && nic_store::ips_of(conn, &nic.nic_id)?.iter().any(|p| p.ip == ip) {
-            return Ok(Some(nic));
-        }
-    }
-    Ok(None)
+    let Ok(addr) = ip.parse() else { return Ok(None) };
+    let Some(space) = space_of(conn, key, addr)? else { return Ok(None) };
+    let Some(id) = nic_store::nic_with_ip(conn, &space, ip)? else { return Ok(None) };
+    Ok(nic_store::get_any(conn, &id)?.filter(|n| n.vm_id.is_some() && net_key(n) == key))
 }
 
 /// The body for `path` as seen by the VM owning `ip` in network `key`
