@@ -183,8 +183,17 @@ pub(crate) fn private_dns_name(ip: &str, region: &str) -> String {
 
 /// The network views of an account's VMs, by VM id.
 pub(crate) fn vm_network_views(conn: &Connection, account: &AccountId, region: &str) -> Result<HashMap<VmId, VmNetworkView>, ApiError> {
+    let nics = nic_store::list(conn, account)?.into_iter().filter(|n| n.vm_id.is_some()).collect();
+    views_of(conn, nics, region)
+}
+
+/// The network view of one VM (None: it has no NIC).
+pub(crate) fn vm_network_view(conn: &Connection, vm: &VmId, region: &str) -> Result<Option<VmNetworkView>, ApiError> {
+    Ok(views_of(conn, nic_store::of_vm(conn, vm)?, region)?.remove(vm))
+}
+
+fn views_of(conn: &Connection, mut nics: Vec<NicRow>, region: &str) -> Result<HashMap<VmId, VmNetworkView>, ApiError> {
     let mut out: HashMap<VmId, VmNetworkView> = HashMap::new();
-    let mut nics: Vec<NicRow> = nic_store::list(conn, account)?.into_iter().filter(|n| n.vm_id.is_some()).collect();
     nics.sort_by_key(|n| n.device_number);
     for nic in nics {
         let Some(vm_id) = nic.vm_id.clone() else { continue };

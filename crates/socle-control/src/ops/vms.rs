@@ -15,7 +15,7 @@ use socle_types::osc::*;
 use socle_types::vm_type::{parse_vm_type, VmShape, DEFAULT_VM_TYPE};
 use socle_types::ApiError;
 
-use super::vm_network::{create_primary_nic, vm_network_views, LaunchNetwork, VmNetworkView};
+use super::vm_network::{create_primary_nic, vm_network_view, vm_network_views, LaunchNetwork, VmNetworkView};
 use super::{is_dry_run, resource_tags, tag_pairs, with_tags, write};
 use crate::paging::{created_key, matches, paginate, reject_unsupported_fields, reject_unsupported_filters, tags_match};
 use crate::{Caller, Cloud};
@@ -471,11 +471,11 @@ pub async fn update_vm(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVmRequest
     if is_dry_run(dry_run) {
         return Ok(UpdateVmResponse::default());
     }
-    let (id, account, region) = (row.vm_id.clone(), caller.account_id.clone(), cloud.config.region.clone());
+    let (id, region) = (row.vm_id.clone(), cloud.config.region.clone());
     let (tags, volumes, network) = cloud
         .store
         .run(move |conn| {
-            let network = vm_network_views(conn, &account, &region)?.remove(&id);
+            let network = vm_network_view(conn, &id, &region)?;
             Ok::<_, ApiError>((resource_tags(conn, id.as_str())?, volume_store::linked_to(conn, &id)?, network))
         })
         .await?;
