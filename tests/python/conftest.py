@@ -86,8 +86,12 @@ class SocleServer:
     # -- process -------------------------------------------------------------
     def start(self) -> None:
         self._log = open(self.log_path, "ab")
+        # Its own network prefix and uplink range: a `socle up` of the tester
+        # (prefix "socle") or a second server of the suite never shares them.
         cmd = [str(self.binary), "up", "--data-dir", str(self.data_dir),
-               "--listen", self.listen, "--accel", "tcg", *self.extra_args]
+               "--listen", self.listen, "--accel", "tcg",
+               "--net-prefix", f"p{self.port:04x}",
+               "--uplink-range", f"169.254.{64 + self.port % 64}.0/24", *self.extra_args]
         self._log.write(f"$ {' '.join(cmd)}\n".encode())
         self._log.flush()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,
