@@ -138,6 +138,14 @@ pub async fn call(
             "CreateNatService" => ops::nat_services::create_nat_service,
             "ReadNatServices" => ops::nat_services::read_nat_services,
             "DeleteNatService" => ops::nat_services::delete_nat_service,
+            "CreateNic" => ops::nics::create_nic,
+            "ReadNics" => ops::nics::read_nics,
+            "UpdateNic" => ops::nics::update_nic,
+            "DeleteNic" => ops::nics::delete_nic,
+            "LinkNic" => ops::nic_links::link_nic,
+            "UnlinkNic" => ops::nic_links::unlink_nic,
+            "LinkPrivateIps" => ops::nic_links::link_private_ips,
+            "UnlinkPrivateIps" => ops::nic_links::unlink_private_ips,
         }
     )
 }

@@ -14,6 +14,7 @@ pub mod identity;
 mod ops;
 mod paging;
 pub mod network;
+mod nic_reconciler;
 pub mod reconciler;
 pub mod secrets;
 pub mod startup;

@@ -23,7 +23,7 @@ use socle_store::vms::{self as vm_store, VmRow};
 use socle_store::{format_iso, images as image_store, now_iso, snapshots as snapshot_store, volumes as volume_store, StoreError};
 use socle_types::ids::VmId;
 
-use crate::{custody, network, storage_reconciler, Cloud};
+use crate::{custody, network, nic_reconciler, storage_reconciler, Cloud};
 
 /// How often the reconciler looks even when nobody woke it.
 const TICK: Duration = Duration::from_millis(500);
@@ -149,6 +149,17 @@ pub async fn run(cloud: Arc<Cloud>) {
                 }
             }
             Err(e) => tracing::error!(error = %e, "reconciler cannot read snapshots"),
+        }
+        match cloud.store.run(|c| nic_store::unsettled(c)).await {
+            Ok(nics) => {
+                for n in nics {
+                    let id = n.nic_id;
+                    spawn_once(&cloud, &active, id.to_string(), move |cloud| async move {
+                        nic_reconciler::work_nic(&cloud, &id).await.map_err(|e| e.to_string())
+                    });
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "reconciler cannot read NICs"),
         }
         // Networks: after a change, and now and then to repair drift.
         let dirty = cloud.network_dirty.swap(false, Ordering::SeqCst);
@@ -339,9 +350,11 @@ async fn release_nics(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<(), ReconcileE
 
 /// Before QEMU starts: a tap per NIC of the VM in the root namespace, and
 /// the agent's list of NICs in line with the database (the primary first).
+/// A NIC being unlinked (`detaching`) is left out: it must not come back.
 async fn prepare_nics(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<Vec<String>, ReconcileError> {
     let lookup = vm_id.clone();
-    let nics = cloud.store.run(move |c| nic_store::of_vm(c, &lookup)).await?;
+    let mut nics = cloud.store.run(move |c| nic_store::of_vm(c, &lookup)).await?;
+    nics.retain(|n| n.state != "detaching");
     let Some(net) = &cloud.network else { return Ok(vec![]) };
     let mut wanted = vec![];
     for nic in &nics {

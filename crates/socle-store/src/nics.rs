@@ -155,6 +155,16 @@ pub fn linked(conn: &Connection) -> Result<Vec<NicRow>> {
     query(conn, "WHERE vm_id IS NOT NULL ORDER BY created_at, nic_id", &[])
 }
 
+/// NICs whose link is changing on their host (`attaching`, `detaching`):
+/// the reconciler's work list.
+pub fn unsettled(conn: &Connection) -> Result<Vec<NicRow>> {
+    query(conn, "WHERE state IN ('attaching', 'detaching') ORDER BY created_at, nic_id", &[])
+}
+
+pub fn count_of_account(conn: &Connection, account: &AccountId) -> Result<i64> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM nics WHERE account_id = ?1", [account.as_str()], |r| r.get(0))?)
+}
+
 pub fn count_in_subnet(conn: &Connection, subnet: &SubnetId) -> Result<i64> {
     Ok(conn.query_row("SELECT COUNT(*) FROM nics WHERE subnet_id = ?1", [subnet.as_str()], |r| r.get(0))?)
 }

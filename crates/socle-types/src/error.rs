@@ -152,12 +152,14 @@ pub enum ErrorCode {
     PublicIpLinked,
     /// 10011 — no public IP left in the account's quota or the operator's pool.
     TooManyPublicIps,
-    /// 10015 — too many NICs on the VM.
+    /// 10015 — too many NICs in the account.
     TooManyNics,
     /// 10021 — no free private IP in the subnet, or too many on the NIC.
     TooManyPrivateIps,
     /// 10032 — too many NAT services.
     TooManyNatServices,
+    /// 9062 — the VM (or NIC) is in the public cloud, not in a Net.
+    VmNotInNet,
     /// 2000 — an internal error (HTTP 500); details are in the server log.
     InternalError,
 }
@@ -238,6 +240,7 @@ impl ErrorCode {
             TooManyNics => "10015",
             TooManyPrivateIps => "10021",
             TooManyNatServices => "10032",
+            VmNotInNet => "9062",
             InternalError => "2000",
         }
     }
@@ -264,7 +267,7 @@ impl ErrorCode {
             | TooMuchVolumeSize | TooManySecurityGroupRules => "TooManyResources (QuotaExceded)",
             NoSuchNic | NoSuchInternetService | NoSuchRouteTable | NoSuchRoute | NoSuchPublicIp | NoSuchPublicIpLink | NoSuchNatService | NoSuchLink => "InvalidResource",
             InvalidIpAddress => "InvalidParameterValue",
-            AddressInUse | GatewayAlreadyLinked | GatewayNotLinked | RouteAlreadyExists | NotPublicSubnet | SubnetAlreadyLinked | PublicIpLinked => "ResourceConflict",
+            AddressInUse | GatewayAlreadyLinked | GatewayNotLinked | RouteAlreadyExists | NotPublicSubnet | SubnetAlreadyLinked | PublicIpLinked | VmNotInNet => "ResourceConflict",
             TooManyPublicIps | TooManyNics | TooManyPrivateIps | TooManyNatServices => "TooManyResources (QuotaExceded)",
             InternalError => "InternalError",
         }

@@ -20,7 +20,7 @@ use socle_types::ids::{AccountId, NetId, NicId, SecurityGroupId, SubnetId};
 use socle_types::ApiError;
 
 use crate::config::NetworkConfig;
-use crate::ops::nics::public_cloud_range;
+use crate::ops::nic_alloc::public_cloud_range;
 
 /// The one subnet of a public-cloud network.
 pub(crate) const PUBLIC_SUBNET: &str = "subnet-public";

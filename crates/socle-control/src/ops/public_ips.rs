@@ -40,15 +40,6 @@ fn pool_addresses(pool: &[Ipv4Net]) -> impl Iterator<Item = Ipv4Addr> + '_ {
     })
 }
 
-/// How a VM's view shows the public IP of one of its addresses.
-pub(crate) fn link_public_ip_view(row: &PublicIpRow) -> LinkPublicIpLightForVm {
-    LinkPublicIpLightForVm {
-        public_dns_name: None,
-        public_ip: Some(row.public_ip.clone()),
-        public_ip_account_id: Some(row.account_id.to_string()),
-    }
-}
-
 fn view(row: &PublicIpRow, tags: Vec<ResourceTag>) -> PublicIp {
     PublicIp {
         link_public_ip_id: row.link_public_ip_id.as_ref().map(|l| l.to_string()),

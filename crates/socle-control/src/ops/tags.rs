@@ -6,7 +6,7 @@ use socle_store::tags::{self as tag_store, TagRow, MAX_TAGS_PER_RESOURCE};
 use socle_store::{images as image_store, keypairs as keypair_store, security_groups as sg_store, vms as vm_store, snapshots as snapshot_store, volumes as volume_store, Connection};
 use socle_types::error::ErrorCode;
 use socle_types::ids::{
-    AccountId, ImageId, InternetServiceId, KeypairId, NatServiceId, NetId, PublicIpId, RouteTableId, SecurityGroupId, SnapshotId,
+    AccountId, ImageId, InternetServiceId, KeypairId, NatServiceId, NetId, NicId, PublicIpId, RouteTableId, SecurityGroupId, SnapshotId,
     SubnetId, VmId, VolumeId,
 };
 use socle_types::osc::*;
@@ -75,6 +75,11 @@ fn owned_resource_type(conn: &Connection, account: &AccountId, id: &str) -> Resu
             ErrorCode::NoSuchPublicIp,
             "public IP",
         ),
+        "eni" => (
+            socle_store::nics::get(conn, account, &NicId::parse(id)?)?.map(|_| "network-interface"),
+            ErrorCode::NoSuchNic,
+            "NIC",
+        ),
         "nat" => (
             socle_store::nat_services::get(conn, account, &NatServiceId::parse(id)?)?.map(|_| "natgateway"),
             ErrorCode::NoSuchNatService,
@@ -83,7 +88,7 @@ fn owned_resource_type(conn: &Connection, account: &AccountId, id: &str) -> Resu
         _ => {
             return Err(ApiError::new(
                 ErrorCode::InvalidIdPrefix,
-                format!("{id:?} is not the ID of a taggable resource (VM, volume, snapshot, image, keypair, Net, subnet, security group, internet service, route table, public IP or NAT service)"),
+                format!("{id:?} is not the ID of a taggable resource (VM, volume, snapshot, image, keypair, Net, subnet, security group, internet service, route table, public IP, NIC or NAT service)"),
             ))
         }
     };

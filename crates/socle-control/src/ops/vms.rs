@@ -15,7 +15,8 @@ use socle_types::osc::*;
 use socle_types::vm_type::{parse_vm_type, VmShape, DEFAULT_VM_TYPE};
 use socle_types::ApiError;
 
-use super::vm_network::{create_primary_nic, vm_network_view, vm_network_views, LaunchNetwork, VmNetworkView};
+use super::launch_nics::{create_vm_nics, LaunchNetwork};
+use super::vm_network::{vm_network_view, vm_network_views, VmNetworkView};
 use super::{is_dry_run, resource_tags, tag_pairs, with_tags, write};
 use crate::paging::{created_key, matches, paginate, reject_unsupported_fields, reject_unsupported_filters, tags_match};
 use crate::{Caller, Cloud};
@@ -129,7 +130,6 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
     reject_unsupported_fields(
         &req,
         &[
-            "Nics",
             "ActionsOnNextBoot",
             "ShutdownBehaviorConfiguration",
         ],
@@ -260,7 +260,7 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
             vm_store::insert_within_quota(tx, &account, &q, &rows)?.map_err(|e| quota_error(e, count))?;
             for vm in &rows {
                 super::block_devices::record(&cloud2, tx, &account, &actor, &vm.vm_id, &subregion, &image, &planned)?;
-                create_primary_nic(tx, &net, &account, &vm.vm_id, &subregion)?;
+                create_vm_nics(tx, &net, &account, &vm.vm_id, &subregion)?;
             }
             if let Some(token) = &req.client_token {
                 let rec = ClientTokenRecord { request_hash, result: reservation.to_string() };

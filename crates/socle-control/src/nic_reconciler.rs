@@ -1,0 +1,129 @@
+//! Settles NICs whose link is changing: LinkNic left them `attaching`,
+//! UnlinkNic `detaching`.
+//!
+//! Attaching: on a running VM the NIC's tap is prepared and hot-plugged
+//! (with network passes held, so a pass cannot move the tap into its
+//! namespace before QEMU opened it), then wired at once; a VM that is not
+//! running gets it when it starts (`reconciler::prepare_nics`). Detaching:
+//! the device leaves the VM (the guest releases it first), then its tap
+//! goes, then the NIC is available — never earlier, so a NIC cannot be on
+//! two VMs' taps at once. Each step is idempotent and the database is
+//! written last, so a crash anywhere is repaired by doing it again; a
+//! settle finds the row as it was, or changes nothing (the user unlinked
+//! meanwhile, or the VM went).
+
+use std::sync::Arc;
+
+use socle_agent::{AgentError, VmNic, VmRuntime};
+use socle_store::nics::{self as nic_store, NicRow};
+use socle_types::ids::{NicId, VmId};
+
+use crate::network::compile::net_key;
+use crate::reconciler::ReconcileError;
+use crate::{faults, Cloud};
+
+/// One step for one NIC.
+pub async fn work_nic(cloud: &Arc<Cloud>, id: &NicId) -> Result<(), ReconcileError> {
+    let lookup = id.clone();
+    let Some(nic) = cloud.store.run(move |c| nic_store::get_any(c, &lookup)).await? else {
+        return Ok(());
+    };
+    let Some(vm) = nic.vm_id.clone() else { return Ok(()) };
+    match nic.state.as_str() {
+        "attaching" => attach(cloud, &nic, &vm).await,
+        "detaching" => detach(cloud, &nic, &vm).await,
+        _ => Ok(()),
+    }
+}
+
+async fn attach(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), ReconcileError> {
+    let Some(net) = &cloud.network else {
+        // No host networking (not root): the link is only recorded.
+        if settle(cloud, nic, "attaching", |n| n.state = "in-use".into()).await? {
+            cloud.network_changed();
+        }
+        return Ok(());
+    };
+    let hold = net.hold_passes().await;
+    let running = match cloud.agent.vm_runtime(vm.as_str()).await {
+        Ok(r) => matches!(r, VmRuntime::Running | VmRuntime::Paused),
+        Err(AgentError::VmNotFound(_)) => false,
+        Err(e) => return Err(e.into()),
+    };
+    if running {
+        let ifname = net.prepare_tap(nic).await?;
+        cloud.agent.link_nic(vm.as_str(), &VmNic { ifname, mac: nic.mac.clone() }).await?;
+        faults::point("nic-hot-plugged");
+    }
+    if settle(cloud, nic, "attaching", |n| n.state = "in-use".into()).await? {
+        // Its addresses now count as members of its groups, and its tap
+        // (if plugged) goes into the namespace.
+        if running {
+            if let Err(e) = hold.wire(cloud, &[net_key(nic)]).await {
+                cloud.network_changed();
+                return Err(e.into());
+            }
+        } else {
+            cloud.network_changed();
+        }
+        return Ok(());
+    }
+    drop(hold);
+    // Unlinked meanwhile, or its VM went: undo what this step plugged
+    // unless the NIC is still (being) linked to that VM.
+    let lookup = nic.nic_id.clone();
+    let now = cloud.store.run(move |c| nic_store::get_any(c, &lookup)).await?;
+    if now.as_ref().and_then(|n| n.vm_id.as_ref()) != Some(vm) {
+        unplug(cloud, nic, vm).await?;
+    }
+    Ok(())
+}
+
+async fn detach(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), ReconcileError> {
+    unplug(cloud, nic, vm).await?;
+    faults::point("nic-unplugged");
+    let changed = settle(cloud, nic, "detaching", |n| {
+        n.state = "available".into();
+        n.vm_id = None;
+        n.device_number = None;
+        n.link_nic_id = None;
+        n.delete_on_vm_deletion = false;
+        n.linked_at = None;
+    })
+    .await?;
+    if changed {
+        cloud.network_changed();
+    }
+    Ok(())
+}
+
+/// Takes the NIC off the VM (definition and, if running, the guest) and
+/// removes its tap. Idempotent.
+async fn unplug(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), ReconcileError> {
+    let Some(net) = &cloud.network else { return Ok(()) };
+    let tap = net.tap_of(nic);
+    cloud.agent.unlink_nic(vm.as_str(), &tap).await?;
+    net.remove_tap(tap).await?;
+    Ok(())
+}
+
+/// Applies `change` if the NIC is still in `expected` state with the same
+/// link; returns whether it did.
+async fn settle(cloud: &Arc<Cloud>, nic: &NicRow, expected: &'static str, change: impl FnOnce(&mut NicRow) + Send + 'static) -> Result<bool, ReconcileError> {
+    let (id, link) = (nic.nic_id.clone(), nic.link_nic_id.clone());
+    let changed = cloud
+        .store
+        .run(move |c| -> Result<bool, socle_store::StoreError> {
+            let tx = socle_store::begin(c)?;
+            let Some(mut row) = nic_store::get_any(&tx, &id)? else { return Ok(false) };
+            if row.state != expected || row.link_nic_id != link {
+                return Ok(false);
+            }
+            change(&mut row);
+            nic_store::update(&tx, &row)?;
+            socle_store::commit(tx)?;
+            Ok(true)
+        })
+        .await?;
+    Ok(changed)
+}
