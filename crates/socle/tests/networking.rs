@@ -224,3 +224,68 @@ fn a_public_ip_lets_the_outside_in_and_only_to_its_guest() {
     // (crates/socle-net/tests/isolation_and_nat.rs), not yet here.
     let _ = (nat, private_subnet);
 }
+
+/// The interfaces named `name` in the root namespace and in every namespace.
+fn interfaces_named(name: &str) -> usize {
+    let mut places = vec![vec!["link".to_string(), "show".into(), name.into()]];
+    let out = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    for ns in String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()) {
+        places.push(vec!["-n".into(), ns.into(), "link".into(), "show".into(), name.into()]);
+    }
+    places.iter().filter(|args| std::process::Command::new("ip").args(args.iter()).output().unwrap().status.success()).count()
+}
+
+#[test]
+fn a_nic_hot_plugged_into_a_running_guest_gets_its_address_answers_and_leaves() {
+    assert!(unsafe { libc::geteuid() } == 0, "this test needs root (network namespaces, taps, nftables)");
+    let cloud = TestCloud::start();
+    let c = cloud.creds.clone();
+    let image = cloud.tiny_image();
+    let net_id = create(&c, "CreateNet", json!({"IpRange": "10.0.0.0/16"}), "Net")["NetId"].as_str().unwrap().to_string();
+    let subnet = |range: &str| create(&c, "CreateSubnet", json!({"NetId": net_id, "IpRange": range}), "Subnet")["SubnetId"].as_str().unwrap().to_string();
+    // The server's primary NIC in one subnet; the prober and the extra NIC
+    // in another, so the prober reaches the extra NIC on its own link (the
+    // guest routes only eth0's subnet through its gateway).
+    let (front, back) = (subnet("10.0.1.0/24"), subnet("10.0.2.0/24"));
+    let server = vm_in(&c, &image, Some(&front), None, &[], &server_script("hello-eth1", &[8080]));
+    let server_id = server["VmId"].as_str().unwrap().to_string();
+    let prober = vm_in(&c, &image, Some(&back), None, &[], &prober_script("10.0.2.50", &[8080]));
+    let prober_id = prober["VmId"].as_str().unwrap().to_string();
+    wait_console(&c, &server_id, "servers-started", 1, T);
+    wait_console(&c, &prober_id, "probe 8080 closed", 1, T);
+
+    // Made while the server runs, linked to it: the guest sees eth1 and
+    // takes the NIC's address by DHCP; the prober reaches it (both are in
+    // the Net's default group, which lets its members in).
+    let nic = create(&c, "CreateNic", json!({"SubnetId": back, "PrivateIps": [{"PrivateIp": "10.0.2.50"}]}), "Nic");
+    let nic_id = nic["NicId"].as_str().unwrap().to_string();
+    let mac = nic["MacAddress"].as_str().unwrap().to_string();
+    let link = call(&c, "LinkNic", json!({"NicId": nic_id, "VmId": server_id, "DeviceNumber": 1})).ok()["LinkNicId"].as_str().unwrap().to_string();
+    wait_console(&c, &server_id, &format!("socle-guest: nic added eth1 mac={mac}"), 1, T);
+    wait_console(&c, &server_id, "socle-guest: net eth1 10.0.2.50/24", 1, T);
+    wait_console(&c, &prober_id, "probe 8080 open hello-eth1", 1, T);
+    wait_console(&c, &prober_id, "probe ping ok", 1, T);
+    let read = call(&c, "ReadNics", json!({"Filters": {"NicIds": [nic_id]}})).ok();
+    assert_eq!(read["Nics"][0]["State"], "in-use", "{read}");
+    assert_eq!(read["Nics"][0]["LinkNic"]["VmId"], server_id.as_str(), "{read}");
+    let tap = format!("{}{}", cloud.net_prefix(), nic_id.trim_start_matches("eni-"));
+    assert_eq!(interfaces_named(&tap), 1, "the NIC's tap {tap} exists once");
+
+    // Unlinked: the guest releases it, the prober loses it, the tap goes,
+    // and the NIC is available for another VM.
+    call(&c, "UnlinkNic", json!({"LinkNicId": link})).ok();
+    wait_console(&c, &server_id, "socle-guest: nic removed eth1", 1, T);
+    wait_console(&c, &prober_id, "probe 8080 closed", 2, T);
+    let deadline = std::time::Instant::now() + T;
+    loop {
+        let nic = call(&c, "ReadNics", json!({"Filters": {"NicIds": [nic_id]}})).ok()["Nics"][0].clone();
+        if nic["State"] == "available" {
+            assert!(nic["LinkNic"].is_null(), "{nic}");
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "the NIC never became available: {nic}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(interfaces_named(&tap), 0, "the tap {tap} of the unlinked NIC is gone");
+    call(&c, "DeleteNic", json!({"NicId": nic_id})).ok();
+}
