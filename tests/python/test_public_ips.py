@@ -228,3 +228,63 @@ def test_a_public_net_helper_vm_gets_its_address(a, image_id):
     a.gw.DeleteInternetService(InternetServiceId=igw)
     a.gw.DeleteSubnet(SubnetId=subnet)
     a.gw.DeleteNet(NetId=net)
+
+
+def test_vms_get_a_public_ip_at_launch_in_the_public_cloud_and_with_map_public_ip_on_launch(a, image_id):
+    held = ips(a.gw)
+    public = create_vms(a.gw, image_id, BootOnCreation=False)[0]
+    addr = public["PublicIp"]
+    assert ipaddress.ip_address(addr) in DEFAULT_POOL, public
+    assert public["Nics"][0]["LinkPublicIp"]["PublicIp"] == addr, public["Nics"]
+    # Not the account's to manage: not listed, not deletable, not counted.
+    assert ips(a.gw) == held
+    expect_error(a.gw.DeletePublicIp, PublicIp=addr, status=400, code="5025")
+
+    # In a Net: only in a subnet with MapPublicIpOnLaunch.
+    net = a.gw.CreateNet(IpRange="10.92.0.0/16")["Net"]["NetId"]
+    subnet = a.gw.CreateSubnet(NetId=net, IpRange="10.92.1.0/24")["Subnet"]["SubnetId"]
+    plain = create_vms(a.gw, image_id, SubnetId=subnet, BootOnCreation=False)[0]
+    assert "PublicIp" not in plain, plain
+    a.gw.UpdateSubnet(SubnetId=subnet, MapPublicIpOnLaunch=True)
+    mapped = create_vms(a.gw, image_id, SubnetId=subnet, BootOnCreation=False)[0]
+    assert ipaddress.ip_address(mapped["PublicIp"]) in DEFAULT_POOL, mapped
+
+    # A public IP of the account linked to the VM takes the place of the
+    # launch one, whose address goes back to the pool (lowest first).
+    eip = a.gw.CreatePublicIp()["PublicIp"]
+    a.gw.LinkPublicIp(PublicIpId=eip["PublicIpId"], VmId=public["VmId"])
+    assert a.gw.ReadVms(Filters={"VmIds": [public["VmId"]]})["Vms"][0]["PublicIp"] == eip["PublicIp"]
+    again = a.gw.CreatePublicIp()["PublicIp"]
+    assert again["PublicIp"] == addr, (again, addr)
+
+    # Deleting the VM releases its launch address too.
+    a.gw.DeleteVms(VmIds=[mapped["VmId"]])
+    wait_vms_state(a.gw, [mapped["VmId"]], "terminated")
+    third = a.gw.CreatePublicIp()["PublicIp"]
+    assert third["PublicIp"] == mapped["PublicIp"], (third, mapped["PublicIp"])
+
+    ids = [public["VmId"], plain["VmId"]]
+    a.gw.DeleteVms(VmIds=ids)
+    wait_vms_state(a.gw, ids, "terminated")
+    for p in (eip, again, third):
+        a.gw.DeletePublicIp(PublicIpId=p["PublicIpId"])
+    a.gw.DeleteSubnet(SubnetId=subnet)
+    a.gw.DeleteNet(NetId=net)
+
+
+def test_the_public_ip_quota_counts_the_accounts_own(new_account, image_id):
+    c = new_account("eip-quota")
+    got = [c.gw.CreatePublicIp()["PublicIp"]["PublicIpId"] for _ in range(10)]
+    before = ips(c.gw)
+    err = expect_error(c.gw.CreatePublicIp, status=400, code="10011")
+    assert "quota" in err.details, err
+    assert ips(c.gw) == before
+    quota = [q for t in c.gw.ReadQuotas(Filters={"QuotaNames": ["public_ip_limit"]})["QuotaTypes"] for q in t["Quotas"]]
+    assert [(q["MaxValue"], q["UsedValue"]) for q in quota] == [(10, 10)], quota
+    # Addresses given with VMs at launch do not count.
+    vm = create_vms(c.gw, image_id, BootOnCreation=False)[0]
+    assert vm["PublicIp"], vm
+    c.gw.DeleteVms(VmIds=[vm["VmId"]])
+    wait_vms_state(c.gw, [vm["VmId"]], "terminated")
+    for i in got:
+        c.gw.DeletePublicIp(PublicIpId=i)

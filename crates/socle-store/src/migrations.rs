@@ -373,6 +373,19 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX nat_services_subnet ON nat_services(subnet_id);
     CREATE UNIQUE INDEX nat_services_token ON nat_services(account_id, client_token) WHERE client_token IS NOT NULL;
     "#,
+    // 8: public IPs given with a VM at launch (public cloud, or a subnet
+    // with MapPublicIpOnLaunch) and the per-account public IP quota.
+    r#"
+    -- `auto`: given at launch, not the account's to manage (ReadPublicIps
+    -- does not list it, the quota does not count it); it lives only while
+    -- linked, so it is released with its VM, its NIC or its address.
+    ALTER TABLE public_ips ADD COLUMN auto INTEGER NOT NULL DEFAULT 0;
+    CREATE TRIGGER public_ips_auto_released AFTER UPDATE OF nic_id ON public_ips
+        WHEN NEW.auto = 1 AND NEW.nic_id IS NULL BEGIN
+        DELETE FROM public_ips WHERE public_ip_id = NEW.public_ip_id;
+    END;
+    ALTER TABLE accounts ADD COLUMN max_public_ips INTEGER NOT NULL DEFAULT 10;
+    "#,
 ];
 
 pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {

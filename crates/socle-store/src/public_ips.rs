@@ -31,10 +31,12 @@ pub struct PublicIpRow {
     pub vm_id: Option<VmId>,
     pub nic_account_id: Option<AccountId>,
     pub created_at: String,
+    /// Given with a VM at launch: not listed, not counted, gone once unlinked.
+    pub auto: bool,
 }
 
 const SELECT: &str = "SELECT p.public_ip_id, p.account_id, p.public_ip, p.link_public_ip_id, p.nic_id, p.private_ip,
-            s.nat_service_id, n.vm_id, n.account_id, p.created_at
+            s.nat_service_id, n.vm_id, n.account_id, p.created_at, p.auto
      FROM public_ips p
      LEFT JOIN nat_services s ON s.public_ip_id = p.public_ip_id
      LEFT JOIN nics n ON n.nic_id = p.nic_id";
@@ -51,6 +53,7 @@ fn from_row(r: &Row) -> rusqlite::Result<PublicIpRow> {
         vm_id: r.get::<_, Option<String>>(7)?.map(VmId::from_trusted),
         nic_account_id: r.get::<_, Option<String>>(8)?.map(AccountId::from_trusted),
         created_at: r.get(9)?,
+        auto: r.get(10)?,
     })
 }
 
@@ -63,13 +66,15 @@ fn query(conn: &Connection, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Resu
 /// Gives `account` the first address of `candidates` (the operator's pool,
 /// in order) that no account holds; None when the pool is exhausted. Call
 /// it in a write transaction: the UNIQUE column makes a concurrent double
-/// allocation fail rather than succeed twice.
+/// allocation fail rather than succeed twice. `auto`: given with a VM at
+/// launch (link it in the same transaction: unlinked, it is released).
 pub fn allocate(
     conn: &Connection,
     account: &AccountId,
     id: &PublicIpId,
     candidates: impl IntoIterator<Item = Ipv4Addr>,
     created_at: &str,
+    auto: bool,
 ) -> Result<Option<PublicIpRow>> {
     let mut stmt = conn.prepare("SELECT public_ip FROM public_ips")?;
     let taken = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<HashSet<_>>>()?;
@@ -77,30 +82,39 @@ pub fn allocate(
         return Ok(None);
     };
     conn.execute(
-        "INSERT INTO public_ips (public_ip_id, account_id, public_ip, created_at) VALUES (?1, ?2, ?3, ?4)",
-        params![id.as_str(), account.as_str(), ip, created_at],
+        "INSERT INTO public_ips (public_ip_id, account_id, public_ip, created_at, auto) VALUES (?1, ?2, ?3, ?4, ?5)",
+        params![id.as_str(), account.as_str(), ip, created_at, auto],
     )?;
     Ok(query(conn, "WHERE p.public_ip_id = ?1", &[&id.as_str()])?.pop())
 }
 
+// The account's own public IPs (not `auto`): what its operations see.
+
 /// The caller's public IP (another account's is absent).
 pub fn get(conn: &Connection, account: &AccountId, id: &PublicIpId) -> Result<Option<PublicIpRow>> {
-    Ok(query(conn, "WHERE p.public_ip_id = ?1 AND p.account_id = ?2", &[&id.as_str(), &account.as_str()])?.pop())
+    Ok(query(conn, "WHERE p.public_ip_id = ?1 AND p.account_id = ?2 AND p.auto = 0", &[&id.as_str(), &account.as_str()])?.pop())
 }
 
 /// The caller's public IP with that address.
 pub fn get_by_address(conn: &Connection, account: &AccountId, ip: &str) -> Result<Option<PublicIpRow>> {
-    Ok(query(conn, "WHERE p.public_ip = ?1 AND p.account_id = ?2", &[&ip, &account.as_str()])?.pop())
+    Ok(query(conn, "WHERE p.public_ip = ?1 AND p.account_id = ?2 AND p.auto = 0", &[&ip, &account.as_str()])?.pop())
 }
 
 /// The caller's public IP with that link.
 pub fn get_by_link(conn: &Connection, account: &AccountId, link: &LinkPublicIpId) -> Result<Option<PublicIpRow>> {
-    Ok(query(conn, "WHERE p.link_public_ip_id = ?1 AND p.account_id = ?2", &[&link.as_str(), &account.as_str()])?.pop())
+    Ok(query(conn, "WHERE p.link_public_ip_id = ?1 AND p.account_id = ?2 AND p.auto = 0", &[&link.as_str(), &account.as_str()])?.pop())
 }
 
 pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<PublicIpRow>> {
-    query(conn, "WHERE p.account_id = ?1 ORDER BY p.created_at, p.public_ip_id", &[&account.as_str()])
+    query(conn, "WHERE p.account_id = ?1 AND p.auto = 0 ORDER BY p.created_at, p.public_ip_id", &[&account.as_str()])
 }
+
+/// How many public IPs the account holds (its quota counts these).
+pub fn count_held(conn: &Connection, account: &AccountId) -> Result<i64> {
+    Ok(conn.query_row("SELECT COUNT(*) FROM public_ips WHERE account_id = ?1 AND auto = 0", [account.as_str()], |r| r.get(0))?)
+}
+
+// Every public IP, `auto` ones included: what hosts wire and VMs show.
 
 /// Every linked public IP of the cloud (the 1:1 NAT mappings to compile).
 pub fn linked(conn: &Connection) -> Result<Vec<PublicIpRow>> {

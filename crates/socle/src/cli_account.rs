@@ -65,6 +65,9 @@ pub enum AccountCommand {
         max_vcpus: Option<i64>,
         #[arg(long)]
         max_memory_gib: Option<i64>,
+        /// Public IPs the account may hold (CreatePublicIp).
+        #[arg(long)]
+        max_public_ips: Option<i64>,
     },
 }
 
@@ -133,8 +136,13 @@ pub fn run(cmd: AccountCommand) -> anyhow::Result<()> {
             println!("{table}");
             Ok(())
         }
-        AccountCommand::Quota { name, data_dir, max_vms, max_vcpus, max_memory_gib } => {
-            for (flag, v) in [("--max-vms", max_vms), ("--max-vcpus", max_vcpus), ("--max-memory-gib", max_memory_gib)] {
+        AccountCommand::Quota { name, data_dir, max_vms, max_vcpus, max_memory_gib, max_public_ips } => {
+            for (flag, v) in [
+                ("--max-vms", max_vms),
+                ("--max-vcpus", max_vcpus),
+                ("--max-memory-gib", max_memory_gib),
+                ("--max-public-ips", max_public_ips),
+            ] {
                 if v.is_some_and(|v| v < 0) {
                     anyhow::bail!("{flag} must not be negative");
                 }
@@ -151,14 +159,18 @@ pub fn run(cmd: AccountCommand) -> anyhow::Result<()> {
                     if let Some(v) = max_memory_gib {
                         q.max_memory_mib = v * 1024;
                     }
+                    if let Some(v) = max_public_ips {
+                        q.max_public_ips = v;
+                    }
                 })
             })?;
             println!(
-                "{}: max {} VMs, {} vCPUs, {} GiB",
+                "{}: max {} VMs, {} vCPUs, {} GiB, {} public IPs",
                 account.name,
                 account.quotas.max_vms,
                 account.quotas.max_vcpus,
-                account.quotas.max_memory_mib / 1024
+                account.quotas.max_memory_mib / 1024,
+                account.quotas.max_public_ips
             );
             Ok(())
         }

@@ -9,6 +9,7 @@
 
 use std::net::Ipv4Addr;
 
+use socle_net::Ipv4Net;
 use socle_store::nets::SubnetRow;
 use socle_store::nics::{self as nic_store, NicRow};
 use socle_store::security_groups as sg_store;
@@ -18,6 +19,7 @@ use socle_types::osc::*;
 use socle_types::ApiError;
 
 use super::nic_alloc::{new_nic, NewNic};
+use super::public_ips::give_at_launch;
 use super::nics::{owned_nic, parse_group_ids, split_private_ips};
 use super::security_groups::group_not_found;
 use super::subnets::owned_subnet;
@@ -241,17 +243,20 @@ impl LaunchNetwork {
     }
 }
 
-/// Makes (or links) the NICs of one VM, in device order.
+/// Makes (or links) the NICs of one VM, in device order. A new primary NIC
+/// in the public cloud, or in a subnet with MapPublicIpOnLaunch, gets a
+/// public IP from `pool` (as on Outscale).
 pub(crate) fn create_vm_nics(
     tx: &Transaction,
     net: &ResolvedNetwork,
     account: &AccountId,
     vm_id: &VmId,
     subregion: &str,
+    pool: &[Ipv4Net],
 ) -> Result<(), ApiError> {
     for n in &net.nics {
-        let (mut row, device, delete_on_vm_deletion) = match n {
-            ResolvedNic::Existing { row, device } => (row.clone(), *device, false),
+        let (mut row, device, delete_on_vm_deletion, public_ip) = match n {
+            ResolvedNic::Existing { row, device } => (row.clone(), *device, false, false),
             ResolvedNic::New { spec, subnet } => {
                 let row = new_nic(
                     tx,
@@ -266,7 +271,8 @@ pub(crate) fn create_vm_nics(
                         groups: spec.groups.clone(),
                     },
                 )?;
-                (row, spec.device, spec.delete_on_vm_deletion)
+                let public_ip = spec.device == 0 && subnet.as_ref().is_none_or(|s| s.map_public_ip_on_launch);
+                (row, spec.device, spec.delete_on_vm_deletion, public_ip)
             }
         };
         // The VM has not started: its NICs are wired when it does.
@@ -277,6 +283,9 @@ pub(crate) fn create_vm_nics(
         row.delete_on_vm_deletion = delete_on_vm_deletion;
         row.linked_at = Some(now_iso());
         nic_store::update(tx, &row)?;
+        if public_ip {
+            give_at_launch(tx, &row, pool)?;
+        }
     }
     Ok(())
 }

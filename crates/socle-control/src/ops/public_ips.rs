@@ -17,7 +17,7 @@ use socle_net::Ipv4Net;
 use socle_store::internet_services as igw_store;
 use socle_store::nics::{self as nic_store, NicRow};
 use socle_store::public_ips::{self as ip_store, PublicIpRow};
-use socle_store::{now_iso, vms as vm_store, Connection, Transaction};
+use socle_store::{accounts, now_iso, vms as vm_store, Connection, Transaction};
 use socle_types::error::ErrorCode;
 use socle_types::ids::{AccountId, LinkPublicIpId, NicId, PublicIpId, VmId};
 use socle_types::osc::*;
@@ -119,17 +119,40 @@ pub async fn read_public_ip_ranges(cloud: &Arc<Cloud>, _req: ReadPublicIpRangesR
     Ok(ReadPublicIpRangesResponse { public_ips: cloud.config.public_ip_pool.iter().map(|r| r.to_string()).collect() })
 }
 
+fn pool_exhausted(pool: &[Ipv4Net]) -> ApiError {
+    let ranges: Vec<String> = pool.iter().map(|r| r.to_string()).collect();
+    ApiError::new(
+        ErrorCode::TooManyPublicIps,
+        format!("no public IP left in this cloud's pool ({}); ask its operator for more", ranges.join(", ")),
+    )
+}
+
+/// Gives a VM's new primary NIC a public IP at launch (VMs of the public
+/// cloud, and of subnets with MapPublicIpOnLaunch, as on Outscale). It is
+/// not the account's to manage and goes when the NIC or VM goes.
+pub(crate) fn give_at_launch(tx: &Transaction, nic: &NicRow, pool: &[Ipv4Net]) -> Result<(), ApiError> {
+    let id = PublicIpId::generate();
+    ip_store::allocate(tx, &nic.account_id, &id, pool_addresses(pool), &now_iso(), true)?.ok_or_else(|| pool_exhausted(pool))?;
+    let primary = nic_store::ips_of(tx, &nic.nic_id)?
+        .into_iter()
+        .find(|p| p.is_primary)
+        .ok_or_else(|| ApiError::internal(format!("the NIC {} has no primary address", nic.nic_id)))?;
+    ip_store::link(tx, &id, &LinkPublicIpId::generate(), &nic.nic_id, &primary.ip)?;
+    Ok(())
+}
+
 pub async fn create_public_ip(cloud: &Arc<Cloud>, caller: &Caller, req: CreatePublicIpRequest) -> Result<CreatePublicIpResponse, ApiError> {
     let account = caller.account_id.clone();
     let pool = cloud.config.public_ip_pool.clone();
     let row = write(cloud, req.dry_run, move |tx| {
-        ip_store::allocate(tx, &account, &PublicIpId::generate(), pool_addresses(&pool), &now_iso())?.ok_or_else(|| {
-            let ranges: Vec<String> = pool.iter().map(|r| r.to_string()).collect();
-            ApiError::new(
+        let max = accounts::get(tx, &account)?.ok_or_else(|| ApiError::internal("authenticated account has no row"))?.quotas.max_public_ips;
+        if ip_store::count_held(tx, &account)? >= max {
+            return Err(ApiError::new(
                 ErrorCode::TooManyPublicIps,
-                format!("no public IP left in this cloud's pool ({}); ask its operator for more", ranges.join(", ")),
-            )
-        })
+                format!("public IP quota reached: the account holds {max}, the most it may; delete unused ones or ask for more"),
+            ));
+        }
+        ip_store::allocate(tx, &account, &PublicIpId::generate(), pool_addresses(&pool), &now_iso(), false)?.ok_or_else(|| pool_exhausted(&pool))
     })
     .await?;
     if is_dry_run(req.dry_run) {
@@ -248,10 +271,15 @@ pub async fn link_public_ip(cloud: &Arc<Cloud>, caller: &Caller, req: LinkPublic
             }
         }
         if let Some(other) = ip_store::of_nic(tx, &nic.nic_id)?.into_iter().find(|p| p.private_ip.as_deref() == Some(private_ip.as_str())) {
-            return Err(ApiError::new(
+            // The address given at launch makes way, as on Outscale.
+            if other.auto {
+                ip_store::delete(tx, &other.public_ip_id)?;
+            } else {
+                return Err(ApiError::new(
                 ErrorCode::PublicIpLinked,
-                format!("{private_ip} of the NIC {} has the public IP {} already; unlink it first", nic.nic_id, other.public_ip),
-            ));
+                    format!("{private_ip} of the NIC {} has the public IP {} already; unlink it first", nic.nic_id, other.public_ip),
+                ));
+            }
         }
         let link = LinkPublicIpId::generate();
         ip_store::link(tx, &row.public_ip_id, &link, &nic.nic_id, &private_ip)?;

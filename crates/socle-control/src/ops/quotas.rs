@@ -13,14 +13,15 @@ pub async fn read_quotas(cloud: &Arc<Cloud>, caller: &Caller, req: ReadQuotasReq
     reject_unsupported_filters(&req.filters, &["Collections", "QuotaNames", "QuotaTypes", "ShortDescriptions"])?;
     let f = req.filters.unwrap_or_default();
     let account = caller.account_id.clone();
-    let (acct, usage) = cloud
+    let (acct, usage, public_ips) = cloud
         .store
         .run(move |conn| -> Result<_, ApiError> {
             let acct = accounts::get(conn, &account)
                 ?
                 .ok_or_else(|| ApiError::internal("authenticated account has no row"))?;
             let usage = vm_store::usage(conn, &account)?;
-            Ok((acct, usage))
+            let public_ips = socle_store::public_ips::count_held(conn, &account)?;
+            Ok((acct, usage, public_ips))
         })
         .await?;
     let q = |name: &str, short: &str, desc: &str, max: i64, used: i64| Quota {
@@ -42,6 +43,7 @@ pub async fn read_quotas(cloud: &Arc<Cloud>, caller: &Caller, req: ReadQuotasReq
             acct.quotas.max_memory_mib / 1024,
             (usage.memory_mib + 1023) / 1024,
         ),
+        q("public_ip_limit", "Public IP Limit", "Maximum number of public IPs held (CreatePublicIp)", acct.quotas.max_public_ips, public_ips),
     ]
     .into_iter()
     .filter(|x| {

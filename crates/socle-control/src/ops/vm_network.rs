@@ -20,6 +20,10 @@ pub(crate) fn release_nics(tx: &Transaction, vm_id: &VmId) -> Result<(), ApiErro
             socle_store::tags::delete_all_for_resource(tx, nic.nic_id.as_str())?;
             nic_store::delete(tx, &nic.nic_id)?;
         } else {
+            // A public IP given at launch goes with the VM, not the NIC.
+            for p in socle_store::public_ips::of_nic(tx, &nic.nic_id)?.into_iter().filter(|p| p.auto) {
+                socle_store::public_ips::delete(tx, &p.public_ip_id)?;
+            }
             nic.state = "available".into();
             nic.vm_id = None;
             nic.device_number = None;

@@ -170,6 +170,7 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
     }
     let default_subregion = cloud.config.default_subregion();
     let region = cloud.config.region.clone();
+    let pool = cloud.config.public_ip_pool.clone();
     let network = LaunchNetwork::parse(&req, max)?;
     if req.placement.as_ref().and_then(|p| p.tenancy.as_deref()).is_some_and(|t| t != "default") {
         return Err(ApiError::invalid_value("Placement.Tenancy: only \"default\" is supported"));
@@ -260,7 +261,7 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
             vm_store::insert_within_quota(tx, &account, &q, &rows)?.map_err(|e| quota_error(e, count))?;
             for vm in &rows {
                 super::block_devices::record(&cloud2, tx, &account, &actor, &vm.vm_id, &subregion, &image, &planned)?;
-                create_vm_nics(tx, &net, &account, &vm.vm_id, &subregion)?;
+                create_vm_nics(tx, &net, &account, &vm.vm_id, &subregion, &pool)?;
             }
             if let Some(token) = &req.client_token {
                 let rec = ClientTokenRecord { request_hash, result: reservation.to_string() };

@@ -144,6 +144,15 @@ impl TestCloud {
         format!("169.254.{}.{}/26", 128 + n / 4, (n % 4) * 64)
     }
 
+    /// A /27 of 198.19.0.0/16 for this cloud's public IPs (VMs of the public
+    /// cloud get one at launch, and the host routes each to its cloud):
+    /// distinct from other running test clouds, and from the 198.18.x pools
+    /// tests choose themselves. An explicit `--public-ip-pool` wins.
+    pub fn public_ip_pool(&self) -> String {
+        let n = u32::from(self.port) % 2048;
+        format!("198.19.{}.{}/27", n / 8, (n % 8) * 32)
+    }
+
     /// Removes every network this cloud wired (namespaces, taps, uplinks,
     /// tables, dnsmasq) — what a crashed test would otherwise leave.
     pub fn remove_networks(&self) {
@@ -175,6 +184,7 @@ impl TestCloud {
             .args(["--listen", &format!("127.0.0.1:{}", self.port), "--accel", "tcg", "--stop-timeout", "20"])
             .args(["--net-prefix", &self.net_prefix(), "--uplink-range", &self.uplink_range()])
             .args(extra)
+            .env("SOCLE_PUBLIC_IP_POOL", self.public_ip_pool())
             .env("RUST_LOG", "info")
             .envs(env.iter().copied())
             .stdin(Stdio::null())
