@@ -172,7 +172,7 @@ pub(crate) mod tests {
     }
 
     pub(crate) fn take(conn: &Connection, account: &AccountId, candidates: &[Ipv4Addr]) -> Option<PublicIpRow> {
-        allocate(conn, account, &PublicIpId::generate(), candidates.iter().copied(), &now_iso()).unwrap()
+        allocate(conn, account, &PublicIpId::generate(), candidates.iter().copied(), &now_iso(), false).unwrap()
     }
 
     fn nic(conn: &Connection, account: &AccountId, mac: &str, ips: &[&str]) -> NicId {
@@ -254,6 +254,35 @@ pub(crate) mod tests {
                 assert!(linked(conn)?.is_empty());
                 assert_eq!(list(conn, &a)?.len(), 3);
                 unlink(conn, &p3.public_ip_id)?;
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    #[test]
+    fn a_launch_address_is_hidden_uncounted_and_released_once_unlinked() {
+        let store = test_store();
+        store
+            .run_sync(|conn| -> Result<()> {
+                let a = AccountId::generate();
+                let candidates = pool(&[1, 2, 3]);
+                let n = nic(conn, &a, "aa:fc:00:00:00:02", &["10.0.0.4", "10.0.0.5"]);
+                let mut auto = vec![];
+                for private in ["10.0.0.4", "10.0.0.5"] {
+                    let id = PublicIpId::generate();
+                    allocate(conn, &a, &id, candidates.iter().copied(), &now_iso(), true)?.unwrap();
+                    link(conn, &id, &LinkPublicIpId::generate(), &n, private)?;
+                    auto.push(id);
+                }
+                assert!(list(conn, &a)?.is_empty() && get(conn, &a, &auto[0])?.is_none(), "not the account's to see");
+                assert_eq!(count_held(conn, &a)?, 0, "not counted");
+                assert_eq!(of_nic(conn, &n)?.len(), 2, "but wired and shown on the NIC");
+                // Unlinked (the address removed, then the NIC deleted): gone, its address free.
+                assert!(nics::remove_secondary_ip(conn, &n, "10.0.0.5")?);
+                nics::delete(conn, &n)?;
+                let left: i64 = conn.query_row("SELECT COUNT(*) FROM public_ips", [], |r| r.get(0))?;
+                assert_eq!(left, 0);
+                assert_eq!(take(conn, &a, &candidates).unwrap().public_ip, "198.18.0.1");
                 Ok(())
             })
             .unwrap();

@@ -331,7 +331,7 @@ mod tests {
         store
             .run_sync(|conn| -> Result<()> {
                 let id = AccountId::generate();
-                let quotas = Quotas { max_vms: 2, max_vcpus: 3, max_memory_mib: 10_000 };
+                let quotas = Quotas { max_vms: 2, max_vcpus: 3, max_memory_mib: 10_000, max_public_ips: 1 };
                 accounts::insert(conn, &Account { account_id: id.clone(), name: "a".into(), created_at: crate::now_iso(), quotas })?;
                 let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
                 assert_eq!(insert_within_quota(&tx, &id, &quotas, &[vm(&id, 1), vm(&id, 1)])?, Ok(()));
