@@ -20,7 +20,7 @@ use socle_types::ApiError;
 
 use super::nic_alloc::{new_nic, NewNic};
 use super::public_ips::give_at_launch;
-use super::nics::{owned_nic, parse_group_ids, split_private_ips};
+use super::nics::{owned_nic, parse_group_ids, parse_ips, split_private_ips};
 use super::security_groups::group_not_found;
 use super::subnets::owned_subnet;
 
@@ -62,13 +62,6 @@ enum ResolvedNic {
     New { spec: NewLaunchNic, subnet: Option<SubnetRow> },
 }
 
-fn parse_ips(list: &Option<Vec<String>>) -> Result<Vec<Ipv4Addr>, ApiError> {
-    list.iter()
-        .flatten()
-        .map(|ip| ip.parse::<Ipv4Addr>().map_err(|_| ApiError::invalid_value(format!("PrivateIps: {ip:?} is not an IPv4 address"))))
-        .collect()
-}
-
 impl LaunchNetwork {
     /// `max_vms`: a named address or an existing NIC serves one VM only.
     pub(crate) fn parse(req: &CreateVmsRequest, max_vms: i64) -> Result<LaunchNetwork, ApiError> {
@@ -87,7 +80,7 @@ impl LaunchNetwork {
 
     fn parse_simple(req: &CreateVmsRequest, max_vms: i64) -> Result<LaunchNetwork, ApiError> {
         let subnet_id = req.subnet_id.as_deref().map(SubnetId::parse).transpose()?;
-        let private_ips = parse_ips(&req.private_ips)?;
+        let private_ips = parse_ips(req.private_ips.as_deref().unwrap_or_default())?;
         if !private_ips.is_empty() {
             if subnet_id.is_none() {
                 return Err(ApiError::invalid_value("PrivateIps needs a SubnetId (public-cloud addresses are allocated by the cloud)"));

@@ -7,7 +7,6 @@
 //! `available`), see `nic_reconciler`. A NIC leaves a VM only once the
 //! guest released it, so its tap is never shared by two VMs.
 
-use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use socle_store::nics as nic_store;
@@ -19,7 +18,7 @@ use socle_types::osc::*;
 use socle_types::ApiError;
 
 use super::nic_alloc::{claim_ip, next_free_ip, range_of, too_many_ips, MAX_IPS_PER_NIC};
-use super::nics::{nic_not_found, owned_nic};
+use super::nics::{owned_nic, parse_ips};
 use super::subnets::owned_subnet;
 use super::{is_dry_run, write, write_network};
 use crate::{Caller, Cloud};
@@ -125,12 +124,7 @@ pub async fn unlink_nic(cloud: &Arc<Cloud>, caller: &Caller, req: UnlinkNicReque
 
 pub async fn link_private_ips(cloud: &Arc<Cloud>, caller: &Caller, req: LinkPrivateIpsRequest) -> Result<LinkPrivateIpsResponse, ApiError> {
     let id = NicId::parse(&req.nic_id)?;
-    let ips = req
-        .private_ips
-        .iter()
-        .flatten()
-        .map(|t| t.parse::<Ipv4Addr>().map_err(|_| ApiError::invalid_value(format!("PrivateIps: {t:?} is not an IPv4 address"))))
-        .collect::<Result<Vec<_>, _>>()?;
+    let ips = parse_ips(req.private_ips.as_deref().unwrap_or_default())?;
     let count = req.secondary_private_ip_count.unwrap_or(0);
     match (ips.is_empty(), count) {
         (true, 0) => return Err(ApiError::missing("PrivateIps or SecondaryPrivateIpCount")),
@@ -194,12 +188,10 @@ pub async fn unlink_private_ips(
     if req.private_ips.is_empty() {
         return Err(ApiError::missing("PrivateIps"));
     }
-    for t in &req.private_ips {
-        t.parse::<Ipv4Addr>().map_err(|_| ApiError::invalid_value(format!("PrivateIps: {t:?} is not an IPv4 address")))?;
-    }
+    parse_ips(&req.private_ips)?;
     let account = caller.account_id.clone();
     write_network(cloud, req.dry_run, move |tx| {
-        let nic = nic_store::get(tx, &account, &id)?.ok_or_else(|| nic_not_found(id.as_str()))?;
+        let nic = owned_nic(tx, &account, &id)?;
         let held = nic_store::ips_of(tx, &id)?;
         for t in &req.private_ips {
             match held.iter().find(|p| p.ip == *t) {

@@ -154,6 +154,11 @@ fn parse_ip(param: &str, text: &str) -> Result<Ipv4Addr, ApiError> {
     text.parse().map_err(|_| ApiError::invalid_value(format!("{param}: {text:?} is not an IPv4 address")))
 }
 
+/// A `PrivateIps` list of addresses (CreateVms, LinkPrivateIps, UnlinkPrivateIps).
+pub(crate) fn parse_ips(list: &[String]) -> Result<Vec<Ipv4Addr>, ApiError> {
+    list.iter().map(|t| parse_ip("PrivateIps", t)).collect()
+}
+
 /// `PrivateIps` of CreateNic (and of `Nics` in CreateVms): the primary
 /// address (the one marked `IsPrimary`, else the first) and the others.
 pub(crate) fn split_private_ips(ips: &[PrivateIpLight]) -> Result<(Option<Ipv4Addr>, Vec<Ipv4Addr>), ApiError> {
