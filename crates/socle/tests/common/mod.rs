@@ -2,6 +2,10 @@
 //! talks to it over HTTP with signed requests, as a client would.
 #![allow(dead_code)]
 
+mod guests;
+#[allow(unused_imports)] // only the networking tests use them
+pub use guests::*;
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
