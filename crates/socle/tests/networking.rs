@@ -113,17 +113,10 @@ fn a_public_ip_lets_the_outside_in_and_only_to_its_guest() {
     let (public_subnet, private_subnet) = (subnet("10.0.1.0/24"), subnet("10.0.2.0/24"));
     let igw = create(&c, "CreateInternetService", json!({}), "InternetService")["InternetServiceId"].as_str().unwrap().to_string();
     call(&c, "LinkInternetService", json!({"InternetServiceId": igw, "NetId": net_id})).ok();
-    let table = |subnet: &str, target: Value| {
-        let rtb = create(&c, "CreateRouteTable", json!({"NetId": net_id}), "RouteTable")["RouteTableId"].as_str().unwrap().to_string();
-        let mut route = json!({"RouteTableId": rtb, "DestinationIpRange": "0.0.0.0/0"});
-        route.as_object_mut().unwrap().extend(target.as_object().unwrap().clone());
-        call(&c, "CreateRoute", route).ok();
-        call(&c, "LinkRouteTable", json!({"RouteTableId": rtb, "SubnetId": subnet})).ok();
-    };
-    table(&public_subnet, json!({"GatewayId": igw}));
+    route_table(&c, &net_id, &public_subnet, Some(json!({"GatewayId": igw})));
     let nat_ip = create(&c, "CreatePublicIp", json!({}), "PublicIp");
     let nat = create(&c, "CreateNatService", json!({"SubnetId": public_subnet, "PublicIpId": nat_ip["PublicIpId"]}), "NatService");
-    table(&private_subnet, json!({"NatServiceId": nat["NatServiceId"]}));
+    route_table(&c, &net_id, &private_subnet, Some(json!({"NatServiceId": nat["NatServiceId"]})));
     let open = create(&c, "CreateSecurityGroup", json!({"NetId": net_id, "SecurityGroupName": "open", "Description": "8080 from anywhere"}), "SecurityGroup");
     let open_id = open["SecurityGroupId"].as_str().unwrap().to_string();
     call(&c, "CreateSecurityGroupRule", json!({"SecurityGroupId": open_id, "Flow": "Inbound", "IpProtocol": "tcp", "FromPortRange": 8080, "ToPortRange": 8080, "IpRange": "0.0.0.0/0"})).ok();
@@ -157,7 +150,7 @@ fn a_public_ip_lets_the_outside_in_and_only_to_its_guest() {
     assert!(!String::from_utf8_lossy(&get(hidden_ip).stdout).contains("hello-hidden"));
 
     // The NAT service (its route, its address) is wired; that a private
-    // guest really goes out through it is proven at the driver level
-    // (crates/socle-net/tests/isolation_and_nat.rs), not yet here.
+    // guest really goes out through it, and only through it, is proven in
+    // networking_nat.rs.
     let _ = (nat, private_subnet);
 }

@@ -73,3 +73,22 @@ pub fn namespaces(prefix: &str) -> Vec<String> {
         .map(String::from)
         .collect()
 }
+
+/// A route table of `net` linked to `subnet`, with a route to 0.0.0.0/0
+/// through `target` (e.g. `{"GatewayId": …}` or `{"NatServiceId": …}`) if
+/// given. Returns its id.
+pub fn route_table(c: &Creds, net: &str, subnet: &str, target: Option<Value>) -> String {
+    let rtb = create(c, "CreateRouteTable", json!({"NetId": net}), "RouteTable")["RouteTableId"].as_str().unwrap().to_string();
+    if let Some(target) = target {
+        default_route(c, &rtb, target);
+    }
+    call(c, "LinkRouteTable", json!({"RouteTableId": rtb, "SubnetId": subnet})).ok();
+    rtb
+}
+
+/// CreateRoute 0.0.0.0/0 → `target` in the route table `rtb`.
+pub fn default_route(c: &Creds, rtb: &str, target: Value) {
+    let mut route = json!({"RouteTableId": rtb, "DestinationIpRange": "0.0.0.0/0"});
+    route.as_object_mut().unwrap().extend(target.as_object().unwrap().clone());
+    call(c, "CreateRoute", route).ok();
+}

@@ -3,8 +3,9 @@
 #![allow(dead_code)]
 
 mod guests;
+mod outside;
 #[allow(unused_imports)] // only the networking tests use them
-pub use guests::*;
+pub use {guests::*, outside::*};
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
