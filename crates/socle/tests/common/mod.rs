@@ -152,7 +152,7 @@ impl TestCloud {
     /// Removes every network this cloud wired (namespaces, taps, uplinks,
     /// tables, dnsmasq) — what a crashed test would otherwise leave.
     pub fn remove_networks(&self) {
-        let Ok(driver) = socle_net::NetDriver::new(self.dir.path().join("net"), &self.net_prefix()) else { return };
+        let Ok(driver) = self.net_driver() else { return };
         for net in driver.list_nets().unwrap_or_default() {
             let _ = driver.destroy(&net);
         }
@@ -235,6 +235,24 @@ impl TestCloud {
             assert!(Instant::now() < deadline, "the injected fault never fired; log:\n{}", self.log_tail());
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Crash test of one step: restarts the server (started without extra
+    /// options) set to abort at the fault point `point` (`SOCLE_FAULT`),
+    /// runs `act`, waits for the abort, and starts the server again without
+    /// the fault.
+    pub fn crash_at(&mut self, point: &str, act: impl FnOnce(&Creds)) {
+        self.stop_clean();
+        self.launch_env(&[], &[("SOCLE_FAULT", point)]);
+        act(&self.creds.clone());
+        self.wait_abort(Duration::from_secs(120));
+        self.launch(&[]);
+    }
+
+    /// A network driver with this cloud's prefix and state directory, to
+    /// name and remove what the cloud wired.
+    pub fn net_driver(&self) -> Result<socle_net::NetDriver, socle_net::NetError> {
+        socle_net::NetDriver::new(self.dir.path().join("net"), &self.net_prefix())
     }
 
     /// SIGTERM and wait: a clean stop.
