@@ -17,6 +17,9 @@ use common::*;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(120);
+/// Well under the periodic network pass (30 s): a crash step that takes
+/// longer means the change waited for it instead of making a pass at once.
+const PROMPT: Duration = Duration::from_secs(20);
 
 /// A Net 10.0.0.0/16 with one subnet 10.0.1.0/24 routed to a linked
 /// internet service (so, once wired, an uplink). Returns (Net, subnet).
@@ -112,6 +115,15 @@ fn assert_first_uplink_slot(cloud: &TestCloud, net: &str) {
     assert!(addr.contains(&want), "uplink {veth} of {net}: want {want} (slot 0 of {range}), got {addr:?}");
 }
 
+/// `TestCloud::crash_at`, checking that the fault was reached promptly:
+/// the change made by `act` started a pass at once, even if one was
+/// running (the restarted server's first pass usually is).
+fn crash_promptly(cloud: &mut TestCloud, point: &str, act: impl FnOnce(&Creds)) {
+    let t = Instant::now();
+    cloud.crash_at(point, act);
+    assert!(t.elapsed() < PROMPT, "{point} reached after {:?}: the change waited for a periodic pass", t.elapsed());
+}
+
 #[test]
 fn a_crash_while_wiring_or_removing_a_network_is_repaired_at_restart() {
     assert!(unsafe { libc::geteuid() } == 0, "this test needs root (network namespaces, taps, nftables)");
@@ -126,14 +138,14 @@ fn a_crash_while_wiring_or_removing_a_network_is_repaired_at_restart() {
     // network is applied again and works.
     let (a, subnet_a) = internet_net(&c);
     let mut vm = String::new();
-    cloud.crash_at("network-applied", |c| vm = guest(c, &image, &subnet_a));
+    crash_promptly(&mut cloud, "network-applied", |c| vm = guest(c, &image, &subnet_a));
     wait_wired(&c, &vm);
     assert_eq!(dnsmasqs(&cloud, &a), 1, "one dnsmasq for {a}");
     assert_first_uplink_slot(&cloud, &a);
     lap("crash after apply repaired");
 
     // 2. Abort halfway through removing A: the restart finishes the job.
-    cloud.crash_at("net-half-destroyed", |c| delete_vm(c, &vm));
+    crash_promptly(&mut cloud, "net-half-destroyed", |c| delete_vm(c, &vm));
     wait_state(&c, std::slice::from_ref(&vm), "terminated", T);
     wait_gone(&cloud, &a);
     lap("crash halfway through a removal repaired");
@@ -144,7 +156,7 @@ fn a_crash_while_wiring_or_removing_a_network_is_repaired_at_restart() {
     let vm_b = guest(&c, &image, &subnet_b);
     wait_wired(&c, &vm_b);
     assert_first_uplink_slot(&cloud, &b);
-    cloud.crash_at("network-destroyed", |c| delete_vm(c, &vm_b));
+    crash_promptly(&mut cloud, "network-destroyed", |c| delete_vm(c, &vm_b));
     wait_state(&c, std::slice::from_ref(&vm_b), "terminated", T);
     wait_gone(&cloud, &b);
     lap("crash between a removal and the slot release repaired");
