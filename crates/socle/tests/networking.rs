@@ -11,7 +11,7 @@ mod common;
 use std::time::Duration;
 
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(180);
 
