@@ -71,6 +71,52 @@ def qemu_processes(marker: str) -> list[tuple[int, str]]:
     return found
 
 
+def remove_networks(prefix: str, data_dir: Path) -> list[str]:
+    """Removes what a stopped `socle up` with network prefix `prefix` left on the
+    host, as the Rust TestCloud's remove_networks() does through the driver: its
+    dnsmasq processes, namespaces (`<prefix>-<net>`, with their bridges, taps and
+    tables), root-namespace interfaces (`<prefix>…`: uplink veths, taps) and
+    root nftables tables (`inet <prefix>_<net>`). Returns what it removed."""
+    removed = []
+    state = f"--conf-file={data_dir / 'net'}/"
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as f:
+                args = f.read().decode("utf-8", "replace").split("\0")
+        except OSError:
+            continue
+        if any(a.startswith(state) for a in args):
+            try:
+                os.kill(int(entry), signal.SIGKILL)
+                removed.append(f"dnsmasq {entry}")
+            except ProcessLookupError:
+                pass
+
+    def run(*cmd: str) -> str:
+        return subprocess.run(cmd, capture_output=True, text=True).stdout
+
+    for line in run("ip", "netns", "list").splitlines():
+        ns = line.split()[0] if line.split() else ""
+        if ns.startswith(f"{prefix}-"):
+            run("ip", "netns", "delete", ns)
+            removed.append(f"namespace {ns}")
+    # After the namespaces: a tap that was in one may be back in the root namespace.
+    for line in run("ip", "-o", "link", "show").splitlines():
+        parts = line.split(":")
+        name = parts[1].strip().split("@")[0] if len(parts) > 1 else ""
+        if name.startswith(prefix):
+            run("ip", "link", "del", name)
+            removed.append(f"interface {name}")
+    for line in run("nft", "list", "tables", "inet").splitlines():
+        table = line.strip().removeprefix("table inet ").strip()
+        if table.startswith(f"{prefix}_"):
+            run("nft", "delete", "table", "inet", table)
+            removed.append(f"nftables table inet {table}")
+    return removed
+
+
 class SocleServer:
     def __init__(self, binary: Path, data_dir: Path, log_path: Path, extra_args: tuple[str, ...] = ()):
         self.binary = binary
@@ -79,6 +125,7 @@ class SocleServer:
         self.log_path = log_path
         self.port = free_port()
         self.listen = f"127.0.0.1:{self.port}"
+        self.net_prefix = f"p{self.port:04x}"
         self.proc: subprocess.Popen | None = None
         self.credentials: dict = {}
         self.accounts: list[Account] = []
@@ -90,12 +137,21 @@ class SocleServer:
         # (prefix "socle") or a second server of the suite never shares them.
         cmd = [str(self.binary), "up", "--data-dir", str(self.data_dir),
                "--listen", self.listen, "--accel", "tcg",
-               "--net-prefix", f"p{self.port:04x}",
+               "--net-prefix", self.net_prefix,
                "--uplink-range", f"169.254.{64 + self.port % 64}.0/24", *self.extra_args]
         self._log.write(f"$ {' '.join(cmd)}\n".encode())
         self._log.flush()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,
                                      stderr=subprocess.STDOUT, cwd=str(self.data_dir.parent))
+
+    def remove_networks(self) -> None:
+        """After the server stopped: removes what its network prefix left on
+        the host (networks still being removed when it stopped, or all of them
+        after a crash), noting it in the server log."""
+        removed = remove_networks(self.net_prefix, self.data_dir)
+        if removed:
+            with open(self.log_path, "a") as log:
+                log.write(f"teardown: removed what `socle up` left: {', '.join(removed)}\n")
 
     def log_tail(self, lines: int = 60) -> str:
         try:
@@ -207,6 +263,7 @@ def socle(tmp_path_factory):
                 os.kill(pid, signal.SIGKILL)
             except ProcessLookupError:
                 pass
+        server.remove_networks()
         _SERVER = None
         raise
     creds = server.credentials
@@ -220,7 +277,8 @@ def socle(tmp_path_factory):
     yield server
 
     # Teardown: delete every VM of every account the tests used and wait until they
-    # are terminated, then SIGTERM the server; no QEMU process of ours may remain.
+    # are terminated, then SIGTERM the server; no QEMU process of ours may remain,
+    # and nothing of its network prefix either.
     problems = []
     server_alive = server.proc.poll() is None
     if server_alive:
@@ -249,6 +307,8 @@ def socle(tmp_path_factory):
         except ProcessLookupError:
             pass
         problems.append(f"QEMU process {pid} left after `socle up` stopped (killed): {cmd[:300]}")
+    # With QEMU gone (its taps with it): the networks the prefix left.
+    server.remove_networks()
     _SERVER = None
     if problems:
         pytest.fail("session teardown:\n  " + "\n  ".join(problems)

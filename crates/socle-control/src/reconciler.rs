@@ -161,11 +161,15 @@ pub async fn run(cloud: Arc<Cloud>) {
             }
             Err(e) => tracing::error!(error = %e, "reconciler cannot read NICs"),
         }
-        // Networks: after a change, and now and then to repair drift.
-        let dirty = cloud.network_dirty.swap(false, Ordering::SeqCst);
-        if dirty || last_network.elapsed() >= NETWORK_EVERY {
+        // Networks: after a change, and now and then to repair drift. The
+        // pass clears the flag, not this loop: spawn_once skips while a pass
+        // runs, and a change made then (after that pass compiled) must make
+        // another pass as soon as it ends, not wait for the periodic one.
+        if cloud.network_dirty.load(Ordering::SeqCst) || last_network.elapsed() >= NETWORK_EVERY {
             last_network = Instant::now();
             spawn_once(&cloud, &active, "network".into(), |cloud| async move {
+                // Before compiling: a change from now on sets it again.
+                cloud.network_dirty.store(false, Ordering::SeqCst);
                 network::pass(&cloud).await.map_err(|e| {
                     cloud.network_dirty.store(true, Ordering::SeqCst);
                     e.to_string()

@@ -47,6 +47,7 @@ pub struct NetDriver {
     state_dir: PathBuf,
     prefix: String,
     locks: Mutex<HashMap<String, Arc<Mutex<()>>>>,
+    checkpoint: fn(&str),
 }
 
 pub(crate) fn write_atomic(path: &Path, text: &str) -> Result<()> {
@@ -92,7 +93,19 @@ impl NetDriver {
             state_dir,
             prefix: prefix.to_string(),
             locks: Mutex::new(HashMap::new()),
+            checkpoint: |_| {},
         })
+    }
+
+    /// Has `hook` called with the name of each checkpoint the driver passes
+    /// in the middle of a multi-step operation, for crash tests to abort
+    /// there (the embedding process decides how; the driver stays free of
+    /// test switches). Checkpoints: `net-half-destroyed` (in
+    /// [`NetDriver::destroy`]: dnsmasq, links, nft tables and the root
+    /// table gone, the namespace and state directory still there).
+    pub fn with_checkpoint(mut self, hook: fn(&str)) -> Self {
+        self.checkpoint = hook;
+        self
     }
 
     pub fn prefix(&self) -> &str {
@@ -568,6 +581,7 @@ impl NetDriver {
             None,
             &nft::delete_table_script("inet", &self.root_table(net_id)),
         )?;
+        (self.checkpoint)("net-half-destroyed");
         if ns_exists {
             cmd::run(Command::new("ip").args(["netns", "delete", &ns]))?;
         }

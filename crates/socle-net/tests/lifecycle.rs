@@ -169,6 +169,42 @@ fn destroy_leaves_nothing() {
     lab.driver.destroy(&net_id).expect("destroy is idempotent");
 }
 
+/// A destroy interrupted at its `net-half-destroyed` checkpoint (as by a
+/// crash: dnsmasq, the uplink and the root table gone, the namespace and
+/// state directory not yet) still shows in list_nets, so the next pass
+/// finds it, and a second destroy finishes the job.
+#[test]
+fn destroy_interrupted_halfway_is_found_and_finished() {
+    let mut lab = Lab::new();
+    let net_id = lab.net_id("half");
+    let (a, b) = (lab.vm(1), lab.vm(2));
+    lab.apply(&full_net(&lab, &net_id, &a, &b));
+    let (ns, veth) = (lab.driver.namespace(&net_id), lab.driver.uplink_interface(&net_id));
+    let state = lab.dir.path().join("net");
+    let conf_needle = format!("--conf-file={}/{net_id}/", state.display());
+    assert_eq!(pids_with(&conf_needle).len(), 1, "one dnsmasq");
+
+    let crashing = NetDriver::new(state.clone(), &lab.prefix)
+        .unwrap()
+        .with_checkpoint(|name| {
+            if name == "net-half-destroyed" {
+                panic!("crash at {name}");
+            }
+        });
+    let crashed = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| crashing.destroy(&net_id)));
+    assert!(crashed.is_err(), "the checkpoint was not reached");
+    assert!(ns_exists(&ns) && state.join(&net_id).exists(), "not yet removed");
+    assert!(pids_with(&conf_needle).is_empty(), "dnsmasq stopped");
+    assert!(!link_exists(None, &veth), "uplink removed");
+    assert!(!sh_ok("nft list tables").contains(&lab.prefix), "root table removed");
+    assert_eq!(lab.driver.list_nets().unwrap(), vec![net_id.clone()], "still found");
+
+    lab.driver.destroy(&net_id).unwrap();
+    assert!(!ns_exists(&ns), "namespace");
+    assert!(dir_is_empty(&state), "state dir");
+    assert!(lab.driver.list_nets().unwrap().is_empty());
+}
+
 trait Serve {
     fn tap_serve(self, out: &Outside) -> Self;
 }

@@ -3,6 +3,8 @@
 //! pair of addresses in the operator's uplink range. Stored so the pair
 //! never changes under running guests and two networks never share one.
 
+use std::collections::BTreeSet;
+
 use rusqlite::{params, Connection, OptionalExtension};
 
 use crate::Result;
@@ -32,6 +34,22 @@ pub fn release(conn: &Connection, net_key: &str) -> Result<()> {
     Ok(())
 }
 
+/// Frees the slots of every network not in `wired`, whether or not it
+/// ever reached the host; returns their keys. Releasing by difference
+/// rather than network by network after each removal means a slot can't
+/// be lost to a crash between a removal and its release.
+pub fn release_all_but(conn: &Connection, wired: &BTreeSet<String>) -> Result<Vec<String>> {
+    let keys: Vec<String> = conn
+        .prepare("SELECT net_key FROM uplink_slots ORDER BY net_key")?
+        .query_map([], |r| r.get(0))?
+        .collect::<std::result::Result<_, _>>()?;
+    let stale: Vec<String> = keys.into_iter().filter(|k| !wired.contains(k)).collect();
+    for k in &stale {
+        release(conn, k)?;
+    }
+    Ok(stale)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -50,5 +68,20 @@ mod tests {
         release(&conn, "vpc-c").unwrap();
         assert_eq!(slot_of(&conn, "pub-1").unwrap(), 0);
         assert_eq!(slot_of(&conn, "pub-2").unwrap(), 2);
+    }
+
+    #[test]
+    fn release_all_but_frees_every_other_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("db")).unwrap();
+        let conn = store.conn.lock().unwrap();
+        for k in ["vpc-a", "vpc-b", "vpc-c"] {
+            slot_of(&conn, k).unwrap();
+        }
+        let wired: BTreeSet<String> = ["vpc-b".to_string(), "vpc-z".to_string()].into();
+        assert_eq!(release_all_but(&conn, &wired).unwrap(), vec!["vpc-a", "vpc-c"]);
+        assert_eq!(release_all_but(&conn, &wired).unwrap(), Vec::<String>::new());
+        assert_eq!(slot_of(&conn, "vpc-b").unwrap(), 1, "kept");
+        assert_eq!(slot_of(&conn, "vpc-d").unwrap(), 0, "freed");
     }
 }

@@ -10,73 +10,10 @@ mod common;
 
 use std::time::Duration;
 
-use base64::Engine;
 use common::*;
-use serde_json::{json, Value};
+use serde_json::json;
 
 const T: Duration = Duration::from_secs(180);
-
-fn user_data(script: &str) -> String {
-    base64::engine::general_purpose::STANDARD.encode(script)
-}
-
-/// A guest that serves `body` over HTTP on every port of `ports`.
-fn server_script(body: &str, ports: &[u16]) -> String {
-    let mut s = format!(
-        "#!/bin/sh\nwhile [ ! -s /run/socle/ip-eth0 ]; do sleep 1; done\nmkdir -p /www && echo {body} > /www/index.html\n"
-    );
-    for p in ports {
-        s.push_str(&format!("httpd -p {p} -h /www\n"));
-    }
-    s.push_str("echo servers-started\n");
-    s
-}
-
-/// A guest that probes `ip` on each port (HTTP through nc, 2 s connect
-/// timeout) and with ping every second, printing a line whenever the
-/// outcome changes: "probe PORT open BODY" / "probe PORT closed",
-/// "probe ping ok|blocked".
-fn prober_script(ip: &str, ports: &[u16]) -> String {
-    let mut s = String::from("#!/bin/sh\nwhile [ ! -s /run/socle/ip-eth0 ]; do sleep 1; done\n");
-    s.push_str("report() { eval \"old=\\$last_$1\"; [ \"$old\" = \"$2\" ] || { echo \"probe $1 $2\"; eval \"last_$1='$2'\"; }; }\n");
-    s.push_str("while :; do\n");
-    for p in ports {
-        s.push_str(&format!(
-            "  body=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} {p} 2>/dev/null | tail -n 1)\n  if [ -n \"$body\" ]; then report {p} \"open $body\"; else report {p} closed; fi\n"
-        ));
-    }
-    s.push_str(&format!("  if ping -c 1 -W 2 {ip} >/dev/null 2>&1; then report ping ok; else report ping blocked; fi\n"));
-    s.push_str("  sleep 1\ndone\n");
-    s
-}
-
-fn create(c: &Creds, op: &str, body: Value, key: &str) -> Value {
-    call(c, op, body).ok()[key].clone()
-}
-
-fn vm_in(c: &Creds, image: &str, subnet: Option<&str>, ip: Option<&str>, groups: &[&str], script: &str) -> Value {
-    let mut body = json!({"ImageId": image, "VmType": SMALL, "UserData": user_data(script)});
-    if let Some(s) = subnet {
-        body["SubnetId"] = json!(s);
-    }
-    if let Some(ip) = ip {
-        body["PrivateIps"] = json!([ip]);
-    }
-    if !groups.is_empty() {
-        body["SecurityGroupIds"] = json!(groups);
-    }
-    call(c, "CreateVms", body).ok()["Vms"][0].clone()
-}
-
-fn namespaces(prefix: &str) -> Vec<String> {
-    let out = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
-    String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .filter_map(|l| l.split_whitespace().next())
-        .filter(|n| n.starts_with(&format!("{prefix}-")))
-        .map(String::from)
-        .collect()
-}
 
 #[test]
 fn guests_get_addresses_and_metadata_security_groups_filter_and_accounts_are_isolated() {
@@ -176,17 +113,10 @@ fn a_public_ip_lets_the_outside_in_and_only_to_its_guest() {
     let (public_subnet, private_subnet) = (subnet("10.0.1.0/24"), subnet("10.0.2.0/24"));
     let igw = create(&c, "CreateInternetService", json!({}), "InternetService")["InternetServiceId"].as_str().unwrap().to_string();
     call(&c, "LinkInternetService", json!({"InternetServiceId": igw, "NetId": net_id})).ok();
-    let table = |subnet: &str, target: Value| {
-        let rtb = create(&c, "CreateRouteTable", json!({"NetId": net_id}), "RouteTable")["RouteTableId"].as_str().unwrap().to_string();
-        let mut route = json!({"RouteTableId": rtb, "DestinationIpRange": "0.0.0.0/0"});
-        route.as_object_mut().unwrap().extend(target.as_object().unwrap().clone());
-        call(&c, "CreateRoute", route).ok();
-        call(&c, "LinkRouteTable", json!({"RouteTableId": rtb, "SubnetId": subnet})).ok();
-    };
-    table(&public_subnet, json!({"GatewayId": igw}));
+    route_table(&c, &net_id, &public_subnet, Some(json!({"GatewayId": igw})));
     let nat_ip = create(&c, "CreatePublicIp", json!({}), "PublicIp");
     let nat = create(&c, "CreateNatService", json!({"SubnetId": public_subnet, "PublicIpId": nat_ip["PublicIpId"]}), "NatService");
-    table(&private_subnet, json!({"NatServiceId": nat["NatServiceId"]}));
+    route_table(&c, &net_id, &private_subnet, Some(json!({"NatServiceId": nat["NatServiceId"]})));
     let open = create(&c, "CreateSecurityGroup", json!({"NetId": net_id, "SecurityGroupName": "open", "Description": "8080 from anywhere"}), "SecurityGroup");
     let open_id = open["SecurityGroupId"].as_str().unwrap().to_string();
     call(&c, "CreateSecurityGroupRule", json!({"SecurityGroupId": open_id, "Flow": "Inbound", "IpProtocol": "tcp", "FromPortRange": 8080, "ToPortRange": 8080, "IpRange": "0.0.0.0/0"})).ok();
@@ -220,8 +150,8 @@ fn a_public_ip_lets_the_outside_in_and_only_to_its_guest() {
     assert!(!String::from_utf8_lossy(&get(hidden_ip).stdout).contains("hello-hidden"));
 
     // The NAT service (its route, its address) is wired; that a private
-    // guest really goes out through it is proven at the driver level
-    // (crates/socle-net/tests/isolation_and_nat.rs), not yet here.
+    // guest really goes out through it, and only through it, is proven in
+    // networking_nat.rs.
     let _ = (nat, private_subnet);
 }
 

@@ -47,15 +47,6 @@ fn poll(c: &Creds, op: &str, body: Value, key: &str, done: impl Fn(&Value) -> bo
     }
 }
 
-/// Runs `act` with the server set to abort at `point`, then restarts it.
-fn crash_at(cloud: &mut TestCloud, point: &str, act: impl FnOnce(&Creds)) {
-    cloud.stop_clean();
-    cloud.launch_env(&[], &[("SOCLE_FAULT", point)]);
-    act(&cloud.creds.clone());
-    cloud.wait_abort(T);
-    cloud.launch(&[]);
-}
-
 #[test]
 fn every_storage_step_survives_a_crash_right_after_host_work() {
     let mut cloud = TestCloud::start();
@@ -67,7 +58,7 @@ fn every_storage_step_survives_a_crash_right_after_host_work() {
 
     // Create: the file exists, the row still says creating.
     let mut vol = String::new();
-    crash_at(&mut cloud, "volume-created", |c| {
+    cloud.crash_at("volume-created", |c| {
         vol = call(c, "CreateVolume", json!({"SubregionName": "eu-west-2a", "Size": 1})).ok()["Volume"]["VolumeId"].as_str().unwrap().to_string();
     });
     let one = json!({"Filters": {"VolumeIds": [vol]}});
@@ -75,7 +66,7 @@ fn every_storage_step_survives_a_crash_right_after_host_work() {
     assert_no_orphans(&cloud);
 
     // Link: plugged into the guest, the row still says attaching.
-    crash_at(&mut cloud, "volume-linked", |c| {
+    cloud.crash_at("volume-linked", |c| {
         call(c, "LinkVolume", json!({"VmId": vm, "VolumeId": vol, "DeviceName": "/dev/xvdb"})).ok();
     });
     poll(&c, "ReadVolumes", one.clone(), "Volumes", |v| v[0]["LinkedVolumes"][0]["State"] == "attached");
@@ -85,25 +76,25 @@ fn every_storage_step_survives_a_crash_right_after_host_work() {
 
     // Snapshot: the file is complete, the row still says pending.
     let mut snap = String::new();
-    crash_at(&mut cloud, "snapshot-taken", |c| {
+    cloud.crash_at("snapshot-taken", |c| {
         snap = call(c, "CreateSnapshot", json!({"VolumeId": vol})).ok()["Snapshot"]["SnapshotId"].as_str().unwrap().to_string();
     });
     poll(&c, "ReadSnapshots", json!({"Filters": {"SnapshotIds": [snap]}}), "Snapshots", |s| s[0]["State"] == "completed");
     assert_no_orphans(&cloud);
 
     // Unlink: gone from the guest, the row still says detaching.
-    crash_at(&mut cloud, "volume-unlinked", |c| {
+    cloud.crash_at("volume-unlinked", |c| {
         call(c, "UnlinkVolume", json!({"VolumeId": vol})).ok();
     });
     poll(&c, "ReadVolumes", one.clone(), "Volumes", |v| v[0]["State"] == "available");
     wait_console(&c, &vm, &format!("disk removed vdb serial={vol}"), 1, T);
 
     // Delete snapshot and volume: files gone, rows still there.
-    crash_at(&mut cloud, "snapshot-deleted", |c| {
+    cloud.crash_at("snapshot-deleted", |c| {
         call(c, "DeleteSnapshot", json!({"SnapshotId": snap})).ok();
     });
     poll(&c, "ReadSnapshots", json!({}), "Snapshots", |s| s.as_array().unwrap().is_empty());
-    crash_at(&mut cloud, "volume-deleted", |c| {
+    cloud.crash_at("volume-deleted", |c| {
         call(c, "DeleteVolume", json!({"VolumeId": vol})).ok();
     });
     poll(&c, "ReadVolumes", one, "Volumes", |v| v.as_array().unwrap().is_empty());
@@ -126,7 +117,7 @@ fn every_storage_step_survives_a_crash_right_after_host_work() {
     disk[510] = 0x55;
     disk[511] = 0xaa;
     std::fs::write(&raw, &disk).unwrap();
-    crash_at(&mut cloud, "snapshot-imported", |_| {
+    cloud.crash_at("snapshot-imported", |_| {
         let out = std::process::Command::new(socle_bin())
             .args(["image", "import", raw.to_str().unwrap(), "--name", "crashy", "--no-wait", "--data-dir"])
             .arg(&dir)

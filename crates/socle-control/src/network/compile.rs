@@ -9,7 +9,7 @@
 //! named as a peer becomes the addresses of its member NICs in the same
 //! network.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
 use socle_net::{Ipv4Net, NatServiceSpec, NetSpec, PortSpec, Protocol, PublicIpMapping, Route, RouteTarget, Rule, SubnetSpec, UplinkSpec};
@@ -58,12 +58,23 @@ pub(crate) fn tap_name(prefix: &str, nic: &NicId) -> String {
     format!("{prefix}{hex}")
 }
 
-/// Every network to wire, by key. Takes uplink slots for new networks, so
-/// it runs in a write transaction.
-pub(crate) fn compile(conn: &Connection, cfg: &NetworkConfig) -> Result<BTreeMap<String, NetSpec>, ApiError> {
+/// Every network to wire, by key. Takes uplink slots for new networks and
+/// frees those of networks neither wired nor in `on_host` (the networks
+/// the driver finds on the host), so it runs in a write transaction.
+pub(crate) fn compile(conn: &Connection, cfg: &NetworkConfig, on_host: &BTreeSet<String>) -> Result<BTreeMap<String, NetSpec>, ApiError> {
     let mut by_net: BTreeMap<String, Vec<NicRow>> = BTreeMap::new();
     for nic in nic_store::linked(conn)? {
         by_net.entry(net_key(&nic)).or_default().push(nic);
+    }
+    // A slot is held while its network is wired or has anything left on
+    // the host (its veth may still carry the addresses). Freeing the others
+    // here, before any slot is taken, rather than right after each removal,
+    // means no slot is lost to a crash between a removal and its release,
+    // nor to a network that took one but never reached the host.
+    let keep: BTreeSet<String> = by_net.keys().chain(on_host).cloned().collect();
+    let freed = uplinks::release_all_but(conn, &keep)?;
+    if !freed.is_empty() {
+        tracing::info!(nets = ?freed, "uplink slots freed");
     }
     let mut addresses = Addresses::default();
     let mut out = BTreeMap::new();

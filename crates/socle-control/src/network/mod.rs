@@ -6,13 +6,17 @@
 //! network, applies those whose spec changed since the last apply (or that
 //! were never applied by this process, so a restart re-applies all), and
 //! destroys the networks present on the host that the database no longer
-//! wires. `NetDriver::apply` is idempotent and converges from any partial
-//! state, so a crash anywhere is repaired by the next pass.
+//! wires. Uplink slots are freed by the compilation, once a network is
+//! neither wired nor on the host.
+//! `NetDriver::apply` and `destroy` are idempotent and converge from any
+//! partial state, so a crash anywhere is repaired by the next pass (fault
+//! points: `network-applied`, `net-half-destroyed` inside the driver's
+//! destroy, `network-destroyed`; crates/socle/tests/networking_faults.rs).
 
 pub(crate) mod compile;
 mod metadata;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddrV4;
 use std::path::Path;
 use std::sync::Arc;
@@ -23,7 +27,7 @@ use socle_types::ApiError;
 use tokio::task::JoinHandle;
 
 use crate::config::NetworkConfig;
-use crate::Cloud;
+use crate::{faults, Cloud};
 
 pub(crate) use compile::tap_name;
 
@@ -43,7 +47,7 @@ struct State {
 
 impl Network {
     pub fn new(cfg: NetworkConfig, data_dir: &Path) -> Result<Network, socle_net::NetError> {
-        let driver = NetDriver::new(data_dir.join("net"), &cfg.prefix)?;
+        let driver = NetDriver::new(data_dir.join("net"), &cfg.prefix)?.with_checkpoint(faults::point);
         Ok(Network { cfg, driver: Arc::new(driver), state: Default::default() })
     }
 
@@ -121,11 +125,14 @@ pub(crate) async fn pass(cloud: &Arc<Cloud>) -> Result<(), NetworkError> {
 
 async fn pass_locked(cloud: &Arc<Cloud>, net: &Network, state: &mut State) -> Result<(), NetworkError> {
     let cfg = net.cfg.clone();
+    let driver = net.driver.clone();
+    let on_host: BTreeSet<String> = blocking(move || driver.list_nets()).await?.into_iter().collect();
+    let listed = on_host.clone();
     let specs: BTreeMap<String, NetSpec> = cloud
         .store
         .run(move |c| {
             let tx = socle_store::begin(c)?;
-            let specs = compile::compile(&tx, &cfg)?;
+            let specs = compile::compile(&tx, &cfg, &listed)?;
             socle_store::commit(tx)?;
             Ok::<_, ApiError>(specs)
         })
@@ -139,6 +146,9 @@ async fn pass_locked(cloud: &Arc<Cloud>, net: &Network, state: &mut State) -> Re
         let (driver, s) = (net.driver.clone(), spec.clone());
         match blocking(move || driver.apply(&s)).await {
             Ok(report) => {
+                // Crash tests: wired on the host, not recorded by this
+                // process (a restart re-applies every network anyway).
+                faults::point("network-applied");
                 if !report.missing_ports.is_empty() {
                     // A stopped VM's NIC: wired when it starts.
                     tracing::debug!(net = %key, missing = ?report.missing_ports, "ports without their tap");
@@ -160,8 +170,8 @@ async fn pass_locked(cloud: &Arc<Cloud>, net: &Network, state: &mut State) -> Re
             }
         }
     }
-    let driver = net.driver.clone();
-    let on_host = blocking(move || driver.list_nets()).await?;
+    // Only the applies above add networks to the host, and those are in
+    // `specs`: the list taken before them still names every one to remove.
     for key in on_host.into_iter().filter(|k| !specs.contains_key(k)) {
         if let Some(task) = state.metadata.remove(&key) {
             task.abort();
@@ -169,8 +179,9 @@ async fn pass_locked(cloud: &Arc<Cloud>, net: &Network, state: &mut State) -> Re
         state.applied.remove(&key);
         let (driver, k) = (net.driver.clone(), key.clone());
         blocking(move || driver.destroy(&k)).await?;
-        let k = key.clone();
-        cloud.store.run(move |c| socle_store::uplinks::release(c, &k)).await.map_err(|e| NetworkError::Compile(e.into()))?;
+        // Crash tests: gone from the host, its uplink slot still taken
+        // (the next compilation frees it).
+        faults::point("network-destroyed");
         tracing::info!(net = %key, "network removed from the host");
     }
     match failed {

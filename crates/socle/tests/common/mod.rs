@@ -2,6 +2,11 @@
 //! talks to it over HTTP with signed requests, as a client would.
 #![allow(dead_code)]
 
+mod guests;
+mod outside;
+#[allow(unused_imports)] // only the networking tests use them
+pub use {guests::*, outside::*};
+
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -156,7 +161,7 @@ impl TestCloud {
     /// Removes every network this cloud wired (namespaces, taps, uplinks,
     /// tables, dnsmasq) — what a crashed test would otherwise leave.
     pub fn remove_networks(&self) {
-        let Ok(driver) = socle_net::NetDriver::new(self.dir.path().join("net"), &self.net_prefix()) else { return };
+        let Ok(driver) = self.net_driver() else { return };
         for net in driver.list_nets().unwrap_or_default() {
             let _ = driver.destroy(&net);
         }
@@ -240,6 +245,24 @@ impl TestCloud {
             assert!(Instant::now() < deadline, "the injected fault never fired; log:\n{}", self.log_tail());
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Crash test of one step: restarts the server (started without extra
+    /// options) set to abort at the fault point `point` (`SOCLE_FAULT`),
+    /// runs `act`, waits for the abort, and starts the server again without
+    /// the fault.
+    pub fn crash_at(&mut self, point: &str, act: impl FnOnce(&Creds)) {
+        self.stop_clean();
+        self.launch_env(&[], &[("SOCLE_FAULT", point)]);
+        act(&self.creds.clone());
+        self.wait_abort(Duration::from_secs(120));
+        self.launch(&[]);
+    }
+
+    /// A network driver with this cloud's prefix and state directory, to
+    /// name and remove what the cloud wired.
+    pub fn net_driver(&self) -> Result<socle_net::NetDriver, socle_net::NetError> {
+        socle_net::NetDriver::new(self.dir.path().join("net"), &self.net_prefix())
     }
 
     /// SIGTERM and wait: a clean stop.
