@@ -115,32 +115,49 @@ impl Agent {
         Ok(self.load_spec(vm_id)?.nics)
     }
 
+    /// Whether the NIC's device is in the running QEMU of the VM (false
+    /// when the VM does not run). A plugged NIC's tap is held by QEMU: it
+    /// must not be prepared (re-created) again.
+    pub async fn nic_plugged(&self, vm_id: &str, ifname: &str) -> Result<bool, AgentError> {
+        crate::validate_vm_id(vm_id)?;
+        self.existing_vm_dir(vm_id)?;
+        let _g = self.lock_vm(vm_id).await;
+        if self.running_pid(vm_id).is_none() {
+            return Ok(false);
+        }
+        let nic = VmNic { ifname: ifname.into(), mac: String::new() };
+        let mut q = self.qmp(vm_id).await?;
+        Ok(q.call("qom-list", json!({"path": format!("/machine/peripheral/{}", nic.device_id())})).await.is_ok())
+    }
+
     async fn plug_nic(&self, vm_id: &str, nic: &VmNic) -> Result<(), AgentError> {
         let mut q = self.qmp(vm_id).await?;
         let err = |detail: String| AgentError::Nic { vm_id: vm_id.into(), ifname: nic.ifname.clone(), detail };
-        // QEMU 7.2 has no query-netdev: add, and take "Duplicate ID" as
-        // "already there" (a repeated call).
-        if let Err(d) = q
-            .call(
-                "netdev_add",
-                json!({"type": "tap", "id": nic.netdev_id(), "ifname": nic.ifname, "script": "no", "downscript": "no"}),
-            )
-            .await
-        {
-            if !d.contains("Duplicate") {
-                return Err(err(format!("netdev_add: {d}")));
+        let path = format!("/machine/peripheral/{}", nic.device_id());
+        if q.call("qom-list", json!({"path": path})).await.is_ok() {
+            return Ok(()); // plugged already (a repeated call)
+        }
+        // No device: a backend left by an interrupted plug may hold a tap
+        // that was re-created since; drop it so the new one opens the
+        // current tap. (QEMU 7.2 has no query-netdev to look first.)
+        if let Err(d) = q.call("netdev_del", json!({"id": nic.netdev_id()})).await {
+            if !d.contains("not found") {
+                return Err(err(format!("netdev_del: {d}")));
             }
         }
-        let path = format!("/machine/peripheral/{}", nic.device_id());
-        if q.call("qom-list", json!({"path": path})).await.is_err() {
-            q.call(
-                "device_add",
-                json!({"driver": "virtio-net-pci", "id": nic.device_id(), "netdev": nic.netdev_id(), "mac": nic.mac, "romfile": ""}),
-            )
-            .await
-            .map_err(|d| err(format!("device_add: {d}")))?;
-            tracing::info!(vm = vm_id, tap = %nic.ifname, "NIC hot-plugged");
-        }
+        q.call(
+            "netdev_add",
+            json!({"type": "tap", "id": nic.netdev_id(), "ifname": nic.ifname, "script": "no", "downscript": "no"}),
+        )
+        .await
+        .map_err(|d| err(format!("netdev_add: {d}")))?;
+        q.call(
+            "device_add",
+            json!({"driver": "virtio-net-pci", "id": nic.device_id(), "netdev": nic.netdev_id(), "mac": nic.mac, "romfile": ""}),
+        )
+        .await
+        .map_err(|d| err(format!("device_add: {d}")))?;
+        tracing::info!(vm = vm_id, tap = %nic.ifname, "NIC hot-plugged");
         Ok(())
     }
 

@@ -51,8 +51,13 @@ async fn attach(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), Recon
         Err(e) => return Err(e.into()),
     };
     if running {
-        let ifname = net.prepare_tap(nic).await?;
-        cloud.agent.link_nic(vm.as_str(), &VmNic { ifname, mac: nic.mac.clone() }).await?;
+        // After a crash the NIC may be plugged already: its tap is then
+        // QEMU's, and preparing it again would re-create it under QEMU.
+        let tap = net.tap_of(nic);
+        if !cloud.agent.nic_plugged(vm.as_str(), &tap).await? {
+            net.prepare_tap(nic).await?;
+        }
+        cloud.agent.link_nic(vm.as_str(), &VmNic { ifname: tap, mac: nic.mac.clone() }).await?;
         faults::point("nic-hot-plugged");
     }
     if settle(cloud, nic, "attaching", |n| n.state = "in-use".into()).await? {

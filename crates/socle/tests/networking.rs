@@ -155,16 +155,6 @@ fn a_public_ip_lets_the_outside_in_and_only_to_its_guest() {
     let _ = (nat, private_subnet);
 }
 
-/// The interfaces named `name` in the root namespace and in every namespace.
-fn interfaces_named(name: &str) -> usize {
-    let mut places = vec![vec!["link".to_string(), "show".into(), name.into()]];
-    let out = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
-    for ns in String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()) {
-        places.push(vec!["-n".into(), ns.into(), "link".into(), "show".into(), name.into()]);
-    }
-    places.iter().filter(|args| std::process::Command::new("ip").args(args.iter()).output().unwrap().status.success()).count()
-}
-
 #[test]
 fn a_nic_hot_plugged_into_a_running_guest_gets_its_address_answers_and_leaves() {
     assert!(unsafe { libc::geteuid() } == 0, "this test needs root (network namespaces, taps, nftables)");
@@ -198,7 +188,7 @@ fn a_nic_hot_plugged_into_a_running_guest_gets_its_address_answers_and_leaves() 
     let read = call(&c, "ReadNics", json!({"Filters": {"NicIds": [nic_id]}})).ok();
     assert_eq!(read["Nics"][0]["State"], "in-use", "{read}");
     assert_eq!(read["Nics"][0]["LinkNic"]["VmId"], server_id.as_str(), "{read}");
-    let tap = format!("{}{}", cloud.net_prefix(), nic_id.trim_start_matches("eni-"));
+    let tap = cloud.tap_of(&nic_id);
     assert_eq!(interfaces_named(&tap), 1, "the NIC's tap {tap} exists once");
 
     // Unlinked: the guest releases it, the prober loses it, the tap goes,

@@ -5,8 +5,12 @@
 //! slot is freed. After each restart the host converges: a wired network
 //! works (address, metadata), a removed one leaves no namespace, dnsmasq,
 //! state (lease) file, tap, veth or nftables table, and its uplink slot is
-//! free for the next network. Needs root (namespaces, taps, nftables) and
-//! QEMU.
+//! free for the next network. And the NIC reconciler: aborted right after
+//! hot-plugging a NIC into a running guest (before the NIC is recorded
+//! `in-use`), and right after unplugging one (before it is `available`):
+//! after each restart the NIC is settled, the guest has it (or not) and is
+//! reached on it (or not), and its tap exists once (or not at all). Needs
+//! root (namespaces, taps, nftables) and QEMU.
 
 mod common;
 
@@ -169,4 +173,62 @@ fn a_crash_while_wiring_or_removing_a_network_is_repaired_at_restart() {
     wait_state(&c, std::slice::from_ref(&vm), "terminated", T);
     wait_gone(&cloud, &a);
     lap("whole test");
+}
+
+/// The state of NIC `nic` once it is one of `states`.
+fn wait_nic(c: &Creds, nic: &str, state: &str) -> serde_json::Value {
+    let deadline = Instant::now() + T;
+    loop {
+        let n = call(c, "ReadNics", json!({"Filters": {"NicIds": [nic]}})).ok()["Nics"][0].clone();
+        if n["State"] == state {
+            return n;
+        }
+        assert!(Instant::now() < deadline, "NIC {nic} never became {state}: {n}");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+}
+
+#[test]
+fn a_crash_while_hot_plugging_or_unplugging_a_nic_is_repaired_at_restart() {
+    assert!(unsafe { libc::geteuid() } == 0, "this test needs root (network namespaces, taps, nftables)");
+    let mut cloud = TestCloud::start();
+    let c = cloud.creds.clone();
+    let image = cloud.tiny_image();
+    let net = create(&c, "CreateNet", json!({"IpRange": "10.0.0.0/16"}), "Net")["NetId"].as_str().unwrap().to_string();
+    let subnet = |range: &str| create(&c, "CreateSubnet", json!({"NetId": net, "IpRange": range}), "Subnet")["SubnetId"].as_str().unwrap().to_string();
+    // As in networking.rs: the extra NIC and the prober share a subnet the
+    // server's primary NIC is not in.
+    let (front, back) = (subnet("10.0.1.0/24"), subnet("10.0.2.0/24"));
+    let server = vm_in(&c, &image, Some(&front), None, &[], &server_script("hello-eth1", &[8080]))["VmId"].as_str().unwrap().to_string();
+    let prober = vm_in(&c, &image, Some(&back), None, &[], &prober_script("10.0.2.50", &[8080]))["VmId"].as_str().unwrap().to_string();
+    wait_console(&c, &server, "servers-started", 1, T);
+    wait_console(&c, &prober, "probe 8080 closed", 1, T);
+    let nic = create(&c, "CreateNic", json!({"SubnetId": back, "PrivateIps": [{"PrivateIp": "10.0.2.50"}]}), "Nic");
+    let nic_id = nic["NicId"].as_str().unwrap().to_string();
+    let tap = cloud.tap_of(&nic_id);
+
+    // 1. Abort right after the hot-plug, before the NIC is recorded: after
+    // the restart it is in use, the guest got it once and is reached on it.
+    let mut link = String::new();
+    cloud.crash_at("nic-hot-plugged", |c| {
+        link = call(c, "LinkNic", json!({"NicId": nic_id, "VmId": server, "DeviceNumber": 1})).ok()["LinkNicId"].as_str().unwrap().to_string();
+    });
+    wait_nic(&c, &nic_id, "in-use");
+    wait_console(&c, &server, "socle-guest: net eth1 10.0.2.50/24", 1, T);
+    wait_console(&c, &prober, "probe 8080 open hello-eth1", 1, T);
+    let out = console(&c, &server);
+    assert_eq!(out.matches("socle-guest: nic added eth").count(), 2, "eth0 and one eth1:\n{out}");
+    assert_eq!(interfaces_named(&tap), 1, "the tap {tap} exists once");
+
+    // 2. Abort right after the unplug, before the NIC is available: after
+    // the restart it is available, gone from the guest and the host.
+    cloud.crash_at("nic-unplugged", |c| {
+        call(c, "UnlinkNic", json!({"LinkNicId": link})).ok();
+    });
+    let n = wait_nic(&c, &nic_id, "available");
+    assert!(n["LinkNic"].is_null(), "{n}");
+    wait_console(&c, &server, "socle-guest: nic removed eth1", 1, T);
+    wait_console(&c, &prober, "probe 8080 closed", 2, T);
+    assert_eq!(interfaces_named(&tap), 0, "the tap {tap} of the unlinked NIC is gone");
+    call(&c, "DeleteNic", json!({"NicId": nic_id})).ok();
 }

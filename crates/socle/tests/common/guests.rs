@@ -92,3 +92,13 @@ pub fn default_route(c: &Creds, rtb: &str, target: Value) {
     route.as_object_mut().unwrap().extend(target.as_object().unwrap().clone());
     call(c, "CreateRoute", route).ok();
 }
+
+/// The interfaces named `name` in the root namespace and in every namespace.
+pub fn interfaces_named(name: &str) -> usize {
+    let mut places = vec![vec!["link".to_string(), "show".into(), name.into()]];
+    let out = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    for ns in String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()) {
+        places.push(vec!["-n".into(), ns.into(), "link".into(), "show".into(), name.into()]);
+    }
+    places.iter().filter(|args| std::process::Command::new("ip").args(args.iter()).output().unwrap().status.success()).count()
+}

@@ -149,6 +149,12 @@ impl TestCloud {
         format!("169.254.{}.{}/26", 128 + n / 4, (n % 4) * 64)
     }
 
+    /// The tap of NIC `nic_id` (`eni-…`) on this host: the prefix and the
+    /// NIC's hex digits, as the control plane names it.
+    pub fn tap_of(&self, nic_id: &str) -> String {
+        format!("{}{}", self.net_prefix(), nic_id.trim_start_matches("eni-"))
+    }
+
     /// A /27 of 198.19.0.0/16 for this cloud's public IPs (VMs of the public
     /// cloud get one at launch, and the host routes each to its cloud):
     /// distinct from other running test clouds, and from the 198.18.x pools
