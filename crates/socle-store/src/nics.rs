@@ -72,7 +72,7 @@ fn from_row(r: &Row) -> rusqlite::Result<NicRow> {
 }
 
 fn query(conn: &Connection, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<NicRow>> {
-    let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM nics {filter}"))?;
+    let mut stmt = conn.prepare_cached(&format!("SELECT {COLUMNS} FROM nics {filter}"))?;
     let rows = stmt.query_map(args, from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
@@ -211,7 +211,7 @@ pub fn remove_secondary_ip(conn: &Connection, nic: &NicId, ip: &str) -> Result<b
 
 /// The NIC's addresses, primary first, then in allocation order.
 pub fn ips_of(conn: &Connection, nic: &NicId) -> Result<Vec<PrivateIpRow>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT ip, is_primary FROM nic_private_ips WHERE nic_id = ?1 ORDER BY is_primary DESC, rowid",
     )?;
     let rows = stmt
@@ -222,7 +222,7 @@ pub fn ips_of(conn: &Connection, nic: &NicId) -> Result<Vec<PrivateIpRow>> {
 
 /// Every address taken in `space` (to allocate the next free one).
 pub fn ips_in_space(conn: &Connection, space: &str) -> Result<Vec<String>> {
-    let mut stmt = conn.prepare("SELECT ip FROM nic_private_ips WHERE space = ?1")?;
+    let mut stmt = conn.prepare_cached("SELECT ip FROM nic_private_ips WHERE space = ?1")?;
     let rows = stmt.query_map([space], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
@@ -253,7 +253,7 @@ pub fn set_groups(conn: &Connection, nic: &NicId, groups: &[SecurityGroupId]) ->
 
 /// The NIC's groups, in the order they were given.
 pub fn groups_of(conn: &Connection, nic: &NicId) -> Result<Vec<SecurityGroupId>> {
-    let mut stmt = conn.prepare("SELECT security_group_id FROM nic_security_groups WHERE nic_id = ?1 ORDER BY rowid")?;
+    let mut stmt = conn.prepare_cached("SELECT security_group_id FROM nic_security_groups WHERE nic_id = ?1 ORDER BY rowid")?;
     let rows = stmt.query_map([nic.as_str()], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows.into_iter().map(SecurityGroupId::from_trusted).collect())
 }
@@ -261,7 +261,7 @@ pub fn groups_of(conn: &Connection, nic: &NicId) -> Result<Vec<SecurityGroupId>>
 /// The NICs that are members of a group (rules naming it as a peer expand
 /// to their addresses).
 pub fn members_of_group(conn: &Connection, group: &SecurityGroupId) -> Result<Vec<NicId>> {
-    let mut stmt = conn.prepare("SELECT nic_id FROM nic_security_groups WHERE security_group_id = ?1 ORDER BY nic_id")?;
+    let mut stmt = conn.prepare_cached("SELECT nic_id FROM nic_security_groups WHERE security_group_id = ?1 ORDER BY nic_id")?;
     let rows = stmt.query_map([group.as_str()], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows.into_iter().map(NicId::from_trusted).collect())
 }

@@ -58,7 +58,7 @@ fn from_row(r: &Row) -> rusqlite::Result<PublicIpRow> {
 }
 
 fn query(conn: &Connection, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<PublicIpRow>> {
-    let mut stmt = conn.prepare(&format!("{SELECT} {filter}"))?;
+    let mut stmt = conn.prepare_cached(&format!("{SELECT} {filter}"))?;
     let rows = stmt.query_map(args, from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(rows)
 }
@@ -76,7 +76,7 @@ pub fn allocate(
     created_at: &str,
     auto: bool,
 ) -> Result<Option<PublicIpRow>> {
-    let mut stmt = conn.prepare("SELECT public_ip FROM public_ips")?;
+    let mut stmt = conn.prepare_cached("SELECT public_ip FROM public_ips")?;
     let taken = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<HashSet<_>>>()?;
     let Some(ip) = candidates.into_iter().map(|ip| ip.to_string()).find(|ip| !taken.contains(ip)) else {
         return Ok(None);

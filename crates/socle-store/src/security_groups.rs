@@ -124,7 +124,7 @@ pub fn get_by_name(conn: &Connection, account: &AccountId, net_id: Option<&NetId
 
 /// The groups of `account`, by creation date then ID.
 pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<GroupRow>> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {GROUP_COLUMNS} FROM security_groups WHERE account_id = ?1 ORDER BY created_at, security_group_id"
     ))?;
     let rows = stmt.query_map([account.as_str()], group_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -133,7 +133,7 @@ pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<GroupRow>> {
 
 /// The groups of one Net, whatever their account (a Net has one owner).
 pub fn list_in_net(conn: &Connection, net_id: &NetId) -> Result<Vec<GroupRow>> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "SELECT {GROUP_COLUMNS} FROM security_groups WHERE net_id = ?1 ORDER BY created_at, security_group_id"
     ))?;
     let rows = stmt.query_map([net_id.as_str()], group_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
@@ -214,7 +214,7 @@ pub fn count_rules(conn: &Connection, group: &SecurityGroupId, flow: &str) -> Re
 /// The groups (other than `id` itself) that have a rule naming `id` as peer,
 /// with their owners.
 pub fn referencing_groups(conn: &Connection, id: &SecurityGroupId) -> Result<Vec<(SecurityGroupId, AccountId)>> {
-    let mut stmt = conn.prepare(
+    let mut stmt = conn.prepare_cached(
         "SELECT DISTINCT g.security_group_id, g.account_id
          FROM security_group_rules r JOIN security_groups g ON g.security_group_id = r.security_group_id
          WHERE r.peer_group_id = ?1 AND r.security_group_id != ?1
@@ -273,7 +273,7 @@ pub fn rules_of(conn: &Connection, group_ids: &[SecurityGroupId]) -> Result<Vec<
 
 /// Every rule of every group of `account` (one query, for ReadSecurityGroups).
 pub fn rules_of_account(conn: &Connection, account: &AccountId) -> Result<Vec<RuleRow>> {
-    let mut stmt = conn.prepare(&format!(
+    let mut stmt = conn.prepare_cached(&format!(
         "{RULE_SELECT} JOIN security_groups g ON g.security_group_id = r.security_group_id
          WHERE g.account_id = ?1 ORDER BY r.created_at, r.rule_id"
     ))?;

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use socle_store::nics::{self as nic_store, NicRow};
 use socle_store::{Connection, Transaction};
-use socle_types::ids::{AccountId, VmId};
+use socle_types::ids::VmId;
 use socle_types::osc::*;
 use socle_types::ApiError;
 
@@ -68,9 +68,12 @@ pub(crate) fn private_dns_name(ip: &str, region: &str) -> String {
     format!("ip-{}.{region}.compute.internal", ip.replace('.', "-"))
 }
 
-/// The network views of an account's VMs, by VM id.
-pub(crate) fn vm_network_views(conn: &Connection, account: &AccountId, region: &str) -> Result<HashMap<VmId, VmNetworkView>, ApiError> {
-    let nics = nic_store::list(conn, account)?.into_iter().filter(|n| n.vm_id.is_some()).collect();
+/// The network views of `vms`, by VM id (a VM without NIC has none).
+pub(crate) fn vm_network_views(conn: &Connection, vms: &[VmId], region: &str) -> Result<HashMap<VmId, VmNetworkView>, ApiError> {
+    let mut nics = vec![];
+    for vm in vms {
+        nics.extend(nic_store::of_vm(conn, vm)?);
+    }
     views_of(conn, nics, region)
 }
 
