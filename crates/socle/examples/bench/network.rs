@@ -35,9 +35,9 @@ pub struct NetResult {
     pub loopback_mibs: Vec<f64>,
     /// busybox ping's `round-trip min/avg/max` (ms).
     pub ping: (f64, f64, f64),
-    /// CreateSecurityGroupRule call → first successful connect (ms).
+    /// CreateSecurityGroupRule call → start of the first connect that succeeded (ms).
     pub open_ms: Vec<f64>,
-    /// DeleteSecurityGroupRule call → first refused connect (ms).
+    /// DeleteSecurityGroupRule call → start of the first connect that failed (ms).
     pub close_ms: Vec<f64>,
     /// The API calls' own durations (ms), both kinds.
     pub call_ms: Vec<f64>,
@@ -102,12 +102,15 @@ fn id(v: &Value, key: &str) -> String {
     v[key].as_str().unwrap_or_else(|| panic!("no {key} in {v}")).to_string()
 }
 
-/// Connects until `want` (connected or not) holds; returns when it did.
+/// Connects until `want` (connected or not) holds; returns when the
+/// attempt that showed it started (its SYN met the rules as they were then,
+/// and the attempt before it, at most one timeout earlier, did not).
 fn until_connect(addr: SocketAddr, want: bool, since: Instant) -> Duration {
     loop {
+        let started = since.elapsed();
         let ok = TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT).is_ok();
         if ok == want {
-            return since.elapsed();
+            return started;
         }
         assert!(since.elapsed() < Duration::from_secs(30), "the rule change never showed (wanted connect {want})");
         if !ok {
