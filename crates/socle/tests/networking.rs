@@ -209,3 +209,51 @@ fn a_nic_hot_plugged_into_a_running_guest_gets_its_address_answers_and_leaves() 
     assert_eq!(interfaces_named(&tap), 0, "the tap {tap} of the unlinked NIC is gone");
     call(&c, "DeleteNic", json!({"NicId": nic_id})).ok();
 }
+
+/// A guest that, once it reaches `server`:8080, tries again under another
+/// identity — an address that is not its own, then its own address with
+/// another MAC — then as itself again, printing "spoof STEP open BODY" or
+/// "spoof STEP closed" for each. DHCP is stopped first so that nothing
+/// gives it its address back behind the test's back.
+fn spoofer_script(server: &str) -> String {
+    format!(
+        r#"#!/bin/sh
+while [ ! -s /run/socle/ip-eth0 ]; do sleep 1; done
+ip=$(cat /run/socle/ip-eth0); mac=$(cat /sys/class/net/eth0/address)
+get() {{ printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 {server} 8080 2>/dev/null | tail -n 1; }}
+probe() {{ body=$(get); if [ -n "$body" ]; then echo "spoof $1 open $body"; else echo "spoof $1 closed"; fi; }}
+until [ -n "$(get)" ]; do sleep 1; done
+kill $(cat /run/socle/udhcpc-eth0.pid)
+probe real
+ip addr flush dev eth0; ip addr add 10.0.1.99/24 dev eth0; ip neigh flush dev eth0
+probe other-ip
+ip addr flush dev eth0; ip addr add $ip/24 dev eth0
+ip link set eth0 down; ip link set eth0 address 02:bb:00:00:00:01; ip link set eth0 up; ip neigh flush dev eth0
+probe other-mac
+ip link set eth0 down; ip link set eth0 address $mac; ip link set eth0 up; ip neigh flush dev eth0
+probe real-again
+echo spoof-done
+"#
+    )
+}
+
+#[test]
+fn a_guest_cannot_pass_for_another_address_or_mac() {
+    assert!(unsafe { libc::geteuid() } == 0, "this test needs root (network namespaces, taps, nftables)");
+    let cloud = TestCloud::start();
+    let c = cloud.creds.clone();
+    let image = cloud.tiny_image();
+    let net = create(&c, "CreateNet", json!({"IpRange": "10.0.0.0/16"}), "Net")["NetId"].as_str().unwrap().to_string();
+    let subnet = create(&c, "CreateSubnet", json!({"NetId": net, "IpRange": "10.0.1.0/24"}), "Subnet")["SubnetId"].as_str().unwrap().to_string();
+    // The server lets the whole Net in on 8080: only anti-spoofing stands
+    // between a spoofed packet and an answer.
+    let open = create(&c, "CreateSecurityGroup", json!({"NetId": net, "SecurityGroupName": "open", "Description": "8080 from the Net"}), "SecurityGroup");
+    let open_id = open["SecurityGroupId"].as_str().unwrap().to_string();
+    call(&c, "CreateSecurityGroupRule", json!({"SecurityGroupId": open_id, "Flow": "Inbound", "IpProtocol": "tcp", "FromPortRange": 8080, "ToPortRange": 8080, "IpRange": "10.0.0.0/16"})).ok();
+    vm_in(&c, &image, Some(&subnet), Some("10.0.1.10"), &[&open_id], &server_script("hello-real", &[8080]));
+    let spoofer = vm_in(&c, &image, Some(&subnet), None, &[], &spoofer_script("10.0.1.10"))["VmId"].as_str().unwrap().to_string();
+    let out = wait_console(&c, &spoofer, "spoof-done", 1, T);
+    for (step, want) in [("real", "open hello-real"), ("other-ip", "closed"), ("other-mac", "closed"), ("real-again", "open hello-real")] {
+        assert!(out.contains(&format!("spoof {step} {want}")), "step {step}: want {want:?}:\n{out}");
+    }
+}
