@@ -182,6 +182,12 @@ pub enum SpecError {
         direction: &'static str,
     },
 
+    #[error("NIC {nic_id}: {direction} rule: an ICMP type needs protocol icmp")]
+    IcmpWithoutIcmp {
+        nic_id: String,
+        direction: &'static str,
+    },
+
     #[error("public IP {public_ip} maps to {private_ip}, which is no NIC's private IP")]
     UnknownPrivateIp {
         public_ip: Ipv4Addr,

@@ -25,7 +25,7 @@ pub use cidr::{Ipv4Net, MacAddr, ParseMacError, ParseNetError};
 pub use driver::{ApplyReport, NetDriver};
 pub use error::{NetError, Result, SpecError};
 pub use spec::{
-    NatServiceSpec, NetSpec, PortSpec, Protocol, PublicIpMapping, Route, RouteTarget, Rule,
+    IcmpMatch, NatServiceSpec, NetSpec, PortSpec, Protocol, PublicIpMapping, Route, RouteTarget, Rule,
     SubnetSpec, UplinkSpec,
 };
 

@@ -29,7 +29,7 @@ use std::net::Ipv4Addr;
 
 use crate::cidr::{normalize, Ipv4Net};
 use crate::naming::{self, METADATA_IP, NS_TABLE, UPLINK};
-use crate::spec::{NetSpec, PortSpec, Protocol, RouteTarget, Rule, SubnetSpec};
+use crate::spec::{IcmpMatch, NetSpec, PortSpec, Protocol, RouteTarget, Rule, SubnetSpec};
 
 /// The `meta mark` of the i-th port of a spec. Marks are only meaningful
 /// within one loaded ruleset, so indexes may shift between applies.
@@ -79,6 +79,11 @@ fn rule_match(rule: &Rule, dir: Direction) -> Option<String> {
     match (proto, rule.ports) {
         (Some(p @ ("tcp" | "udp")), Some((a, b))) if a == b => parts.push(format!("{p} dport {a}")),
         (Some(p @ ("tcp" | "udp")), Some((a, b))) => parts.push(format!("{p} dport {a}-{b}")),
+        (Some("icmp"), _) => match rule.icmp {
+            Some(IcmpMatch { kind, code: Some(code) }) => parts.push(format!("icmp type {kind} icmp code {code}")),
+            Some(IcmpMatch { kind, code: None }) => parts.push(format!("icmp type {kind}")),
+            None => parts.push("ip protocol icmp".to_string()),
+        },
         (Some(p), _) => parts.push(format!("ip protocol {p}")),
         (None, _) => parts.push("meta nfproto ipv4".to_string()),
     }
@@ -451,6 +456,7 @@ mod tests {
         let r = Rule {
             protocol: Protocol::Tcp,
             ports: Some((80, 80)),
+            icmp: None,
             peers: vec![n("10.0.0.0/16"), n("10.0.1.5/32")],
         };
         assert_eq!(
@@ -460,6 +466,7 @@ mod tests {
         let r = Rule {
             protocol: Protocol::Udp,
             ports: Some((1000, 2000)),
+            icmp: None,
             peers: vec![Ipv4Net::ANY],
         };
         assert_eq!(
@@ -469,15 +476,26 @@ mod tests {
         let r = Rule {
             protocol: Protocol::Icmp,
             ports: None,
+            icmp: None,
             peers: vec![n("192.0.2.1/32"), n("192.0.2.7/32")],
         };
         assert_eq!(
             rule_match(&r, Direction::Outbound).unwrap(),
             "ip daddr { 192.0.2.1/32, 192.0.2.7/32 } ip protocol icmp"
         );
+        let mut r = Rule {
+            protocol: Protocol::Icmp,
+            ports: None,
+            icmp: Some(IcmpMatch { kind: 8, code: None }),
+            peers: vec![n("10.0.1.0/24")],
+        };
+        assert_eq!(rule_match(&r, Direction::Inbound).unwrap(), "ip saddr { 10.0.1.0/24 } icmp type 8");
+        r.icmp = Some(IcmpMatch { kind: 3, code: Some(4) });
+        assert_eq!(rule_match(&r, Direction::Inbound).unwrap(), "ip saddr { 10.0.1.0/24 } icmp type 3 icmp code 4");
         let r = Rule {
             protocol: Protocol::Any,
             ports: None,
+            icmp: None,
             peers: vec![Ipv4Net::ANY],
         };
         assert_eq!(
@@ -487,6 +505,7 @@ mod tests {
         let r = Rule {
             protocol: Protocol::Tcp,
             ports: None,
+            icmp: None,
             peers: vec![],
         };
         assert_eq!(

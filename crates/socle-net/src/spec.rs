@@ -124,9 +124,21 @@ pub struct Rule {
     /// ports.
     #[serde(default)]
     pub ports: Option<(u16, u16)>,
+    /// Only for icmp: the ICMP type and, if given, code allowed. `None` is
+    /// every ICMP message.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub icmp: Option<IcmpMatch>,
     /// The remote side: sources for inbound rules, destinations for
     /// outbound ones. Empty matches nothing.
     pub peers: Vec<Ipv4Net>,
+}
+
+/// An ICMP type (`8`: echo request) and optionally one of its codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IcmpMatch {
+    pub kind: u8,
+    #[serde(default)]
+    pub code: Option<u8>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -342,6 +354,9 @@ impl NetSpec {
             }
             for (direction, rules) in [("inbound", &p.inbound), ("outbound", &p.outbound)] {
                 for r in rules {
+                    if r.icmp.is_some() && r.protocol != Protocol::Icmp {
+                        return Err(SpecError::IcmpWithoutIcmp { nic_id: p.nic_id.clone(), direction });
+                    }
                     if let Some((from, to)) = r.ports {
                         if !matches!(r.protocol, Protocol::Tcp | Protocol::Udp) {
                             return Err(SpecError::PortsWithoutTcpUdp {
@@ -443,11 +458,13 @@ pub(crate) mod tests {
                     inbound: vec![Rule {
                         protocol: Protocol::Tcp,
                         ports: Some((22, 22)),
+                        icmp: None,
                         peers: vec![Ipv4Net::ANY],
                     }],
                     outbound: vec![Rule {
                         protocol: Protocol::Any,
                         ports: None,
+                        icmp: None,
                         peers: vec![Ipv4Net::ANY],
                     }],
                     source_dest_check: true,
@@ -461,6 +478,7 @@ pub(crate) mod tests {
                     inbound: vec![Rule {
                         protocol: Protocol::Icmp,
                         ports: None,
+                        icmp: None,
                         peers: vec![n("10.0.1.0/24"), n("10.0.1.10/32")],
                     }],
                     outbound: vec![],

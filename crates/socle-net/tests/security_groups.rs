@@ -7,6 +7,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use common::*;
+use socle_net::{IcmpMatch, Rule};
 
 /// DHCP gives each port exactly its address; ICMP and TCP pass only where
 /// a rule allows them; peers lists (a security group resolved to member
@@ -240,4 +241,34 @@ fn anti_spoofing() {
         a.fetch(sa("169.254.169.254", 80)).as_deref(),
         Some("10.0.1.10")
     );
+}
+
+/// An ICMP rule allows its type (and code, when given) only: echo requests
+/// (type 8, code 0) pass a rule for type 8 or for 8/0, not one for another
+/// type or another code.
+#[test]
+fn icmp_rules_match_their_type_and_code() {
+    let mut lab = Lab::new();
+    let net_id = lab.net_id("icmp");
+    let (a, b) = (lab.vm(1), lab.vm(2));
+    let with_rule = |lab: &Lab, icmp: Option<IcmpMatch>| {
+        let rule = Rule { icmp, ..icmp_from(&["10.0.1.0/24"]) };
+        let ports = vec![
+            lab.port("eni-a", &a, "subnet-a", &["10.0.1.10"], vec![rule], allow_all()),
+            lab.port("eni-b", &b, "subnet-a", &["10.0.1.20"], vec![], allow_all()),
+        ];
+        simple_net(&net_id, "10.0.0.0/16", "10.0.1.0/24", ports)
+    };
+    for (icmp, passes) in [
+        (Some(IcmpMatch { kind: 13, code: None }), false),
+        (Some(IcmpMatch { kind: 8, code: None }), true),
+        (Some(IcmpMatch { kind: 8, code: Some(1) }), false),
+        (Some(IcmpMatch { kind: 8, code: Some(0) }), true),
+        (None, true),
+    ] {
+        lab.apply(&with_rule(&lab, icmp));
+        a.set_static(ip("10.0.1.10"), n("10.0.1.0/24"), ip("10.0.1.1"));
+        b.set_static(ip("10.0.1.20"), n("10.0.1.0/24"), ip("10.0.1.1"));
+        assert_eq!(b.ping(ip("10.0.1.10")), passes, "ping under an ICMP rule {icmp:?}");
+    }
 }

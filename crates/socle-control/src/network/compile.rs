@@ -12,7 +12,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::Ipv4Addr;
 
-use socle_net::{Ipv4Net, NatServiceSpec, NetSpec, PortSpec, Protocol, PublicIpMapping, Route, RouteTarget, Rule, SubnetSpec, UplinkSpec};
+use socle_net::{IcmpMatch, Ipv4Net, NatServiceSpec, NetSpec, PortSpec, Protocol, PublicIpMapping, Route, RouteTarget, Rule, SubnetSpec, UplinkSpec};
 use socle_store::nics::{self as nic_store, NicRow};
 use socle_store::security_groups::{self as sg_store, RuleRow};
 use socle_store::{internet_services, nat_services, nets as net_store, public_ips, route_tables, uplinks, Connection};
@@ -238,8 +238,6 @@ fn resolve_rules(
         let protocol = match r.protocol.as_str() {
             "tcp" => Protocol::Tcp,
             "udp" => Protocol::Udp,
-            // ICMP type/code are not filtered: a rule for one ICMP type
-            // allows all of them (docs/NETWORKING.md).
             "icmp" => Protocol::Icmp,
             _ => Protocol::Any,
         };
@@ -247,7 +245,14 @@ fn resolve_rules(
             (Protocol::Tcp | Protocol::Udp, Some(from), Some(to)) => Some((port(from)?, port(to)?)),
             _ => None,
         };
-        let rule = Rule { protocol, ports, peers };
+        // ICMP: FromPortRange is the type, ToPortRange the code (-1: any).
+        let icmp = match (protocol, r.from_port, r.to_port) {
+            (Protocol::Icmp, Some(kind), code) if kind >= 0 => {
+                Some(IcmpMatch { kind: icmp_field(kind)?, code: code.filter(|c| *c >= 0).map(icmp_field).transpose()? })
+            }
+            _ => None,
+        };
+        let rule = Rule { protocol, ports, icmp, peers };
         if r.flow == "inbound" {
             inbound.push(rule);
         } else {
@@ -255,6 +260,10 @@ fn resolve_rules(
         }
     }
     Ok((inbound, outbound))
+}
+
+fn icmp_field(v: i64) -> Result<u8, ApiError> {
+    u8::try_from(v).map_err(|_| ApiError::internal(format!("stored ICMP type or code {v} out of range")))
 }
 
 fn port(p: i64) -> Result<u16, ApiError> {

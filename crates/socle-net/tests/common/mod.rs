@@ -405,6 +405,7 @@ pub fn allow_all() -> Vec<Rule> {
     vec![Rule {
         protocol: Protocol::Any,
         ports: None,
+        icmp: None,
         peers: vec![Ipv4Net::ANY],
     }]
 }
@@ -413,6 +414,7 @@ pub fn icmp_from(peers: &[&str]) -> Rule {
     Rule {
         protocol: Protocol::Icmp,
         ports: None,
+        icmp: None,
         peers: peers.iter().map(|p| n(p)).collect(),
     }
 }
@@ -421,6 +423,7 @@ pub fn tcp_from(port: u16, peers: &[&str]) -> Rule {
     Rule {
         protocol: Protocol::Tcp,
         ports: Some((port, port)),
+        icmp: None,
         peers: peers.iter().map(|p| n(p)).collect(),
     }
 }
