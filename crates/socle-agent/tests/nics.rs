@@ -30,7 +30,7 @@ impl Drop for NetGuard {
 }
 
 fn port(nic: &str, tap: &str, mac: &str, ip: &str) -> PortSpec {
-    let everything = Rule { protocol: Protocol::Any, ports: None, peers: vec!["0.0.0.0/0".parse().unwrap()] };
+    let everything = Rule { protocol: Protocol::Any, ports: None, icmp: None, peers: vec!["0.0.0.0/0".parse().unwrap()] };
     PortSpec {
         nic_id: nic.into(),
         ifname: tap.into(),
