@@ -66,7 +66,12 @@ pub const READY_MARKER: &str = "socle-guest: ready";
 pub const BOOTING_MARKER: &str = "socle-guest: booting";
 
 /// Kernel arguments used when `VmSpec::kernel_cmdline` is None.
-const DEFAULT_CMDLINE_EXTRA: &str = "quiet";
+/// `no_timer_check`: Linux checks at boot that the IO-APIC timer interrupt
+/// ticks within a few busy-waited milliseconds and panics ("IO-APIC + timer
+/// doesn't work!") when it does not; under TCG on a loaded host a virtual
+/// CPU can be descheduled through that window (seen in CI). The emulated
+/// timer is fine: skip the check, as cloud images for virtual machines do.
+const DEFAULT_CMDLINE_EXTRA: &str = "quiet no_timer_check";
 /// While a graceful stop waits, the ACPI power button is pressed again this
 /// often (a guest still booting when the first press came ignores it).
 const POWERDOWN_REPEAT: Duration = Duration::from_secs(5);
@@ -127,7 +132,7 @@ pub struct VmSpec {
     pub image: ImageFiles,
     /// Handed to the guest through fw_cfg as `opt/socle/user-data`.
     pub user_data: Option<Vec<u8>>,
-    /// Extra kernel arguments (default "quiet"); `console=ttyS0` is always first.
+    /// Extra kernel arguments (default "quiet no_timer_check"); `console=ttyS0` is always first.
     /// Direct kernel boot only: a full-disk image (`image.kernel` None) boots
     /// with the command line of its own boot loader configuration.
     pub kernel_cmdline: Option<String>,
@@ -341,7 +346,7 @@ impl Agent {
     /// The full-disk variant of socle-tiny, booted by the BIOS like a cloud
     /// image: `kernel`/`initrd` are `None` and `disk` is a 1 GiB qcow2 with an
     /// MBR, SYSLINUX and a FAT partition holding the same kernel and
-    /// initramfs (kernel command line `console=ttyS0 quiet`). Cached next to
+    /// initramfs (kernel command line `console=ttyS0 quiet no_timer_check`). Cached next to
     /// the direct-kernel files (same cache key); built on first use, which
     /// needs the host tools syslinux, mtools and mkfs.vfat.
     pub async fn build_tiny_disk_image(&self) -> Result<ImageFiles, AgentError> {
