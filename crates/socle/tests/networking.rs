@@ -159,7 +159,12 @@ fn a_nic_hot_plugged_into_a_running_guest_gets_its_address_answers_and_leaves() 
     // in another, so the prober reaches the extra NIC on its own link (the
     // guest routes only eth0's subnet through its gateway).
     let (front, back) = (subnet("10.0.1.0/24"), subnet("10.0.2.0/24"));
-    let server = vm_in(&c, &image, Some(&front), None, &[], &server_script("hello-eth1", &[8080]));
+    // The server also watches what the metadata service says of eth1's
+    // addresses (EC2's network/interfaces/macs/MAC/local-ipv4s).
+    let watch_eth1 = "while [ ! -s /run/socle/ip-eth1 ]; do sleep 1; done\nmac=$(cat /sys/class/net/eth1/address); last=\n\
+        while [ -e /sys/class/net/eth1 ]; do\n  ips=$(socle-net fetch latest/meta-data/network/interfaces/macs/$mac/local-ipv4s | tr '\\n' ,)\n\
+          [ \"$ips\" = \"$last\" ] || echo \"meta eth1 $ips\"; last=$ips; sleep 1\ndone\n";
+    let server = vm_in(&c, &image, Some(&front), None, &[], &(server_script("hello-eth1", &[8080]) + watch_eth1));
     let server_id = server["VmId"].as_str().unwrap().to_string();
     let prober = vm_in(&c, &image, Some(&back), None, &[], &prober_script("10.0.2.50", &[8080]));
     let prober_id = prober["VmId"].as_str().unwrap().to_string();
@@ -177,6 +182,10 @@ fn a_nic_hot_plugged_into_a_running_guest_gets_its_address_answers_and_leaves() 
     wait_console(&c, &server_id, "socle-guest: net eth1 10.0.2.50/24", 1, T);
     wait_console(&c, &prober_id, "probe 8080 open hello-eth1", 1, T);
     wait_console(&c, &prober_id, "probe ping ok", 1, T);
+    // A secondary address shows in the guest's metadata.
+    wait_console(&c, &server_id, "meta eth1 10.0.2.50", 1, T);
+    call(&c, "LinkPrivateIps", json!({"NicId": nic_id, "PrivateIps": ["10.0.2.51"]})).ok();
+    wait_console(&c, &server_id, "meta eth1 10.0.2.50,10.0.2.51", 1, T);
     let read = call(&c, "ReadNics", json!({"Filters": {"NicIds": [nic_id]}})).ok();
     assert_eq!(read["Nics"][0]["State"], "in-use", "{read}");
     assert_eq!(read["Nics"][0]["LinkNic"]["VmId"], server_id.as_str(), "{read}");

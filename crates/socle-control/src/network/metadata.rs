@@ -19,6 +19,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use super::compile::{net_key, space_of};
+use super::metadata_interfaces;
 use crate::ops::vm_network::private_dns_name;
 use crate::Cloud;
 
@@ -139,8 +140,8 @@ fn lookup(conn: &mut Connection, key: &str, ip: &str, path: &str, region: &str) 
         }
         "/latest/meta-data" => {
             let mut entries = vec![
-                "ami-id", "hostname", "instance-id", "instance-type", "local-hostname", "local-ipv4", "mac", "placement/",
-                "reservation-id", "security-groups",
+                "ami-id", "hostname", "instance-id", "instance-type", "local-hostname", "local-ipv4", "mac", "network/",
+                "placement/", "reservation-id", "security-groups",
             ];
             if keypair.is_some() {
                 entries.push("public-keys/");
@@ -161,6 +162,16 @@ fn lookup(conn: &mut Connection, key: &str, ip: &str, path: &str, region: &str) 
         p if p == md("mac") => text(primary.mac.clone()),
         p if p == md("security-groups") => text(groups.join("\n")),
         p if p == md("placement") => text("availability-zone\n".into()),
+        p if p == md("network") => text("interfaces/\n".into()),
+        p if p == md("network/interfaces") => text("macs/\n".into()),
+        p if p.starts_with(&md("network/interfaces/macs")) => {
+            let rest = &p[md("network/interfaces/macs").len()..];
+            if !(rest.is_empty() || rest.starts_with('/')) {
+                return Ok(None);
+            }
+            let nics = metadata_interfaces::nics_of(conn, &nic_store::of_vm(conn, &vm.vm_id)?)?;
+            Ok(metadata_interfaces::answer(&nics, rest).map(String::into_bytes))
+        }
         p if p == md("placement/availability-zone") => text(vm.subregion.clone()),
         p if p == md("public-keys") => Ok(keypair.map(|k| format!("0={}\n", k.name).into_bytes())),
         p if p == md("public-keys/0") => Ok(keypair.map(|_| b"openssh-key\n".to_vec())),

@@ -15,6 +15,7 @@
 
 pub(crate) mod compile;
 mod metadata;
+mod metadata_interfaces;
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::SocketAddrV4;
