@@ -64,10 +64,7 @@ async fn attach(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), Recon
         // Its addresses now count as members of its groups, and its tap
         // (if plugged) goes into the namespace.
         if running {
-            if let Err(e) = hold.wire(cloud, &[net_key(nic)]).await {
-                cloud.network_changed();
-                return Err(e.into());
-            }
+            hold.wire(cloud, &[net_key(nic)]).await?;
         } else {
             cloud.network_changed();
         }

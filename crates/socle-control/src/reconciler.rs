@@ -168,12 +168,10 @@ pub async fn run(cloud: Arc<Cloud>) {
         if cloud.network_dirty.load(Ordering::SeqCst) || last_network.elapsed() >= NETWORK_EVERY {
             last_network = Instant::now();
             spawn_once(&cloud, &active, "network".into(), |cloud| async move {
-                // Before compiling: a change from now on sets it again.
+                // Before compiling: a change from now on sets it again (and
+                // so does a failure: see network::pass).
                 cloud.network_dirty.store(false, Ordering::SeqCst);
-                network::pass(&cloud).await.map_err(|e| {
-                    cloud.network_dirty.store(true, Ordering::SeqCst);
-                    e.to_string()
-                })
+                network::pass(&cloud).await.map_err(|e| e.to_string())
             });
         }
         if last_health.elapsed() >= cloud.config.health_interval {
@@ -457,7 +455,6 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
     if let Some(hold) = hold {
         if let Err(e) = hold.wire(cloud, &networks).await {
             tracing::error!(vm = %vm_id, error = %e, "network pass after start failed; will retry");
-            cloud.network_changed();
         }
     }
     Ok(())

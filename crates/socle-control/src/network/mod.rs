@@ -124,7 +124,17 @@ pub(crate) async fn pass(cloud: &Arc<Cloud>) -> Result<(), NetworkError> {
     pass_locked(cloud, net, &mut state).await
 }
 
+/// A failed pass marks the networks dirty, so that the reconciler retries
+/// it whoever ran it (its own pass, a VM start, a NIC hot-plug).
 async fn pass_locked(cloud: &Arc<Cloud>, net: &Network, state: &mut State) -> Result<(), NetworkError> {
+    let result = apply_all(cloud, net, state).await;
+    if result.is_err() {
+        cloud.network_changed();
+    }
+    result
+}
+
+async fn apply_all(cloud: &Arc<Cloud>, net: &Network, state: &mut State) -> Result<(), NetworkError> {
     let cfg = net.cfg.clone();
     let driver = net.driver.clone();
     let on_host: BTreeSet<String> = blocking(move || driver.list_nets()).await?.into_iter().collect();
