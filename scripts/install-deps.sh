@@ -11,6 +11,8 @@
 #   iproute2 nftables dnsmasq-base the host network driver (socle-net): namespaces, bridges,
 #                                  security groups/NAT, per-Net DHCP
 #   busybox                        udhcpc, nc and wget play the guest in the socle-net tests
+#   postgresql                     the state engine of multi-server clouds; the tests start a
+#                                  throwaway cluster of it (no service is enabled or used)
 # The socle-tiny guest image is fetched at run time with `apt-get download`
 # (nothing installed), so apt's package lists must exist: we refresh them.
 #
@@ -35,6 +37,7 @@ command -v ip >/dev/null || need+=(iproute2)
 command -v nft >/dev/null || need+=(nftables)
 command -v dnsmasq >/dev/null || need+=(dnsmasq-base)
 command -v busybox >/dev/null || need+=(busybox)
+ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 # apt-get download (image build) needs package lists.
 [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock | grep -v partial)" ] || need+=(lists)
 
@@ -62,6 +65,12 @@ for n in "${need[@]}"; do
         *) pkgs+=("$n") ;;
     esac
 done
+if [[ " ${pkgs[*]} " == *" postgresql "* ]]; then
+    # The tests start their own clusters: no system-wide one.
+    mkdir -p /etc/postgresql-common
+    grep -qs '^create_main_cluster' /etc/postgresql-common/createcluster.conf \
+        || echo 'create_main_cluster = false' >> /etc/postgresql-common/createcluster.conf
+fi
 if [ ${#pkgs[@]} -gt 0 ]; then
     apt-get install -y -qq --no-install-recommends --allow-downgrades "${pkgs[@]}" >/dev/null
 fi

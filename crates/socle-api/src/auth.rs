@@ -67,7 +67,7 @@ pub async fn authenticate_for_hash(
     let cloud2 = cloud.clone();
     let key = cloud
         .store
-        .run(move |conn| {
+        .read(move |conn| {
             identity::key_for_auth(conn, &cloud2.secrets, &access_key_id).map_err(ApiError::internal)
         })
         .await?;

@@ -10,7 +10,7 @@
 
 use socle_kms::{DataKey, KekRef, KeystoreId, KmsError, WrappedKey};
 use socle_store::keys::{self as key_store, KeyEvent};
-use socle_store::{now_iso, Connection};
+use socle_store::{now_iso, Conn};
 use socle_types::error::ErrorCode;
 use socle_types::ids::AccountId;
 use socle_types::ApiError;
@@ -30,7 +30,7 @@ pub(crate) fn kms_error(e: &KmsError, what: &str) -> ApiError {
     }
 }
 
-fn record(conn: &Connection, account: &AccountId, actor: &str, op: &str, kek: &str, resource: &str, outcome: &str) -> Result<(), ApiError> {
+fn record(conn: &Conn, account: &AccountId, actor: &str, op: &str, kek: &str, resource: &str, outcome: &str) -> Result<(), ApiError> {
     key_store::record(
         conn,
         &KeyEvent {
@@ -54,7 +54,7 @@ fn outcome<T>(r: &Result<T, KmsError>) -> String {
 }
 
 /// The account's KEK, created (software keystore) on first use.
-pub(crate) fn account_kek(cloud: &Cloud, conn: &Connection, account: &AccountId, actor: &str) -> Result<KekRef, ApiError> {
+pub(crate) fn account_kek(cloud: &Cloud, conn: &Conn, account: &AccountId, actor: &str) -> Result<KekRef, ApiError> {
     if let Some(json) = key_store::account_kek(conn, account)? {
         return serde_json::from_str(&json).map_err(|e| ApiError::internal(format!("stored KEK reference of {account}: {e}")));
     }
@@ -78,7 +78,7 @@ pub(crate) fn account_kek(cloud: &Cloud, conn: &Connection, account: &AccountId,
 }
 
 /// A fresh DEK for `resource`, returned wrapped (JSON) for storage.
-pub(crate) fn wrap_new_key(cloud: &Cloud, conn: &Connection, account: &AccountId, actor: &str, resource: &str) -> Result<String, ApiError> {
+pub(crate) fn wrap_new_key(cloud: &Cloud, conn: &Conn, account: &AccountId, actor: &str, resource: &str) -> Result<String, ApiError> {
     let kek = account_kek(cloud, conn, account, actor)?;
     let made = cloud.keystores.with(|k| k.new_data_key(&kek, resource, actor));
     record(conn, account, actor, "wrap", &kek.to_string(), resource, &outcome(&made))?;
@@ -89,7 +89,7 @@ pub(crate) fn wrap_new_key(cloud: &Cloud, conn: &Connection, account: &AccountId
 /// Unwraps the DEK of `resource` (for the host to open its disk).
 pub(crate) fn unwrap_key(
     cloud: &Cloud,
-    conn: &Connection,
+    conn: &Conn,
     account: &AccountId,
     actor: &str,
     resource: &str,
@@ -104,7 +104,7 @@ pub(crate) fn unwrap_key(
 
 /// Records that the DEK of `resource` was destroyed (its wrapped copy erased
 /// with the row): the disk's data is unrecoverable from then on.
-pub(crate) fn record_destroyed(conn: &Connection, account: &AccountId, actor: &str, resource: &str, wrapped_json: &str) -> Result<(), ApiError> {
+pub(crate) fn record_destroyed(conn: &Conn, account: &AccountId, actor: &str, resource: &str, wrapped_json: &str) -> Result<(), ApiError> {
     let kek = serde_json::from_str::<WrappedKey>(wrapped_json).map(|w| w.kek.to_string()).unwrap_or_default();
     record(conn, account, actor, "destroy_dek", &kek, resource, "ok")
 }

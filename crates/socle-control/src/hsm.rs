@@ -14,7 +14,7 @@ use std::sync::{Arc, RwLock};
 use serde::{Deserialize, Serialize};
 use socle_kms::{KekRef, Kms, KmsError, Pkcs11Keystore, SoftwareKeystore, TracingAudit, WrappedKey};
 use socle_store::keys as key_store;
-use socle_store::{accounts, snapshots as snapshot_store, volumes as volume_store, Connection};
+use socle_store::{accounts, snapshots as snapshot_store, volumes as volume_store, Conn};
 
 /// One registered token.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -125,10 +125,9 @@ impl Keystores {
 /// works, re-wraps every data key of the account under it, and records it as
 /// the account's KEK, all in one transaction. From then on, revoking that
 /// key on the token makes every disk of the account unreadable.
-pub fn bind_account(conn: &mut Connection, keystores: &Keystores, account_name: &str, kek: &KekRef, actor: &str) -> Result<usize, HsmError> {
+pub fn bind_account(conn: &Conn, keystores: &Keystores, account_name: &str, kek: &KekRef, actor: &str) -> Result<usize, HsmError> {
     keystores.with(|k| k.probe(kek, actor))?;
-    let tx = socle_store::begin(conn)?;
-    let account = accounts::get_by_name(&tx, account_name)?.ok_or_else(|| HsmError::NoSuchAccount(account_name.into()))?;
+    let account = accounts::get_by_name(conn, account_name)?.ok_or_else(|| HsmError::NoSuchAccount(account_name.into()))?;
     let rewrap = |json: &str, context: &str| -> Result<String, HsmError> {
         let w: WrappedKey = serde_json::from_str(json)
             .map_err(|e| HsmError::Config { path: context.into(), reason: format!("stored wrapped key: {e}") })?;
@@ -136,24 +135,24 @@ pub fn bind_account(conn: &mut Connection, keystores: &Keystores, account_name: 
         Ok(serde_json::to_string(&new).expect("serialisable"))
     };
     let mut count = 0;
-    for mut v in volume_store::list(&tx, &account.account_id)? {
+    for mut v in volume_store::list(conn, &account.account_id)? {
         if let Some(json) = &v.wrapped_key {
             v.wrapped_key = Some(rewrap(json, v.volume_id.as_str())?);
-            volume_store::update(&tx, &v)?;
+            volume_store::update(conn, &v)?;
             count += 1;
         }
     }
-    for mut s in snapshot_store::list_visible(&tx, &account.account_id)?.into_iter().filter(|s| s.account_id == account.account_id) {
+    for mut s in snapshot_store::list_visible(conn, &account.account_id)?.into_iter().filter(|s| s.account_id == account.account_id) {
         if let Some(json) = &s.wrapped_key {
             s.wrapped_key = Some(rewrap(json, s.snapshot_id.as_str())?);
-            snapshot_store::update(&tx, &s)?;
+            snapshot_store::update(conn, &s)?;
             count += 1;
         }
     }
     let json = serde_json::to_string(kek).expect("serialisable");
-    key_store::set_account_kek(&tx, &account.account_id, &json, &socle_store::now_iso())?;
+    key_store::set_account_kek(conn, &account.account_id, &json, &socle_store::now_iso())?;
     key_store::record(
-        &tx,
+        conn,
         &key_store::KeyEvent {
             at: socle_store::now_iso(),
             account_id: account.account_id.to_string(),
@@ -164,6 +163,5 @@ pub fn bind_account(conn: &mut Connection, keystores: &Keystores, account_name: 
             outcome: format!("ok, {count} data keys re-wrapped"),
         },
     )?;
-    socle_store::commit(tx)?;
     Ok(count)
 }

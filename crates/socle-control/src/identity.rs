@@ -2,7 +2,7 @@
 
 use socle_store::access_keys::{self, AccessKeyRow};
 use socle_store::accounts::{self, Account, Quotas};
-use socle_store::{now_iso, Connection, StoreError};
+use socle_store::{now_iso, Conn, StoreError};
 use socle_types::ids::{generate_secret_key, AccessKeyId, AccountId};
 
 use crate::secrets::SecretBox;
@@ -36,7 +36,7 @@ fn valid_name(name: &str) -> bool {
 
 /// Creates an account and its first access key.
 pub fn create_account(
-    conn: &mut Connection,
+    conn: &Conn,
     secrets: &SecretBox,
     name: &str,
     quotas: Quotas,
@@ -44,15 +44,13 @@ pub fn create_account(
     if !valid_name(name) {
         return Err(IdentityError::BadName(name.to_string()));
     }
-    let tx = socle_store::begin(conn)?;
-    if accounts::get_by_name(&tx, name)?.is_some() {
+    if accounts::get_by_name(conn, name)?.is_some() {
         return Err(IdentityError::NameTaken(name.to_string()));
     }
     let account = Account { account_id: AccountId::generate(), name: name.to_string(), created_at: now_iso(), quotas };
-    accounts::insert(&tx, &account)?;
+    accounts::insert(conn, &account)?;
     let (key, secret) = new_access_key(&account.account_id, secrets, None, None);
-    access_keys::insert(&tx, &key)?;
-    socle_store::commit(tx)?;
+    access_keys::insert(conn, &key)?;
     Ok(NewCredentials {
         account_id: account.account_id.to_string(),
         access_key: key.access_key_id.to_string(),
@@ -92,7 +90,7 @@ pub struct KeyForAuth {
 }
 
 /// Looks up an access key and unseals its secret.
-pub fn key_for_auth(conn: &Connection, secrets: &SecretBox, access_key_id: &str) -> Result<Option<KeyForAuth>, String> {
+pub fn key_for_auth(conn: &Conn, secrets: &SecretBox, access_key_id: &str) -> Result<Option<KeyForAuth>, String> {
     let Some(row) = access_keys::get(conn, access_key_id).map_err(|e| e.to_string())? else {
         return Ok(None);
     };
@@ -107,7 +105,7 @@ pub fn key_for_auth(conn: &Connection, secrets: &SecretBox, access_key_id: &str)
     }))
 }
 
-pub fn set_quotas(conn: &Connection, name: &str, change: impl FnOnce(&mut Quotas)) -> Result<Account, IdentityError> {
+pub fn set_quotas(conn: &Conn, name: &str, change: impl FnOnce(&mut Quotas)) -> Result<Account, IdentityError> {
     let mut account = accounts::get_by_name(conn, name)?.ok_or_else(|| IdentityError::NoSuchAccount(name.into()))?;
     change(&mut account.quotas);
     accounts::set_quotas(conn, &account.account_id, &account.quotas)?;

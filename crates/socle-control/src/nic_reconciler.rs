@@ -25,7 +25,7 @@ use crate::{faults, Cloud};
 /// One step for one NIC.
 pub async fn work_nic(cloud: &Arc<Cloud>, id: &NicId) -> Result<(), ReconcileError> {
     let lookup = id.clone();
-    let Some(nic) = cloud.store.run(move |c| nic_store::get_any(c, &lookup)).await? else {
+    let Some(nic) = cloud.store.read(move |c| nic_store::get_any(c, &lookup)).await? else {
         return Ok(());
     };
     let Some(vm) = nic.vm_id.clone() else { return Ok(()) };
@@ -74,7 +74,7 @@ async fn attach(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), Recon
     // Unlinked meanwhile, or its VM went: undo what this step plugged
     // unless the NIC is still (being) linked to that VM.
     let lookup = nic.nic_id.clone();
-    let now = cloud.store.run(move |c| nic_store::get_any(c, &lookup)).await?;
+    let now = cloud.store.read(move |c| nic_store::get_any(c, &lookup)).await?;
     if now.as_ref().and_then(|n| n.vm_id.as_ref()) != Some(vm) {
         unplug(cloud, nic, vm).await?;
     }
@@ -111,19 +111,17 @@ async fn unplug(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), Recon
 
 /// Applies `change` if the NIC is still in `expected` state with the same
 /// link; returns whether it did.
-async fn settle(cloud: &Arc<Cloud>, nic: &NicRow, expected: &'static str, change: impl FnOnce(&mut NicRow) + Send + 'static) -> Result<bool, ReconcileError> {
+async fn settle(cloud: &Arc<Cloud>, nic: &NicRow, expected: &'static str, change: impl Fn(&mut NicRow) + Send + 'static) -> Result<bool, ReconcileError> {
     let (id, link) = (nic.nic_id.clone(), nic.link_nic_id.clone());
     let changed = cloud
         .store
-        .run(move |c| -> Result<bool, socle_store::StoreError> {
-            let tx = socle_store::begin(c)?;
-            let Some(mut row) = nic_store::get_any(&tx, &id)? else { return Ok(false) };
+        .write(move |c| -> Result<bool, socle_store::StoreError> {
+            let Some(mut row) = nic_store::get_any(c, &id)? else { return Ok(false) };
             if row.state != expected || row.link_nic_id != link {
                 return Ok(false);
             }
             change(&mut row);
-            nic_store::update(&tx, &row)?;
-            socle_store::commit(tx)?;
+            nic_store::update(c, &row)?;
             Ok(true)
         })
         .await?;

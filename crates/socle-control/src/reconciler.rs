@@ -52,7 +52,7 @@ pub enum ReconcileError {
 /// directories with no live VM behind them (a crash between the host work
 /// and the database write) are destroyed.
 pub async fn recover(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
-    let live = cloud.store.run(|c| vm_store::list_live(c)).await?;
+    let live = cloud.store.read(|c| vm_store::list_live(c)).await?;
     let mut known = HashSet::new();
     for vm in &live {
         known.insert(vm.vm_id.to_string());
@@ -66,7 +66,7 @@ pub async fn recover(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
                     let id = vm.vm_id.clone();
                     cloud
                         .store
-                        .run(move |c| vm_store::set_state(c, &id, "running", "pending", "restarting after a host restart", &now_iso()))
+                        .write(move |c| vm_store::set_state(c, &id, "running", "pending", "restarting after a host restart", &now_iso()))
                         .await?;
                 }
             }
@@ -77,7 +77,7 @@ pub async fn recover(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
     // go first — but a restored backup of the database can be older).
     let (volume_ids, snapshot_ids) = cloud
         .store
-        .run(|c| -> Result<_, StoreError> {
+        .write(|c| -> Result<_, StoreError> {
             let snaps = snapshot_store::all_ids(c)?;
             Ok((volume_store::all_ids(c)?, snaps))
         })
@@ -117,7 +117,7 @@ pub async fn run(cloud: Arc<Cloud>) {
             _ = cloud.wake.notified() => {}
             _ = tokio::time::sleep(TICK) => {}
         }
-        let live = match cloud.store.run(|c| vm_store::list_live(c)).await {
+        let live = match cloud.store.read(|c| vm_store::list_live(c)).await {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(error = %e, "reconciler cannot read VMs");
@@ -128,7 +128,7 @@ pub async fn run(cloud: Arc<Cloud>) {
             let id = vm.vm_id.clone();
             spawn_once(&cloud, &active, id.to_string(), move |cloud| async move { work(&cloud, &id).await.map_err(|e| e.to_string()) });
         }
-        match cloud.store.run(|c| volume_store::list_unsettled(c)).await {
+        match cloud.store.read(|c| volume_store::list_unsettled(c)).await {
             Ok(volumes) => {
                 for v in volumes {
                     let id = v.volume_id;
@@ -139,7 +139,7 @@ pub async fn run(cloud: Arc<Cloud>) {
             }
             Err(e) => tracing::error!(error = %e, "reconciler cannot read volumes"),
         }
-        match cloud.store.run(|c| snapshot_store::list_unsettled(c)).await {
+        match cloud.store.read(|c| snapshot_store::list_unsettled(c)).await {
             Ok(snapshots) => {
                 for s in snapshots {
                     let id = s.snapshot_id;
@@ -150,7 +150,7 @@ pub async fn run(cloud: Arc<Cloud>) {
             }
             Err(e) => tracing::error!(error = %e, "reconciler cannot read snapshots"),
         }
-        match cloud.store.run(|c| nic_store::unsettled(c)).await {
+        match cloud.store.read(|c| nic_store::unsettled(c)).await {
             Ok(nics) => {
                 for n in nics {
                     let id = n.nic_id;
@@ -194,7 +194,7 @@ pub async fn run(cloud: Arc<Cloud>) {
             last_purge = Instant::now();
             let retention = time::Duration::try_from(cloud.config.terminated_retention).unwrap_or(time::Duration::HOUR);
             let cutoff = format_iso(time::OffsetDateTime::now_utc() - retention);
-            match cloud.store.run(move |c| vm_store::purge_terminated_before(c, &cutoff)).await {
+            match cloud.store.write(move |c| vm_store::purge_terminated_before(c, &cutoff)).await {
                 Ok(0) => {}
                 Ok(n) => tracing::info!(count = n, "forgot VMs terminated longer ago than the retention"),
                 Err(e) => tracing::error!(error = %e, "purge of terminated VMs failed"),
@@ -228,7 +228,7 @@ where
 /// the pass that spawned us) and acts.
 async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
     let lookup = id.clone();
-    let Some(vm) = cloud.store.run(move |c| vm_store::get_any(c, &lookup)).await? else {
+    let Some(vm) = cloud.store.read(move |c| vm_store::get_any(c, &lookup)).await? else {
         return Ok(());
     };
     if vm.state == vm.desired {
@@ -239,7 +239,7 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
         let lookup = vm.vm_id.clone();
         let waiting = cloud
             .store
-            .run(move |c| volume_store::linked_to(c, &lookup))
+            .read(move |c| volume_store::linked_to(c, &lookup))
             .await?
             .iter()
             .any(|v| v.pending == "create");
@@ -257,7 +257,7 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
                 let id = vm.vm_id.clone();
                 cloud
                     .store
-                    .run(move |c| -> Result<(), StoreError> {
+                    .write(move |c| -> Result<(), StoreError> {
                         vm_store::set_lifecycle(c, &id, "stopping", "stopped", true)?;
                         Ok(())
                     })
@@ -291,7 +291,7 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
     let id = vm.vm_id.clone();
     let changed = cloud
         .store
-        .run(move |c| vm_store::set_state(c, &id, &acted_on, next, &reason, &now_iso()))
+        .write(move |c| vm_store::set_state(c, &id, &acted_on, next, &reason, &now_iso()))
         .await?;
     tracing::info!(vm = %vm.vm_id, from = %vm.state, to = next, recorded = changed, "VM state");
     Ok(())
@@ -303,9 +303,8 @@ async fn release_volumes(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<(), Reconci
     let vm_id = vm_id.clone();
     cloud
         .store
-        .run(move |c| -> Result<(), StoreError> {
-            let tx = socle_store::begin(c)?;
-            for mut v in volume_store::linked_to(&tx, &vm_id)? {
+        .write(move |c| -> Result<(), StoreError> {
+            for mut v in volume_store::linked_to(c, &vm_id)? {
                 v.vm_id = None;
                 v.device_name = None;
                 v.link_state = None;
@@ -317,9 +316,9 @@ async fn release_volumes(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<(), Reconci
                     v.state = "available".into();
                 }
                 v.delete_on_vm_deletion = false;
-                volume_store::update(&tx, &v)?;
+                volume_store::update(c, &v)?;
             }
-            socle_store::commit(tx)
+            Ok(())
         })
         .await?;
     Ok(())
@@ -329,7 +328,7 @@ async fn release_volumes(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<(), Reconci
 /// DeleteOnVmDeletion are deleted, the others become available again.
 async fn release_nics(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<(), ReconcileError> {
     let lookup = vm_id.clone();
-    let nics = cloud.store.run(move |c| nic_store::of_vm(c, &lookup)).await?;
+    let nics = cloud.store.read(move |c| nic_store::of_vm(c, &lookup)).await?;
     if let Some(net) = &cloud.network {
         for nic in &nics {
             net.remove_tap(net.tap_of(nic)).await?;
@@ -338,10 +337,8 @@ async fn release_nics(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<(), ReconcileE
     let vm_id = vm_id.clone();
     cloud
         .store
-        .run(move |c| {
-            let tx = socle_store::begin(c)?;
-            crate::ops::vm_network::release_nics(&tx, &vm_id)?;
-            socle_store::commit(tx)?;
+        .write(move |c| {
+            crate::ops::vm_network::release_nics(c, &vm_id)?;
             Ok::<_, socle_types::ApiError>(())
         })
         .await
@@ -355,7 +352,7 @@ async fn release_nics(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<(), ReconcileE
 /// A NIC being unlinked (`detaching`) is left out: it must not come back.
 async fn prepare_nics(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<Vec<String>, ReconcileError> {
     let lookup = vm_id.clone();
-    let mut nics = cloud.store.run(move |c| nic_store::of_vm(c, &lookup)).await?;
+    let mut nics = cloud.store.read(move |c| nic_store::of_vm(c, &lookup)).await?;
     nics.retain(|n| n.state != "detaching");
     let Some(net) = &cloud.network else { return Ok(vec![]) };
     let mut wanted = vec![];
@@ -376,7 +373,7 @@ async fn prepare_nics(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<Vec<String>, R
 
 async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
     let image_id = vm.image_id.clone();
-    let image = cloud.store.run(move |c| image_store::get(c, &image_id)).await?;
+    let image = cloud.store.read(move |c| image_store::get(c, &image_id)).await?;
     let files = match image {
         Some(image) => ImageFiles {
             kernel: image.kernel_path.map(Into::into),
@@ -400,7 +397,7 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
     };
     let root = {
         let lookup = vm.vm_id.clone();
-        cloud.store.run(move |c| volume_store::linked_to(c, &lookup)).await?.into_iter().find(|v| v.is_root())
+        cloud.store.read(move |c| volume_store::linked_to(c, &lookup)).await?.into_iter().find(|v| v.is_root())
     };
     match &root {
         Some(r) => {
@@ -416,7 +413,7 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
     let (cloud2, lookup) = (cloud.clone(), vm_id.clone());
     let linked = cloud
         .store
-        .run(move |c| -> Result<Vec<(socle_store::volumes::VolumeRow, socle_kms::DataKey)>, socle_types::ApiError> {
+        .write(move |c| -> Result<Vec<(socle_store::volumes::VolumeRow, socle_kms::DataKey)>, socle_types::ApiError> {
             let mut out = vec![];
             for v in volume_store::linked_to(c, &lookup)? {
                 let wrapped = v.wrapped_key.clone().unwrap_or_default();
@@ -468,7 +465,7 @@ async fn check_health(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileErro
             tracing::info!(vm = %id, "guest powered off by itself");
             cloud.agent.stop_vm(id.as_str(), true, Duration::ZERO).await?;
             let id = id.clone();
-            cloud.store.run(move |c| vm_store::mark_guest_stopped(c, &id)).await?;
+            cloud.store.write(move |c| vm_store::mark_guest_stopped(c, &id)).await?;
             Ok(())
         }
     }

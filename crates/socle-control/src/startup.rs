@@ -105,7 +105,7 @@ struct PlatformImage {
 impl PlatformImage {
     async fn existing(&self, store: &Store) -> Result<Option<ImageRow>, StartupError> {
         let (owner, name) = (AccountId::from_trusted(PLATFORM_ACCOUNT.to_string()), self.name);
-        Ok(store.run(move |c| image_store::get_by_owner_and_name(c, &owner, name)).await?)
+        Ok(store.read(move |c| image_store::get_by_owner_and_name(c, &owner, name)).await?)
     }
 
     /// True when the image is not registered or a file of it is missing.
@@ -155,7 +155,7 @@ impl PlatformImage {
         };
         let update = existing.is_some();
         store
-            .run(move |c| if update { image_store::update_files(c, &row) } else { image_store::insert(c, &row) })
+            .write(move |c| if update { image_store::update_files(c, &row) } else { image_store::insert(c, &row) })
             .await?;
         Ok(())
     }
@@ -185,7 +185,7 @@ pub fn ensure_default_credentials(cloud: &Cloud) -> Result<PathBuf, StartupError
     let still_valid = current.as_ref().is_some_and(|c| {
         cloud
             .store
-            .run_sync(|conn| identity::key_for_auth(conn, &cloud.secrets, &c.access_key))
+            .read_sync(|conn| identity::key_for_auth(conn, &cloud.secrets, &c.access_key).map_err(socle_types::ApiError::internal))
             .ok()
             .flatten()
             .is_some_and(|k| k.active && k.secret == c.secret_key)
@@ -193,7 +193,7 @@ pub fn ensure_default_credentials(cloud: &Cloud) -> Result<PathBuf, StartupError
     let creds = match current {
         Some(c) if still_valid => CredentialsFile { endpoint: cloud.config.endpoint.clone(), ..c },
         _ => {
-            let new: NewCredentials = cloud.store.run_sync(|conn| -> Result<_, StartupError> {
+            let new: NewCredentials = cloud.store.write_sync(|conn| -> Result<_, StartupError> {
                 match accounts::get_by_name(conn, DEFAULT_ACCOUNT)? {
                     None => Ok(identity::create_account(conn, &cloud.secrets, DEFAULT_ACCOUNT, Quotas::default())?),
                     Some(acct) => {

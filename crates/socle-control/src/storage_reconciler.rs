@@ -52,7 +52,7 @@ async fn volume_key(cloud: &Arc<Cloud>, account: &socle_types::ids::AccountId, r
     let (cloud2, account, resource) = (cloud.clone(), account.clone(), resource.to_string());
     let dek = cloud
         .store
-        .run(move |c| custody::unwrap_key(&cloud2, c, &account, ACTOR, &resource, &wrapped))
+        .write(move |c| custody::unwrap_key(&cloud2, c, &account, ACTOR, &resource, &wrapped))
         .await?;
     Ok(VolumeKey::from_bytes(*dek.expose_secret()))
 }
@@ -63,10 +63,8 @@ async fn volume_key(cloud: &Arc<Cloud>, account: &socle_types::ids::AccountId, r
 async fn save_volume(cloud: &Arc<Cloud>, v: VolumeRow, acted_on: (String, Option<String>)) -> Result<(), StorageError> {
     let saved = cloud
         .store
-        .run(move |c| -> Result<bool, StoreError> {
-            let tx = socle_store::begin(c)?;
-            let saved = volume_store::update_if_unchanged(&tx, &v, &acted_on.0, acted_on.1.as_deref())?;
-            socle_store::commit(tx)?;
+        .write(move |c| -> Result<bool, StoreError> {
+            let saved = volume_store::update_if_unchanged(c, &v, &acted_on.0, acted_on.1.as_deref())?;
             Ok(saved)
         })
         .await?;
@@ -79,7 +77,7 @@ async fn save_volume(cloud: &Arc<Cloud>, v: VolumeRow, acted_on: (String, Option
 /// One step for one volume.
 pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), StorageError> {
     let lookup = id.clone();
-    let Some(mut v) = cloud.store.run(move |c| volume_store::get_any(c, &lookup)).await? else {
+    let Some(mut v) = cloud.store.read(move |c| volume_store::get_any(c, &lookup)).await? else {
         return Ok(());
     };
     let vid = v.volume_id.to_string();
@@ -93,7 +91,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                         let iid = socle_types::ids::ImageId::from_trusted(image_id.clone());
                         let image = cloud
                             .store
-                            .run(move |c| socle_store::images::get(c, &iid))
+                            .read(move |c| socle_store::images::get(c, &iid))
                             .await?
                             .ok_or_else(|| ApiError::internal(format!("source image {image_id} is gone")))?;
                         Some(VolumeSource::Image { disk: image.disk_path.into() })
@@ -103,7 +101,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                         let sid2 = SnapshotId::from_trusted(sid.clone());
                         let snap = cloud
                             .store
-                            .run(move |c| snapshot_store::get_any(c, &sid2))
+                            .read(move |c| snapshot_store::get_any(c, &sid2))
                             .await?
                             .ok_or_else(|| ApiError::internal(format!("source snapshot {sid} is gone")))?;
                         let snap_key = volume_key(cloud, &snap.account_id, sid, snap.wrapped_key.clone()).await?;
@@ -194,7 +192,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
 /// One step for one snapshot.
 pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), StorageError> {
     let lookup = id.clone();
-    let Some(s) = cloud.store.run(move |c| snapshot_store::get_any(c, &lookup)).await? else {
+    let Some(s) = cloud.store.read(move |c| snapshot_store::get_any(c, &lookup)).await? else {
         return Ok(());
     };
     let sid = s.snapshot_id.to_string();
@@ -235,7 +233,7 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
 /// made meanwhile are kept.
 async fn record_snapshot_outcome(cloud: &Arc<Cloud>, s: SnapshotRow, result: Result<(), StorageError>, what: &str) -> Result<(), StorageError> {
     let id = s.snapshot_id.clone();
-    let mut s = cloud.store.run(move |c| snapshot_store::get_any(c, &id)).await?.unwrap_or(s);
+    let mut s = cloud.store.read(move |c| snapshot_store::get_any(c, &id)).await?.unwrap_or(s);
     s.pending.clear();
     match result {
         Ok(()) => {
@@ -247,7 +245,7 @@ async fn record_snapshot_outcome(cloud: &Arc<Cloud>, s: SnapshotRow, result: Res
             s.state = "error".into();
         }
     }
-    cloud.store.run(move |c| snapshot_store::update(c, &s)).await?;
+    cloud.store.write(move |c| snapshot_store::update(c, &s)).await?;
     Ok(())
 }
 
@@ -260,19 +258,17 @@ async fn forget(
     account: &socle_types::ids::AccountId,
     id: String,
     wrapped: Option<String>,
-    delete_row: impl FnOnce(&socle_store::Transaction) -> Result<(), StoreError> + Send + 'static,
+    delete_row: impl Fn(&socle_store::Conn) -> Result<(), StoreError> + Send + 'static,
 ) -> Result<(), StorageError> {
     let account = account.clone();
     cloud
         .store
-        .run(move |c| -> Result<(), ApiError> {
-            let tx = socle_store::begin(c)?;
+        .write(move |c| -> Result<(), ApiError> {
             if let Some(w) = &wrapped {
-                custody::record_destroyed(&tx, &account, ACTOR, &id, w)?;
+                custody::record_destroyed(c, &account, ACTOR, &id, w)?;
             }
-            tag_store::delete_all_for_resource(&tx, &id)?;
-            delete_row(&tx)?;
-            socle_store::commit(tx)?;
+            tag_store::delete_all_for_resource(c, &id)?;
+            delete_row(c)?;
             Ok(())
         })
         .await?;
@@ -284,7 +280,7 @@ async fn take_snapshot(cloud: &Arc<Cloud>, s: &SnapshotRow) -> Result<(), Storag
     let vid2 = VolumeId::from_trusted(vid.clone());
     let volume = cloud
         .store
-        .run(move |c| volume_store::get_any(c, &vid2))
+        .read(move |c| volume_store::get_any(c, &vid2))
         .await?
         .ok_or_else(|| ApiError::internal(format!("source volume {vid} is gone")))?;
     let key = volume_key(cloud, &volume.account_id, &vid, volume.wrapped_key.clone()).await?;
@@ -302,7 +298,7 @@ async fn take_snapshot(cloud: &Arc<Cloud>, s: &SnapshotRow) -> Result<(), Storag
                 let (store, id) = (store.clone(), id.clone());
                 tokio::spawn(async move {
                     let _ = store
-                        .run(move |c| -> Result<(), StoreError> {
+                        .write(move |c| -> Result<(), StoreError> {
                             c.execute("UPDATE snapshots SET progress = ?2 WHERE snapshot_id = ?1 AND state = 'pending'", (id.as_str(), pct))?;
                             Ok(())
                         })

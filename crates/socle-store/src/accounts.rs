@@ -1,6 +1,7 @@
 //! Accounts: the tenants. Every other row belongs to one.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::params;
+use crate::db::{Conn, OptionalExtension, Row};
 use socle_types::ids::AccountId;
 
 use crate::Result;
@@ -32,7 +33,7 @@ pub struct Account {
     pub quotas: Quotas,
 }
 
-fn from_row(r: &Row) -> rusqlite::Result<Account> {
+fn from_row(r: &Row) -> crate::Result<Account> {
     Ok(Account {
         account_id: AccountId::from_trusted(r.get(0)?),
         name: r.get(1)?,
@@ -43,7 +44,7 @@ fn from_row(r: &Row) -> rusqlite::Result<Account> {
 
 const COLUMNS: &str = "account_id, name, created_at, max_vms, max_vcpus, max_memory_mib, max_public_ips";
 
-pub fn insert(conn: &Connection, account: &Account) -> Result<()> {
+pub fn insert(conn: &Conn, account: &Account) -> Result<()> {
     conn.execute(
         "INSERT INTO accounts (account_id, name, created_at, max_vms, max_vcpus, max_memory_mib, max_public_ips)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -60,26 +61,26 @@ pub fn insert(conn: &Connection, account: &Account) -> Result<()> {
     Ok(())
 }
 
-pub fn get(conn: &Connection, id: &AccountId) -> Result<Option<Account>> {
+pub fn get(conn: &Conn, id: &AccountId) -> Result<Option<Account>> {
     Ok(conn
         .query_row(&format!("SELECT {COLUMNS} FROM accounts WHERE account_id = ?1"), [id.as_str()], from_row)
         .optional()?)
 }
 
-pub fn get_by_name(conn: &Connection, name: &str) -> Result<Option<Account>> {
+pub fn get_by_name(conn: &Conn, name: &str) -> Result<Option<Account>> {
     Ok(conn
         .query_row(&format!("SELECT {COLUMNS} FROM accounts WHERE name = ?1"), [name], from_row)
         .optional()?)
 }
 
-pub fn list(conn: &Connection) -> Result<Vec<Account>> {
+pub fn list(conn: &Conn) -> Result<Vec<Account>> {
     let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM accounts ORDER BY created_at, account_id"))?;
-    let rows = stmt.query_map([], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([], from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// Returns false when the account does not exist.
-pub fn set_quotas(conn: &Connection, id: &AccountId, q: &Quotas) -> Result<bool> {
+pub fn set_quotas(conn: &Conn, id: &AccountId, q: &Quotas) -> Result<bool> {
     let n = conn.execute(
         "UPDATE accounts SET max_vms = ?2, max_vcpus = ?3, max_memory_mib = ?4, max_public_ips = ?5 WHERE account_id = ?1",
         params![id.as_str(), q.max_vms, q.max_vcpus, q.max_memory_mib, q.max_public_ips],

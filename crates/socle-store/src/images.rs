@@ -2,7 +2,8 @@
 //! platform account and are public; account images arrive with the storage
 //! issue.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::params;
+use crate::db::{Conn, OptionalExtension, Row};
 use socle_types::ids::{AccountId, ImageId};
 
 use crate::Result;
@@ -30,7 +31,7 @@ pub struct ImageRow {
 const COLUMNS: &str = "image_id, account_id, name, description, state, architecture, kernel_path, \
                        initrd_path, disk_path, is_public, created_at, size_gib, root_snapshot_id";
 
-fn from_row(r: &Row) -> rusqlite::Result<ImageRow> {
+fn from_row(r: &Row) -> crate::Result<ImageRow> {
     Ok(ImageRow {
         image_id: ImageId::from_trusted(r.get(0)?),
         account_id: AccountId::from_trusted(r.get(1)?),
@@ -48,7 +49,7 @@ fn from_row(r: &Row) -> rusqlite::Result<ImageRow> {
     })
 }
 
-pub fn insert(conn: &Connection, i: &ImageRow) -> Result<()> {
+pub fn insert(conn: &Conn, i: &ImageRow) -> Result<()> {
     conn.execute(
         &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
         params![
@@ -71,7 +72,7 @@ pub fn insert(conn: &Connection, i: &ImageRow) -> Result<()> {
 }
 
 /// Updates the files and state of an image (when a platform image is rebuilt).
-pub fn update_files(conn: &Connection, i: &ImageRow) -> Result<()> {
+pub fn update_files(conn: &Conn, i: &ImageRow) -> Result<()> {
     conn.execute(
         "UPDATE images SET kernel_path = ?2, initrd_path = ?3, disk_path = ?4, state = ?5 WHERE image_id = ?1",
         params![i.image_id.as_str(), i.kernel_path, i.initrd_path, i.disk_path, i.state],
@@ -85,16 +86,16 @@ const VISIBLE: &str = "(account_id = ?1 OR is_public = 1 OR image_id IN
                          (SELECT image_id FROM image_shares WHERE account_id = ?1))";
 
 /// The images `account` may see: its own, the public ones and those shared with it.
-pub fn list_visible(conn: &Connection, account: &AccountId) -> Result<Vec<ImageRow>> {
+pub fn list_visible(conn: &Conn, account: &AccountId) -> Result<Vec<ImageRow>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM images WHERE {VISIBLE} ORDER BY created_at, image_id"
     ))?;
-    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// One image if `account` may see it.
-pub fn get_visible(conn: &Connection, account: &AccountId, id: &ImageId) -> Result<Option<ImageRow>> {
+pub fn get_visible(conn: &Conn, account: &AccountId, id: &ImageId) -> Result<Option<ImageRow>> {
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM images WHERE image_id = ?2 AND {VISIBLE}"),
@@ -104,7 +105,7 @@ pub fn get_visible(conn: &Connection, account: &AccountId, id: &ImageId) -> Resu
         .optional()?)
 }
 
-pub fn get_by_owner_and_name(conn: &Connection, owner: &AccountId, name: &str) -> Result<Option<ImageRow>> {
+pub fn get_by_owner_and_name(conn: &Conn, owner: &AccountId, name: &str) -> Result<Option<ImageRow>> {
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM images WHERE account_id = ?1 AND name = ?2"),
@@ -116,14 +117,14 @@ pub fn get_by_owner_and_name(conn: &Connection, owner: &AccountId, name: &str) -
 
 /// An image by ID regardless of owner: for the host side, which boots what
 /// the control plane already authorised.
-pub fn get(conn: &Connection, id: &ImageId) -> Result<Option<ImageRow>> {
+pub fn get(conn: &Conn, id: &ImageId) -> Result<Option<ImageRow>> {
     Ok(conn
         .query_row(&format!("SELECT {COLUMNS} FROM images WHERE image_id = ?1"), [id.as_str()], from_row)
         .optional()?)
 }
 
 /// Saves the mutable columns (description, visibility, state).
-pub fn update(conn: &Connection, i: &ImageRow) -> Result<()> {
+pub fn update(conn: &Conn, i: &ImageRow) -> Result<()> {
     conn.execute(
         "UPDATE images SET description = ?2, is_public = ?3, state = ?4 WHERE image_id = ?1",
         params![i.image_id.as_str(), i.description, i.is_public, i.state],
@@ -131,35 +132,35 @@ pub fn update(conn: &Connection, i: &ImageRow) -> Result<()> {
     Ok(())
 }
 
-pub fn delete(conn: &Connection, id: &ImageId) -> Result<()> {
+pub fn delete(conn: &Conn, id: &ImageId) -> Result<()> {
     conn.execute("DELETE FROM images WHERE image_id = ?1", [id.as_str()])?;
     Ok(())
 }
 
 /// An image of `account` by name (names are unique per owner).
-pub fn name_taken(conn: &Connection, owner: &AccountId, name: &str) -> Result<bool> {
+pub fn name_taken(conn: &Conn, owner: &AccountId, name: &str) -> Result<bool> {
     Ok(get_by_owner_and_name(conn, owner, name)?.is_some())
 }
 
-pub fn shares(conn: &Connection, id: &ImageId) -> Result<Vec<String>> {
+pub fn shares(conn: &Conn, id: &ImageId) -> Result<Vec<String>> {
     let mut stmt = conn.prepare("SELECT account_id FROM image_shares WHERE image_id = ?1 ORDER BY account_id")?;
-    let rows = stmt.query_map([id.as_str()], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([id.as_str()], |r| r.get(0))?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
-pub fn add_share(conn: &Connection, id: &ImageId, account: &str) -> Result<()> {
-    conn.execute("INSERT OR IGNORE INTO image_shares (image_id, account_id) VALUES (?1, ?2)", params![id.as_str(), account])?;
+pub fn add_share(conn: &Conn, id: &ImageId, account: &str) -> Result<()> {
+    conn.execute("INSERT INTO image_shares (image_id, account_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING", params![id.as_str(), account])?;
     Ok(())
 }
 
-pub fn remove_share(conn: &Connection, id: &ImageId, account: &str) -> Result<()> {
+pub fn remove_share(conn: &Conn, id: &ImageId, account: &str) -> Result<()> {
     conn.execute("DELETE FROM image_shares WHERE image_id = ?1 AND account_id = ?2", params![id.as_str(), account])?;
     Ok(())
 }
 
 /// Images whose root disk is this snapshot (a snapshot in use cannot go).
-pub fn using_snapshot(conn: &Connection, snapshot_id: &str) -> Result<Vec<String>> {
+pub fn using_snapshot(conn: &Conn, snapshot_id: &str) -> Result<Vec<String>> {
     let mut stmt = conn.prepare("SELECT image_id FROM images WHERE root_snapshot_id = ?1")?;
-    let rows = stmt.query_map([snapshot_id], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([snapshot_id], |r| r.get(0))?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }

@@ -2,7 +2,8 @@
 //! outside. One is linked to at most one Net, and a Net has at most one:
 //! `net_id` is a UNIQUE column, NULL while unlinked.
 
-use rusqlite::{params, Connection, Row};
+use crate::params;
+use crate::db::{Conn, Row};
 use socle_types::ids::{AccountId, InternetServiceId, NetId};
 
 use crate::Result;
@@ -18,7 +19,7 @@ pub struct InternetServiceRow {
 
 const COLUMNS: &str = "internet_service_id, account_id, net_id, created_at";
 
-fn from_row(r: &Row) -> rusqlite::Result<InternetServiceRow> {
+fn from_row(r: &Row) -> crate::Result<InternetServiceRow> {
     Ok(InternetServiceRow {
         internet_service_id: InternetServiceId::from_trusted(r.get(0)?),
         account_id: AccountId::from_trusted(r.get(1)?),
@@ -27,13 +28,13 @@ fn from_row(r: &Row) -> rusqlite::Result<InternetServiceRow> {
     })
 }
 
-fn query(conn: &Connection, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<InternetServiceRow>> {
+fn query(conn: &Conn, filter: &str, args: &[&dyn crate::db::ToValue]) -> Result<Vec<InternetServiceRow>> {
     let mut stmt = conn.prepare(&format!("SELECT {COLUMNS} FROM internet_services {filter}"))?;
-    let rows = stmt.query_map(args, from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map(args, from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
-pub fn insert(conn: &Connection, row: &InternetServiceRow) -> Result<()> {
+pub fn insert(conn: &Conn, row: &InternetServiceRow) -> Result<()> {
     conn.execute(
         &format!("INSERT INTO internet_services ({COLUMNS}) VALUES (?1, ?2, ?3, ?4)"),
         params![
@@ -47,23 +48,23 @@ pub fn insert(conn: &Connection, row: &InternetServiceRow) -> Result<()> {
 }
 
 /// The caller's internet service (another account's is absent).
-pub fn get(conn: &Connection, account: &AccountId, id: &InternetServiceId) -> Result<Option<InternetServiceRow>> {
+pub fn get(conn: &Conn, account: &AccountId, id: &InternetServiceId) -> Result<Option<InternetServiceRow>> {
     Ok(query(conn, "WHERE internet_service_id = ?1 AND account_id = ?2", &[&id.as_str(), &account.as_str()])?.pop())
 }
 
-pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<InternetServiceRow>> {
+pub fn list(conn: &Conn, account: &AccountId) -> Result<Vec<InternetServiceRow>> {
     query(conn, "WHERE account_id = ?1 ORDER BY created_at, internet_service_id", &[&account.as_str()])
 }
 
 /// The internet service linked to the Net, if any (what the network
 /// compiler reads to give the Net its uplink).
-pub fn linked_to_net(conn: &Connection, net: &NetId) -> Result<Option<InternetServiceRow>> {
+pub fn linked_to_net(conn: &Conn, net: &NetId) -> Result<Option<InternetServiceRow>> {
     Ok(query(conn, "WHERE net_id = ?1", &[&net.as_str()])?.pop())
 }
 
 /// Links to `net` (Some) or unlinks (None). Linking to a Net that has one
 /// already breaks the UNIQUE constraint ([`crate::StoreError::is_unique_violation`]).
-pub fn set_net(conn: &Connection, id: &InternetServiceId, net: Option<&NetId>) -> Result<()> {
+pub fn set_net(conn: &Conn, id: &InternetServiceId, net: Option<&NetId>) -> Result<()> {
     conn.execute(
         "UPDATE internet_services SET net_id = ?2 WHERE internet_service_id = ?1",
         params![id.as_str(), net.map(|n| n.as_str())],
@@ -71,7 +72,7 @@ pub fn set_net(conn: &Connection, id: &InternetServiceId, net: Option<&NetId>) -
     Ok(())
 }
 
-pub fn delete(conn: &Connection, id: &InternetServiceId) -> Result<()> {
+pub fn delete(conn: &Conn, id: &InternetServiceId) -> Result<()> {
     conn.execute("DELETE FROM internet_services WHERE internet_service_id = ?1", [id.as_str()])?;
     Ok(())
 }
@@ -80,10 +81,10 @@ pub fn delete(conn: &Connection, id: &InternetServiceId) -> Result<()> {
 pub(crate) mod tests {
     use super::*;
     use crate::nets::{insert_net, NetRow};
-    use crate::{now_iso, test_store};
+    use crate::now_iso;
 
     /// A Net row for tests of the modules that hang off Nets.
-    pub(crate) fn test_net(conn: &Connection, account: &AccountId, range: &str) -> NetRow {
+    pub(crate) fn test_net(conn: &Conn, account: &AccountId, range: &str) -> NetRow {
         let row = NetRow {
             net_id: NetId::generate(),
             account_id: account.clone(),
@@ -97,7 +98,7 @@ pub(crate) mod tests {
         row
     }
 
-    pub(crate) fn test_igw(conn: &Connection, account: &AccountId) -> InternetServiceRow {
+    pub(crate) fn test_igw(conn: &Conn, account: &AccountId) -> InternetServiceRow {
         let row = InternetServiceRow {
             internet_service_id: InternetServiceId::generate(),
             account_id: account.clone(),
@@ -110,9 +111,7 @@ pub(crate) mod tests {
 
     #[test]
     fn a_net_has_at_most_one_internet_service() {
-        let store = test_store();
-        store
-            .run_sync(|conn| -> Result<()> {
+        crate::on_each_engine(|conn| -> Result<()> {
                 let a = AccountId::generate();
                 let net = test_net(conn, &a, "10.0.0.0/16");
                 let (one, two) = (test_igw(conn, &a), test_igw(conn, &a));
@@ -126,7 +125,6 @@ pub(crate) mod tests {
                 set_net(conn, &two.internet_service_id, Some(&net.net_id))?;
                 assert_eq!(list(conn, &a)?.len(), 2);
                 Ok(())
-            })
-            .unwrap();
+            });
     }
 }

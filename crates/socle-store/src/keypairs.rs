@@ -1,7 +1,8 @@
 //! SSH keypairs. Only the public key is stored; a generated private key is
 //! returned once, at creation, and never kept.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::params;
+use crate::db::{Conn, OptionalExtension, Row};
 use socle_types::ids::{AccountId, KeypairId};
 
 use crate::Result;
@@ -19,7 +20,7 @@ pub struct KeypairRow {
 
 const COLUMNS: &str = "keypair_id, account_id, name, key_type, fingerprint, public_key, created_at";
 
-fn from_row(r: &Row) -> rusqlite::Result<KeypairRow> {
+fn from_row(r: &Row) -> crate::Result<KeypairRow> {
     Ok(KeypairRow {
         keypair_id: KeypairId::from_trusted(r.get(0)?),
         account_id: AccountId::from_trusted(r.get(1)?),
@@ -32,7 +33,7 @@ fn from_row(r: &Row) -> rusqlite::Result<KeypairRow> {
 }
 
 /// Fails with a unique violation when the account already has that name.
-pub fn insert(conn: &Connection, k: &KeypairRow) -> Result<()> {
+pub fn insert(conn: &Conn, k: &KeypairRow) -> Result<()> {
     conn.execute(
         &format!("INSERT INTO keypairs ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
         params![
@@ -48,15 +49,15 @@ pub fn insert(conn: &Connection, k: &KeypairRow) -> Result<()> {
     Ok(())
 }
 
-pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<KeypairRow>> {
+pub fn list(conn: &Conn, account: &AccountId) -> Result<Vec<KeypairRow>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM keypairs WHERE account_id = ?1 ORDER BY created_at, keypair_id"
     ))?;
-    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
-pub fn get_by_name(conn: &Connection, account: &AccountId, name: &str) -> Result<Option<KeypairRow>> {
+pub fn get_by_name(conn: &Conn, account: &AccountId, name: &str) -> Result<Option<KeypairRow>> {
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM keypairs WHERE account_id = ?1 AND name = ?2"),
@@ -66,7 +67,7 @@ pub fn get_by_name(conn: &Connection, account: &AccountId, name: &str) -> Result
         .optional()?)
 }
 
-pub fn get(conn: &Connection, account: &AccountId, id: &KeypairId) -> Result<Option<KeypairRow>> {
+pub fn get(conn: &Conn, account: &AccountId, id: &KeypairId) -> Result<Option<KeypairRow>> {
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM keypairs WHERE account_id = ?1 AND keypair_id = ?2"),
@@ -76,7 +77,7 @@ pub fn get(conn: &Connection, account: &AccountId, id: &KeypairId) -> Result<Opt
         .optional()?)
 }
 
-pub fn delete(conn: &Connection, account: &AccountId, id: &KeypairId) -> Result<bool> {
+pub fn delete(conn: &Conn, account: &AccountId, id: &KeypairId) -> Result<bool> {
     let n = conn.execute(
         "DELETE FROM keypairs WHERE account_id = ?1 AND keypair_id = ?2",
         params![account.as_str(), id.as_str()],

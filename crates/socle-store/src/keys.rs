@@ -2,18 +2,19 @@
 //! key operations (which key, which resource, when, by whom — never key
 //! material).
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::params;
+use crate::db::{Conn, OptionalExtension};
 use socle_types::ids::AccountId;
 
 use crate::Result;
 
-pub fn account_kek(conn: &Connection, account: &AccountId) -> Result<Option<String>> {
+pub fn account_kek(conn: &Conn, account: &AccountId) -> Result<Option<String>> {
     Ok(conn
         .query_row("SELECT kek_ref FROM account_keks WHERE account_id = ?1", [account.as_str()], |r| r.get(0))
         .optional()?)
 }
 
-pub fn set_account_kek(conn: &Connection, account: &AccountId, kek_ref: &str, now: &str) -> Result<()> {
+pub fn set_account_kek(conn: &Conn, account: &AccountId, kek_ref: &str, now: &str) -> Result<()> {
     conn.execute(
         "INSERT INTO account_keks (account_id, kek_ref, created_at) VALUES (?1, ?2, ?3)
          ON CONFLICT (account_id) DO UPDATE SET kek_ref = excluded.kek_ref",
@@ -36,7 +37,7 @@ pub struct KeyEvent {
     pub outcome: String,
 }
 
-pub fn record(conn: &Connection, e: &KeyEvent) -> Result<()> {
+pub fn record(conn: &Conn, e: &KeyEvent) -> Result<()> {
     conn.execute(
         "INSERT INTO key_events (at, account_id, actor, operation, kek_ref, resource_id, outcome)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -45,7 +46,7 @@ pub fn record(conn: &Connection, e: &KeyEvent) -> Result<()> {
     Ok(())
 }
 
-pub fn events_for(conn: &Connection, resource_id: &str) -> Result<Vec<KeyEvent>> {
+pub fn events_for(conn: &Conn, resource_id: &str) -> Result<Vec<KeyEvent>> {
     let mut stmt = conn.prepare(
         "SELECT at, account_id, actor, operation, kek_ref, resource_id, outcome FROM key_events
          WHERE resource_id = ?1 ORDER BY id",
@@ -62,6 +63,6 @@ pub fn events_for(conn: &Connection, resource_id: &str) -> Result<Vec<KeyEvent>>
                 outcome: r.get(6)?,
             })
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }

@@ -9,6 +9,8 @@
 //! off the async runtime. A single connection behind a mutex is enough:
 //! SQLite serialises writers anyway, and every query here is sub-millisecond.
 
+pub mod db;
+pub mod testing;
 pub mod access_keys;
 pub mod accounts;
 pub mod images;
@@ -29,73 +31,321 @@ pub mod snapshots;
 pub mod keys;
 
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::Duration;
 
-pub use rusqlite::{Connection, Transaction, TransactionBehavior};
+pub use db::{Conn, Engine, OptionalExtension, Row, Value};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     #[error("database error: {0}")]
     Sqlite(#[from] rusqlite::Error),
+    #[error("database error: {}", postgres_message(.0))]
+    Postgres(#[from] postgres::Error),
+    #[error("the query returned no row")]
+    NoRows,
+    #[error("unexpected column value: {0}")]
+    Column(String),
+    #[error("database contention: {0}")]
+    Contention(String),
     #[error("database task failed: {0}")]
     Join(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
 }
 
+/// SQLSTATEs of PostgreSQL errors the store reasons about.
+mod sqlstate {
+    pub const UNIQUE_VIOLATION: &str = "23505";
+    pub const SERIALIZATION_FAILURE: &str = "40001";
+    pub const DEADLOCK_DETECTED: &str = "40P01";
+}
+
 impl StoreError {
     /// True when the statement broke a UNIQUE or PRIMARY KEY constraint.
     pub fn is_unique_violation(&self) -> bool {
-        matches!(self, StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _))
-            if e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
-                || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY)
+        match self {
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_UNIQUE
+                    || e.extended_code == rusqlite::ffi::SQLITE_CONSTRAINT_PRIMARYKEY
+            }
+            StoreError::Postgres(e) => e.code().map(|c| c.code()) == Some(sqlstate::UNIQUE_VIOLATION),
+            _ => false,
+        }
+    }
+
+    /// True when the transaction lost a race with another one and may
+    /// simply be run again (PostgreSQL's serializable isolation).
+    pub fn is_serialization_failure(&self) -> bool {
+        matches!(self, StoreError::Postgres(e)
+            if matches!(e.code().map(|c| c.code()), Some(sqlstate::SERIALIZATION_FAILURE | sqlstate::DEADLOCK_DETECTED)))
+    }
+
+    /// True when the database could not be reached (down, restarting, the
+    /// connection broke): the request may succeed if tried again later.
+    pub fn is_unavailable(&self) -> bool {
+        match self {
+            StoreError::Postgres(e) => e.is_closed() || e.code().is_none() && e.as_db_error().is_none(),
+            StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
+                matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
+            }
+            _ => false,
+        }
+    }
+}
+
+/// PostgreSQL's own words (message, SQLSTATE, detail), which the client
+/// error's Display leaves out ("db error").
+fn postgres_message(e: &postgres::Error) -> String {
+    match e.as_db_error() {
+        Some(db) => {
+            let mut m = format!("{} (SQLSTATE {})", db.message(), db.code().code());
+            if let Some(d) = db.detail() {
+                m.push_str(": ");
+                m.push_str(d);
+            }
+            m
+        }
+        None => e.to_string(),
     }
 }
 
 pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
+/// How many times a write that lost a serialization race is run again
+/// before the error reaches the caller.
+const WRITE_ATTEMPTS: usize = 20;
+
+/// The handle on the cloud's state: SQLite (one file, the all-in-one
+/// default) or PostgreSQL (shared by several servers).
 #[derive(Clone)]
 pub struct Store {
-    conn: Arc<Mutex<Connection>>,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    /// A single connection behind a mutex: SQLite serialises writers
+    /// anyway, and every query here is sub-millisecond.
+    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+    Postgres(Arc<PgPool>),
 }
 
 impl Store {
-    /// Opens (creating if needed) the database and brings its schema up to date.
+    /// Opens (creating if needed) the SQLite database at `path` and brings
+    /// its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
-        let mut conn = Connection::open(path)?;
+        let conn = rusqlite::Connection::open(path)?;
         conn.busy_timeout(Duration::from_secs(10))?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a VM the API acknowledged must survive a power cut.
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
-        migrations::apply(&mut conn)?;
-        Ok(Store { conn: Arc::new(Mutex::new(conn)) })
+        let store = Store { backend: Backend::Sqlite(Arc::new(Mutex::new(conn))) };
+        store.write_sync(|c| migrations::apply(c))?;
+        Ok(store)
     }
 
-    /// Runs `f` with the connection on a blocking thread.
-    pub async fn run<T, E, F>(&self, f: F) -> Result<T, E>
+    /// Connects to PostgreSQL (`postgres://…` or `host=… dbname=…`) and
+    /// brings the schema up to date. Several servers may do so at once.
+    pub fn connect(url: &str) -> Result<Store> {
+        let store = Store { backend: Backend::Postgres(Arc::new(PgPool::new(url)?)) };
+        store.write_sync(|c| migrations::apply(c))?;
+        Ok(store)
+    }
+
+    /// [`Store::connect`] for a `postgres://` or `postgresql://` URL,
+    /// [`Store::open`] for a path.
+    pub fn open_location(location: &str) -> Result<Store> {
+        if is_postgres_url(location) {
+            Store::connect(location)
+        } else {
+            Store::open(Path::new(location))
+        }
+    }
+
+    pub fn engine(&self) -> Engine {
+        match self.backend {
+            Backend::Sqlite(_) => Engine::Sqlite,
+            Backend::Postgres(_) => Engine::Postgres,
+        }
+    }
+
+    /// Runs `f` in a read transaction (a consistent snapshot) on a blocking
+    /// thread.
+    pub async fn read<T, E, F>(&self, f: F) -> Result<T, E>
     where
         T: Send + 'static,
         E: From<StoreError> + Send + 'static,
-        F: FnOnce(&mut Connection) -> Result<T, E> + Send + 'static,
+        F: FnOnce(&Conn) -> Result<T, E> + Send + 'static,
     {
-        let conn = self.conn.clone();
-        tokio::task::spawn_blocking(move || {
-            let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-            f(&mut guard)
-        })
-        .await
-        .map_err(|e| E::from(StoreError::Join(e.to_string())))?
+        let store = self.clone();
+        blocking(move || store.read_sync(f)).await
     }
 
-    /// Runs `f` synchronously (for the admin CLI and start-up code).
-    pub fn run_sync<T, E, F>(&self, f: F) -> Result<T, E>
+    /// Runs `f` in a write transaction and commits it, on a blocking thread.
+    /// `f` may run more than once: on PostgreSQL a transaction that lost a
+    /// serialization race is rolled back and run again, so `f` must not act
+    /// outside the database.
+    pub async fn write<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        F: FnOnce(&mut Connection) -> Result<T, E>,
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnMut(&Conn) -> Result<T, E> + Send + 'static,
     {
-        let mut guard = self.conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-        f(&mut guard)
+        let store = self.clone();
+        blocking(move || store.write_sync(f)).await
+    }
+
+    /// [`Store::write`], rolled back instead of committed when `dry_run`:
+    /// a dry run checks exactly what a real call would and changes nothing.
+    pub async fn write_or_dry_run<T, E, F>(&self, dry_run: bool, f: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnMut(&Conn) -> Result<T, E> + Send + 'static,
+    {
+        let store = self.clone();
+        blocking(move || store.transaction(TxKind::Write { commit: !dry_run }, f)).await
+    }
+
+    /// [`Store::read`], synchronously (admin CLI, start-up, tests).
+    pub fn read_sync<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&Conn) -> Result<T, E>,
+    {
+        let mut f = Some(f);
+        self.transaction(TxKind::Read, move |c| (f.take().expect("a read runs once"))(c))
+    }
+
+    /// [`Store::write`], synchronously (admin CLI, start-up, tests).
+    pub fn write_sync<T, E, F>(&self, f: F) -> Result<T, E>
+    where
+        E: From<StoreError>,
+        F: FnMut(&Conn) -> Result<T, E>,
+    {
+        self.transaction(TxKind::Write { commit: true }, f)
+    }
+
+    fn transaction<T, E, F>(&self, kind: TxKind, mut f: F) -> Result<T, E>
+    where
+        E: From<StoreError>,
+        F: FnMut(&Conn) -> Result<T, E>,
+    {
+        match &self.backend {
+            Backend::Sqlite(conn) => {
+                let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                // IMMEDIATE takes SQLite's write lock at once, so two writers
+                // (say the server and `socle account create`) never deadlock
+                // upgrading a read lock, and check-then-write sequences
+                // inside are atomic. Reads take a snapshot (DEFERRED).
+                let behavior = match kind {
+                    TxKind::Read => rusqlite::TransactionBehavior::Deferred,
+                    TxKind::Write { .. } => rusqlite::TransactionBehavior::Immediate,
+                };
+                let tx = guard.transaction_with_behavior(behavior).map_err(StoreError::from)?;
+                let out = f(&Conn::sqlite(&tx))?;
+                match kind {
+                    TxKind::Write { commit: true } => tx.commit().map_err(StoreError::from)?,
+                    _ => tx.rollback().map_err(StoreError::from)?,
+                }
+                Ok(out)
+            }
+            Backend::Postgres(pool) => pool.transaction(kind, f),
+        }
+    }
+}
+
+/// True for a PostgreSQL connection URL.
+pub fn is_postgres_url(location: &str) -> bool {
+    location.starts_with("postgres://") || location.starts_with("postgresql://")
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TxKind {
+    Read,
+    Write { commit: bool },
+}
+
+async fn blocking<T: Send + 'static, E: From<StoreError> + Send + 'static>(
+    f: impl FnOnce() -> Result<T, E> + Send + 'static,
+) -> Result<T, E> {
+    tokio::task::spawn_blocking(f).await.map_err(|e| E::from(StoreError::Join(e.to_string())))?
+}
+
+/// PostgreSQL sessions shared by the tasks of one process, at most
+/// `MAX_SESSIONS` open at once; a broken session is dropped, not reused,
+/// so a restarted server is reconnected to on the next request.
+struct PgPool {
+    config: postgres::Config,
+    idle: Mutex<Vec<db::PgSession>>,
+    busy: Mutex<usize>,
+    freed: Condvar,
+}
+
+const MAX_SESSIONS: usize = 16;
+
+impl PgPool {
+    fn new(url: &str) -> Result<PgPool> {
+        let mut config: postgres::Config = url.parse()?;
+        if config.get_connect_timeout().is_none() {
+            config.connect_timeout(Duration::from_secs(5));
+        }
+        config.application_name("socle");
+        Ok(PgPool { config, idle: Mutex::new(Vec::new()), busy: Mutex::new(0), freed: Condvar::new() })
+    }
+
+    fn take(&self) -> Result<db::PgSession> {
+        {
+            let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            while *busy >= MAX_SESSIONS {
+                busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+            }
+            *busy += 1;
+        }
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+        let session = match idle {
+            Some(s) if !s.client.is_closed() => Ok(s),
+            _ => self.config.connect(postgres::NoTls).map(db::PgSession::new).map_err(StoreError::from),
+        };
+        if session.is_err() {
+            self.release(None);
+        }
+        session
+    }
+
+    fn release(&self, session: Option<db::PgSession>) {
+        if let Some(s) = session.filter(|s| !s.client.is_closed()) {
+            self.idle.lock().unwrap_or_else(|p| p.into_inner()).push(s);
+        }
+        *self.busy.lock().unwrap_or_else(|p| p.into_inner()) -= 1;
+        self.freed.notify_one();
+    }
+
+    fn transaction<T, E, F>(&self, kind: TxKind, mut f: F) -> Result<T, E>
+    where
+        E: From<StoreError>,
+        F: FnMut(&Conn) -> Result<T, E>,
+    {
+        let mut session = self.take()?;
+        let mut attempt = 0;
+        let out = loop {
+            attempt += 1;
+            let once = db::pg_transaction(&mut session, kind == TxKind::Read, |conn| {
+                let out = f(conn);
+                let commit = out.is_ok() && kind == (TxKind::Write { commit: true });
+                (out, commit)
+            });
+            match once {
+                db::PgOutcome::Done(out) => break out,
+                db::PgOutcome::Retry(_) if attempt < WRITE_ATTEMPTS => continue,
+                db::PgOutcome::Retry(e) => break Err(E::from(e)),
+                db::PgOutcome::Failed(e) => break Err(E::from(e)),
+            }
+        };
+        self.release(Some(session));
+        out
     }
 }
 
@@ -128,16 +378,22 @@ pub(crate) fn test_store() -> Store {
     store
 }
 
-/// Begins a write transaction. IMMEDIATE takes SQLite's write lock at once,
-/// so two writers (say the server and `socle account create`) never
-/// deadlock upgrading a read lock, and check-then-write sequences inside are
-/// atomic.
-pub fn begin(conn: &mut Connection) -> Result<Transaction<'_>> {
-    Ok(conn.transaction_with_behavior(TransactionBehavior::Immediate)?)
+/// Runs `body` in a write transaction of a fresh store of each engine.
+#[cfg(test)]
+pub(crate) fn on_each_engine(mut body: impl FnMut(&Conn) -> Result<()>) {
+    for store in test_stores() {
+        let engine = store.engine();
+        store.write_sync(&mut body).unwrap_or_else(|e| panic!("on {engine:?}: {e}"));
+    }
 }
 
-pub fn commit(tx: Transaction<'_>) -> Result<()> {
-    Ok(tx.commit()?)
+/// A fresh store on each engine, for store tests that must hold on both.
+/// Without PostgreSQL the test fails, saying why: CI installs it.
+#[cfg(test)]
+pub(crate) fn test_stores() -> Vec<Store> {
+    let cluster = testing::PgCluster::shared().unwrap_or_else(|e| panic!("no PostgreSQL for the store tests: {e}"));
+    let url = cluster.new_database().expect("a test database");
+    vec![test_store(), Store::connect(&url).expect("connect to the test database")]
 }
 
 /// A storage failure is an internal error to API callers: they cannot fix it,

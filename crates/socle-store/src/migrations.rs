@@ -1,12 +1,32 @@
 //! Schema migrations, applied in order at start-up. Each entry is applied
 //! once, inside a transaction, and recorded in `schema_version`. Never edit a
 //! released migration: add a new one.
+//!
+//! One schema for both engines: each migration is written in SQLite's
+//! dialect restricted to what PostgreSQL also takes, with the few
+//! differences spelled out — types are renamed for PostgreSQL by
+//! [`postgres_ddl`] (INTEGER is 64-bit in SQLite: BIGINT; BLOB: BYTEA), and
+//! triggers, whose syntax differs, are given once per engine.
 
-use rusqlite::Connection;
+use crate::db::{Conn, Engine};
+use crate::Result;
 
-const MIGRATIONS: &[&str] = &[
+struct Migration {
+    /// Both engines (after [`postgres_ddl`] for PostgreSQL).
+    common: &'static str,
+    /// SQLite only, after `common`.
+    sqlite: &'static str,
+    /// PostgreSQL only, after `common`.
+    postgres: &'static str,
+}
+
+const fn both(common: &'static str) -> Migration {
+    Migration { common, sqlite: "", postgres: "" }
+}
+
+const MIGRATIONS: &[Migration] = &[
     // 1: the foundation.
-    r#"
+    both(r#"
     CREATE TABLE accounts (
         account_id     TEXT PRIMARY KEY,
         name           TEXT NOT NULL UNIQUE,
@@ -95,9 +115,9 @@ const MIGRATIONS: &[&str] = &[
         PRIMARY KEY (resource_id, key)
     );
     CREATE INDEX tags_account ON tags(account_id);
-    "#,
+    "#),
     // 2: block storage and key custody.
-    r#"
+    both(r#"
     -- Each account's key-encryption key (a reference into a keystore, never key bytes).
     CREATE TABLE account_keks (
         account_id TEXT PRIMARY KEY REFERENCES accounts(account_id),
@@ -163,23 +183,23 @@ const MIGRATIONS: &[&str] = &[
         resource_id TEXT NOT NULL,
         outcome     TEXT NOT NULL
     );
-    "#,
+    "#),
     // 3: root volumes made from images.
-    r#"
+    both(r#"
     ALTER TABLE volumes ADD COLUMN source_image_id TEXT;
     ALTER TABLE images ADD COLUMN size_gib INTEGER NOT NULL DEFAULT 1;
-    "#,
+    "#),
     // 4: account images (from a VM's root disk) and their launch permissions.
-    r#"
+    both(r#"
     ALTER TABLE images ADD COLUMN root_snapshot_id TEXT;
     CREATE TABLE image_shares (
         image_id   TEXT NOT NULL REFERENCES images(image_id) ON DELETE CASCADE,
         account_id TEXT NOT NULL,
         PRIMARY KEY (image_id, account_id)
     );
-    "#,
+    "#),
     // 5: networking — Nets, subnets, security groups and their rules.
-    r#"
+    both(r#"
     CREATE TABLE nets (
         net_id     TEXT PRIMARY KEY,
         account_id TEXT NOT NULL,
@@ -234,9 +254,9 @@ const MIGRATIONS: &[&str] = &[
         COALESCE(ip_range, ''), COALESCE(peer_group_id, ''));
     -- "Is this group still a peer somewhere?" (DeleteSecurityGroup).
     CREATE INDEX security_group_rules_peer ON security_group_rules(peer_group_id);
-    "#,
+    "#),
     // 6: NICs and their private IPs.
-    r#"
+    both(r#"
     -- net_id/subnet_id NULL: the NIC of a VM in the public cloud, on the
     -- account's own hidden network (docs/NETWORKING.md).
     CREATE TABLE nics (
@@ -287,10 +307,11 @@ const MIGRATIONS: &[&str] = &[
         net_key TEXT PRIMARY KEY,
         slot    INTEGER NOT NULL UNIQUE
     );
-    "#,
+    "#),
     // 7: the way in and out of Nets — internet services, route tables and
     // their links and routes, public IPs, NAT services (docs/NETWORKING.md).
-    r#"
+    Migration {
+        common: r#"
     -- net_id NULL while unlinked; UNIQUE: a Net has at most one internet service.
     CREATE TABLE internet_services (
         internet_service_id TEXT PRIMARY KEY,
@@ -348,15 +369,6 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX public_ips_account ON public_ips(account_id, created_at, public_ip_id);
     CREATE UNIQUE INDEX public_ips_private ON public_ips(nic_id, private_ip) WHERE nic_id IS NOT NULL;
-    -- A link goes with its NIC or its private address (VM deletion,
-    -- UnlinkPrivateIps), as on Outscale, whoever deletes them.
-    CREATE TRIGGER public_ips_unlink_nic AFTER DELETE ON nics BEGIN
-        UPDATE public_ips SET link_public_ip_id = NULL, nic_id = NULL, private_ip = NULL WHERE nic_id = OLD.nic_id;
-    END;
-    CREATE TRIGGER public_ips_unlink_private_ip AFTER DELETE ON nic_private_ips BEGIN
-        UPDATE public_ips SET link_public_ip_id = NULL, nic_id = NULL, private_ip = NULL
-        WHERE nic_id = OLD.nic_id AND private_ip = OLD.ip;
-    END;
     -- A NAT service SNATs through one public IP (UNIQUE: used once).
     CREATE TABLE nat_services (
         nat_service_id TEXT PRIMARY KEY,
@@ -373,31 +385,133 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX nat_services_subnet ON nat_services(subnet_id);
     CREATE UNIQUE INDEX nat_services_token ON nat_services(account_id, client_token) WHERE client_token IS NOT NULL;
     "#,
+        // A link goes with its NIC or its private address (VM deletion,
+        // UnlinkPrivateIps), as on Outscale, whoever deletes them.
+        sqlite: r#"
+    CREATE TRIGGER public_ips_unlink_nic AFTER DELETE ON nics BEGIN
+        UPDATE public_ips SET link_public_ip_id = NULL, nic_id = NULL, private_ip = NULL WHERE nic_id = OLD.nic_id;
+    END;
+    CREATE TRIGGER public_ips_unlink_private_ip AFTER DELETE ON nic_private_ips BEGIN
+        UPDATE public_ips SET link_public_ip_id = NULL, nic_id = NULL, private_ip = NULL
+        WHERE nic_id = OLD.nic_id AND private_ip = OLD.ip;
+    END;
+    "#,
+        postgres: r#"
+    CREATE FUNCTION public_ips_unlink_nic() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+        UPDATE public_ips SET link_public_ip_id = NULL, nic_id = NULL, private_ip = NULL WHERE nic_id = OLD.nic_id;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER public_ips_unlink_nic AFTER DELETE ON nics FOR EACH ROW EXECUTE FUNCTION public_ips_unlink_nic();
+    CREATE FUNCTION public_ips_unlink_private_ip() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+        UPDATE public_ips SET link_public_ip_id = NULL, nic_id = NULL, private_ip = NULL
+        WHERE nic_id = OLD.nic_id AND private_ip = OLD.ip;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER public_ips_unlink_private_ip AFTER DELETE ON nic_private_ips
+        FOR EACH ROW EXECUTE FUNCTION public_ips_unlink_private_ip();
+    "#,
+    },
     // 8: public IPs given with a VM at launch (public cloud, or a subnet
     // with MapPublicIpOnLaunch) and the per-account public IP quota.
-    r#"
-    -- `auto`: given at launch, not the account's to manage (ReadPublicIps
-    -- does not list it, the quota does not count it); it lives only while
-    -- linked, so it is released with its VM, its NIC or its address.
+    // `auto`: given at launch, not the account's to manage (ReadPublicIps
+    // does not list it, the quota does not count it); it lives only while
+    // linked, so it is released with its VM, its NIC or its address.
+    Migration {
+        common: r#"
     ALTER TABLE public_ips ADD COLUMN auto INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE accounts ADD COLUMN max_public_ips INTEGER NOT NULL DEFAULT 10;
+    "#,
+        sqlite: r#"
     CREATE TRIGGER public_ips_auto_released AFTER UPDATE OF nic_id ON public_ips
         WHEN NEW.auto = 1 AND NEW.nic_id IS NULL BEGIN
         DELETE FROM public_ips WHERE public_ip_id = NEW.public_ip_id;
     END;
-    ALTER TABLE accounts ADD COLUMN max_public_ips INTEGER NOT NULL DEFAULT 10;
     "#,
+        postgres: r#"
+    CREATE FUNCTION public_ips_auto_released() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN
+        DELETE FROM public_ips WHERE public_ip_id = NEW.public_ip_id;
+        RETURN NULL;
+    END $$;
+    CREATE TRIGGER public_ips_auto_released AFTER UPDATE OF nic_id ON public_ips
+        FOR EACH ROW WHEN (NEW.auto = 1 AND NEW.nic_id IS NULL) EXECUTE FUNCTION public_ips_auto_released();
+    "#,
+    },
+    // 9: an explicit order for a NIC's addresses and groups (SQLite's
+    // implicit rowid gave it; PostgreSQL has none).
+    Migration {
+        common: r#"
+    ALTER TABLE nic_private_ips ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE nic_security_groups ADD COLUMN position INTEGER NOT NULL DEFAULT 0;
+    "#,
+        sqlite: r#"
+    UPDATE nic_private_ips SET position = rowid;
+    UPDATE nic_security_groups SET position = rowid;
+    "#,
+        postgres: "",
+    },
 ];
 
-pub fn apply(conn: &mut Connection) -> rusqlite::Result<()> {
+/// The key of the advisory lock that keeps two servers starting at once
+/// from migrating the same PostgreSQL database together.
+const MIGRATION_LOCK: i64 = 0x736f_636c_65;
+
+pub fn apply(conn: &Conn) -> Result<()> {
+    if conn.engine() == Engine::Postgres {
+        conn.query_row("SELECT pg_advisory_xact_lock(?1)", [MIGRATION_LOCK], |_| Ok(()))?;
+    }
     conn.execute_batch("CREATE TABLE IF NOT EXISTS schema_version (version INTEGER NOT NULL)")?;
-    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-    let current: i64 = tx.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0))?;
-    for (i, sql) in MIGRATIONS.iter().enumerate() {
+    let current: i64 = conn.query_row("SELECT COALESCE(MAX(version), 0) FROM schema_version", [], |r| r.get(0))?;
+    for (i, m) in MIGRATIONS.iter().enumerate() {
         let version = i as i64 + 1;
         if version > current {
-            tx.execute_batch(sql)?;
-            tx.execute("INSERT INTO schema_version (version) VALUES (?1)", [version])?;
+            match conn.engine() {
+                Engine::Sqlite => {
+                    conn.execute_batch(m.common)?;
+                    conn.execute_batch(m.sqlite)?;
+                }
+                Engine::Postgres => {
+                    conn.execute_batch(&postgres_ddl(m.common))?;
+                    conn.execute_batch(m.postgres)?;
+                }
+            }
+            conn.execute("INSERT INTO schema_version (version) VALUES (?1)", [version])?;
         }
     }
-    tx.commit()
+    Ok(())
+}
+
+/// The common DDL in PostgreSQL's words: SQLite's INTEGER is 64-bit
+/// (BIGINT), its auto-increment key an identity, BLOB is BYTEA, and a CHECK
+/// that adds booleans counts non-NULLs instead.
+fn postgres_ddl(sql: &str) -> String {
+    let sql = sql
+        .replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY")
+        .replace(
+            "(gateway_id IS NOT NULL) + (nat_service_id IS NOT NULL) + (nic_id IS NOT NULL) = 1",
+            "num_nonnulls(gateway_id, nat_service_id, nic_id) = 1",
+        )
+        .replace(" BLOB", " BYTEA");
+    let mut out = String::with_capacity(sql.len());
+    let mut rest = sql.as_str();
+    while let Some(i) = rest.find("INTEGER") {
+        let word_start = i == 0 || !rest.as_bytes()[i - 1].is_ascii_alphanumeric();
+        let after = rest.as_bytes().get(i + 7).copied();
+        let word_end = after.is_none_or(|b| !b.is_ascii_alphanumeric() && b != b'_');
+        out.push_str(&rest[..i]);
+        out.push_str(if word_start && word_end { "BIGINT" } else { "INTEGER" });
+        rest = &rest[i + 7..];
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn postgres_ddl_renames_types_not_words() {
+        assert_eq!(
+            super::postgres_ddl("a INTEGER NOT NULL, b BLOB, c INTEGERS, id INTEGER PRIMARY KEY AUTOINCREMENT"),
+            "a BIGINT NOT NULL, b BYTEA, c INTEGERS, id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"
+        );
+    }
 }

@@ -3,7 +3,8 @@
 //! used by one NAT service at most (UNIQUE) and cannot be deleted while
 //! used (foreign key). A deleted NAT service leaves no row.
 
-use rusqlite::{params, Connection, Row};
+use crate::params;
+use crate::db::{Conn, Row};
 use socle_types::ids::{AccountId, NatServiceId, NetId, PublicIpId, SubnetId};
 
 use crate::Result;
@@ -27,7 +28,7 @@ const SELECT: &str = "SELECT s.nat_service_id, s.account_id, s.net_id, s.subnet_
             s.client_token, s.state, s.created_at
      FROM nat_services s JOIN public_ips p ON p.public_ip_id = s.public_ip_id";
 
-fn from_row(r: &Row) -> rusqlite::Result<NatServiceRow> {
+fn from_row(r: &Row) -> crate::Result<NatServiceRow> {
     Ok(NatServiceRow {
         nat_service_id: NatServiceId::from_trusted(r.get(0)?),
         account_id: AccountId::from_trusted(r.get(1)?),
@@ -41,16 +42,16 @@ fn from_row(r: &Row) -> rusqlite::Result<NatServiceRow> {
     })
 }
 
-fn query(conn: &Connection, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<NatServiceRow>> {
+fn query(conn: &Conn, filter: &str, args: &[&dyn crate::db::ToValue]) -> Result<Vec<NatServiceRow>> {
     let mut stmt = conn.prepare(&format!("{SELECT} {filter}"))?;
-    let rows = stmt.query_map(args, from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map(args, from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// Inserts the row (`public_ip` is not stored: it is the public IP row's).
 /// Fails with a unique violation when the public IP is used by another
 /// NAT service or the account used the client token already.
-pub fn insert(conn: &Connection, n: &NatServiceRow) -> Result<()> {
+pub fn insert(conn: &Conn, n: &NatServiceRow) -> Result<()> {
     conn.execute(
         "INSERT INTO nat_services (nat_service_id, account_id, net_id, subnet_id, public_ip_id, client_token, state, created_at)
          VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -69,30 +70,30 @@ pub fn insert(conn: &Connection, n: &NatServiceRow) -> Result<()> {
 }
 
 /// The caller's NAT service (another account's is absent).
-pub fn get(conn: &Connection, account: &AccountId, id: &NatServiceId) -> Result<Option<NatServiceRow>> {
+pub fn get(conn: &Conn, account: &AccountId, id: &NatServiceId) -> Result<Option<NatServiceRow>> {
     Ok(query(conn, "WHERE s.nat_service_id = ?1 AND s.account_id = ?2", &[&id.as_str(), &account.as_str()])?.pop())
 }
 
 /// The caller's NAT service made with that ClientToken.
-pub fn by_client_token(conn: &Connection, account: &AccountId, token: &str) -> Result<Option<NatServiceRow>> {
+pub fn by_client_token(conn: &Conn, account: &AccountId, token: &str) -> Result<Option<NatServiceRow>> {
     Ok(query(conn, "WHERE s.client_token = ?1 AND s.account_id = ?2", &[&token, &account.as_str()])?.pop())
 }
 
-pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<NatServiceRow>> {
+pub fn list(conn: &Conn, account: &AccountId) -> Result<Vec<NatServiceRow>> {
     query(conn, "WHERE s.account_id = ?1 ORDER BY s.created_at, s.nat_service_id", &[&account.as_str()])
 }
 
 /// The NAT services of a Net, with their public addresses (what the
 /// network compiler turns into SNAT rules).
-pub fn of_net(conn: &Connection, net: &NetId) -> Result<Vec<NatServiceRow>> {
+pub fn of_net(conn: &Conn, net: &NetId) -> Result<Vec<NatServiceRow>> {
     query(conn, "WHERE s.net_id = ?1 ORDER BY s.created_at, s.nat_service_id", &[&net.as_str()])
 }
 
-pub fn count_in_subnet(conn: &Connection, subnet: &SubnetId) -> Result<i64> {
+pub fn count_in_subnet(conn: &Conn, subnet: &SubnetId) -> Result<i64> {
     Ok(conn.query_row("SELECT COUNT(*) FROM nat_services WHERE subnet_id = ?1", [subnet.as_str()], |r| r.get(0))?)
 }
 
-pub fn delete(conn: &Connection, id: &NatServiceId) -> Result<()> {
+pub fn delete(conn: &Conn, id: &NatServiceId) -> Result<()> {
     conn.execute("DELETE FROM nat_services WHERE nat_service_id = ?1", [id.as_str()])?;
     Ok(())
 }
@@ -103,13 +104,11 @@ mod tests {
     use crate::internet_services::tests::test_net;
     use crate::nets::{insert_subnet, SubnetRow};
     use crate::public_ips::{self, tests::{pool, take}};
-    use crate::{now_iso, test_store};
+    use crate::now_iso;
 
     #[test]
     fn a_public_ip_serves_one_nat_service_and_stays_while_used() {
-        let store = test_store();
-        store
-            .run_sync(|conn| -> Result<()> {
+        crate::on_each_engine(|conn| -> Result<()> {
                 let a = AccountId::generate();
                 let net = test_net(conn, &a, "10.0.0.0/16").net_id;
                 let subnet = SubnetRow {
@@ -149,7 +148,6 @@ mod tests {
                 delete(conn, &row.nat_service_id)?;
                 public_ips::delete(conn, &ip.public_ip_id)?;
                 Ok(())
-            })
-            .unwrap();
+            });
     }
 }

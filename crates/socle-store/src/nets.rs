@@ -2,7 +2,8 @@
 //! canonical CIDR text (`10.0.0.0/16`); the control plane parses and checks
 //! them, and checks overlaps inside the insert transaction.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::params;
+use crate::db::{Conn, OptionalExtension, Row};
 use socle_types::ids::{AccountId, NetId, SubnetId};
 
 use crate::Result;
@@ -21,7 +22,7 @@ pub struct NetRow {
 
 const NET_COLUMNS: &str = "net_id, account_id, ip_range, tenancy, state, vni, created_at";
 
-fn net_from_row(r: &Row) -> rusqlite::Result<NetRow> {
+fn net_from_row(r: &Row) -> crate::Result<NetRow> {
     Ok(NetRow {
         net_id: NetId::from_trusted(r.get(0)?),
         account_id: AccountId::from_trusted(r.get(1)?),
@@ -34,11 +35,11 @@ fn net_from_row(r: &Row) -> rusqlite::Result<NetRow> {
 }
 
 /// The next free VNI (VXLAN identifiers 1..2^24; Socle starts at 100).
-pub fn next_vni(conn: &Connection) -> Result<i64> {
+pub fn next_vni(conn: &Conn) -> Result<i64> {
     Ok(conn.query_row("SELECT COALESCE(MAX(vni), 99) + 1 FROM nets", [], |r| r.get(0))?)
 }
 
-pub fn insert_net(conn: &Connection, n: &NetRow) -> Result<()> {
+pub fn insert_net(conn: &Conn, n: &NetRow) -> Result<()> {
     conn.execute(
         &format!("INSERT INTO nets ({NET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
         params![n.net_id.as_str(), n.account_id.as_str(), n.ip_range, n.tenancy, n.state, n.vni, n.created_at],
@@ -46,7 +47,7 @@ pub fn insert_net(conn: &Connection, n: &NetRow) -> Result<()> {
     Ok(())
 }
 
-pub fn get_net(conn: &Connection, account: &AccountId, id: &NetId) -> Result<Option<NetRow>> {
+pub fn get_net(conn: &Conn, account: &AccountId, id: &NetId) -> Result<Option<NetRow>> {
     Ok(conn
         .query_row(
             &format!("SELECT {NET_COLUMNS} FROM nets WHERE net_id = ?1 AND account_id = ?2"),
@@ -57,19 +58,19 @@ pub fn get_net(conn: &Connection, account: &AccountId, id: &NetId) -> Result<Opt
 }
 
 /// A Net whoever owns it (for the network compiler, never for API callers).
-pub fn get_net_any(conn: &Connection, id: &NetId) -> Result<Option<NetRow>> {
+pub fn get_net_any(conn: &Conn, id: &NetId) -> Result<Option<NetRow>> {
     Ok(conn
         .query_row(&format!("SELECT {NET_COLUMNS} FROM nets WHERE net_id = ?1"), [id.as_str()], net_from_row)
         .optional()?)
 }
 
-pub fn list_nets(conn: &Connection, account: &AccountId) -> Result<Vec<NetRow>> {
+pub fn list_nets(conn: &Conn, account: &AccountId) -> Result<Vec<NetRow>> {
     let mut stmt = conn.prepare(&format!("SELECT {NET_COLUMNS} FROM nets WHERE account_id = ?1 ORDER BY created_at, net_id"))?;
-    let rows = stmt.query_map([account.as_str()], net_from_row)?.collect::<rusqlite::Result<_>>()?;
+    let rows = stmt.query_map([account.as_str()], net_from_row)?.collect::<crate::Result<_>>()?;
     Ok(rows)
 }
 
-pub fn delete_net(conn: &Connection, id: &NetId) -> Result<()> {
+pub fn delete_net(conn: &Conn, id: &NetId) -> Result<()> {
     conn.execute("DELETE FROM nets WHERE net_id = ?1", [id.as_str()])?;
     Ok(())
 }
@@ -88,7 +89,7 @@ pub struct SubnetRow {
 
 const SUBNET_COLUMNS: &str = "subnet_id, account_id, net_id, ip_range, subregion_name, map_public_ip_on_launch, state, created_at";
 
-fn subnet_from_row(r: &Row) -> rusqlite::Result<SubnetRow> {
+fn subnet_from_row(r: &Row) -> crate::Result<SubnetRow> {
     Ok(SubnetRow {
         subnet_id: SubnetId::from_trusted(r.get(0)?),
         account_id: AccountId::from_trusted(r.get(1)?),
@@ -101,7 +102,7 @@ fn subnet_from_row(r: &Row) -> rusqlite::Result<SubnetRow> {
     })
 }
 
-pub fn insert_subnet(conn: &Connection, s: &SubnetRow) -> Result<()> {
+pub fn insert_subnet(conn: &Conn, s: &SubnetRow) -> Result<()> {
     conn.execute(
         &format!("INSERT INTO subnets ({SUBNET_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)"),
         params![
@@ -118,7 +119,7 @@ pub fn insert_subnet(conn: &Connection, s: &SubnetRow) -> Result<()> {
     Ok(())
 }
 
-pub fn get_subnet(conn: &Connection, account: &AccountId, id: &SubnetId) -> Result<Option<SubnetRow>> {
+pub fn get_subnet(conn: &Conn, account: &AccountId, id: &SubnetId) -> Result<Option<SubnetRow>> {
     Ok(conn
         .query_row(
             &format!("SELECT {SUBNET_COLUMNS} FROM subnets WHERE subnet_id = ?1 AND account_id = ?2"),
@@ -128,25 +129,25 @@ pub fn get_subnet(conn: &Connection, account: &AccountId, id: &SubnetId) -> Resu
         .optional()?)
 }
 
-pub fn list_subnets(conn: &Connection, account: &AccountId) -> Result<Vec<SubnetRow>> {
+pub fn list_subnets(conn: &Conn, account: &AccountId) -> Result<Vec<SubnetRow>> {
     let mut stmt =
         conn.prepare(&format!("SELECT {SUBNET_COLUMNS} FROM subnets WHERE account_id = ?1 ORDER BY created_at, subnet_id"))?;
-    let rows = stmt.query_map([account.as_str()], subnet_from_row)?.collect::<rusqlite::Result<_>>()?;
+    let rows = stmt.query_map([account.as_str()], subnet_from_row)?.collect::<crate::Result<_>>()?;
     Ok(rows)
 }
 
-pub fn subnets_of(conn: &Connection, net: &NetId) -> Result<Vec<SubnetRow>> {
+pub fn subnets_of(conn: &Conn, net: &NetId) -> Result<Vec<SubnetRow>> {
     let mut stmt = conn.prepare(&format!("SELECT {SUBNET_COLUMNS} FROM subnets WHERE net_id = ?1 ORDER BY created_at, subnet_id"))?;
-    let rows = stmt.query_map([net.as_str()], subnet_from_row)?.collect::<rusqlite::Result<_>>()?;
+    let rows = stmt.query_map([net.as_str()], subnet_from_row)?.collect::<crate::Result<_>>()?;
     Ok(rows)
 }
 
-pub fn set_map_public_ip(conn: &Connection, id: &SubnetId, on: bool) -> Result<()> {
+pub fn set_map_public_ip(conn: &Conn, id: &SubnetId, on: bool) -> Result<()> {
     conn.execute("UPDATE subnets SET map_public_ip_on_launch = ?2 WHERE subnet_id = ?1", params![id.as_str(), on])?;
     Ok(())
 }
 
-pub fn delete_subnet(conn: &Connection, id: &SubnetId) -> Result<()> {
+pub fn delete_subnet(conn: &Conn, id: &SubnetId) -> Result<()> {
     conn.execute("DELETE FROM subnets WHERE subnet_id = ?1", [id.as_str()])?;
     Ok(())
 }

@@ -10,7 +10,8 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 
-use rusqlite::{params, Connection, Row};
+use crate::params;
+use crate::db::{Conn, Row};
 use socle_types::ids::{AccountId, LinkPublicIpId, NatServiceId, NicId, PublicIpId, VmId};
 
 use crate::Result;
@@ -41,7 +42,7 @@ const SELECT: &str = "SELECT p.public_ip_id, p.account_id, p.public_ip, p.link_p
      LEFT JOIN nat_services s ON s.public_ip_id = p.public_ip_id
      LEFT JOIN nics n ON n.nic_id = p.nic_id";
 
-fn from_row(r: &Row) -> rusqlite::Result<PublicIpRow> {
+fn from_row(r: &Row) -> crate::Result<PublicIpRow> {
     Ok(PublicIpRow {
         public_ip_id: PublicIpId::from_trusted(r.get(0)?),
         account_id: AccountId::from_trusted(r.get(1)?),
@@ -57,9 +58,9 @@ fn from_row(r: &Row) -> rusqlite::Result<PublicIpRow> {
     })
 }
 
-fn query(conn: &Connection, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<PublicIpRow>> {
+fn query(conn: &Conn, filter: &str, args: &[&dyn crate::db::ToValue]) -> Result<Vec<PublicIpRow>> {
     let mut stmt = conn.prepare_cached(&format!("{SELECT} {filter}"))?;
-    let rows = stmt.query_map(args, from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map(args, from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
@@ -69,7 +70,7 @@ fn query(conn: &Connection, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Resu
 /// allocation fail rather than succeed twice. `auto`: given with a VM at
 /// launch (link it in the same transaction: unlinked, it is released).
 pub fn allocate(
-    conn: &Connection,
+    conn: &Conn,
     account: &AccountId,
     id: &PublicIpId,
     candidates: impl IntoIterator<Item = Ipv4Addr>,
@@ -77,7 +78,7 @@ pub fn allocate(
     auto: bool,
 ) -> Result<Option<PublicIpRow>> {
     let mut stmt = conn.prepare_cached("SELECT public_ip FROM public_ips")?;
-    let taken = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<rusqlite::Result<HashSet<_>>>()?;
+    let taken = stmt.query_map([], |r| r.get::<_, String>(0))?.collect::<crate::Result<HashSet<_>>>()?;
     let Some(ip) = candidates.into_iter().map(|ip| ip.to_string()).find(|ip| !taken.contains(ip)) else {
         return Ok(None);
     };
@@ -91,44 +92,44 @@ pub fn allocate(
 // The account's own public IPs (not `auto`): what its operations see.
 
 /// The caller's public IP (another account's is absent).
-pub fn get(conn: &Connection, account: &AccountId, id: &PublicIpId) -> Result<Option<PublicIpRow>> {
+pub fn get(conn: &Conn, account: &AccountId, id: &PublicIpId) -> Result<Option<PublicIpRow>> {
     Ok(query(conn, "WHERE p.public_ip_id = ?1 AND p.account_id = ?2 AND p.auto = 0", &[&id.as_str(), &account.as_str()])?.pop())
 }
 
 /// The caller's public IP with that address.
-pub fn get_by_address(conn: &Connection, account: &AccountId, ip: &str) -> Result<Option<PublicIpRow>> {
+pub fn get_by_address(conn: &Conn, account: &AccountId, ip: &str) -> Result<Option<PublicIpRow>> {
     Ok(query(conn, "WHERE p.public_ip = ?1 AND p.account_id = ?2 AND p.auto = 0", &[&ip, &account.as_str()])?.pop())
 }
 
 /// The caller's public IP with that link.
-pub fn get_by_link(conn: &Connection, account: &AccountId, link: &LinkPublicIpId) -> Result<Option<PublicIpRow>> {
+pub fn get_by_link(conn: &Conn, account: &AccountId, link: &LinkPublicIpId) -> Result<Option<PublicIpRow>> {
     Ok(query(conn, "WHERE p.link_public_ip_id = ?1 AND p.account_id = ?2 AND p.auto = 0", &[&link.as_str(), &account.as_str()])?.pop())
 }
 
-pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<PublicIpRow>> {
+pub fn list(conn: &Conn, account: &AccountId) -> Result<Vec<PublicIpRow>> {
     query(conn, "WHERE p.account_id = ?1 AND p.auto = 0 ORDER BY p.created_at, p.public_ip_id", &[&account.as_str()])
 }
 
 /// How many public IPs the account holds (its quota counts these).
-pub fn count_held(conn: &Connection, account: &AccountId) -> Result<i64> {
+pub fn count_held(conn: &Conn, account: &AccountId) -> Result<i64> {
     Ok(conn.query_row("SELECT COUNT(*) FROM public_ips WHERE account_id = ?1 AND auto = 0", [account.as_str()], |r| r.get(0))?)
 }
 
 // Every public IP, `auto` ones included: what hosts wire and VMs show.
 
 /// Every linked public IP of the cloud (the 1:1 NAT mappings to compile).
-pub fn linked(conn: &Connection) -> Result<Vec<PublicIpRow>> {
+pub fn linked(conn: &Conn) -> Result<Vec<PublicIpRow>> {
     query(conn, "WHERE p.nic_id IS NOT NULL ORDER BY p.public_ip", &[])
 }
 
 /// The public IPs linked to one NIC.
-pub fn of_nic(conn: &Connection, nic: &NicId) -> Result<Vec<PublicIpRow>> {
+pub fn of_nic(conn: &Conn, nic: &NicId) -> Result<Vec<PublicIpRow>> {
     query(conn, "WHERE p.nic_id = ?1 ORDER BY p.public_ip", &[&nic.as_str()])
 }
 
 /// Public IPs linked to NICs of the Net (an internet service must stay
 /// linked while there are some).
-pub fn count_linked_in_net(conn: &Connection, net: &socle_types::ids::NetId) -> Result<i64> {
+pub fn count_linked_in_net(conn: &Conn, net: &socle_types::ids::NetId) -> Result<i64> {
     Ok(conn.query_row(
         "SELECT COUNT(*) FROM public_ips p JOIN nics n ON n.nic_id = p.nic_id WHERE n.net_id = ?1",
         [net.as_str()],
@@ -138,7 +139,7 @@ pub fn count_linked_in_net(conn: &Connection, net: &socle_types::ids::NetId) -> 
 
 /// Links (or relinks) the public IP to a private address of a NIC. Fails
 /// with a unique violation when that address has another public IP.
-pub fn link(conn: &Connection, id: &PublicIpId, link: &LinkPublicIpId, nic: &NicId, private_ip: &str) -> Result<()> {
+pub fn link(conn: &Conn, id: &PublicIpId, link: &LinkPublicIpId, nic: &NicId, private_ip: &str) -> Result<()> {
     conn.execute(
         "UPDATE public_ips SET link_public_ip_id = ?2, nic_id = ?3, private_ip = ?4 WHERE public_ip_id = ?1",
         params![id.as_str(), link.as_str(), nic.as_str(), private_ip],
@@ -146,7 +147,7 @@ pub fn link(conn: &Connection, id: &PublicIpId, link: &LinkPublicIpId, nic: &Nic
     Ok(())
 }
 
-pub fn unlink(conn: &Connection, id: &PublicIpId) -> Result<()> {
+pub fn unlink(conn: &Conn, id: &PublicIpId) -> Result<()> {
     conn.execute(
         "UPDATE public_ips SET link_public_ip_id = NULL, nic_id = NULL, private_ip = NULL WHERE public_ip_id = ?1",
         [id.as_str()],
@@ -156,7 +157,7 @@ pub fn unlink(conn: &Connection, id: &PublicIpId) -> Result<()> {
 
 /// Frees the address for the pool. A NAT service using it holds it
 /// (foreign key): callers check first.
-pub fn delete(conn: &Connection, id: &PublicIpId) -> Result<()> {
+pub fn delete(conn: &Conn, id: &PublicIpId) -> Result<()> {
     conn.execute("DELETE FROM public_ips WHERE public_ip_id = ?1", [id.as_str()])?;
     Ok(())
 }
@@ -165,17 +166,17 @@ pub fn delete(conn: &Connection, id: &PublicIpId) -> Result<()> {
 pub(crate) mod tests {
     use super::*;
     use crate::nics::{self, NicRow};
-    use crate::{now_iso, test_store};
+    use crate::now_iso;
 
     pub(crate) fn pool(last_octets: &[u8]) -> Vec<Ipv4Addr> {
         last_octets.iter().map(|o| Ipv4Addr::new(198, 18, 0, *o)).collect()
     }
 
-    pub(crate) fn take(conn: &Connection, account: &AccountId, candidates: &[Ipv4Addr]) -> Option<PublicIpRow> {
+    pub(crate) fn take(conn: &Conn, account: &AccountId, candidates: &[Ipv4Addr]) -> Option<PublicIpRow> {
         allocate(conn, account, &PublicIpId::generate(), candidates.iter().copied(), &now_iso(), false).unwrap()
     }
 
-    fn nic(conn: &Connection, account: &AccountId, mac: &str, ips: &[&str]) -> NicId {
+    fn nic(conn: &Conn, account: &AccountId, mac: &str, ips: &[&str]) -> NicId {
         let row = NicRow {
             nic_id: NicId::generate(),
             account_id: account.clone(),
@@ -202,9 +203,7 @@ pub(crate) mod tests {
 
     #[test]
     fn the_pool_gives_the_lowest_free_address_once_in_the_cloud() {
-        let store = test_store();
-        store
-            .run_sync(|conn| -> Result<()> {
+        crate::on_each_engine(|conn| -> Result<()> {
                 let (a, b) = (AccountId::generate(), AccountId::generate());
                 let candidates = pool(&[1, 2, 3]);
                 let first = take(conn, &a, &candidates).unwrap();
@@ -223,15 +222,12 @@ pub(crate) mod tests {
                 assert_eq!(list(conn, &a)?.len(), 1);
                 assert!(get(conn, &b, &third.public_ip_id)?.is_none(), "another account's is absent");
                 Ok(())
-            })
-            .unwrap();
+            });
     }
 
     #[test]
     fn links_are_unique_and_go_with_their_nic_or_address() {
-        let store = test_store();
-        store
-            .run_sync(|conn| -> Result<()> {
+        crate::on_each_engine(|conn| -> Result<()> {
                 let a = AccountId::generate();
                 let candidates = pool(&[1, 2, 3]);
                 let (p1, p2, p3) = (take(conn, &a, &candidates).unwrap(), take(conn, &a, &candidates).unwrap(), take(conn, &a, &candidates).unwrap());
@@ -255,15 +251,12 @@ pub(crate) mod tests {
                 assert_eq!(list(conn, &a)?.len(), 3);
                 unlink(conn, &p3.public_ip_id)?;
                 Ok(())
-            })
-            .unwrap();
+            });
     }
 
     #[test]
     fn a_launch_address_is_hidden_uncounted_and_released_once_unlinked() {
-        let store = test_store();
-        store
-            .run_sync(|conn| -> Result<()> {
+        crate::on_each_engine(|conn| -> Result<()> {
                 let a = AccountId::generate();
                 let candidates = pool(&[1, 2, 3]);
                 let n = nic(conn, &a, "aa:fc:00:00:00:02", &["10.0.0.4", "10.0.0.5"]);
@@ -284,7 +277,6 @@ pub(crate) mod tests {
                 assert_eq!(left, 0);
                 assert_eq!(take(conn, &a, &candidates).unwrap().public_ip, "198.18.0.1");
                 Ok(())
-            })
-            .unwrap();
+            });
     }
 }

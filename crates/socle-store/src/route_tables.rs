@@ -8,7 +8,8 @@
 //! internet service unlinked, a NAT service or NIC deleted): the route
 //! stays and reads as a blackhole, computed here from the target's rows.
 
-use rusqlite::{params, Connection, Row};
+use crate::params;
+use crate::db::{Conn, Row};
 use socle_types::ids::{
     AccountId, InternetServiceId, LinkRouteTableId, NatServiceId, NetId, NicId, RouteTableId, SubnetId, VmId,
 };
@@ -70,7 +71,7 @@ pub struct RouteRow {
 
 const TABLE_COLUMNS: &str = "route_table_id, account_id, net_id, main_link_id, created_at";
 
-fn table_from_row(r: &Row) -> rusqlite::Result<RouteTableRow> {
+fn table_from_row(r: &Row) -> crate::Result<RouteTableRow> {
     Ok(RouteTableRow {
         route_table_id: RouteTableId::from_trusted(r.get(0)?),
         account_id: AccountId::from_trusted(r.get(1)?),
@@ -80,13 +81,13 @@ fn table_from_row(r: &Row) -> rusqlite::Result<RouteTableRow> {
     })
 }
 
-fn tables(conn: &Connection, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<RouteTableRow>> {
+fn tables(conn: &Conn, filter: &str, args: &[&dyn crate::db::ToValue]) -> Result<Vec<RouteTableRow>> {
     let mut stmt = conn.prepare(&format!("SELECT {TABLE_COLUMNS} FROM route_tables {filter}"))?;
-    let rows = stmt.query_map(args, table_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map(args, table_from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
-pub fn insert_table(conn: &Connection, t: &RouteTableRow) -> Result<()> {
+pub fn insert_table(conn: &Conn, t: &RouteTableRow) -> Result<()> {
     conn.execute(
         &format!("INSERT INTO route_tables ({TABLE_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5)"),
         params![
@@ -101,26 +102,26 @@ pub fn insert_table(conn: &Connection, t: &RouteTableRow) -> Result<()> {
 }
 
 /// The caller's table (another account's is absent).
-pub fn get(conn: &Connection, account: &AccountId, id: &RouteTableId) -> Result<Option<RouteTableRow>> {
+pub fn get(conn: &Conn, account: &AccountId, id: &RouteTableId) -> Result<Option<RouteTableRow>> {
     Ok(tables(conn, "WHERE route_table_id = ?1 AND account_id = ?2", &[&id.as_str(), &account.as_str()])?.pop())
 }
 
-pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<RouteTableRow>> {
+pub fn list(conn: &Conn, account: &AccountId) -> Result<Vec<RouteTableRow>> {
     tables(conn, "WHERE account_id = ?1 ORDER BY created_at, route_table_id", &[&account.as_str()])
 }
 
 /// Every table of a Net, the main one included.
-pub fn of_net(conn: &Connection, net: &NetId) -> Result<Vec<RouteTableRow>> {
+pub fn of_net(conn: &Conn, net: &NetId) -> Result<Vec<RouteTableRow>> {
     tables(conn, "WHERE net_id = ?1 ORDER BY created_at, route_table_id", &[&net.as_str()])
 }
 
-pub fn main_of(conn: &Connection, net: &NetId) -> Result<Option<RouteTableRow>> {
+pub fn main_of(conn: &Conn, net: &NetId) -> Result<Option<RouteTableRow>> {
     Ok(tables(conn, "WHERE net_id = ?1 AND main_link_id IS NOT NULL", &[&net.as_str()])?.pop())
 }
 
 /// Deletes a table and (ON DELETE CASCADE) its routes. Its subnet links
 /// must be gone (foreign key).
-pub fn delete_table(conn: &Connection, id: &RouteTableId) -> Result<()> {
+pub fn delete_table(conn: &Conn, id: &RouteTableId) -> Result<()> {
     conn.execute("DELETE FROM route_tables WHERE route_table_id = ?1", [id.as_str()])?;
     Ok(())
 }
@@ -130,7 +131,7 @@ pub fn delete_table(conn: &Connection, id: &RouteTableId) -> Result<()> {
 const LINK_SELECT: &str = "SELECT l.link_route_table_id, l.route_table_id, l.subnet_id, l.created_at
      FROM route_table_links l JOIN route_tables t ON t.route_table_id = l.route_table_id";
 
-fn link_from_row(r: &Row) -> rusqlite::Result<LinkRow> {
+fn link_from_row(r: &Row) -> crate::Result<LinkRow> {
     Ok(LinkRow {
         link_route_table_id: LinkRouteTableId::from_trusted(r.get(0)?),
         route_table_id: RouteTableId::from_trusted(r.get(1)?),
@@ -139,14 +140,14 @@ fn link_from_row(r: &Row) -> rusqlite::Result<LinkRow> {
     })
 }
 
-fn links(conn: &Connection, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<LinkRow>> {
+fn links(conn: &Conn, filter: &str, args: &[&dyn crate::db::ToValue]) -> Result<Vec<LinkRow>> {
     let mut stmt = conn.prepare(&format!("{LINK_SELECT} {filter} ORDER BY l.created_at, l.link_route_table_id"))?;
-    let rows = stmt.query_map(args, link_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map(args, link_from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// Fails with a unique violation when the subnet has an explicit link already.
-pub fn insert_link(conn: &Connection, l: &LinkRow) -> Result<()> {
+pub fn insert_link(conn: &Conn, l: &LinkRow) -> Result<()> {
     conn.execute(
         "INSERT INTO route_table_links (link_route_table_id, route_table_id, subnet_id, created_at) VALUES (?1, ?2, ?3, ?4)",
         params![l.link_route_table_id.as_str(), l.route_table_id.as_str(), l.subnet_id.as_str(), l.created_at],
@@ -155,20 +156,20 @@ pub fn insert_link(conn: &Connection, l: &LinkRow) -> Result<()> {
 }
 
 /// One explicit link of the caller's tables.
-pub fn get_link(conn: &Connection, account: &AccountId, id: &LinkRouteTableId) -> Result<Option<LinkRow>> {
+pub fn get_link(conn: &Conn, account: &AccountId, id: &LinkRouteTableId) -> Result<Option<LinkRow>> {
     Ok(links(conn, "WHERE l.link_route_table_id = ?1 AND t.account_id = ?2", &[&id.as_str(), &account.as_str()])?.pop())
 }
 
 /// Every explicit link of the caller's tables (one query for ReadRouteTables).
-pub fn links_of_account(conn: &Connection, account: &AccountId) -> Result<Vec<LinkRow>> {
+pub fn links_of_account(conn: &Conn, account: &AccountId) -> Result<Vec<LinkRow>> {
     links(conn, "WHERE t.account_id = ?1", &[&account.as_str()])
 }
 
-pub fn links_of_table(conn: &Connection, table: &RouteTableId) -> Result<Vec<LinkRow>> {
+pub fn links_of_table(conn: &Conn, table: &RouteTableId) -> Result<Vec<LinkRow>> {
     links(conn, "WHERE l.route_table_id = ?1", &[&table.as_str()])
 }
 
-pub fn delete_link(conn: &Connection, id: &LinkRouteTableId) -> Result<()> {
+pub fn delete_link(conn: &Conn, id: &LinkRouteTableId) -> Result<()> {
     conn.execute("DELETE FROM route_table_links WHERE link_route_table_id = ?1", [id.as_str()])?;
     Ok(())
 }
@@ -188,7 +189,7 @@ const ROUTE_SELECT: &str = "SELECT r.route_table_id, r.destination, r.gateway_id
      FROM routes r JOIN route_tables t ON t.route_table_id = r.route_table_id
      LEFT JOIN nics n ON n.nic_id = r.nic_id";
 
-fn route_from_row(r: &Row) -> rusqlite::Result<RouteRow> {
+fn route_from_row(r: &Row) -> crate::Result<RouteRow> {
     let vm_id = r.get::<_, Option<String>>(5)?.map(VmId::from_trusted);
     Ok(RouteRow {
         route_table_id: RouteTableId::from_trusted(r.get(0)?),
@@ -204,14 +205,14 @@ fn route_from_row(r: &Row) -> rusqlite::Result<RouteRow> {
     })
 }
 
-fn routes(conn: &Connection, filter: &str, args: &[&dyn rusqlite::ToSql]) -> Result<Vec<RouteRow>> {
+fn routes(conn: &Conn, filter: &str, args: &[&dyn crate::db::ToValue]) -> Result<Vec<RouteRow>> {
     let mut stmt = conn.prepare(&format!("{ROUTE_SELECT} {filter} ORDER BY r.created_at, r.destination"))?;
-    let rows = stmt.query_map(args, route_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map(args, route_from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// Fails with a unique violation when the table has a route to `destination`.
-pub fn insert_route(conn: &Connection, table: &RouteTableId, destination: &str, target: &RouteTarget, created_at: &str) -> Result<()> {
+pub fn insert_route(conn: &Conn, table: &RouteTableId, destination: &str, target: &RouteTarget, created_at: &str) -> Result<()> {
     let (gateway, nat, nic) = match target {
         RouteTarget::Gateway(g) => (Some(g.as_str()), None, None),
         RouteTarget::NatService(n) => (None, Some(n.as_str()), None),
@@ -226,7 +227,7 @@ pub fn insert_route(conn: &Connection, table: &RouteTableId, destination: &str, 
 }
 
 /// Returns whether a route was deleted.
-pub fn delete_route(conn: &Connection, table: &RouteTableId, destination: &str) -> Result<bool> {
+pub fn delete_route(conn: &Conn, table: &RouteTableId, destination: &str) -> Result<bool> {
     let n = conn.execute(
         "DELETE FROM routes WHERE route_table_id = ?1 AND destination = ?2",
         params![table.as_str(), destination],
@@ -234,12 +235,12 @@ pub fn delete_route(conn: &Connection, table: &RouteTableId, destination: &str) 
     Ok(n > 0)
 }
 
-pub fn routes_of_table(conn: &Connection, table: &RouteTableId) -> Result<Vec<RouteRow>> {
+pub fn routes_of_table(conn: &Conn, table: &RouteTableId) -> Result<Vec<RouteRow>> {
     routes(conn, "WHERE r.route_table_id = ?1", &[&table.as_str()])
 }
 
 /// Every route of the caller's tables (one query for ReadRouteTables).
-pub fn routes_of_account(conn: &Connection, account: &AccountId) -> Result<Vec<RouteRow>> {
+pub fn routes_of_account(conn: &Conn, account: &AccountId) -> Result<Vec<RouteRow>> {
     routes(conn, "WHERE t.account_id = ?1", &[&account.as_str()])
 }
 
@@ -247,7 +248,7 @@ pub fn routes_of_account(conn: &Connection, account: &AccountId) -> Result<Vec<R
 /// explicitly linked to the subnet, else those of the Net's main table;
 /// without the local route (the Net's range, always there), blackholes
 /// included (`blackhole` says which to skip).
-pub fn effective_routes(conn: &Connection, net: &NetId, subnet: &SubnetId) -> Result<Vec<RouteRow>> {
+pub fn effective_routes(conn: &Conn, net: &NetId, subnet: &SubnetId) -> Result<Vec<RouteRow>> {
     routes(
         conn,
         "WHERE r.route_table_id = COALESCE(
@@ -262,9 +263,9 @@ mod tests {
     use super::*;
     use crate::internet_services::{self as igw, tests::{test_igw, test_net}};
     use crate::nets::{insert_subnet, SubnetRow};
-    use crate::{now_iso, test_store};
+    use crate::now_iso;
 
-    fn table(conn: &Connection, account: &AccountId, net: &NetId, main: bool) -> RouteTableRow {
+    fn table(conn: &Conn, account: &AccountId, net: &NetId, main: bool) -> RouteTableRow {
         let t = RouteTableRow {
             route_table_id: RouteTableId::generate(),
             account_id: account.clone(),
@@ -276,7 +277,7 @@ mod tests {
         t
     }
 
-    fn subnet(conn: &Connection, account: &AccountId, net: &NetId, range: &str) -> SubnetId {
+    fn subnet(conn: &Conn, account: &AccountId, net: &NetId, range: &str) -> SubnetId {
         let s = SubnetRow {
             subnet_id: SubnetId::generate(),
             account_id: account.clone(),
@@ -291,7 +292,7 @@ mod tests {
         s.subnet_id
     }
 
-    fn link(conn: &Connection, t: &RouteTableId, s: &SubnetId) -> Result<LinkRow> {
+    fn link(conn: &Conn, t: &RouteTableId, s: &SubnetId) -> Result<LinkRow> {
         let l = LinkRow {
             link_route_table_id: LinkRouteTableId::generate(),
             route_table_id: t.clone(),
@@ -308,9 +309,7 @@ mod tests {
 
     #[test]
     fn effective_routes_fall_back_to_the_main_table() {
-        let store = test_store();
-        store
-            .run_sync(|conn| -> Result<()> {
+        crate::on_each_engine(|conn| -> Result<()> {
                 let a = AccountId::generate();
                 let net = test_net(conn, &a, "10.0.0.0/16").net_id;
                 let main = table(conn, &a, &net, true);
@@ -357,7 +356,6 @@ mod tests {
                 assert!(routes_of_account(conn, &a)?.is_empty(), "routes go with their table");
                 assert_eq!(main_of(conn, &net)?.unwrap().route_table_id, main.route_table_id);
                 Ok(())
-            })
-            .unwrap();
+            });
     }
 }

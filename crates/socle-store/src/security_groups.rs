@@ -11,7 +11,8 @@
 //! Ports: NULL for protocol `-1` (all); for `icmp` the ICMP type and code
 //! (-1: any); for `tcp`/`udp` the first and last port.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::params;
+use crate::db::{Conn, OptionalExtension, Row};
 use socle_types::ids::{AccountId, NetId, SecurityGroupId, SecurityGroupRuleId};
 
 use crate::Result;
@@ -72,7 +73,7 @@ pub struct RuleKey {
 
 const GROUP_COLUMNS: &str = "security_group_id, account_id, net_id, name, description, created_at";
 
-fn group_from_row(r: &Row) -> rusqlite::Result<GroupRow> {
+fn group_from_row(r: &Row) -> crate::Result<GroupRow> {
     Ok(GroupRow {
         security_group_id: SecurityGroupId::from_trusted(r.get(0)?),
         account_id: AccountId::from_trusted(r.get(1)?),
@@ -83,7 +84,7 @@ fn group_from_row(r: &Row) -> rusqlite::Result<GroupRow> {
     })
 }
 
-pub fn insert_group(conn: &Connection, g: &GroupRow) -> Result<()> {
+pub fn insert_group(conn: &Conn, g: &GroupRow) -> Result<()> {
     conn.execute(
         &format!("INSERT INTO security_groups ({GROUP_COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6)"),
         params![
@@ -99,7 +100,7 @@ pub fn insert_group(conn: &Connection, g: &GroupRow) -> Result<()> {
 }
 
 /// One group of `account`; another account's is `None`, like an absent one.
-pub fn get(conn: &Connection, account: &AccountId, id: &SecurityGroupId) -> Result<Option<GroupRow>> {
+pub fn get(conn: &Conn, account: &AccountId, id: &SecurityGroupId) -> Result<Option<GroupRow>> {
     Ok(conn
         .query_row(
             &format!("SELECT {GROUP_COLUMNS} FROM security_groups WHERE security_group_id = ?1 AND account_id = ?2"),
@@ -110,11 +111,11 @@ pub fn get(conn: &Connection, account: &AccountId, id: &SecurityGroupId) -> Resu
 }
 
 /// The group of `account` named `name` in the Net `net_id` (None: the public cloud).
-pub fn get_by_name(conn: &Connection, account: &AccountId, net_id: Option<&NetId>, name: &str) -> Result<Option<GroupRow>> {
+pub fn get_by_name(conn: &Conn, account: &AccountId, net_id: Option<&NetId>, name: &str) -> Result<Option<GroupRow>> {
     Ok(conn
         .query_row(
             &format!(
-                "SELECT {GROUP_COLUMNS} FROM security_groups WHERE account_id = ?1 AND net_id IS ?2 AND name = ?3"
+                "SELECT {GROUP_COLUMNS} FROM security_groups WHERE account_id = ?1 AND net_id IS NOT DISTINCT FROM ?2 AND name = ?3"
             ),
             params![account.as_str(), net_id.map(|n| n.as_str()), name],
             group_from_row,
@@ -123,39 +124,39 @@ pub fn get_by_name(conn: &Connection, account: &AccountId, net_id: Option<&NetId
 }
 
 /// The groups of `account`, by creation date then ID.
-pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<GroupRow>> {
+pub fn list(conn: &Conn, account: &AccountId) -> Result<Vec<GroupRow>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {GROUP_COLUMNS} FROM security_groups WHERE account_id = ?1 ORDER BY created_at, security_group_id"
     ))?;
-    let rows = stmt.query_map([account.as_str()], group_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([account.as_str()], group_from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// The groups of one Net, whatever their account (a Net has one owner).
-pub fn list_in_net(conn: &Connection, net_id: &NetId) -> Result<Vec<GroupRow>> {
+pub fn list_in_net(conn: &Conn, net_id: &NetId) -> Result<Vec<GroupRow>> {
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT {GROUP_COLUMNS} FROM security_groups WHERE net_id = ?1 ORDER BY created_at, security_group_id"
     ))?;
-    let rows = stmt.query_map([net_id.as_str()], group_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([net_id.as_str()], group_from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// Deletes a group and (ON DELETE CASCADE) its rules.
-pub fn delete_group(conn: &Connection, id: &SecurityGroupId) -> Result<()> {
+pub fn delete_group(conn: &Conn, id: &SecurityGroupId) -> Result<()> {
     conn.execute("DELETE FROM security_groups WHERE security_group_id = ?1", [id.as_str()])?;
     Ok(())
 }
 
 /// The owner of a Net, if it exists. (Nets have their own module; this is the
 /// one question security groups ask about them.)
-pub fn net_owner(conn: &Connection, net_id: &NetId) -> Result<Option<AccountId>> {
+pub fn net_owner(conn: &Conn, net_id: &NetId) -> Result<Option<AccountId>> {
     Ok(conn
         .query_row("SELECT account_id FROM nets WHERE net_id = ?1", [net_id.as_str()], |r| r.get::<_, String>(0))
         .optional()?
         .map(AccountId::from_trusted))
 }
 
-pub fn insert_rule(conn: &Connection, group: &SecurityGroupId, id: &SecurityGroupRuleId, k: &RuleKey, created_at: &str) -> Result<()> {
+pub fn insert_rule(conn: &Conn, group: &SecurityGroupId, id: &SecurityGroupRuleId, k: &RuleKey, created_at: &str) -> Result<()> {
     conn.execute(
         "INSERT INTO security_group_rules
            (rule_id, security_group_id, flow, protocol, from_port, to_port, ip_range, peer_group_id, created_at)
@@ -176,12 +177,12 @@ pub fn insert_rule(conn: &Connection, group: &SecurityGroupId, id: &SecurityGrou
 }
 
 /// The ID of the rule of `group` equal to `k`, if there is one.
-pub fn find_rule(conn: &Connection, group: &SecurityGroupId, k: &RuleKey) -> Result<Option<SecurityGroupRuleId>> {
+pub fn find_rule(conn: &Conn, group: &SecurityGroupId, k: &RuleKey) -> Result<Option<SecurityGroupRuleId>> {
     Ok(conn
         .query_row(
             "SELECT rule_id FROM security_group_rules
-             WHERE security_group_id = ?1 AND flow = ?2 AND protocol = ?3 AND from_port IS ?4 AND to_port IS ?5
-               AND ip_range IS ?6 AND peer_group_id IS ?7",
+             WHERE security_group_id = ?1 AND flow = ?2 AND protocol = ?3 AND from_port IS NOT DISTINCT FROM ?4 AND to_port IS NOT DISTINCT FROM ?5
+               AND ip_range IS NOT DISTINCT FROM ?6 AND peer_group_id IS NOT DISTINCT FROM ?7",
             params![
                 group.as_str(),
                 k.flow,
@@ -197,13 +198,13 @@ pub fn find_rule(conn: &Connection, group: &SecurityGroupId, k: &RuleKey) -> Res
         .map(SecurityGroupRuleId::from_trusted))
 }
 
-pub fn delete_rule(conn: &Connection, id: &SecurityGroupRuleId) -> Result<()> {
+pub fn delete_rule(conn: &Conn, id: &SecurityGroupRuleId) -> Result<()> {
     conn.execute("DELETE FROM security_group_rules WHERE rule_id = ?1", [id.as_str()])?;
     Ok(())
 }
 
 /// How many rule rows `group` has in `flow`.
-pub fn count_rules(conn: &Connection, group: &SecurityGroupId, flow: &str) -> Result<i64> {
+pub fn count_rules(conn: &Conn, group: &SecurityGroupId, flow: &str) -> Result<i64> {
     Ok(conn.query_row(
         "SELECT COUNT(*) FROM security_group_rules WHERE security_group_id = ?1 AND flow = ?2",
         params![group.as_str(), flow],
@@ -213,7 +214,7 @@ pub fn count_rules(conn: &Connection, group: &SecurityGroupId, flow: &str) -> Re
 
 /// The groups (other than `id` itself) that have a rule naming `id` as peer,
 /// with their owners.
-pub fn referencing_groups(conn: &Connection, id: &SecurityGroupId) -> Result<Vec<(SecurityGroupId, AccountId)>> {
+pub fn referencing_groups(conn: &Conn, id: &SecurityGroupId) -> Result<Vec<(SecurityGroupId, AccountId)>> {
     let mut stmt = conn.prepare_cached(
         "SELECT DISTINCT g.security_group_id, g.account_id
          FROM security_group_rules r JOIN security_groups g ON g.security_group_id = r.security_group_id
@@ -224,12 +225,12 @@ pub fn referencing_groups(conn: &Connection, id: &SecurityGroupId) -> Result<Vec
         .query_map([id.as_str()], |r| {
             Ok((SecurityGroupId::from_trusted(r.get(0)?), AccountId::from_trusted(r.get(1)?)))
         })?
-        .collect::<rusqlite::Result<Vec<_>>>()?;
+        .collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// Removes every rule naming `id` as peer (for a group about to go with its Net).
-pub fn delete_rules_with_peer(conn: &Connection, id: &SecurityGroupId) -> Result<()> {
+pub fn delete_rules_with_peer(conn: &Conn, id: &SecurityGroupId) -> Result<()> {
     conn.execute("DELETE FROM security_group_rules WHERE peer_group_id = ?1", [id.as_str()])?;
     Ok(())
 }
@@ -238,7 +239,7 @@ const RULE_SELECT: &str = "SELECT r.rule_id, r.security_group_id, r.flow, r.prot
             r.peer_group_id, p.account_id, p.name, p.net_id, r.created_at
      FROM security_group_rules r LEFT JOIN security_groups p ON p.security_group_id = r.peer_group_id";
 
-fn rule_from_row(r: &Row) -> rusqlite::Result<RuleRow> {
+fn rule_from_row(r: &Row) -> crate::Result<RuleRow> {
     Ok(RuleRow {
         rule_id: SecurityGroupRuleId::from_trusted(r.get(0)?),
         security_group_id: SecurityGroupId::from_trusted(r.get(1)?),
@@ -258,7 +259,7 @@ fn rule_from_row(r: &Row) -> rusqlite::Result<RuleRow> {
 /// Every rule of the given groups, each with its peer group resolved, in
 /// the order of `group_ids` then by creation date and ID. Read-only: the
 /// network compiler turns the peers into their members' addresses.
-pub fn rules_of(conn: &Connection, group_ids: &[SecurityGroupId]) -> Result<Vec<RuleRow>> {
+pub fn rules_of(conn: &Conn, group_ids: &[SecurityGroupId]) -> Result<Vec<RuleRow>> {
     let mut stmt =
         conn.prepare_cached(&format!("{RULE_SELECT} WHERE r.security_group_id = ?1 ORDER BY r.created_at, r.rule_id"))?;
     let mut out = Vec::new();
@@ -272,19 +273,19 @@ pub fn rules_of(conn: &Connection, group_ids: &[SecurityGroupId]) -> Result<Vec<
 }
 
 /// Every rule of every group of `account` (one query, for ReadSecurityGroups).
-pub fn rules_of_account(conn: &Connection, account: &AccountId) -> Result<Vec<RuleRow>> {
+pub fn rules_of_account(conn: &Conn, account: &AccountId) -> Result<Vec<RuleRow>> {
     let mut stmt = conn.prepare_cached(&format!(
         "{RULE_SELECT} JOIN security_groups g ON g.security_group_id = r.security_group_id
          WHERE g.account_id = ?1 ORDER BY r.created_at, r.rule_id"
     ))?;
-    let rows = stmt.query_map([account.as_str()], rule_from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([account.as_str()], rule_from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{now_iso, test_store};
+    use crate::now_iso;
 
     fn group(account: &AccountId, name: &str) -> GroupRow {
         GroupRow {
@@ -310,9 +311,7 @@ mod tests {
 
     #[test]
     fn names_unique_per_account_and_net_and_rules_unique() {
-        let store = test_store();
-        store
-            .run_sync(|conn| -> Result<()> {
+        crate::on_each_engine(|conn| -> Result<()> {
                 let a = AccountId::generate();
                 let b = AccountId::generate();
                 let g = group(&a, "web");
@@ -341,7 +340,6 @@ mod tests {
                 delete_group(conn, &g.security_group_id)?;
                 assert!(rules_of(conn, &[g.security_group_id.clone()])?.is_empty(), "rules go with their group");
                 Ok(())
-            })
-            .unwrap();
+            });
     }
 }

@@ -1,6 +1,7 @@
 //! Volume snapshots and who may use them.
 
-use rusqlite::{params, Connection, OptionalExtension, Row};
+use crate::params;
+use crate::db::{Conn, OptionalExtension, Row};
 use socle_types::ids::{AccountId, SnapshotId};
 
 use crate::Result;
@@ -26,7 +27,7 @@ pub struct SnapshotRow {
 const COLUMNS: &str = "snapshot_id, account_id, volume_id, volume_size, description, client_token, state, progress, \
                        wrapped_key, is_public, pending, created_at";
 
-fn from_row(r: &Row) -> rusqlite::Result<SnapshotRow> {
+fn from_row(r: &Row) -> crate::Result<SnapshotRow> {
     Ok(SnapshotRow {
         snapshot_id: SnapshotId::from_trusted(r.get(0)?),
         account_id: AccountId::from_trusted(r.get(1)?),
@@ -43,7 +44,7 @@ fn from_row(r: &Row) -> rusqlite::Result<SnapshotRow> {
     })
 }
 
-pub fn insert(conn: &Connection, s: &SnapshotRow) -> Result<()> {
+pub fn insert(conn: &Conn, s: &SnapshotRow) -> Result<()> {
     conn.execute(
         &format!("INSERT INTO snapshots ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
         params![
@@ -64,7 +65,7 @@ pub fn insert(conn: &Connection, s: &SnapshotRow) -> Result<()> {
     Ok(())
 }
 
-pub fn update(conn: &Connection, s: &SnapshotRow) -> Result<()> {
+pub fn update(conn: &Conn, s: &SnapshotRow) -> Result<()> {
     conn.execute(
         "UPDATE snapshots SET state = ?2, progress = ?3, wrapped_key = ?4, is_public = ?5, pending = ?6, description = ?7
          WHERE snapshot_id = ?1",
@@ -73,13 +74,13 @@ pub fn update(conn: &Connection, s: &SnapshotRow) -> Result<()> {
     Ok(())
 }
 
-pub fn delete(conn: &Connection, id: &SnapshotId) -> Result<()> {
+pub fn delete(conn: &Conn, id: &SnapshotId) -> Result<()> {
     conn.execute("DELETE FROM snapshots WHERE snapshot_id = ?1", [id.as_str()])?;
     Ok(())
 }
 
 /// A snapshot `account` owns.
-pub fn get_owned(conn: &Connection, account: &AccountId, id: &SnapshotId) -> Result<Option<SnapshotRow>> {
+pub fn get_owned(conn: &Conn, account: &AccountId, id: &SnapshotId) -> Result<Option<SnapshotRow>> {
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM snapshots WHERE snapshot_id = ?1 AND account_id = ?2"),
@@ -93,7 +94,7 @@ const VISIBLE: &str = "(account_id = ?1 OR is_public = 1 OR snapshot_id IN
                          (SELECT snapshot_id FROM snapshot_shares WHERE account_id = ?1))";
 
 /// A snapshot `account` may use: its own, public ones, and ones shared with it.
-pub fn get_visible(conn: &Connection, account: &AccountId, id: &SnapshotId) -> Result<Option<SnapshotRow>> {
+pub fn get_visible(conn: &Conn, account: &AccountId, id: &SnapshotId) -> Result<Option<SnapshotRow>> {
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM snapshots WHERE snapshot_id = ?2 AND {VISIBLE}"),
@@ -103,41 +104,41 @@ pub fn get_visible(conn: &Connection, account: &AccountId, id: &SnapshotId) -> R
         .optional()?)
 }
 
-pub fn list_visible(conn: &Connection, account: &AccountId) -> Result<Vec<SnapshotRow>> {
+pub fn list_visible(conn: &Conn, account: &AccountId) -> Result<Vec<SnapshotRow>> {
     let mut stmt =
         conn.prepare(&format!("SELECT {COLUMNS} FROM snapshots WHERE {VISIBLE} ORDER BY created_at, snapshot_id"))?;
-    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
-pub fn get_any(conn: &Connection, id: &SnapshotId) -> Result<Option<SnapshotRow>> {
+pub fn get_any(conn: &Conn, id: &SnapshotId) -> Result<Option<SnapshotRow>> {
     Ok(conn
         .query_row(&format!("SELECT {COLUMNS} FROM snapshots WHERE snapshot_id = ?1"), [id.as_str()], from_row)
         .optional()?)
 }
 
-pub fn list_unsettled(conn: &Connection) -> Result<Vec<SnapshotRow>> {
+pub fn list_unsettled(conn: &Conn) -> Result<Vec<SnapshotRow>> {
     let mut stmt =
         conn.prepare(&format!("SELECT {COLUMNS} FROM snapshots WHERE pending != '' ORDER BY created_at, snapshot_id"))?;
-    let rows = stmt.query_map([], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([], from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
-pub fn shares(conn: &Connection, id: &SnapshotId) -> Result<Vec<String>> {
+pub fn shares(conn: &Conn, id: &SnapshotId) -> Result<Vec<String>> {
     let mut stmt = conn.prepare("SELECT account_id FROM snapshot_shares WHERE snapshot_id = ?1 ORDER BY account_id")?;
-    let rows = stmt.query_map([id.as_str()], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([id.as_str()], |r| r.get(0))?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
-pub fn add_share(conn: &Connection, id: &SnapshotId, account: &str) -> Result<()> {
+pub fn add_share(conn: &Conn, id: &SnapshotId, account: &str) -> Result<()> {
     conn.execute(
-        "INSERT OR IGNORE INTO snapshot_shares (snapshot_id, account_id) VALUES (?1, ?2)",
+        "INSERT INTO snapshot_shares (snapshot_id, account_id) VALUES (?1, ?2) ON CONFLICT DO NOTHING",
         params![id.as_str(), account],
     )?;
     Ok(())
 }
 
-pub fn remove_share(conn: &Connection, id: &SnapshotId, account: &str) -> Result<()> {
+pub fn remove_share(conn: &Conn, id: &SnapshotId, account: &str) -> Result<()> {
     conn.execute(
         "DELETE FROM snapshot_shares WHERE snapshot_id = ?1 AND account_id = ?2",
         params![id.as_str(), account],
@@ -146,8 +147,8 @@ pub fn remove_share(conn: &Connection, id: &SnapshotId, account: &str) -> Result
 }
 
 /// Every snapshot ID the database knows (to find orphan files after a crash).
-pub fn all_ids(conn: &Connection) -> Result<Vec<String>> {
+pub fn all_ids(conn: &Conn) -> Result<Vec<String>> {
     let mut stmt = conn.prepare("SELECT snapshot_id FROM snapshots")?;
-    let rows = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([], |r| r.get(0))?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }

@@ -2,7 +2,8 @@
 //! tags never needs to join the resource tables, and one account can never
 //! read another's tags.
 
-use rusqlite::{params, Connection, Row};
+use crate::params;
+use crate::db::{Conn, Row};
 use socle_types::ids::AccountId;
 
 use crate::Result;
@@ -18,12 +19,12 @@ pub struct TagRow {
     pub value: String,
 }
 
-fn from_row(r: &Row) -> rusqlite::Result<TagRow> {
+fn from_row(r: &Row) -> crate::Result<TagRow> {
     Ok(TagRow { resource_id: r.get(0)?, resource_type: r.get(1)?, key: r.get(2)?, value: r.get(3)? })
 }
 
 /// Sets (inserts or overwrites) a tag.
-pub fn upsert(conn: &Connection, account: &AccountId, t: &TagRow) -> Result<()> {
+pub fn upsert(conn: &Conn, account: &AccountId, t: &TagRow) -> Result<()> {
     conn.execute(
         "INSERT INTO tags (account_id, resource_id, resource_type, key, value) VALUES (?1, ?2, ?3, ?4, ?5)
          ON CONFLICT (resource_id, key) DO UPDATE SET value = excluded.value",
@@ -32,13 +33,13 @@ pub fn upsert(conn: &Connection, account: &AccountId, t: &TagRow) -> Result<()> 
     Ok(())
 }
 
-pub fn count_for_resource(conn: &Connection, resource_id: &str) -> Result<i64> {
+pub fn count_for_resource(conn: &Conn, resource_id: &str) -> Result<i64> {
     Ok(conn.query_row("SELECT COUNT(*) FROM tags WHERE resource_id = ?1", [resource_id], |r| r.get(0))?)
 }
 
 /// Deletes a tag; when `value` is given, only if it has that value (OSC
 /// semantics of DeleteTags).
-pub fn delete(conn: &Connection, account: &AccountId, resource_id: &str, key: &str, value: Option<&str>) -> Result<()> {
+pub fn delete(conn: &Conn, account: &AccountId, resource_id: &str, key: &str, value: Option<&str>) -> Result<()> {
     conn.execute(
         "DELETE FROM tags WHERE account_id = ?1 AND resource_id = ?2 AND key = ?3 AND (?4 IS NULL OR value = ?4)",
         params![account.as_str(), resource_id, key, value],
@@ -46,23 +47,23 @@ pub fn delete(conn: &Connection, account: &AccountId, resource_id: &str, key: &s
     Ok(())
 }
 
-pub fn delete_all_for_resource(conn: &Connection, resource_id: &str) -> Result<()> {
+pub fn delete_all_for_resource(conn: &Conn, resource_id: &str) -> Result<()> {
     conn.execute("DELETE FROM tags WHERE resource_id = ?1", [resource_id])?;
     Ok(())
 }
 
-pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<TagRow>> {
+pub fn list(conn: &Conn, account: &AccountId) -> Result<Vec<TagRow>> {
     let mut stmt = conn.prepare(
         "SELECT resource_id, resource_type, key, value FROM tags WHERE account_id = ?1 ORDER BY resource_id, key",
     )?;
-    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
-pub fn for_resource(conn: &Connection, resource_id: &str) -> Result<Vec<TagRow>> {
+pub fn for_resource(conn: &Conn, resource_id: &str) -> Result<Vec<TagRow>> {
     let mut stmt = conn.prepare(
         "SELECT resource_id, resource_type, key, value FROM tags WHERE resource_id = ?1 ORDER BY key",
     )?;
-    let rows = stmt.query_map([resource_id], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([resource_id], from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }

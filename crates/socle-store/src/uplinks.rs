@@ -5,12 +5,13 @@
 
 use std::collections::BTreeSet;
 
-use rusqlite::{params, Connection, OptionalExtension};
+use crate::params;
+use crate::db::{Conn, OptionalExtension};
 
 use crate::Result;
 
 /// The slot of `net_key`, allocating the lowest free one if it has none.
-pub fn slot_of(conn: &Connection, net_key: &str) -> Result<i64> {
+pub fn slot_of(conn: &Conn, net_key: &str) -> Result<i64> {
     if let Some(s) = conn
         .query_row("SELECT slot FROM uplink_slots WHERE net_key = ?1", [net_key], |r| r.get(0))
         .optional()?
@@ -29,7 +30,7 @@ pub fn slot_of(conn: &Connection, net_key: &str) -> Result<i64> {
 }
 
 /// Frees the slot of a network that is no longer wired.
-pub fn release(conn: &Connection, net_key: &str) -> Result<()> {
+pub fn release(conn: &Conn, net_key: &str) -> Result<()> {
     conn.execute("DELETE FROM uplink_slots WHERE net_key = ?1", [net_key])?;
     Ok(())
 }
@@ -38,7 +39,7 @@ pub fn release(conn: &Connection, net_key: &str) -> Result<()> {
 /// ever reached the host; returns their keys. Releasing by difference
 /// rather than network by network after each removal means a slot can't
 /// be lost to a crash between a removal and its release.
-pub fn release_all_but(conn: &Connection, wired: &BTreeSet<String>) -> Result<Vec<String>> {
+pub fn release_all_but(conn: &Conn, wired: &BTreeSet<String>) -> Result<Vec<String>> {
     let keys: Vec<String> = conn
         .prepare("SELECT net_key FROM uplink_slots ORDER BY net_key")?
         .query_map([], |r| r.get(0))?
@@ -53,35 +54,34 @@ pub fn release_all_but(conn: &Connection, wired: &BTreeSet<String>) -> Result<Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::Store;
 
     #[test]
     fn slots_are_stable_unique_and_reused_lowest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let conn = store.conn.lock().unwrap();
-        assert_eq!(slot_of(&conn, "vpc-a").unwrap(), 0);
-        assert_eq!(slot_of(&conn, "vpc-b").unwrap(), 1);
-        assert_eq!(slot_of(&conn, "vpc-c").unwrap(), 2);
-        assert_eq!(slot_of(&conn, "vpc-a").unwrap(), 0);
-        release(&conn, "vpc-a").unwrap();
-        release(&conn, "vpc-c").unwrap();
-        assert_eq!(slot_of(&conn, "pub-1").unwrap(), 0);
-        assert_eq!(slot_of(&conn, "pub-2").unwrap(), 2);
+        crate::on_each_engine(|conn| {
+            assert_eq!(slot_of(conn, "vpc-a").unwrap(), 0);
+            assert_eq!(slot_of(conn, "vpc-b").unwrap(), 1);
+            assert_eq!(slot_of(conn, "vpc-c").unwrap(), 2);
+            assert_eq!(slot_of(conn, "vpc-a").unwrap(), 0);
+            release(conn, "vpc-a").unwrap();
+            release(conn, "vpc-c").unwrap();
+            assert_eq!(slot_of(conn, "pub-1").unwrap(), 0);
+            assert_eq!(slot_of(conn, "pub-2").unwrap(), 2);
+            Ok(())
+        });
     }
 
     #[test]
     fn release_all_but_frees_every_other_slot() {
-        let dir = tempfile::tempdir().unwrap();
-        let store = Store::open(&dir.path().join("db")).unwrap();
-        let conn = store.conn.lock().unwrap();
-        for k in ["vpc-a", "vpc-b", "vpc-c"] {
-            slot_of(&conn, k).unwrap();
-        }
-        let wired: BTreeSet<String> = ["vpc-b".to_string(), "vpc-z".to_string()].into();
-        assert_eq!(release_all_but(&conn, &wired).unwrap(), vec!["vpc-a", "vpc-c"]);
-        assert_eq!(release_all_but(&conn, &wired).unwrap(), Vec::<String>::new());
-        assert_eq!(slot_of(&conn, "vpc-b").unwrap(), 1, "kept");
-        assert_eq!(slot_of(&conn, "vpc-d").unwrap(), 0, "freed");
+        crate::on_each_engine(|conn| {
+            for k in ["vpc-a", "vpc-b", "vpc-c"] {
+                slot_of(conn, k).unwrap();
+            }
+            let wired: BTreeSet<String> = ["vpc-b".to_string(), "vpc-z".to_string()].into();
+            assert_eq!(release_all_but(conn, &wired).unwrap(), vec!["vpc-a", "vpc-c"]);
+            assert_eq!(release_all_but(conn, &wired).unwrap(), Vec::<String>::new());
+            assert_eq!(slot_of(conn, "vpc-b").unwrap(), 1, "kept");
+            assert_eq!(slot_of(conn, "vpc-d").unwrap(), 0, "freed");
+            Ok(())
+        });
     }
 }

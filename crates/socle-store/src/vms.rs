@@ -6,7 +6,8 @@
 //! `state`); the reconciler acts on the host and writes `state`. Because the
 //! wish is persisted, a crash at any point resumes from the database.
 
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use crate::params;
+use crate::db::{Conn, OptionalExtension, Row};
 use socle_types::ids::{AccountId, ImageId, ReservationId, VmId};
 
 use crate::accounts::Quotas;
@@ -41,7 +42,7 @@ const COLUMNS: &str = "vm_id, account_id, reservation_id, image_id, vm_type, vcp
      keypair_name, user_data, subregion, deletion_protection, client_token, launch_number, state, desired, \
      force_stop, state_reason, created_at, terminated_at";
 
-fn from_row(r: &Row) -> rusqlite::Result<VmRow> {
+fn from_row(r: &Row) -> crate::Result<VmRow> {
     Ok(VmRow {
         vm_id: VmId::from_trusted(r.get(0)?),
         account_id: AccountId::from_trusted(r.get(1)?),
@@ -74,7 +75,7 @@ pub struct Usage {
     pub memory_mib: i64,
 }
 
-pub fn usage(conn: &Connection, account: &AccountId) -> Result<Usage> {
+pub fn usage(conn: &Conn, account: &AccountId) -> Result<Usage> {
     Ok(conn.query_row(
         "SELECT COUNT(*), COALESCE(SUM(vcpus), 0), COALESCE(SUM(memory_mib), 0)
          FROM vms WHERE account_id = ?1 AND state != 'terminated'",
@@ -98,12 +99,11 @@ pub enum QuotaExceeded {
 /// the write lock at BEGIN, so no concurrent create can slip between the
 /// usage read and the insert — 50 parallel calls cannot overshoot.
 pub fn insert_within_quota(
-    tx: &Transaction,
+    tx: &Conn,
     account: &AccountId,
     quotas: &Quotas,
     vms: &[VmRow],
 ) -> Result<Result<(), QuotaExceeded>> {
-    debug_assert!(!tx.is_autocommit());
     let used = usage(tx, account)?;
     let add_vcpus: i64 = vms.iter().map(|v| v.vcpus).sum();
     let add_mem: i64 = vms.iter().map(|v| v.memory_mib).sum();
@@ -147,23 +147,23 @@ pub fn insert_within_quota(
 }
 
 /// All VMs of an account that ReadVms may show, in creation order.
-pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<VmRow>> {
+pub fn list(conn: &Conn, account: &AccountId) -> Result<Vec<VmRow>> {
     let mut stmt =
         conn.prepare(&format!("SELECT {COLUMNS} FROM vms WHERE account_id = ?1 ORDER BY created_at, vm_id"))?;
-    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
-pub fn list_by_reservation(conn: &Connection, account: &AccountId, r: &ReservationId) -> Result<Vec<VmRow>> {
+pub fn list_by_reservation(conn: &Conn, account: &AccountId, r: &ReservationId) -> Result<Vec<VmRow>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM vms WHERE account_id = ?1 AND reservation_id = ?2 ORDER BY launch_number"
     ))?;
-    let rows = stmt.query_map([account.as_str(), r.as_str()], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([account.as_str(), r.as_str()], from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// One VM of `account`. Another account's VM is `None`, like an absent one.
-pub fn get(conn: &Connection, account: &AccountId, id: &VmId) -> Result<Option<VmRow>> {
+pub fn get(conn: &Conn, account: &AccountId, id: &VmId) -> Result<Option<VmRow>> {
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM vms WHERE vm_id = ?1 AND account_id = ?2"),
@@ -174,22 +174,22 @@ pub fn get(conn: &Connection, account: &AccountId, id: &VmId) -> Result<Option<V
 }
 
 /// One VM whatever its account: for the reconciler only.
-pub fn get_any(conn: &Connection, id: &VmId) -> Result<Option<VmRow>> {
+pub fn get_any(conn: &Conn, id: &VmId) -> Result<Option<VmRow>> {
     Ok(conn
         .query_row(&format!("SELECT {COLUMNS} FROM vms WHERE vm_id = ?1"), [id.as_str()], from_row)
         .optional()?)
 }
 
 /// Every VM whose host side may need work: not yet terminated.
-pub fn list_live(conn: &Connection) -> Result<Vec<VmRow>> {
+pub fn list_live(conn: &Conn) -> Result<Vec<VmRow>> {
     let mut stmt =
         conn.prepare(&format!("SELECT {COLUMNS} FROM vms WHERE state != 'terminated' ORDER BY created_at, vm_id"))?;
-    let rows = stmt.query_map([], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([], from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// Records a user's request: the new wish and the transitional state.
-pub fn set_lifecycle(conn: &Connection, id: &VmId, state: &str, desired: &str, force_stop: bool) -> Result<()> {
+pub fn set_lifecycle(conn: &Conn, id: &VmId, state: &str, desired: &str, force_stop: bool) -> Result<()> {
     conn.execute(
         "UPDATE vms SET state = ?2, desired = ?3, force_stop = ?4 WHERE vm_id = ?1",
         params![id.as_str(), state, desired, force_stop],
@@ -201,7 +201,7 @@ pub fn set_lifecycle(conn: &Connection, id: &VmId, state: &str, desired: &str, f
 /// if the user changed their mind while the host worked, the state is left
 /// for the next reconciler pass rather than overwritten with a stale result.
 /// Returns whether the row changed. `terminated_at` is set on `terminated`.
-pub fn set_state(conn: &Connection, id: &VmId, acted_on: &str, state: &str, reason: &str, now: &str) -> Result<bool> {
+pub fn set_state(conn: &Conn, id: &VmId, acted_on: &str, state: &str, reason: &str, now: &str) -> Result<bool> {
     let n = conn.execute(
         "UPDATE vms SET state = ?3, state_reason = ?4,
                 terminated_at = CASE WHEN ?3 = 'terminated' THEN ?5 ELSE terminated_at END
@@ -213,7 +213,7 @@ pub fn set_state(conn: &Connection, id: &VmId, acted_on: &str, state: &str, reas
 
 /// A guest that powered itself off: both state and wish become `stopped`,
 /// unless the user asked for something else meanwhile.
-pub fn mark_guest_stopped(conn: &Connection, id: &VmId) -> Result<()> {
+pub fn mark_guest_stopped(conn: &Conn, id: &VmId) -> Result<()> {
     conn.execute(
         "UPDATE vms SET state = 'stopped', desired = 'stopped', state_reason = 'guest powered off'
          WHERE vm_id = ?1 AND desired = 'running' AND state = 'running'",
@@ -223,7 +223,7 @@ pub fn mark_guest_stopped(conn: &Connection, id: &VmId) -> Result<()> {
 }
 
 /// Saves the user-changeable settings of a VM (UpdateVm).
-pub fn update_settings(conn: &Connection, vm: &VmRow) -> Result<()> {
+pub fn update_settings(conn: &Conn, vm: &VmRow) -> Result<()> {
     conn.execute(
         "UPDATE vms SET vm_type = ?2, vcpus = ?3, memory_mib = ?4, performance = ?5, keypair_name = ?6,
                 user_data = ?7, deletion_protection = ?8
@@ -244,16 +244,13 @@ pub fn update_settings(conn: &Connection, vm: &VmRow) -> Result<()> {
 
 /// Forgets VMs terminated before `cutoff` (they stop showing in ReadVms),
 /// with their tags. Returns how many were purged.
-pub fn purge_terminated_before(conn: &mut Connection, cutoff: &str) -> Result<usize> {
-    let tx = conn.transaction()?;
-    tx.execute(
+pub fn purge_terminated_before(conn: &Conn, cutoff: &str) -> Result<usize> {
+    conn.execute(
         "DELETE FROM tags WHERE resource_id IN
            (SELECT vm_id FROM vms WHERE state = 'terminated' AND terminated_at < ?1)",
         [cutoff],
     )?;
-    let n = tx.execute("DELETE FROM vms WHERE state = 'terminated' AND terminated_at < ?1", [cutoff])?;
-    tx.commit()?;
-    Ok(n)
+    conn.execute("DELETE FROM vms WHERE state = 'terminated' AND terminated_at < ?1", [cutoff])
 }
 
 /// The idempotency record of a create call with a ClientToken.
@@ -265,7 +262,7 @@ pub struct ClientTokenRecord {
 }
 
 pub fn get_client_token(
-    conn: &Connection,
+    conn: &Conn,
     account: &AccountId,
     operation: &str,
     token: &str,
@@ -280,7 +277,7 @@ pub fn get_client_token(
 }
 
 pub fn put_client_token(
-    conn: &Connection,
+    conn: &Conn,
     account: &AccountId,
     operation: &str,
     token: &str,
@@ -327,50 +324,36 @@ mod tests {
 
     #[test]
     fn quota_is_enforced_and_terminated_vms_free_it() {
-        let store = crate::test_store();
-        store
-            .run_sync(|conn| -> Result<()> {
+        crate::on_each_engine(|conn| -> Result<()> {
                 let id = AccountId::generate();
                 let quotas = Quotas { max_vms: 2, max_vcpus: 3, max_memory_mib: 10_000, max_public_ips: 1 };
                 accounts::insert(conn, &Account { account_id: id.clone(), name: "a".into(), created_at: crate::now_iso(), quotas })?;
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                assert_eq!(insert_within_quota(&tx, &id, &quotas, &[vm(&id, 1), vm(&id, 1)])?, Ok(()));
-                tx.commit()?;
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                assert_eq!(insert_within_quota(&tx, &id, &quotas, &[vm(&id, 1)])?, Err(QuotaExceeded::Vms { max: 2, used: 2 }));
-                drop(tx);
+                assert_eq!(insert_within_quota(conn, &id, &quotas, &[vm(&id, 1), vm(&id, 1)])?, Ok(()));
+                assert_eq!(insert_within_quota(conn, &id, &quotas, &[vm(&id, 1)])?, Err(QuotaExceeded::Vms { max: 2, used: 2 }));
                 let first = list(conn, &id)?.remove(0);
                 set_lifecycle(conn, &first.vm_id, "shutting-down", "terminated", false)?;
                 assert!(set_state(conn, &first.vm_id, "terminated", "terminated", "", &crate::now_iso())?);
-                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-                assert_eq!(insert_within_quota(&tx, &id, &quotas, &[vm(&id, 3)])?, Err(QuotaExceeded::Vcpus { max: 3, used: 1 }));
-                assert_eq!(insert_within_quota(&tx, &id, &quotas, &[vm(&id, 1)])?, Ok(()));
-                tx.commit()?;
+                assert_eq!(insert_within_quota(conn, &id, &quotas, &[vm(&id, 3)])?, Err(QuotaExceeded::Vcpus { max: 3, used: 1 }));
+                assert_eq!(insert_within_quota(conn, &id, &quotas, &[vm(&id, 1)])?, Ok(()));
                 assert_eq!(usage(conn, &id)?, Usage { vms: 2, vcpus: 2, memory_mib: 2048 });
                 Ok(())
-            })
-            .unwrap();
+            });
     }
 
     #[test]
     fn other_accounts_vms_are_invisible() {
-        let store = crate::test_store();
-        store
-            .run_sync(|conn| -> Result<()> {
+        crate::on_each_engine(|conn| -> Result<()> {
                 let a = AccountId::generate();
                 let b = AccountId::generate();
                 for (id, name) in [(&a, "a"), (&b, "b")] {
                     accounts::insert(conn, &Account { account_id: id.clone(), name: name.into(), created_at: crate::now_iso(), quotas: Quotas::default() })?;
                 }
                 let v = vm(&a, 1);
-                let tx = conn.transaction()?;
-                insert_within_quota(&tx, &a, &Quotas::default(), std::slice::from_ref(&v))?.unwrap();
-                tx.commit()?;
+                insert_within_quota(conn, &a, &Quotas::default(), std::slice::from_ref(&v))?.unwrap();
                 assert!(get(conn, &a, &v.vm_id)?.is_some());
                 assert!(get(conn, &b, &v.vm_id)?.is_none());
                 assert!(list(conn, &b)?.is_empty());
                 Ok(())
-            })
-            .unwrap();
+            });
     }
 }

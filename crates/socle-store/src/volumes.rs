@@ -5,7 +5,8 @@
 //! `delete`), `link_state` the link work (`attaching`, `detaching`). A crash
 //! leaves that work recorded, and the next pass finishes it.
 
-use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
+use crate::params;
+use crate::db::{Conn, OptionalExtension, Row};
 use socle_types::ids::{AccountId, VmId, VolumeId};
 
 use crate::Result;
@@ -42,7 +43,7 @@ const COLUMNS: &str = "volume_id, account_id, size_gib, volume_type, iops, subre
 /// The device name of a VM's root volume.
 pub const ROOT_DEVICE: &str = "/dev/sda1";
 
-fn from_row(r: &Row) -> rusqlite::Result<VolumeRow> {
+fn from_row(r: &Row) -> crate::Result<VolumeRow> {
     Ok(VolumeRow {
         volume_id: VolumeId::from_trusted(r.get(0)?),
         account_id: AccountId::from_trusted(r.get(1)?),
@@ -68,7 +69,7 @@ fn from_row(r: &Row) -> rusqlite::Result<VolumeRow> {
 
 /// GiB provisioned on the storage pool: every volume and snapshot counts at
 /// its full size until its files are gone.
-pub fn provisioned_gib(conn: &Connection) -> Result<i64> {
+pub fn provisioned_gib(conn: &Conn) -> Result<i64> {
     Ok(conn.query_row(
         "SELECT (SELECT COALESCE(SUM(size_gib), 0) FROM volumes) + (SELECT COALESCE(SUM(volume_size), 0) FROM snapshots)",
         [],
@@ -86,7 +87,7 @@ pub struct CapacityExceeded {
 /// Inserts `v` if the pool keeps room for it; check and insert are atomic in
 /// the caller's IMMEDIATE transaction.
 pub fn insert_within_capacity(
-    tx: &Transaction,
+    tx: &Conn,
     v: &VolumeRow,
     capacity_gib: i64,
 ) -> Result<std::result::Result<(), CapacityExceeded>> {
@@ -98,7 +99,7 @@ pub fn insert_within_capacity(
     Ok(Ok(()))
 }
 
-fn insert(conn: &Connection, v: &VolumeRow) -> Result<()> {
+fn insert(conn: &Conn, v: &VolumeRow) -> Result<()> {
     conn.execute(
         &format!("INSERT INTO volumes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
         params![
@@ -137,7 +138,7 @@ impl VolumeRow {
 /// while it ran (a DeleteVolume during creation, an UnlinkVolume during
 /// attachment); the next pass acts on that wish instead. Returns whether
 /// the row was saved.
-pub fn update_if_unchanged(conn: &Connection, v: &VolumeRow, pending: &str, link_state: Option<&str>) -> Result<bool> {
+pub fn update_if_unchanged(conn: &Conn, v: &VolumeRow, pending: &str, link_state: Option<&str>) -> Result<bool> {
     let current: Option<(String, Option<String>)> = conn
         .query_row("SELECT pending, link_state FROM volumes WHERE volume_id = ?1", [v.volume_id.as_str()], |r| {
             Ok((r.get(0)?, r.get(1)?))
@@ -153,7 +154,7 @@ pub fn update_if_unchanged(conn: &Connection, v: &VolumeRow, pending: &str, link
 }
 
 /// Saves every mutable column of `v`.
-pub fn update(conn: &Connection, v: &VolumeRow) -> Result<()> {
+pub fn update(conn: &Conn, v: &VolumeRow) -> Result<()> {
     conn.execute(
         "UPDATE volumes SET size_gib = ?2, volume_type = ?3, iops = ?4, state = ?5, wrapped_key = ?6, vm_id = ?7,
                 device_name = ?8, link_state = ?9, delete_on_vm_deletion = ?10, linked_at = ?11, pending = ?12,
@@ -178,13 +179,13 @@ pub fn update(conn: &Connection, v: &VolumeRow) -> Result<()> {
     Ok(())
 }
 
-pub fn delete(conn: &Connection, id: &VolumeId) -> Result<()> {
+pub fn delete(conn: &Conn, id: &VolumeId) -> Result<()> {
     conn.execute("DELETE FROM volumes WHERE volume_id = ?1", [id.as_str()])?;
     Ok(())
 }
 
 /// One volume of `account`; another account's is `None`, like an absent one.
-pub fn get(conn: &Connection, account: &AccountId, id: &VolumeId) -> Result<Option<VolumeRow>> {
+pub fn get(conn: &Conn, account: &AccountId, id: &VolumeId) -> Result<Option<VolumeRow>> {
     Ok(conn
         .query_row(
             &format!("SELECT {COLUMNS} FROM volumes WHERE volume_id = ?1 AND account_id = ?2"),
@@ -195,44 +196,44 @@ pub fn get(conn: &Connection, account: &AccountId, id: &VolumeId) -> Result<Opti
 }
 
 /// One volume whatever its account: for the reconciler only.
-pub fn get_any(conn: &Connection, id: &VolumeId) -> Result<Option<VolumeRow>> {
+pub fn get_any(conn: &Conn, id: &VolumeId) -> Result<Option<VolumeRow>> {
     Ok(conn
         .query_row(&format!("SELECT {COLUMNS} FROM volumes WHERE volume_id = ?1"), [id.as_str()], from_row)
         .optional()?)
 }
 
-pub fn list(conn: &Connection, account: &AccountId) -> Result<Vec<VolumeRow>> {
+pub fn list(conn: &Conn, account: &AccountId) -> Result<Vec<VolumeRow>> {
     let mut stmt =
         conn.prepare(&format!("SELECT {COLUMNS} FROM volumes WHERE account_id = ?1 ORDER BY created_at, volume_id"))?;
-    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// Volumes with host work owed.
-pub fn list_unsettled(conn: &Connection) -> Result<Vec<VolumeRow>> {
+pub fn list_unsettled(conn: &Conn) -> Result<Vec<VolumeRow>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM volumes WHERE (pending != '' OR link_state IN ('attaching', 'detaching'))
            -- a root disk is made when its VM is first asked to run
            -- (IS, not =: a NULL device or VM must not turn the test into NULL)
            AND NOT (pending IS 'create' AND device_name IS '/dev/sda1'
-                    AND EXISTS (SELECT 1 FROM vms WHERE vms.vm_id IS volumes.vm_id AND desired != 'running'))
+                    AND EXISTS (SELECT 1 FROM vms WHERE vms.vm_id IS NOT DISTINCT FROM volumes.vm_id AND desired != 'running'))
          ORDER BY created_at, volume_id"
     ))?;
-    let rows = stmt.query_map([], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([], from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// Volumes linked (or being linked) to a VM, in device order.
-pub fn linked_to(conn: &Connection, vm: &VmId) -> Result<Vec<VolumeRow>> {
+pub fn linked_to(conn: &Conn, vm: &VmId) -> Result<Vec<VolumeRow>> {
     let mut stmt =
         conn.prepare(&format!("SELECT {COLUMNS} FROM volumes WHERE vm_id = ?1 ORDER BY device_name"))?;
-    let rows = stmt.query_map([vm.as_str()], from_row)?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([vm.as_str()], from_row)?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }
 
 /// Every volume ID the database knows (to find orphan files after a crash).
-pub fn all_ids(conn: &Connection) -> Result<Vec<String>> {
+pub fn all_ids(conn: &Conn) -> Result<Vec<String>> {
     let mut stmt = conn.prepare("SELECT volume_id FROM volumes")?;
-    let rows = stmt.query_map([], |r| r.get(0))?.collect::<rusqlite::Result<Vec<_>>>()?;
+    let rows = stmt.query_map([], |r| r.get(0))?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
 }

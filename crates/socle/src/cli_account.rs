@@ -84,7 +84,7 @@ pub fn run(cmd: AccountCommand) -> anyhow::Result<()> {
             let dir = data_dir.resolve();
             let (store, secrets) = open_identity(&dir)?;
             let creds = store
-                .run_sync(|c| identity::create_account(c, &secrets, &name, Quotas::default()))
+                .write_sync(|c| identity::create_account(c, &secrets, &name, Quotas::default()))
                 .with_context(|| format!("cannot create account {name:?}"))?;
             let endpoint = local_endpoint(&dir).unwrap_or(endpoint);
             let out = serde_json::json!({
@@ -114,13 +114,13 @@ pub fn run(cmd: AccountCommand) -> anyhow::Result<()> {
             let (store, _) = open_identity(&dir)?;
             let keystores = hsm::Keystores::open(&dir)?;
             let kek = socle_kms::KekRef::Pkcs11 { token_label: token, key_label };
-            let n = store.run_sync(|c| hsm::bind_account(c, &keystores, &name, &kek, "admin"))?;
+            let n = store.write_sync(|c| hsm::bind_account(c, &keystores, &name, &kek, "admin"))?;
             println!("{name} is bound to {kek}; {n} data keys re-wrapped");
             Ok(())
         }
         AccountCommand::List { data_dir } => {
             let (store, _) = open_identity(&data_dir.resolve())?;
-            let list = store.run_sync(|c| accounts::list(c))?;
+            let list = store.write_sync(|c| accounts::list(c))?;
             let mut table = comfy_table::Table::new();
             table.load_preset(comfy_table::presets::NOTHING).set_header(["NAME", "ACCOUNT ID", "MAX VMS", "MAX VCPUS", "MAX MEMORY GiB", "CREATED"]);
             for a in list {
@@ -148,7 +148,7 @@ pub fn run(cmd: AccountCommand) -> anyhow::Result<()> {
                 }
             }
             let (store, _) = open_identity(&data_dir.resolve())?;
-            let account = store.run_sync(|c| {
+            let account = store.write_sync(|c| {
                 identity::set_quotas(c, &name, |q| {
                     if let Some(v) = max_vms {
                         q.max_vms = v;

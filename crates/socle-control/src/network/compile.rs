@@ -15,7 +15,7 @@ use std::net::Ipv4Addr;
 use socle_net::{IcmpMatch, Ipv4Net, NatServiceSpec, NetSpec, PortSpec, Protocol, PublicIpMapping, Route, RouteTarget, Rule, SubnetSpec, UplinkSpec};
 use socle_store::nics::{self as nic_store, NicRow};
 use socle_store::security_groups::{self as sg_store, RuleRow};
-use socle_store::{internet_services, nat_services, nets as net_store, public_ips, route_tables, uplinks, Connection};
+use socle_store::{internet_services, nat_services, nets as net_store, public_ips, route_tables, uplinks, Conn};
 use socle_types::ids::{AccountId, NetId, NicId, SecurityGroupId, SubnetId};
 use socle_types::ApiError;
 
@@ -39,7 +39,7 @@ pub(crate) fn net_key(nic: &NicRow) -> String {
 /// The address space (see `socle_store::nics::address_space`) that `ip`
 /// belongs to in network `key`: the subnet containing it, or the public
 /// cloud of the account. None when no subnet of the Net contains it.
-pub(crate) fn space_of(conn: &Connection, key: &str, ip: Ipv4Addr) -> Result<Option<String>, ApiError> {
+pub(crate) fn space_of(conn: &Conn, key: &str, ip: Ipv4Addr) -> Result<Option<String>, ApiError> {
     if let Some(account) = key.strip_prefix(PUBLIC_KEY_PREFIX) {
         return Ok(Some(nic_store::address_space(None, &AccountId::from_trusted(account.to_string()))));
     }
@@ -61,7 +61,7 @@ pub(crate) fn tap_name(prefix: &str, nic: &NicId) -> String {
 /// Every network to wire, by key. Takes uplink slots for new networks and
 /// frees those of networks neither wired nor in `on_host` (the networks
 /// the driver finds on the host), so it runs in a write transaction.
-pub(crate) fn compile(conn: &Connection, cfg: &NetworkConfig, on_host: &BTreeSet<String>) -> Result<BTreeMap<String, NetSpec>, ApiError> {
+pub(crate) fn compile(conn: &Conn, cfg: &NetworkConfig, on_host: &BTreeSet<String>) -> Result<BTreeMap<String, NetSpec>, ApiError> {
     let mut by_net: BTreeMap<String, Vec<NicRow>> = BTreeMap::new();
     for nic in nic_store::linked(conn)? {
         by_net.entry(net_key(&nic)).or_default().push(nic);
@@ -137,7 +137,7 @@ fn ip(s: &str) -> Result<Ipv4Addr, ApiError> {
 
 /// The subnet's route table (explicit link, else the Net's main table),
 /// without the local route and without routes whose target is gone.
-fn routes_of(conn: &Connection, net: &NetId, subnet: &SubnetId, addresses: &mut Addresses) -> Result<Vec<Route>, ApiError> {
+fn routes_of(conn: &Conn, net: &NetId, subnet: &SubnetId, addresses: &mut Addresses) -> Result<Vec<Route>, ApiError> {
     let mut out = vec![];
     for r in route_tables::effective_routes(conn, net, subnet)? {
         if r.blackhole {
@@ -158,7 +158,7 @@ fn routes_of(conn: &Connection, net: &NetId, subnet: &SubnetId, addresses: &mut 
 }
 
 /// 1:1 NAT of the public IPs linked to the network's NICs.
-fn public_ips_of(conn: &Connection, nics: &[NicRow]) -> Result<Vec<PublicIpMapping>, ApiError> {
+fn public_ips_of(conn: &Conn, nics: &[NicRow]) -> Result<Vec<PublicIpMapping>, ApiError> {
     let mut out = vec![];
     for nic in nics {
         for p in public_ips::of_nic(conn, &nic.nic_id)? {
@@ -175,7 +175,7 @@ fn parse(cidr: &str) -> Result<Ipv4Net, ApiError> {
 }
 
 /// The uplink address pair of a network: its slot's /31 in the uplink range.
-fn uplink_of(conn: &Connection, cfg: &NetworkConfig, key: &str) -> Result<UplinkSpec, ApiError> {
+fn uplink_of(conn: &Conn, cfg: &NetworkConfig, key: &str) -> Result<UplinkSpec, ApiError> {
     let slot = uplinks::slot_of(conn, key)?;
     let pair = |i: i64| u32::try_from(2 * slot + i).ok().and_then(|n| cfg.uplink_range.nth(n));
     match (pair(0), pair(1)) {
@@ -193,7 +193,7 @@ struct Addresses {
 }
 
 impl Addresses {
-    fn of_nic(&mut self, conn: &Connection, nic: &NicId) -> Result<Vec<Ipv4Addr>, ApiError> {
+    fn of_nic(&mut self, conn: &Conn, nic: &NicId) -> Result<Vec<Ipv4Addr>, ApiError> {
         if let Some(ips) = self.nics.get(nic) {
             return Ok(ips.clone());
         }
@@ -204,7 +204,7 @@ impl Addresses {
 
     /// The addresses of `group`'s members that are in network `key` (a
     /// member elsewhere is unreachable from here anyway).
-    fn of_group(&mut self, conn: &Connection, key: &str, group: &SecurityGroupId) -> Result<Vec<Ipv4Net>, ApiError> {
+    fn of_group(&mut self, conn: &Conn, key: &str, group: &SecurityGroupId) -> Result<Vec<Ipv4Net>, ApiError> {
         let k = (key.to_string(), group.clone());
         if let Some(v) = self.members.get(&k) {
             return Ok(v.clone());
@@ -223,7 +223,7 @@ impl Addresses {
 
 /// A port's (inbound, outbound) allow rules.
 fn resolve_rules(
-    conn: &Connection,
+    conn: &Conn,
     key: &str,
     rules: &[RuleRow],
     addresses: &mut Addresses,

@@ -13,7 +13,7 @@ use std::time::Duration;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use socle_store::nics::{self as nic_store, NicRow};
-use socle_store::{keypairs as keypair_store, security_groups as sg_store, vms as vm_store, Connection};
+use socle_store::{keypairs as keypair_store, security_groups as sg_store, vms as vm_store, Conn};
 use socle_types::ApiError;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -79,7 +79,7 @@ async fn answer(cloud: &Arc<Cloud>, key: &str, peer: &str, mut stream: TcpStream
         (Some("GET"), Some(path)) => {
             let (key, peer, path) = (key.to_string(), peer.to_string(), path.to_string());
             let region = cloud.config.region.clone();
-            match cloud.store.run(move |c| lookup(c, &key, &peer, &path, &region)).await {
+            match cloud.store.read(move |c| lookup(c, &key, &peer, &path, &region)).await {
                 Ok(Some(body)) => ("200 OK", body),
                 Ok(None) => ("404 Not Found", b"Not Found\n".to_vec()),
                 Err(e) => {
@@ -100,7 +100,7 @@ async fn answer(cloud: &Arc<Cloud>, key: &str, peer: &str, mut stream: TcpStream
 }
 
 /// The linked NIC of network `key` holding `ip`, if any.
-fn caller_nic(conn: &Connection, key: &str, ip: &str) -> Result<Option<NicRow>, ApiError> {
+fn caller_nic(conn: &Conn, key: &str, ip: &str) -> Result<Option<NicRow>, ApiError> {
     let Ok(addr) = ip.parse() else { return Ok(None) };
     let Some(space) = space_of(conn, key, addr)? else { return Ok(None) };
     let Some(id) = nic_store::nic_with_ip(conn, &space, ip)? else { return Ok(None) };
@@ -109,7 +109,7 @@ fn caller_nic(conn: &Connection, key: &str, ip: &str) -> Result<Option<NicRow>, 
 
 /// The body for `path` as seen by the VM owning `ip` in network `key`
 /// (None: 404).
-fn lookup(conn: &mut Connection, key: &str, ip: &str, path: &str, region: &str) -> Result<Option<Vec<u8>>, ApiError> {
+fn lookup(conn: &Conn, key: &str, ip: &str, path: &str, region: &str) -> Result<Option<Vec<u8>>, ApiError> {
     let Some(nic) = caller_nic(conn, key, ip)? else { return Ok(None) };
     let Some(vm_id) = &nic.vm_id else { return Ok(None) };
     let Some(vm) = vm_store::get_any(conn, vm_id)? else { return Ok(None) };

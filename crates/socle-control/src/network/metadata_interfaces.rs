@@ -3,7 +3,7 @@
 //! (cloud-init reads the secondary addresses of each NIC there).
 
 use socle_store::nics::{self as nic_store, NicRow};
-use socle_store::{nets as net_store, Connection};
+use socle_store::{nets as net_store, Conn};
 use socle_types::ApiError;
 
 /// What the tree shows of one NIC.
@@ -22,7 +22,7 @@ pub(crate) struct NicInfo {
 }
 
 /// The NICs of a VM, primary first.
-pub(crate) fn nics_of(conn: &Connection, nics: &[NicRow]) -> Result<Vec<NicInfo>, ApiError> {
+pub(crate) fn nics_of(conn: &Conn, nics: &[NicRow]) -> Result<Vec<NicInfo>, ApiError> {
     let mut out = vec![];
     for n in nics {
         let subnet = match &n.subnet_id {

@@ -141,10 +141,8 @@ async fn apply_all(cloud: &Arc<Cloud>, net: &Network, state: &mut State) -> Resu
     let listed = on_host.clone();
     let specs: BTreeMap<String, NetSpec> = cloud
         .store
-        .run(move |c| {
-            let tx = socle_store::begin(c)?;
-            let specs = compile::compile(&tx, &cfg, &listed)?;
-            socle_store::commit(tx)?;
+        .write(move |c| {
+            let specs = compile::compile(c, &cfg, &listed)?;
             Ok::<_, ApiError>(specs)
         })
         .await

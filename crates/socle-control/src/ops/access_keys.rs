@@ -63,7 +63,7 @@ pub async fn create_access_key(
                 format!("an account may have at most {MAX_KEYS} access keys"),
             ));
         }
-        let (row, secret) = new_access_key(&account, &cloud2.secrets, req.tag, expiration);
+        let (row, secret) = new_access_key(&account, &cloud2.secrets, req.tag.clone(), expiration.clone());
         key_store::insert(tx, &row)?;
         Ok((row, secret))
     })
@@ -95,7 +95,7 @@ pub async fn read_access_keys(
     reject_unsupported_filters(&req.filters, &["AccessKeyIds", "States"])?;
     let f = req.filters.unwrap_or_default();
     let account = caller.account_id.clone();
-    let rows = cloud.store.run(move |conn| key_store::list_for_account(conn, &account).map_err(ApiError::from)).await?;
+    let rows = cloud.store.read(move |conn| key_store::list_for_account(conn, &account).map_err(ApiError::from)).await?;
     Ok(ReadAccessKeysResponse {
         access_keys: Some(
             rows.iter()
@@ -128,15 +128,15 @@ pub async fn update_access_key(
         let mut key = key_store::get(tx, &req.access_key_id)?
             .filter(|k| k.account_id == account)
             .ok_or_else(|| not_found(&req.access_key_id))?;
-        if let Some(state) = req.state {
+        if let Some(state) = req.state.clone() {
             key.state = state;
         }
         if req.clear_tag == Some(true) {
             key.tag = None;
-        } else if let Some(tag) = req.tag {
+        } else if let Some(tag) = req.tag.clone() {
             key.tag = Some(tag);
         }
-        if let Some(exp) = expiration {
+        if let Some(exp) = expiration.clone() {
             key.expiration_date = exp;
         }
         key.updated_at = now_iso();

@@ -3,7 +3,7 @@
 
 use socle_store::snapshots as snapshot_store;
 use socle_store::volumes::{self as volume_store, VolumeRow, ROOT_DEVICE};
-use socle_store::{images::ImageRow, now_iso, Transaction};
+use socle_store::{images::ImageRow, now_iso, Conn};
 use socle_types::error::ErrorCode;
 use socle_types::ids::{AccountId, SnapshotId, VmId, VolumeId};
 use socle_types::osc::BlockDeviceMappingVmCreation;
@@ -77,7 +77,7 @@ pub(crate) fn plan(mappings: &Option<Vec<BlockDeviceMappingVmCreation>>) -> Resu
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn record(
     cloud: &Cloud,
-    tx: &Transaction,
+    tx: &Conn,
     account: &AccountId,
     actor: &str,
     vm: &VmId,

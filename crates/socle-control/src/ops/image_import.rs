@@ -53,7 +53,7 @@ pub async fn check_import(cloud: &Arc<Cloud>, caller: &Caller, params: &ImportPa
     let (account, name, capacity) = (caller.account_id.clone(), params.name.clone(), cloud.config.storage_capacity_gib);
     cloud
         .store
-        .run(move |c| {
+        .write(move |c| {
             check_name_free(c, &account, &name)?;
             super::volumes::ensure_room(c, gib_ceil(declared_bytes), capacity)
         })
@@ -147,7 +147,7 @@ pub async fn remove_stale_uploads(cloud: &Arc<Cloud>) -> Result<(), ApiError> {
     let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
     let pending: Vec<String> = cloud
         .store
-        .run(|c| snapshot_store::list_unsettled(c))
+        .read(|c| snapshot_store::list_unsettled(c))
         .await?
         .into_iter()
         .filter(|s| s.pending == "import")

@@ -73,7 +73,7 @@ pub async fn read_images(cloud: &Arc<Cloud>, caller: &Caller, req: ReadImagesReq
     let account = caller.account_id.clone();
     let rows = cloud
         .store
-        .run(move |conn| {
+        .write(move |conn| {
             let rows = image_store::list_visible(conn, &account)?;
             with_tags(conn, &account, rows, |r| r.image_id.as_str())?
                 .into_iter()
@@ -108,7 +108,7 @@ pub async fn read_images(cloud: &Arc<Cloud>, caller: &Caller, req: ReadImagesReq
 
 /// What an image's state really is: one made from a VM is pending until the
 /// snapshot of its root disk completes (failed if that failed).
-pub(crate) fn effective_state(conn: &socle_store::Connection, image: &ImageRow) -> Result<String, ApiError> {
+pub(crate) fn effective_state(conn: &socle_store::Conn, image: &ImageRow) -> Result<String, ApiError> {
     let Some(sid) = &image.root_snapshot_id else { return Ok(image.state.clone()) };
     let snap = socle_store::snapshots::get_any(conn, &SnapshotId::from_trusted(sid.clone()))?;
     Ok(match snap.map(|s| s.state) {
@@ -149,11 +149,11 @@ pub async fn create_image(cloud: &Arc<Cloud>, caller: &Caller, req: CreateImageR
     let description = req.description.clone().unwrap_or_default();
     let row = write(cloud, req.dry_run, move |tx| {
         check_name_free(tx, &account, &name)?;
-        let row = match source {
+        let row = match source.clone() {
             Source::Vm(vm_id) => image_vm(&cloud2, tx, &account, &actor, &vm_id)?,
             Source::Snapshot(root) => register_snapshot(tx, &account, &root)?,
         };
-        let row = ImageRow { name: name.clone(), description, ..row };
+        let row = ImageRow { name: name.clone(), description: description.clone(), ..row };
         image_store::insert(tx, &row)?;
         Ok(row)
     })
@@ -162,7 +162,7 @@ pub async fn create_image(cloud: &Arc<Cloud>, caller: &Caller, req: CreateImageR
         return Ok(CreateImageResponse::default());
     }
     cloud.wake_reconciler();
-    let state = cloud.store.run({
+    let state = cloud.store.write({
         let row = row.clone();
         move |c| effective_state(c, &row)
     })
@@ -181,7 +181,7 @@ pub(crate) fn check_image_name(name: &str) -> Result<(), ApiError> {
 }
 
 /// Image names are unique per account.
-pub(crate) fn check_name_free(conn: &socle_store::Connection, account: &AccountId, name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_name_free(conn: &socle_store::Conn, account: &AccountId, name: &str) -> Result<(), ApiError> {
     if image_store::name_taken(conn, account, name)? {
         return Err(ApiError::invalid_value(format!("an image named {name:?} already exists in this account")));
     }
@@ -189,6 +189,7 @@ pub(crate) fn check_name_free(conn: &socle_store::Connection, account: &AccountI
 }
 
 /// Where a new image's root disk comes from.
+#[derive(Clone)]
 enum Source {
     /// A snapshot of this VM's root volume, taken now.
     Vm(VmId),
@@ -196,6 +197,7 @@ enum Source {
     Snapshot(RegisteredRoot),
 }
 
+#[derive(Clone)]
 struct RegisteredRoot {
     snapshot_id: SnapshotId,
     size_gib: Option<i64>,
@@ -231,7 +233,7 @@ fn registered_root(mappings: &[BlockDeviceMappingImage], root_device: Option<&st
 
 /// CreateImage from a VM: snapshots its root volume into a new snapshot the
 /// account owns; the image is pending until that snapshot completes.
-fn image_vm(cloud: &Arc<Cloud>, tx: &socle_store::Transaction, account: &AccountId, actor: &str, vm_id: &VmId) -> Result<ImageRow, ApiError> {
+fn image_vm(cloud: &Arc<Cloud>, tx: &socle_store::Conn, account: &AccountId, actor: &str, vm_id: &VmId) -> Result<ImageRow, ApiError> {
     let vm = vm_store::get(tx, account, vm_id)?.ok_or_else(|| super::vms::vm_not_found(vm_id.as_str()))?;
     if matches!(vm.state.as_str(), "shutting-down" | "terminated") {
         return Err(ApiError::new(ErrorCode::InvalidVmState, format!("the VM {vm_id} is {}", vm.state)));
@@ -277,7 +279,7 @@ fn image_vm(cloud: &Arc<Cloud>, tx: &socle_store::Transaction, account: &Account
 /// root disk (DeleteSnapshot is refused while an image does). Another
 /// account's snapshot is refused rather than referenced: its owner must stay
 /// free to delete it.
-fn register_snapshot(tx: &socle_store::Transaction, account: &AccountId, root: &RegisteredRoot) -> Result<ImageRow, ApiError> {
+fn register_snapshot(tx: &socle_store::Conn, account: &AccountId, root: &RegisteredRoot) -> Result<ImageRow, ApiError> {
     let sid = &root.snapshot_id;
     let Some(snap) = snapshot_store::get_owned(tx, account, sid)? else {
         let shared = snapshot_store::list_visible(tx, account)?.iter().any(|s| s.snapshot_id == *sid);
@@ -337,7 +339,7 @@ pub(crate) fn account_image_row(
 /// with that kernel; anything else boots as a full disk through the BIOS,
 /// as cloud images do. The lineage is followed through the volume the
 /// snapshot was taken of, while that volume exists.
-fn boot_of_snapshot(tx: &socle_store::Transaction, snap: &SnapshotRow) -> Result<(Option<String>, Option<String>), ApiError> {
+fn boot_of_snapshot(tx: &socle_store::Conn, snap: &SnapshotRow) -> Result<(Option<String>, Option<String>), ApiError> {
     let volume = match &snap.volume_id {
         Some(v) => volume_store::get_any(tx, &VolumeId::from_trusted(v.clone()))?,
         None => None,

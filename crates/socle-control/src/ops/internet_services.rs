@@ -10,7 +10,7 @@
 use std::sync::Arc;
 
 use socle_store::internet_services::{self as igw_store, InternetServiceRow};
-use socle_store::{nat_services as nat_store, now_iso, public_ips as ip_store, Connection, Transaction};
+use socle_store::{nat_services as nat_store, now_iso, public_ips as ip_store, Conn};
 use socle_types::error::ErrorCode;
 use socle_types::ids::{AccountId, InternetServiceId, NetId};
 use socle_types::osc::*;
@@ -26,7 +26,7 @@ pub(crate) fn internet_service_not_found(id: &str) -> ApiError {
 }
 
 pub(crate) fn owned_internet_service(
-    conn: &Connection,
+    conn: &Conn,
     account: &AccountId,
     id: &InternetServiceId,
 ) -> Result<InternetServiceRow, ApiError> {
@@ -52,7 +52,7 @@ pub async fn create_internet_service(
     let row = write(cloud, req.dry_run, move |tx| {
         let row = InternetServiceRow {
             internet_service_id: InternetServiceId::generate(),
-            account_id: account,
+            account_id: account.clone(),
             net_id: None,
             created_at: now_iso(),
         };
@@ -121,7 +121,7 @@ pub async fn delete_internet_service(
 /// in one write transaction that tells the network reconciler.
 async fn change_link<F>(cloud: &Arc<Cloud>, caller: &Caller, igw: &str, net: &str, dry_run: Option<bool>, change: F) -> Result<(), ApiError>
 where
-    F: FnOnce(&Transaction, InternetServiceRow, NetId) -> Result<(), ApiError> + Send + 'static,
+    F: Fn(&Conn, InternetServiceRow, NetId) -> Result<(), ApiError> + Send + 'static,
 {
     let id = InternetServiceId::parse(igw)?;
     let net_id = NetId::parse(net)?;
@@ -129,7 +129,7 @@ where
     write_network(cloud, dry_run, move |tx| {
         let row = owned_internet_service(tx, &account, &id)?;
         owned_net(tx, &account, &net_id)?;
-        change(tx, row, net_id)
+        change(tx, row, net_id.clone())
     })
     .await
 }

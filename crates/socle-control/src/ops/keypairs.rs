@@ -126,7 +126,7 @@ pub async fn read_keypairs(
     let account = caller.account_id.clone();
     let rows = cloud
         .store
-        .run(move |conn| {
+        .read(move |conn| {
             let rows = keypair_store::list(conn, &account)?;
             with_tags(conn, &account, rows, |r| r.keypair_id.as_str())
         })

@@ -13,7 +13,7 @@ use socle_net::Ipv4Net;
 use socle_store::nets::SubnetRow;
 use socle_store::nics::{self as nic_store, NicRow};
 use socle_store::security_groups as sg_store;
-use socle_store::{now_iso, Transaction};
+use socle_store::{now_iso, Conn};
 use socle_types::ids::{AccountId, LinkNicId, NetId, NicId, SecurityGroupId, SubnetId, VmId};
 use socle_types::osc::*;
 use socle_types::ApiError;
@@ -171,7 +171,7 @@ impl LaunchNetwork {
     /// refused).
     pub(crate) fn resolve(
         &self,
-        tx: &Transaction,
+        tx: &Conn,
         account: &AccountId,
         placement: Option<&str>,
         default_subregion: &str,
@@ -240,7 +240,7 @@ impl LaunchNetwork {
 /// in the public cloud, or in a subnet with MapPublicIpOnLaunch, gets a
 /// public IP from `pool` (as on Outscale).
 pub(crate) fn create_vm_nics(
-    tx: &Transaction,
+    tx: &Conn,
     net: &ResolvedNetwork,
     account: &AccountId,
     vm_id: &VmId,

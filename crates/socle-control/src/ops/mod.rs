@@ -35,7 +35,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use socle_store::tags as tag_store;
-use socle_store::{Connection, Transaction};
+use socle_store::Conn;
 use socle_types::ids::AccountId;
 use socle_types::osc::ResourceTag;
 use socle_types::ApiError;
@@ -47,7 +47,7 @@ pub(crate) fn is_dry_run(flag: Option<bool>) -> bool {
 }
 
 /// The tags of one resource, as OSC `ResourceTag`s.
-pub(crate) fn resource_tags(conn: &Connection, resource_id: &str) -> Result<Vec<ResourceTag>, ApiError> {
+pub(crate) fn resource_tags(conn: &Conn, resource_id: &str) -> Result<Vec<ResourceTag>, ApiError> {
     Ok(tag_store::for_resource(conn, resource_id)
         ?
         .into_iter()
@@ -61,20 +61,9 @@ pub(crate) fn resource_tags(conn: &Connection, resource_id: &str) -> Result<Vec<
 pub(crate) async fn write<T, F>(cloud: &Arc<Cloud>, dry_run: Option<bool>, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(&Transaction) -> Result<T, ApiError> + Send + 'static,
+    F: FnMut(&Conn) -> Result<T, ApiError> + Send + 'static,
 {
-    let dry_run = is_dry_run(dry_run);
-    cloud
-        .store
-        .run(move |conn| {
-            let tx = socle_store::begin(conn)?;
-            let out = f(&tx)?;
-            if !dry_run {
-                socle_store::commit(tx)?;
-            }
-            Ok(out)
-        })
-        .await
+    cloud.store.write_or_dry_run(is_dry_run(dry_run), f).await
 }
 
 /// [`write`], then, once committed, tells the network reconciler that a
@@ -82,7 +71,7 @@ where
 pub(crate) async fn write_network<T, F>(cloud: &Arc<Cloud>, dry_run: Option<bool>, f: F) -> Result<T, ApiError>
 where
     T: Send + 'static,
-    F: FnOnce(&Transaction) -> Result<T, ApiError> + Send + 'static,
+    F: FnMut(&Conn) -> Result<T, ApiError> + Send + 'static,
 {
     let out = write(cloud, dry_run, f).await?;
     if !is_dry_run(dry_run) {
@@ -93,7 +82,7 @@ where
 
 /// Pairs each row with the caller's tags on it (one query for all tags).
 pub(crate) fn with_tags<R>(
-    conn: &Connection,
+    conn: &Conn,
     account: &AccountId,
     rows: Vec<R>,
     id: impl Fn(&R) -> &str,
@@ -116,11 +105,11 @@ pub(crate) fn with_tags<R>(
 pub(crate) async fn list_with_tags<R: Send + 'static>(
     cloud: &Arc<Cloud>,
     account: &AccountId,
-    list: fn(&Connection, &AccountId) -> socle_store::Result<Vec<R>>,
+    list: fn(&Conn, &AccountId) -> socle_store::Result<Vec<R>>,
     id: fn(&R) -> &str,
 ) -> Result<Vec<(R, Vec<ResourceTag>)>, ApiError> {
     let account = account.clone();
-    cloud.store.run(move |c| with_tags(c, &account, list(c, &account)?, id)).await
+    cloud.store.read(move |c| with_tags(c, &account, list(c, &account)?, id)).await
 }
 
 /// Tags as (key, value) pairs for filter matching.

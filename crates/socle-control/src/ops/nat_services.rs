@@ -83,10 +83,10 @@ pub async fn create_nat_service(cloud: &Arc<Cloud>, caller: &Caller, req: Create
             nat_service_id: NatServiceId::generate(),
             account_id: account.clone(),
             net_id: subnet.net_id,
-            subnet_id,
-            public_ip_id,
+            subnet_id: subnet_id.clone(),
+            public_ip_id: public_ip_id.clone(),
             public_ip: ip.public_ip,
-            client_token: token,
+            client_token: token.clone(),
             state: "available".into(),
             created_at: now_iso(),
         };

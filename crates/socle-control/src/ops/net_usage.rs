@@ -2,13 +2,13 @@
 //! groups: an internet service linked, NAT services, NICs, route tables
 //! other than its main one (which goes with the Net).
 
-use socle_store::{internet_services as igw_store, nat_services as nat_store, nics as nic_store, route_tables as rt_store, Connection};
+use socle_store::{internet_services as igw_store, nat_services as nat_store, nics as nic_store, route_tables as rt_store, Conn};
 use socle_types::error::ErrorCode;
 use socle_types::ids::NetId;
 use socle_types::ApiError;
 
 /// Refuses (9066, naming what is left) while the Net still has any of them.
-pub(crate) fn refuse_if_in_use(conn: &Connection, net: &NetId) -> Result<(), ApiError> {
+pub(crate) fn refuse_if_in_use(conn: &Conn, net: &NetId) -> Result<(), ApiError> {
     let mut left = Vec::new();
     if let Some(igw) = igw_store::linked_to_net(conn, net)? {
         left.push(format!("the internet service {} linked", igw.internet_service_id));

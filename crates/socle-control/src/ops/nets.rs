@@ -37,7 +37,7 @@ pub(crate) fn parse_range(field: &str, text: &str) -> Result<Ipv4Net, ApiError> 
 }
 
 /// The Net `id` of `account`, or the not-found error (also for another account's).
-pub(crate) fn owned_net(conn: &socle_store::Connection, account: &AccountId, id: &NetId) -> Result<NetRow, ApiError> {
+pub(crate) fn owned_net(conn: &socle_store::Conn, account: &AccountId, id: &NetId) -> Result<NetRow, ApiError> {
     net_store::get_net(conn, account, id)?.ok_or_else(|| net_not_found(id.as_str()))
 }
 
@@ -64,7 +64,7 @@ pub async fn create_net(cloud: &Arc<Cloud>, caller: &Caller, req: CreateNetReque
             net_id: NetId::generate(),
             account_id: account.clone(),
             ip_range: range.to_string(),
-            tenancy,
+            tenancy: tenancy.clone(),
             state: "available".into(),
             vni: net_store::next_vni(tx)?,
             created_at: now_iso(),
@@ -88,7 +88,7 @@ pub async fn read_nets(cloud: &Arc<Cloud>, caller: &Caller, req: ReadNetsRequest
     let account = caller.account_id.clone();
     let rows = cloud
         .store
-        .run(move |c| {
+        .write(move |c| {
             let rows = net_store::list_nets(c, &account)?;
             with_tags(c, &account, rows, |n| n.net_id.as_str())
         })
@@ -117,7 +117,7 @@ pub async fn read_nets(cloud: &Arc<Cloud>, caller: &Caller, req: ReadNetsRequest
 pub async fn update_net(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateNetRequest) -> Result<UpdateNetResponse, ApiError> {
     let id = NetId::parse(&req.net_id)?;
     let account = caller.account_id.clone();
-    cloud.store.run(move |c| owned_net(c, &account, &id).map(|_| ())).await?;
+    cloud.store.read(move |c| owned_net(c, &account, &id).map(|_| ())).await?;
     // The only thing UpdateNet changes is the DHCP options set, and Socle
     // has none to offer yet: say so rather than pretend.
     Err(ApiError::invalid_value(format!(

@@ -14,7 +14,7 @@ use socle_net::Ipv4Net;
 use socle_store::nets::SubnetRow;
 use socle_store::nics::{self as nic_store, NicRow};
 use socle_store::security_groups as sg_store;
-use socle_store::{now_iso, Transaction};
+use socle_store::{now_iso, Conn};
 use socle_types::error::ErrorCode;
 use socle_types::ids::{AccountId, NicId, SecurityGroupId};
 use socle_types::ApiError;
@@ -60,7 +60,7 @@ pub(crate) fn range_of(subnet: Option<&SubnetRow>) -> Result<Ipv4Net, ApiError> 
 }
 
 /// Creates the NIC row with its addresses and groups (state `available`).
-pub(crate) fn new_nic(tx: &Transaction, n: NewNic<'_>) -> Result<NicRow, ApiError> {
+pub(crate) fn new_nic(tx: &Conn, n: NewNic<'_>) -> Result<NicRow, ApiError> {
     let net_id = n.subnet.map(|s| s.net_id.clone());
     let groups = if n.groups.is_empty() {
         vec![ensure_default_group(tx, n.account, net_id.as_ref())?]
@@ -113,7 +113,7 @@ pub(crate) fn too_many_ips(nic: &NicId) -> ApiError {
 /// Groups given for a NIC must be the caller's and belong to the NIC's Net
 /// (or to the public cloud for a NIC outside any Net).
 pub(crate) fn check_groups(
-    tx: &Transaction,
+    tx: &Conn,
     account: &AccountId,
     net_id: Option<&socle_types::ids::NetId>,
     groups: &[SecurityGroupId],
@@ -130,7 +130,7 @@ pub(crate) fn check_groups(
 
 /// Records `ip` for the NIC after checking it lies in the usable part of
 /// the range and is free.
-pub(crate) fn claim_ip(tx: &Transaction, nic: &NicRow, range: Ipv4Net, ip: Ipv4Addr, primary: bool) -> Result<(), ApiError> {
+pub(crate) fn claim_ip(tx: &Conn, nic: &NicRow, range: Ipv4Net, ip: Ipv4Addr, primary: bool) -> Result<(), ApiError> {
     if !usable(range, ip) {
         return Err(ApiError::new(
             ErrorCode::InvalidIpAddress,
@@ -153,7 +153,7 @@ fn usable(range: Ipv4Net, ip: Ipv4Addr) -> bool {
 }
 
 /// The lowest free usable address of `range` in `space`.
-pub(crate) fn next_free_ip(tx: &Transaction, space: &str, range: Ipv4Net) -> Result<Ipv4Addr, ApiError> {
+pub(crate) fn next_free_ip(tx: &Conn, space: &str, range: Ipv4Net) -> Result<Ipv4Addr, ApiError> {
     let taken: HashSet<Ipv4Addr> = nic_store::ips_in_space(tx, space)?.iter().filter_map(|s| s.parse().ok()).collect();
     (FIRST_USABLE..range.size() as u32)
         .filter_map(|i| range.nth(i))
@@ -162,7 +162,7 @@ pub(crate) fn next_free_ip(tx: &Transaction, space: &str, range: Ipv4Net) -> Res
 }
 
 /// A random locally administered unicast MAC (`aa:fc:…`), unused so far.
-fn new_mac(tx: &Transaction) -> Result<String, ApiError> {
+fn new_mac(tx: &Conn) -> Result<String, ApiError> {
     let mut rng = rand::thread_rng();
     loop {
         let b: [u8; 4] = rng.gen();

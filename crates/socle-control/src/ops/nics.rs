@@ -13,7 +13,7 @@ use std::sync::Arc;
 use socle_store::nics::{self as nic_store, NicRow};
 use socle_store::public_ips::{self as ip_store, PublicIpRow};
 use socle_store::security_groups as sg_store;
-use socle_store::Connection;
+use socle_store::Conn;
 use socle_types::error::ErrorCode;
 use socle_types::ids::{NicId, SecurityGroupId, SubnetId};
 use socle_types::osc::*;
@@ -35,12 +35,12 @@ pub(crate) fn nic_not_found(id: &str) -> ApiError {
 }
 
 /// The caller's NIC (another account's answers like an absent one).
-pub(crate) fn owned_nic(conn: &Connection, account: &socle_types::ids::AccountId, id: &NicId) -> Result<NicRow, ApiError> {
+pub(crate) fn owned_nic(conn: &Conn, account: &socle_types::ids::AccountId, id: &NicId) -> Result<NicRow, ApiError> {
     nic_store::get(conn, account, id)?.ok_or_else(|| nic_not_found(id.as_str()))
 }
 
 /// Security groups of a NIC, as `{SecurityGroupId, SecurityGroupName}`.
-pub(crate) fn groups_view(conn: &Connection, nic: &NicRow) -> Result<Vec<SecurityGroupLight>, ApiError> {
+pub(crate) fn groups_view(conn: &Conn, nic: &NicRow) -> Result<Vec<SecurityGroupLight>, ApiError> {
     let mut out = vec![];
     for id in nic_store::groups_of(conn, &nic.nic_id)? {
         let name = sg_store::get(conn, &nic.account_id, &id)?.map(|g| g.name).unwrap_or_default();
@@ -69,7 +69,7 @@ fn link_public_ip(row: &PublicIpRow) -> LinkPublicIp {
 }
 
 /// The OSC view of a NIC.
-pub(crate) fn nic_view(conn: &Connection, nic: &NicRow, region: &str, tags: Vec<ResourceTag>) -> Result<Nic, ApiError> {
+pub(crate) fn nic_view(conn: &Conn, nic: &NicRow, region: &str, tags: Vec<ResourceTag>) -> Result<Nic, ApiError> {
     let ips = nic_store::ips_of(conn, &nic.nic_id)?;
     let publics = ip_store::of_nic(conn, &nic.nic_id)?;
     let public_of = |ip: &str| publics.iter().find(|p| p.private_ip.as_deref() == Some(ip)).map(link_public_ip);
@@ -209,11 +209,11 @@ pub async fn create_nic(cloud: &Arc<Cloud>, caller: &Caller, req: CreateNicReque
                 account: &account,
                 subnet: Some(&subnet),
                 subregion: &subnet.subregion_name,
-                description,
+                description: description.clone(),
                 primary_ip,
-                secondary_ips,
+                secondary_ips: secondary_ips.clone(),
                 secondary_count: 0,
-                groups,
+                groups: groups.clone(),
             },
         )?;
         nic_view(tx, &row, &region, vec![])
@@ -311,7 +311,7 @@ pub async fn read_nics(cloud: &Arc<Cloud>, caller: &Caller, req: ReadNicsRequest
     let region = cloud.config.region.clone();
     let views = cloud
         .store
-        .run(move |c| -> Result<Vec<(Nic, String)>, ApiError> {
+        .write(move |c| -> Result<Vec<(Nic, String)>, ApiError> {
             let mut out = vec![];
             for row in nic_store::list(c, &account)? {
                 let tags = resource_tags(c, row.nic_id.as_str())?;
@@ -343,10 +343,10 @@ pub async fn update_nic(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateNicReque
     let description = req.description.clone();
     let nic = write_network(cloud, req.dry_run, move |tx| {
         let mut row = owned_nic(tx, &account, &id)?;
-        if let Some(d) = description {
+        if let Some(d) = description.clone() {
             row.description = d;
         }
-        if let Some(l) = link {
+        if let Some(l) = link.clone() {
             let current = row.link_nic_id.as_ref().map(|l| l.to_string());
             match (&l.link_nic_id, &current) {
                 (_, None) => {
@@ -361,7 +361,7 @@ pub async fn update_nic(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateNicReque
                 row.delete_on_vm_deletion = d;
             }
         }
-        if let Some(groups) = groups {
+        if let Some(groups) = groups.clone() {
             check_groups(tx, &account, row.net_id.as_ref(), &groups)?;
             nic_store::set_groups(tx, &id, &groups)?;
         }

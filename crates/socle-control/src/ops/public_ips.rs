@@ -17,7 +17,7 @@ use socle_net::Ipv4Net;
 use socle_store::internet_services as igw_store;
 use socle_store::nics::{self as nic_store, NicRow};
 use socle_store::public_ips::{self as ip_store, PublicIpRow};
-use socle_store::{accounts, now_iso, vms as vm_store, Connection, Transaction};
+use socle_store::{accounts, now_iso, vms as vm_store, Conn};
 use socle_types::error::ErrorCode;
 use socle_types::ids::{AccountId, LinkPublicIpId, NicId, PublicIpId, VmId};
 use socle_types::osc::*;
@@ -61,7 +61,7 @@ fn parse_address(param: &str, text: &str) -> Result<Ipv4Addr, ApiError> {
 
 /// The caller's public IP named by its ID or its address (one of them; if
 /// both, they must agree).
-fn find(conn: &Connection, account: &AccountId, id: Option<&str>, address: Option<&str>) -> Result<PublicIpRow, ApiError> {
+fn find(conn: &Conn, account: &AccountId, id: Option<&str>, address: Option<&str>) -> Result<PublicIpRow, ApiError> {
     match (id, address) {
         (None, None) => Err(ApiError::missing("PublicIpId or PublicIp")),
         (Some(id), address) => {
@@ -81,7 +81,7 @@ fn find(conn: &Connection, account: &AccountId, id: Option<&str>, address: Optio
 
 /// A VM's primary NIC (device 0), the one VmId designates in LinkPublicIp
 /// and CreateRoute.
-pub(crate) fn primary_nic(conn: &Connection, account: &AccountId, vm: &VmId) -> Result<NicRow, ApiError> {
+pub(crate) fn primary_nic(conn: &Conn, account: &AccountId, vm: &VmId) -> Result<NicRow, ApiError> {
     vm_store::get(conn, account, vm)?.ok_or_else(|| ApiError::not_found(ErrorCode::NoSuchVm, "VM", vm.as_str()))?;
     nic_store::of_vm(conn, vm)?.into_iter().find(|n| n.device_number == Some(0)).ok_or_else(|| {
         ApiError::new(ErrorCode::InvalidResourceState, format!("the VM {vm} has no network interface (NIC)"))
@@ -130,7 +130,7 @@ fn pool_exhausted(pool: &[Ipv4Net]) -> ApiError {
 /// Gives a VM's new primary NIC a public IP at launch (VMs of the public
 /// cloud, and of subnets with MapPublicIpOnLaunch, as on Outscale). It is
 /// not the account's to manage and goes when the NIC or VM goes.
-pub(crate) fn give_at_launch(tx: &Transaction, nic: &NicRow, pool: &[Ipv4Net]) -> Result<(), ApiError> {
+pub(crate) fn give_at_launch(tx: &Conn, nic: &NicRow, pool: &[Ipv4Net]) -> Result<(), ApiError> {
     let id = PublicIpId::generate();
     ip_store::allocate(tx, &nic.account_id, &id, pool_addresses(pool), &now_iso(), true)?.ok_or_else(|| pool_exhausted(pool))?;
     let primary = nic_store::ips_of(tx, &nic.nic_id)?
@@ -209,7 +209,7 @@ pub async fn delete_public_ip(cloud: &Arc<Cloud>, caller: &Caller, req: DeletePu
 
 /// The NIC a LinkPublicIp request names (VmId: the VM's primary NIC) and
 /// the private address on it.
-fn link_target(tx: &Transaction, account: &AccountId, req: &LinkPublicIpRequest) -> Result<(NicRow, String), ApiError> {
+fn link_target(tx: &Conn, account: &AccountId, req: &LinkPublicIpRequest) -> Result<(NicRow, String), ApiError> {
     let nic = match (&req.vm_id, &req.nic_id) {
         (Some(_), Some(_)) => return Err(ApiError::invalid_value("give VmId or NicId, not both")),
         (None, None) => return Err(ApiError::missing("VmId or NicId")),
@@ -311,7 +311,7 @@ pub async fn unlink_public_ip(cloud: &Arc<Cloud>, caller: &Caller, req: UnlinkPu
             }
         };
         if let Some(address) = req.public_ip.as_deref().filter(|a| *a != row.public_ip) {
-            return Err(ApiError::invalid_value(format!("{} is the link of {}, not of {address}", req.link_public_ip_id.unwrap_or_default(), row.public_ip)));
+            return Err(ApiError::invalid_value(format!("{} is the link of {}, not of {address}", req.link_public_ip_id.clone().unwrap_or_default(), row.public_ip)));
         }
         ip_store::unlink(tx, &row.public_ip_id)?;
         Ok(())

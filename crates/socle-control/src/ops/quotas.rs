@@ -15,7 +15,7 @@ pub async fn read_quotas(cloud: &Arc<Cloud>, caller: &Caller, req: ReadQuotasReq
     let account = caller.account_id.clone();
     let (acct, usage, public_ips) = cloud
         .store
-        .run(move |conn| -> Result<_, ApiError> {
+        .read(move |conn| -> Result<_, ApiError> {
             let acct = accounts::get(conn, &account)
                 ?
                 .ok_or_else(|| ApiError::internal("authenticated account has no row"))?;

@@ -16,7 +16,7 @@ use std::sync::Arc;
 use socle_net::Ipv4Net;
 use socle_store::nets::{self as net_store, NetRow};
 use socle_store::route_tables::{self as rt_store, LinkRow, RouteRow, RouteTableRow, RouteTarget};
-use socle_store::{nat_services as nat_store, nics as nic_store, now_iso, Connection, Transaction};
+use socle_store::{nat_services as nat_store, nics as nic_store, now_iso, Conn};
 use socle_types::error::ErrorCode;
 use socle_types::ids::{AccountId, InternetServiceId, LinkRouteTableId, NatServiceId, NetId, NicId, RouteTableId, SubnetId, VmId};
 use socle_types::osc::*;
@@ -39,7 +39,7 @@ pub(crate) fn route_table_not_found(id: &str) -> ApiError {
     ApiError::not_found(ErrorCode::NoSuchRouteTable, "route table", id)
 }
 
-fn owned_table(conn: &Connection, account: &AccountId, id: &RouteTableId) -> Result<RouteTableRow, ApiError> {
+fn owned_table(conn: &Conn, account: &AccountId, id: &RouteTableId) -> Result<RouteTableRow, ApiError> {
     rt_store::get(conn, account, id)?.ok_or_else(|| route_table_not_found(id.as_str()))
 }
 
@@ -121,7 +121,7 @@ fn table_view(t: &RouteTableRow, range: &str, links: &[&LinkRow], routes: &[&Rou
 }
 
 /// One table as the API shows it, read inside the caller's transaction.
-fn load_view(conn: &Connection, t: &RouteTableRow) -> Result<RouteTable, ApiError> {
+fn load_view(conn: &Conn, t: &RouteTableRow) -> Result<RouteTable, ApiError> {
     let net = owned_net(conn, &t.account_id, &t.net_id)?;
     let links = rt_store::links_of_table(conn, &t.route_table_id)?;
     let routes = rt_store::routes_of_table(conn, &t.route_table_id)?;
@@ -132,7 +132,7 @@ fn load_view(conn: &Connection, t: &RouteTableRow) -> Result<RouteTable, ApiErro
 // ------------------------------------------------------ shared with Nets
 
 /// The main table of a new Net, with its "Main" link (CreateNet's transaction).
-pub(crate) fn create_main_table(tx: &Transaction, account: &AccountId, net: &NetId) -> Result<RouteTableRow, ApiError> {
+pub(crate) fn create_main_table(tx: &Conn, account: &AccountId, net: &NetId) -> Result<RouteTableRow, ApiError> {
     let row = RouteTableRow {
         route_table_id: RouteTableId::generate(),
         account_id: account.clone(),
@@ -146,7 +146,7 @@ pub(crate) fn create_main_table(tx: &Transaction, account: &AccountId, net: &Net
 
 /// Deletes the main table of a Net about to be deleted (with its routes
 /// and tags). Other tables must be gone already ([`super::net_usage`]).
-pub(crate) fn delete_main_table(tx: &Transaction, net: &NetId) -> Result<(), ApiError> {
+pub(crate) fn delete_main_table(tx: &Conn, net: &NetId) -> Result<(), ApiError> {
     if let Some(main) = rt_store::main_of(tx, net)? {
         socle_store::tags::delete_all_for_resource(tx, main.route_table_id.as_str())?;
         rt_store::delete_table(tx, &main.route_table_id)?;
@@ -164,7 +164,7 @@ pub async fn create_route_table(cloud: &Arc<Cloud>, caller: &Caller, req: Create
         let row = RouteTableRow {
             route_table_id: RouteTableId::generate(),
             account_id: account.clone(),
-            net_id,
+            net_id: net_id.clone(),
             main_link_id: None,
             created_at: now_iso(),
         };
@@ -192,7 +192,7 @@ pub async fn read_route_tables(cloud: &Arc<Cloud>, caller: &Caller, req: ReadRou
     let account = caller.account_id.clone();
     let items: Vec<(RouteTableRow, RouteTable)> = cloud
         .store
-        .run(move |c| {
+        .write(move |c| {
             let ranges: HashMap<NetId, String> =
                 net_store::list_nets(c, &account)?.into_iter().map(|n| (n.net_id, n.ip_range)).collect();
             let links = rt_store::links_of_account(c, &account)?;
@@ -298,7 +298,7 @@ pub async fn link_route_table(cloud: &Arc<Cloud>, caller: &Caller, req: LinkRout
                 ),
             ));
         }
-        let link = LinkRow { link_route_table_id: LinkRouteTableId::generate(), route_table_id: id, subnet_id, created_at: now_iso() };
+        let link = LinkRow { link_route_table_id: LinkRouteTableId::generate(), route_table_id: id.clone(), subnet_id: subnet_id.clone(), created_at: now_iso() };
         rt_store::insert_link(tx, &link)?;
         Ok(link.link_route_table_id)
     })
@@ -331,7 +331,7 @@ pub async fn unlink_route_table(cloud: &Arc<Cloud>, caller: &Caller, req: Unlink
 
 /// The target a CreateRoute request names, checked to be the caller's and
 /// in the table's Net.
-fn resolve_target(tx: &Transaction, account: &AccountId, t: &RouteTableRow, req: &CreateRouteRequest) -> Result<RouteTarget, ApiError> {
+fn resolve_target(tx: &Conn, account: &AccountId, t: &RouteTableRow, req: &CreateRouteRequest) -> Result<RouteTarget, ApiError> {
     let given = [
         ("GatewayId", req.gateway_id.is_some()),
         ("NatServiceId", req.nat_service_id.is_some()),

@@ -27,7 +27,7 @@ use std::net::Ipv4Addr;
 use std::sync::Arc;
 
 use socle_store::security_groups::{self as sg_store, GroupRow, RuleKey, RuleRow, DEFAULT_GROUP_NAME};
-use socle_store::{now_iso, tags as tag_store, Connection, Transaction};
+use socle_store::{now_iso, tags as tag_store, Conn};
 use socle_types::error::ErrorCode;
 use socle_types::ids::{AccountId, NetId, SecurityGroupId, SecurityGroupRuleId};
 use socle_types::osc::*;
@@ -311,7 +311,7 @@ pub(crate) fn parse_rule_fields(f: &RuleFields) -> Result<Vec<RuleSpec>, ApiErro
 /// account's groups named without their account, and another account's
 /// groups outside `target`'s network scope all answer the same not-found.
 fn resolve_peer(
-    conn: &Connection,
+    conn: &Conn,
     caller: &AccountId,
     target: &GroupRow,
     account: Option<&str>,
@@ -370,7 +370,7 @@ fn scope_name(net: Option<&NetId>) -> String {
     net.map(|n| format!("the Net {n}")).unwrap_or_else(|| "the public cloud".into())
 }
 
-fn resolve_rules(conn: &Connection, caller: &AccountId, target: &GroupRow, flow: &str, specs: &[RuleSpec]) -> Result<Vec<RuleKey>, ApiError> {
+fn resolve_rules(conn: &Conn, caller: &AccountId, target: &GroupRow, flow: &str, specs: &[RuleSpec]) -> Result<Vec<RuleKey>, ApiError> {
     let mut keys = Vec::with_capacity(specs.len());
     for s in specs {
         let (ip_range, peer_group_id) = match &s.source {
@@ -452,7 +452,7 @@ fn group_view(g: &GroupRow, rules: &[RuleRow], tags: Vec<ResourceTag>) -> Securi
 }
 
 /// One group as the API shows it, read inside the caller's transaction.
-fn load_view(conn: &Connection, g: &GroupRow) -> Result<SecurityGroup, ApiError> {
+fn load_view(conn: &Conn, g: &GroupRow) -> Result<SecurityGroup, ApiError> {
     let rules = sg_store::rules_of(conn, std::slice::from_ref(&g.security_group_id))?;
     let tags = resource_tags(conn, g.security_group_id.as_str())?;
     Ok(group_view(g, &rules, tags))
@@ -461,7 +461,7 @@ fn load_view(conn: &Connection, g: &GroupRow) -> Result<SecurityGroup, ApiError>
 // ------------------------------------------------------------- shared with Nets
 
 fn insert_new_group(
-    tx: &Transaction,
+    tx: &Conn,
     account: &AccountId,
     net_id: Option<&NetId>,
     name: &str,
@@ -501,7 +501,7 @@ fn insert_new_group(
 /// created if missing: inbound allowed from its own members, outbound
 /// allowed everywhere. Idempotent; call it inside the transaction that
 /// needs the group (CreateNet calls it for each new Net).
-pub(crate) fn ensure_default_group(tx: &Transaction, account: &AccountId, net_id: Option<&NetId>) -> Result<SecurityGroupId, ApiError> {
+pub(crate) fn ensure_default_group(tx: &Conn, account: &AccountId, net_id: Option<&NetId>) -> Result<SecurityGroupId, ApiError> {
     if let Some(g) = sg_store::get_by_name(tx, account, net_id, DEFAULT_GROUP_NAME)? {
         return Ok(g.security_group_id);
     }
@@ -521,7 +521,7 @@ pub(crate) fn ensure_default_group(tx: &Transaction, account: &AccountId, net_id
 /// For DeleteNet: refuses while the Net has a group other than its
 /// `default` one, otherwise deletes the default group, its rules and tags.
 #[allow(dead_code)] // called by DeleteNet (ops/nets.rs)
-pub(crate) fn delete_groups_of_net(tx: &Transaction, net_id: &NetId) -> Result<(), ApiError> {
+pub(crate) fn delete_groups_of_net(tx: &Conn, net_id: &NetId) -> Result<(), ApiError> {
     let groups = sg_store::list_in_net(tx, net_id)?;
     let others: Vec<String> = groups.iter().filter(|g| !g.is_default()).map(|g| g.security_group_id.to_string()).collect();
     if !others.is_empty() {
@@ -538,7 +538,7 @@ pub(crate) fn delete_groups_of_net(tx: &Transaction, net_id: &NetId) -> Result<(
     Ok(())
 }
 
-fn get_owned(conn: &Connection, account: &AccountId, id: &SecurityGroupId) -> Result<GroupRow, ApiError> {
+fn get_owned(conn: &Conn, account: &AccountId, id: &SecurityGroupId) -> Result<GroupRow, ApiError> {
     sg_store::get(conn, account, id)?.ok_or_else(|| group_not_found(id.as_str()))
 }
 
@@ -666,11 +666,9 @@ pub async fn read_security_groups(
     let account = caller.account_id.clone();
     let (groups, rules) = cloud
         .store
-        .run(move |conn| {
+        .write(move |conn| {
             if sg_store::get_by_name(conn, &account, None, DEFAULT_GROUP_NAME)?.is_none() {
-                let tx = socle_store::begin(conn)?;
-                ensure_default_group(&tx, &account, None)?;
-                socle_store::commit(tx)?;
+                ensure_default_group(conn, &account, None)?;
             }
             let groups = sg_store::list(conn, &account)?;
             let rules = sg_store::rules_of_account(conn, &account)?;
@@ -1027,7 +1025,7 @@ mod tests {
         let store = socle_store::Store::open(&dir.path().join("t.db")).unwrap();
         let net = NetId::generate();
         store
-            .run_sync(|conn| {
+            .write_sync(|conn| {
                 conn.execute(
                     "INSERT INTO nets (net_id, account_id, ip_range, state, vni, created_at)
                      VALUES (?1, ?2, '10.0.0.0/16', 'available', 1, ?3)",
@@ -1043,48 +1041,47 @@ mod tests {
         let account = AccountId::from_trusted("111111111111".into());
         let (_dir, store, net) = store_with_net(&account);
         store
-            .run_sync(|conn| -> Result<(), ApiError> {
-                let tx = socle_store::begin(conn)?;
-                let public = ensure_default_group(&tx, &account, None)?;
-                let in_net = ensure_default_group(&tx, &account, Some(&net))?;
+            .write_sync(|conn| -> Result<(), ApiError> {
+                let public = ensure_default_group(conn, &account, None)?;
+                let in_net = ensure_default_group(conn, &account, Some(&net))?;
                 assert_ne!(public, in_net);
-                assert_eq!(ensure_default_group(&tx, &account, Some(&net))?, in_net, "idempotent");
-                assert_eq!(ensure_default_group(&tx, &account, None)?, public, "idempotent");
-                let g = get_owned(&tx, &account, &in_net)?;
+                assert_eq!(ensure_default_group(conn, &account, Some(&net))?, in_net, "idempotent");
+                assert_eq!(ensure_default_group(conn, &account, None)?, public, "idempotent");
+                let g = get_owned(conn, &account, &in_net)?;
                 assert_eq!((g.net_id.as_ref(), g.name.as_str()), (Some(&net), "default"));
-                let view = load_view(&tx, &g)?;
+                let view = load_view(conn, &g)?;
                 let inbound = view.inbound_rules.unwrap();
                 assert_eq!(inbound.len(), 1);
                 assert_eq!(inbound[0].security_groups_members.as_ref().unwrap()[0].security_group_id.as_deref(), Some(in_net.as_str()));
                 assert_eq!(view.outbound_rules.unwrap()[0].ip_ranges, Some(vec!["0.0.0.0/0".to_string()]));
 
                 // Peers must share the network scope.
-                let web = insert_new_group(&tx, &account, Some(&net), "web", "d")?;
-                let public_group = get_owned(&tx, &account, &public)?;
-                let e = resolve_peer(&tx, &account, &public_group, None, Some(&web.security_group_id), None).unwrap_err();
+                let web = insert_new_group(conn, &account, Some(&net), "web", "d")?;
+                let public_group = get_owned(conn, &account, &public)?;
+                let e = resolve_peer(conn, &account, &public_group, None, Some(&web.security_group_id), None).unwrap_err();
                 assert_eq!(e.code(), "4047");
                 assert!(e.details.contains("same Net"), "{}", e.details);
-                assert_eq!(resolve_peer(&tx, &account, &web, None, None, Some("default"))?.security_group_id, in_net);
+                assert_eq!(resolve_peer(conn, &account, &web, None, None, Some("default"))?.security_group_id, in_net);
                 // By name, the lookup stays in the target's Net.
-                assert_eq!(resolve_peer(&tx, &account, &public_group, None, None, Some("default"))?.security_group_id, public);
+                assert_eq!(resolve_peer(conn, &account, &public_group, None, None, Some("default"))?.security_group_id, public);
                 // Another account cannot reach a Net's group even by ID and account.
                 let stranger = AccountId::from_trusted("222222222222".into());
-                let theirs = ensure_default_group(&tx, &stranger, None)?;
-                let theirs_row = get_owned(&tx, &stranger, &theirs)?;
-                let e = resolve_peer(&tx, &stranger, &theirs_row, Some(account.as_str()), Some(&web.security_group_id), None).unwrap_err();
+                let theirs = ensure_default_group(conn, &stranger, None)?;
+                let theirs_row = get_owned(conn, &stranger, &theirs)?;
+                let e = resolve_peer(conn, &stranger, &theirs_row, Some(account.as_str()), Some(&web.security_group_id), None).unwrap_err();
                 assert_eq!(e.code(), "5020");
 
                 // A Net with a group of its own cannot lose its groups; with only
                 // its default one, that one goes (rules and tags with it).
-                let e = delete_groups_of_net(&tx, &net).unwrap_err();
+                let e = delete_groups_of_net(conn, &net).unwrap_err();
                 assert_eq!(e.code(), "9066");
                 assert!(e.details.contains(web.security_group_id.as_str()), "{}", e.details);
-                assert!(get_owned(&tx, &account, &in_net).is_ok());
-                sg_store::delete_group(&tx, &web.security_group_id)?;
-                delete_groups_of_net(&tx, &net)?;
-                assert!(sg_store::list_in_net(&tx, &net)?.is_empty());
-                assert!(sg_store::rules_of(&tx, &[in_net.clone()])?.is_empty());
-                assert!(get_owned(&tx, &account, &public).is_ok(), "the public default stays");
+                assert!(get_owned(conn, &account, &in_net).is_ok());
+                sg_store::delete_group(conn, &web.security_group_id)?;
+                delete_groups_of_net(conn, &net)?;
+                assert!(sg_store::list_in_net(conn, &net)?.is_empty());
+                assert!(sg_store::rules_of(conn, &[in_net.clone()])?.is_empty());
+                assert!(get_owned(conn, &account, &public).is_ok(), "the public default stays");
                 Ok(())
             })
             .unwrap();

@@ -25,7 +25,7 @@ pub(crate) fn subnet_not_found(id: &str) -> ApiError {
     ApiError::not_found(ErrorCode::NoSuchSubnet, "subnet", id)
 }
 
-pub(crate) fn owned_subnet(conn: &socle_store::Connection, account: &AccountId, id: &SubnetId) -> Result<SubnetRow, ApiError> {
+pub(crate) fn owned_subnet(conn: &socle_store::Conn, account: &AccountId, id: &SubnetId) -> Result<SubnetRow, ApiError> {
     net_store::get_subnet(conn, account, id)?.ok_or_else(|| subnet_not_found(id.as_str()))
 }
 
@@ -77,7 +77,7 @@ pub async fn create_subnet(cloud: &Arc<Cloud>, caller: &Caller, req: CreateSubne
             account_id: account.clone(),
             net_id: net_id.clone(),
             ip_range: range.to_string(),
-            subregion_name: subregion,
+            subregion_name: subregion.clone(),
             map_public_ip_on_launch: false,
             state: "available".into(),
             created_at: now_iso(),
@@ -101,7 +101,7 @@ pub async fn read_subnets(cloud: &Arc<Cloud>, caller: &Caller, req: ReadSubnetsR
     let account = caller.account_id.clone();
     let rows = cloud
         .store
-        .run(move |c| {
+        .write(move |c| {
             let rows = net_store::list_subnets(c, &account)?;
             with_tags(c, &account, rows, |s| s.subnet_id.as_str())
         })

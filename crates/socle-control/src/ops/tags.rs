@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use socle_store::tags::{self as tag_store, TagRow, MAX_TAGS_PER_RESOURCE};
-use socle_store::{images as image_store, keypairs as keypair_store, security_groups as sg_store, vms as vm_store, snapshots as snapshot_store, volumes as volume_store, Connection};
+use socle_store::{images as image_store, keypairs as keypair_store, security_groups as sg_store, vms as vm_store, snapshots as snapshot_store, volumes as volume_store, Conn};
 use socle_types::error::ErrorCode;
 use socle_types::ids::{
     AccountId, ImageId, InternetServiceId, KeypairId, NatServiceId, NetId, NicId, PublicIpId, RouteTableId, SecurityGroupId, SnapshotId,
@@ -18,7 +18,7 @@ use crate::{Caller, Cloud};
 
 /// Checks that `id` names a resource of `account` and returns its OSC
 /// resource type. Absent and foreign resources give the same error.
-fn owned_resource_type(conn: &Connection, account: &AccountId, id: &str) -> Result<&'static str, ApiError> {
+fn owned_resource_type(conn: &Conn, account: &AccountId, id: &str) -> Result<&'static str, ApiError> {
     let prefix = id.split('-').next().unwrap_or("");
     // Each kind answers with its own not-found code, as its Read/Delete operations do.
     let (found, code, what) = match prefix {
@@ -168,7 +168,7 @@ pub async fn read_tags(cloud: &Arc<Cloud>, caller: &Caller, req: ReadTagsRequest
     reject_unsupported_filters(&req.filters, &["Keys", "Values", "ResourceIds", "ResourceTypes"])?;
     let f = req.filters.unwrap_or_default();
     let account = caller.account_id.clone();
-    let rows = cloud.store.run(move |conn| tag_store::list(conn, &account).map_err(ApiError::from)).await?;
+    let rows = cloud.store.read(move |conn| tag_store::list(conn, &account).map_err(ApiError::from)).await?;
     let items: Vec<TagRow> = rows
         .into_iter()
         .filter(|t| {

@@ -132,7 +132,7 @@ pub async fn reboot_vms(cloud: &Arc<Cloud>, caller: &Caller, req: RebootVmsReque
     let lookup = ids.clone();
     let vms = cloud
         .store
-        .run(move |conn| -> Result<Vec<VmRow>, ApiError> {
+        .read(move |conn| -> Result<Vec<VmRow>, ApiError> {
             lookup.iter().map(|id| vm_store::get(conn, &account, id)?.ok_or_else(|| vm_not_found(id.as_str()))).collect()
         })
         .await?;

@@ -5,7 +5,7 @@
 use std::collections::HashMap;
 
 use socle_store::nics::{self as nic_store, NicRow};
-use socle_store::{Connection, Transaction};
+use socle_store::Conn;
 use socle_types::ids::VmId;
 use socle_types::osc::*;
 use socle_types::ApiError;
@@ -14,7 +14,7 @@ use super::nics::{light_view, nic_view};
 
 /// After a VM is destroyed on its host: its NICs marked DeleteOnVmDeletion
 /// are deleted (with their addresses), the others become available again.
-pub(crate) fn release_nics(tx: &Transaction, vm_id: &VmId) -> Result<(), ApiError> {
+pub(crate) fn release_nics(tx: &Conn, vm_id: &VmId) -> Result<(), ApiError> {
     for mut nic in nic_store::of_vm(tx, vm_id)? {
         if nic.delete_on_vm_deletion {
             socle_store::tags::delete_all_for_resource(tx, nic.nic_id.as_str())?;
@@ -69,7 +69,7 @@ pub(crate) fn private_dns_name(ip: &str, region: &str) -> String {
 }
 
 /// The network views of `vms`, by VM id (a VM without NIC has none).
-pub(crate) fn vm_network_views(conn: &Connection, vms: &[VmId], region: &str) -> Result<HashMap<VmId, VmNetworkView>, ApiError> {
+pub(crate) fn vm_network_views(conn: &Conn, vms: &[VmId], region: &str) -> Result<HashMap<VmId, VmNetworkView>, ApiError> {
     let mut nics = vec![];
     for vm in vms {
         nics.extend(nic_store::of_vm(conn, vm)?);
@@ -78,11 +78,11 @@ pub(crate) fn vm_network_views(conn: &Connection, vms: &[VmId], region: &str) ->
 }
 
 /// The network view of one VM (None: it has no NIC).
-pub(crate) fn vm_network_view(conn: &Connection, vm: &VmId, region: &str) -> Result<Option<VmNetworkView>, ApiError> {
+pub(crate) fn vm_network_view(conn: &Conn, vm: &VmId, region: &str) -> Result<Option<VmNetworkView>, ApiError> {
     Ok(views_of(conn, nic_store::of_vm(conn, vm)?, region)?.remove(vm))
 }
 
-fn views_of(conn: &Connection, mut nics: Vec<NicRow>, region: &str) -> Result<HashMap<VmId, VmNetworkView>, ApiError> {
+fn views_of(conn: &Conn, mut nics: Vec<NicRow>, region: &str) -> Result<HashMap<VmId, VmNetworkView>, ApiError> {
     let mut out: HashMap<VmId, VmNetworkView> = HashMap::new();
     nics.sort_by_key(|n| n.device_number);
     for nic in nics {

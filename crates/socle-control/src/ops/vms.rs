@@ -265,7 +265,7 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
                 create_vm_nics(tx, &net, &account, &vm.vm_id, &subregion, &pool)?;
             }
             if let Some(token) = &req.client_token {
-                let rec = ClientTokenRecord { request_hash, result: reservation.to_string() };
+                let rec = ClientTokenRecord { request_hash: request_hash.clone(), result: reservation.to_string() };
                 vm_store::put_client_token(tx, &account, "CreateVms", token, &rec, &now)?;
             }
             let ids: Vec<VmId> = rows.iter().map(|r| r.vm_id.clone()).collect();
@@ -298,7 +298,7 @@ async fn account_vms(cloud: &Arc<Cloud>, caller: &Caller) -> Result<AccountVms, 
     let account = caller.account_id.clone();
     cloud
         .store
-        .run(move |conn| {
+        .read(move |conn| {
             let vms = vm_store::list(conn, &account)?;
             let mut volumes: HashMap<String, Vec<VolumeRow>> = HashMap::new();
             for v in volume_store::list(conn, &account)? {
@@ -344,7 +344,7 @@ pub async fn read_vms(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVmsRequest) 
     // The network of the page's VMs only (a NIC view costs a few queries).
     let ids: Vec<VmId> = page.iter().map(|(v, _)| v.vm_id.clone()).collect();
     let region = cloud.config.region.clone();
-    let networks = cloud.store.run(move |c| vm_network_views(c, &ids, &region)).await?;
+    let networks = cloud.store.read(move |c| vm_network_views(c, &ids, &region)).await?;
     Ok(ReadVmsResponse {
         vms: Some(
             page.into_iter()
@@ -368,7 +368,7 @@ pub async fn read_vms_state(
     let f = req.filters.unwrap_or_default();
     let all = req.all_vms == Some(true);
     let account = caller.account_id.clone();
-    let rows = cloud.store.run(move |conn| vm_store::list(conn, &account).map_err(ApiError::from)).await?;
+    let rows = cloud.store.read(move |conn| vm_store::list(conn, &account).map_err(ApiError::from)).await?;
     let items: Vec<VmRow> = rows
         .into_iter()
         .filter(|v| {
@@ -478,7 +478,7 @@ pub async fn update_vm(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVmRequest
     let (id, region) = (row.vm_id.clone(), cloud.config.region.clone());
     let (tags, volumes, network) = cloud
         .store
-        .run(move |conn| {
+        .write(move |conn| {
             let network = vm_network_view(conn, &id, &region)?;
             Ok::<_, ApiError>((resource_tags(conn, id.as_str())?, volume_store::linked_to(conn, &id)?, network))
         })
@@ -496,7 +496,7 @@ pub async fn read_console_output(
     let id = vm_id.clone();
     cloud
         .store
-        .run(move |conn| vm_store::get(conn, &account, &id).map_err(ApiError::from))
+        .read(move |conn| vm_store::get(conn, &account, &id).map_err(ApiError::from))
         .await?
         .ok_or_else(|| vm_not_found(vm_id.as_str()))?;
     if is_dry_run(req.dry_run) {

@@ -7,7 +7,7 @@
 use std::sync::Arc;
 
 use socle_store::volumes::{self as volume_store, VolumeRow};
-use socle_store::{now_iso, snapshots as snapshot_store, vms as vm_store, Transaction};
+use socle_store::{now_iso, snapshots as snapshot_store, vms as vm_store, Conn};
 use socle_types::error::ErrorCode;
 use socle_types::ids::{AccountId, SnapshotId, VmId, VolumeId};
 use socle_types::osc::*;
@@ -73,7 +73,7 @@ pub(crate) fn check_device_name(name: &str) -> Result<(), ApiError> {
 
 /// Refuses (10024) when the storage pool cannot hold `asked` GiB more; run
 /// it in the transaction that then inserts or grows, so nothing slips between.
-pub(crate) fn ensure_room(conn: &socle_store::Connection, asked: i64, capacity: i64) -> Result<(), ApiError> {
+pub(crate) fn ensure_room(conn: &socle_store::Conn, asked: i64, capacity: i64) -> Result<(), ApiError> {
     let provisioned = volume_store::provisioned_gib(conn)?;
     if provisioned + asked > capacity {
         return Err(capacity_error(asked, provisioned, capacity));
@@ -116,7 +116,7 @@ pub(crate) fn volume_view(v: &VolumeRow, tags: Vec<ResourceTag>) -> Volume {
     }
 }
 
-fn get_owned(tx: &Transaction, account: &AccountId, id: &VolumeId) -> Result<VolumeRow, ApiError> {
+fn get_owned(tx: &Conn, account: &AccountId, id: &VolumeId) -> Result<VolumeRow, ApiError> {
     volume_store::get(tx, account, id)?.ok_or_else(|| volume_not_found(id.as_str()))
 }
 
@@ -178,10 +178,10 @@ pub async fn create_volume(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVolum
             volume_id,
             account_id: account.clone(),
             size_gib: size,
-            volume_type,
+            volume_type: volume_type.clone(),
             iops,
             subregion: req.subregion_name.clone(),
-            snapshot_id: snapshot_id.map(|s| s.to_string()),
+            snapshot_id: snapshot_id.clone().map(|s| s.to_string()),
             source_image_id: None,
             client_token: req.client_token.clone(),
             state: "creating".into(),
@@ -220,7 +220,7 @@ pub async fn read_volumes(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVolumesR
     let account = caller.account_id.clone();
     let rows = cloud
         .store
-        .run(move |conn| {
+        .read(move |conn| {
             let rows = volume_store::list(conn, &account)?;
             with_tags(conn, &account, rows, |v| v.volume_id.as_str())
         })

@@ -1,0 +1,174 @@
+//! A throwaway PostgreSQL cluster for tests: Debian's server binaries,
+//! a data directory in the temp dir, a Unix socket only (no TCP port to
+//! collide on), fsync off. One cluster serves a whole test process; each
+//! test takes a fresh database of it ([`PgCluster::new_database`]).
+//!
+//! The server dies with the test process (parent-death signal), and the
+//! data directories of dead processes are removed by the next start.
+
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub struct PgCluster {
+    dir: PathBuf,
+    next_db: AtomicUsize,
+}
+
+const DIR_PREFIX: &str = "socle-pg-";
+
+impl PgCluster {
+    /// The process's cluster, started on first use. Err says why there is
+    /// none (PostgreSQL not installed, failed to start): tests print it.
+    pub fn shared() -> Result<&'static PgCluster, String> {
+        static CLUSTER: OnceLock<Result<PgCluster, String>> = OnceLock::new();
+        CLUSTER.get_or_init(PgCluster::start).as_ref().map_err(Clone::clone)
+    }
+
+    fn start() -> Result<PgCluster, String> {
+        let bin = server_bin_dir().ok_or("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)")?;
+        remove_stale_dirs();
+        let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+        let owner = server_user()?;
+        if let Some((uid, gid)) = owner {
+            chown(&dir, uid, gid)?;
+        }
+        let data = dir.join("data");
+        let out = as_owner(Command::new(bin.join("initdb")), owner)
+            .args(["--auth=trust", "--no-sync", "--locale=C", "--encoding=UTF8", "--username=postgres", "-D"])
+            .arg(&data)
+            .output()
+            .map_err(|e| format!("initdb: {e}"))?;
+        if !out.status.success() {
+            return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr)));
+        }
+        // The server runs as a child of a thread that lives as long as the
+        // process, so the parent-death signal fires only when the process
+        // ends (it fires when the spawning *thread* exits).
+        let (tx, rx) = std::sync::mpsc::channel();
+        let socket_dir = dir.clone();
+        std::thread::Builder::new()
+            .name("postgres-parent".into())
+            .spawn(move || {
+                let mut cmd = Command::new(bin.join("postgres"));
+                cmd.arg("-D")
+                    .arg(&data)
+                    .arg("-k")
+                    .arg(&socket_dir)
+                    .args(["-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off"])
+                    .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
+                    .stdout(Stdio::null())
+                    .stderr(std::fs::File::create(socket_dir.join("server.log")).map(Stdio::from).unwrap_or(Stdio::null()));
+                let spawned = as_owner(cmd, owner).die_with_parent().spawn();
+                let _ = tx.send(spawned.map(|_| ()).map_err(|e| format!("postgres: {e}")));
+                loop {
+                    std::thread::park();
+                }
+            })
+            .map_err(|e| e.to_string())?;
+        rx.recv().map_err(|e| e.to_string())??;
+        let cluster = PgCluster { dir, next_db: AtomicUsize::new(0) };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            match postgres::Client::connect(&cluster.url("postgres"), postgres::NoTls) {
+                Ok(_) => return Ok(cluster),
+                Err(e) if Instant::now() > deadline => {
+                    let log = std::fs::read_to_string(cluster.dir.join("server.log")).unwrap_or_default();
+                    return Err(format!("PostgreSQL did not start: {e}\n{log}"));
+                }
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        }
+    }
+
+    /// The URL of database `name` of this cluster.
+    pub fn url(&self, name: &str) -> String {
+        format!("postgresql:///{name}?host={}&user=postgres", self.dir.display())
+    }
+
+    /// Creates an empty database and returns its URL.
+    pub fn new_database(&self) -> Result<String, String> {
+        let name = format!("t{}", self.next_db.fetch_add(1, Ordering::Relaxed));
+        let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls).map_err(|e| e.to_string())?;
+        admin.batch_execute(&format!("CREATE DATABASE {name}")).map_err(|e| e.to_string())?;
+        Ok(self.url(&name))
+    }
+}
+
+fn server_bin_dir() -> Option<PathBuf> {
+    let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+        .ok()?
+        .filter_map(|e| e.ok())
+        .filter_map(|e| Some((e.file_name().to_str()?.parse().ok()?, e.path().join("bin"))))
+        .filter(|(_, bin): &(u32, PathBuf)| bin.join("postgres").exists())
+        .collect();
+    versions.sort();
+    versions.pop().map(|(_, bin)| bin)
+}
+
+/// PostgreSQL refuses to run as root: as root, the server runs as the
+/// `postgres` user the Debian package creates.
+fn server_user() -> Result<Option<(u32, u32)>, String> {
+    // SAFETY: plain libc calls; getpwnam's result is read at once.
+    unsafe {
+        if libc::geteuid() != 0 {
+            return Ok(None);
+        }
+        let pw = libc::getpwnam(c"postgres".as_ptr());
+        if pw.is_null() {
+            return Err("running as root and there is no postgres user to run PostgreSQL as".into());
+        }
+        Ok(Some(((*pw).pw_uid, (*pw).pw_gid)))
+    }
+}
+
+fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
+    std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", path.display()))
+}
+
+trait CommandExt2 {
+    fn die_with_parent(&mut self) -> &mut Self;
+}
+
+impl CommandExt2 for Command {
+    /// SIGQUIT (PostgreSQL's immediate shutdown) when the parent thread dies.
+    fn die_with_parent(&mut self) -> &mut Self {
+        // SAFETY: prctl is async-signal-safe. std runs pre_exec hooks after
+        // its setuid, which would otherwise clear the setting.
+        unsafe {
+            self.pre_exec(|| {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGQUIT) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            })
+        }
+    }
+}
+
+/// Runs `cmd` as `owner` (std drops root's supplementary groups itself).
+fn as_owner(mut cmd: Command, owner: Option<(u32, u32)>) -> Command {
+    if let Some((uid, gid)) = owner {
+        cmd.uid(uid).gid(gid);
+    }
+    cmd
+}
+
+/// Data directories of test processes that are gone.
+fn remove_stale_dirs() {
+    let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
+    for e in entries.filter_map(|e| e.ok()) {
+        let name = e.file_name();
+        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)).and_then(|p| p.parse::<u32>().ok()) else {
+            continue;
+        };
+        if !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
