@@ -6,6 +6,8 @@ Environment:
   SOCLE_START_TIMEOUT  seconds to wait for the first readiness (default 600: the
                        first start builds the guest image)
   SOCLE_VM_TIMEOUT     seconds to wait for a VM state change (default 120)
+  SOCLE_TEST_DATABASE  `postgres`: the cloud keeps its state in a throwaway
+                       PostgreSQL cluster the suite starts (default: SQLite)
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import requests
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from socle_lib import IMAGE_NAME, Account, delete_all_storage, delete_all_vms  # noqa: E402
+from postgres_cluster import PgCluster  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = float(os.environ.get("SOCLE_START_TIMEOUT", "600"))
@@ -251,6 +254,15 @@ def socle(tmp_path_factory):
     base = tmp_path_factory.mktemp("socle")
     data_dir = base / "data"
     data_dir.mkdir()
+    engine = os.environ.get("SOCLE_TEST_DATABASE", "sqlite")
+    cluster = None
+    if engine == "postgres":
+        cluster = PgCluster()
+        # Read by `socle up` and by every `socle account …` the tests run.
+        os.environ["SOCLE_DATABASE"] = cluster.start()
+        print(f"\nstate in PostgreSQL ({cluster.dir})")
+    elif engine != "sqlite":
+        pytest.fail(f"SOCLE_TEST_DATABASE must be sqlite or postgres, not {engine!r}", pytrace=False)
     server = SocleServer(binary, data_dir, base / "socle.log")
     _SERVER = server
     server.start()
@@ -265,6 +277,8 @@ def socle(tmp_path_factory):
                 pass
         server.remove_networks()
         _SERVER = None
+        if cluster:
+            cluster.stop()
         raise
     creds = server.credentials
     server.default_account = Account(
@@ -310,6 +324,8 @@ def socle(tmp_path_factory):
     # With QEMU gone (its taps with it): the networks the prefix left.
     server.remove_networks()
     _SERVER = None
+    if cluster:
+        cluster.stop()
     if problems:
         pytest.fail("session teardown:\n  " + "\n  ".join(problems)
                     + f"\n--- last lines of {server.log_path} ---\n{server.log_tail()}",

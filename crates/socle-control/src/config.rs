@@ -8,6 +8,8 @@ pub use socle_net::Ipv4Net;
 #[derive(Debug, Clone)]
 pub struct CloudConfig {
     pub data_dir: PathBuf,
+    /// A PostgreSQL URL; None: SQLite in the data dir.
+    pub database: Option<String>,
     /// The region this cloud calls itself (`eu-west-2` by default, as the
     /// official clients default to it).
     pub region: String,
@@ -64,6 +66,7 @@ impl CloudConfig {
     pub fn new(data_dir: PathBuf, endpoint: String) -> CloudConfig {
         CloudConfig {
             data_dir,
+            database: None,
             region: "eu-west-2".into(),
             subregion_letters: vec!['a'],
             endpoint,

@@ -8,6 +8,7 @@
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use base64::Engine;
 use serde::Serialize;
+use socle_store::listing::After;
 use socle_types::ApiError;
 
 pub const DEFAULT_PAGE: i64 = 100;
@@ -20,34 +21,63 @@ pub fn paginate<T>(
     per_page: Option<i64>,
     key: impl Fn(&T) -> String,
 ) -> Result<(Vec<T>, Option<String>), ApiError> {
+    let per_page = checked_page_size(per_page)?;
+    let after = decode_token(token)?;
+    let page: Vec<T> = items
+        .into_iter()
+        .filter(|i| after.as_ref().is_none_or(|a| key(i) > *a))
+        .take(per_page as usize + 1)
+        .collect();
+    Ok(finish_page(page, per_page, key))
+}
+
+/// A page asked for: where it starts and how many items it holds at most,
+/// for the Read* operations that page in SQL ([`socle_store::listing`]).
+pub fn page_request(token: Option<&str>, per_page: Option<i64>) -> Result<(Option<After>, i64), ApiError> {
+    let per_page = checked_page_size(per_page)?;
+    let after = match decode_token(token)? {
+        None => None,
+        Some(key) => {
+            let (created_at, id) =
+                key.split_once('|').ok_or_else(|| ApiError::invalid_value("NextPageToken is not a token this API returned"))?;
+            Some(After { created_at: created_at.into(), id: id.into() })
+        }
+    };
+    Ok((after, per_page))
+}
+
+/// Trims `rows` (fetched with one more than `per_page`) to the page and
+/// gives the token of the next one, if any.
+pub fn finish_page<T>(mut rows: Vec<T>, per_page: i64, key: impl Fn(&T) -> String) -> (Vec<T>, Option<String>) {
+    if rows.len() > per_page as usize {
+        rows.truncate(per_page as usize);
+        let next = rows.last().map(|last| URL_SAFE_NO_PAD.encode(key(last)));
+        (rows, next)
+    } else {
+        (rows, None)
+    }
+}
+
+fn checked_page_size(per_page: Option<i64>) -> Result<i64, ApiError> {
     let per_page = per_page.unwrap_or(DEFAULT_PAGE);
     if !(1..=MAX_PAGE).contains(&per_page) {
         return Err(ApiError::invalid_value(format!(
             "ResultsPerPage must be between 1 and {MAX_PAGE}, got {per_page}"
         )));
     }
-    let after = match token {
-        None | Some("") => None,
-        Some(t) => Some(
-            URL_SAFE_NO_PAD
-                .decode(t)
-                .ok()
-                .and_then(|b| String::from_utf8(b).ok())
-                .ok_or_else(|| ApiError::invalid_value("NextPageToken is not a token this API returned"))?,
-        ),
-    };
-    let mut page: Vec<T> = items
-        .into_iter()
-        .filter(|i| after.as_ref().is_none_or(|a| key(i) > *a))
-        .take(per_page as usize + 1)
-        .collect();
-    let next = if page.len() > per_page as usize {
-        page.truncate(per_page as usize);
-        page.last().map(|last| URL_SAFE_NO_PAD.encode(key(last)))
-    } else {
-        None
-    };
-    Ok((page, next))
+    Ok(per_page)
+}
+
+fn decode_token(token: Option<&str>) -> Result<Option<String>, ApiError> {
+    match token {
+        None | Some("") => Ok(None),
+        Some(t) => URL_SAFE_NO_PAD
+            .decode(t)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .map(Some)
+            .ok_or_else(|| ApiError::invalid_value("NextPageToken is not a token this API returned")),
+    }
 }
 
 /// The sort key for resources ordered by creation date then ID.

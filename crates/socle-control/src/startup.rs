@@ -47,17 +47,21 @@ fn data_dir_err(path: &Path) -> impl Fn(std::io::Error) -> StartupError + '_ {
 }
 
 /// The state and keys of a data dir, without the host agent: enough for
-/// admin commands such as `socle account create`.
-pub fn open_identity(data_dir: &Path) -> Result<(Store, SecretBox), StartupError> {
+/// admin commands such as `socle account create`. The database is
+/// `database` (PostgreSQL) when given, else SQLite in the data dir.
+pub fn open_identity(data_dir: &Path, database: Option<&str>) -> Result<(Store, SecretBox), StartupError> {
     fs::DirBuilder::new().recursive(true).mode(0o700).create(data_dir).map_err(data_dir_err(data_dir))?;
-    let store = Store::open(&data_dir.join("socle.db"))?;
+    let store = match database {
+        Some(url) => Store::connect(url)?,
+        None => Store::open(&data_dir.join("socle.db"))?,
+    };
     let secrets = SecretBox::load_or_create(&data_dir.join("master.key"))?;
     Ok((store, secrets))
 }
 
 /// Opens everything `socle up` needs and repairs what a crash left.
 pub async fn open_cloud(config: CloudConfig, accel: AccelChoice) -> Result<Arc<Cloud>, StartupError> {
-    let (store, secrets) = open_identity(&config.data_dir)?;
+    let (store, secrets) = open_identity(&config.data_dir, config.database.as_deref())?;
     let mut agent_cfg = AgentConfig::new(config.data_dir.join("agent"));
     agent_cfg.accel = accel;
     let agent = Agent::new(agent_cfg).await?;

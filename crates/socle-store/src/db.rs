@@ -272,6 +272,9 @@ pub enum Engine {
     Postgres,
 }
 
+/// Prepared statements kept per PostgreSQL session.
+const MAX_CACHED_STATEMENTS: usize = 512;
+
 pub(crate) struct PgSession {
     pub(crate) client: postgres::Client,
     statements: HashMap<String, postgres::Statement>,
@@ -519,6 +522,10 @@ impl PgTx<'_> {
             return Ok(s.clone());
         }
         let s = self.tx.prepare(&to_postgres_placeholders(sql))?;
+        // Filters of any shape make statements of any text: bound the cache.
+        if self.statements.len() >= MAX_CACHED_STATEMENTS {
+            self.statements.clear();
+        }
         self.statements.insert(sql.to_owned(), s.clone());
         Ok(s)
     }

@@ -10,6 +10,7 @@
 //! SQLite serialises writers anyway, and every query here is sub-millisecond.
 
 pub mod db;
+pub mod listing;
 pub mod testing;
 pub mod access_keys;
 pub mod accounts;
@@ -85,7 +86,15 @@ impl StoreError {
     /// connection broke): the request may succeed if tried again later.
     pub fn is_unavailable(&self) -> bool {
         match self {
-            StoreError::Postgres(e) => e.is_closed() || e.code().is_none() && e.as_db_error().is_none(),
+            StoreError::Postgres(e) => {
+                use std::error::Error;
+                // Closed or never opened (refused, timed out, shutting down):
+                // an I/O failure, or the server's own "cannot connect now".
+                e.is_closed()
+                    || e.source().is_some_and(|s| s.is::<std::io::Error>())
+                    || e.to_string().starts_with("error connecting")
+                    || e.code().is_some_and(|c| c.code().starts_with("57P") || c.code().starts_with("08"))
+            }
             StoreError::Sqlite(rusqlite::Error::SqliteFailure(e, _)) => {
                 matches!(e.code, rusqlite::ErrorCode::DatabaseBusy | rusqlite::ErrorCode::DatabaseLocked)
             }
@@ -125,23 +134,83 @@ pub struct Store {
 
 #[derive(Clone)]
 enum Backend {
-    /// A single connection behind a mutex: SQLite serialises writers
-    /// anyway, and every query here is sub-millisecond.
-    Sqlite(Arc<Mutex<rusqlite::Connection>>),
+    Sqlite(Arc<SqliteFile>),
     Postgres(Arc<PgPool>),
+}
+
+/// One SQLite file: a single writer connection behind a mutex (SQLite
+/// serialises writers anyway), and read-only connections, one per
+/// concurrent reader, so reads never wait behind a write (WAL: a reader
+/// sees the last committed state).
+struct SqliteFile {
+    path: std::path::PathBuf,
+    writer: Mutex<rusqlite::Connection>,
+    readers: Mutex<Vec<rusqlite::Connection>>,
+}
+
+/// Idle read connections kept open per SQLite file.
+const IDLE_SQLITE_READERS: usize = 8;
+
+fn sqlite_connection(path: &Path) -> Result<rusqlite::Connection> {
+    let conn = rusqlite::Connection::open(path)?;
+    conn.busy_timeout(Duration::from_secs(10))?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+impl SqliteFile {
+    fn transaction<T, E, F>(&self, kind: TxKind, mut f: F) -> Result<T, E>
+    where
+        E: From<StoreError>,
+        F: FnMut(&Conn) -> Result<T, E>,
+    {
+        if kind == TxKind::Read {
+            let idle = self.readers.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            let mut conn = match idle {
+                Some(c) => c,
+                None => {
+                    let c = sqlite_connection(&self.path)?;
+                    c.pragma_update(None, "query_only", "ON").map_err(StoreError::from)?;
+                    c
+                }
+            };
+            let out = {
+                // DEFERRED: a snapshot taken at the first read, no lock held.
+                let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Deferred).map_err(StoreError::from)?;
+                let out = f(&Conn::sqlite(&tx));
+                tx.rollback().map_err(StoreError::from)?;
+                out
+            };
+            let mut idle = self.readers.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() < IDLE_SQLITE_READERS {
+                idle.push(conn);
+            }
+            return out;
+        }
+        let mut guard = self.writer.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        // IMMEDIATE takes SQLite's write lock at once, so two writers (say
+        // the server and `socle account create`) never deadlock upgrading a
+        // read lock, and check-then-write sequences inside are atomic.
+        let tx = guard.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate).map_err(StoreError::from)?;
+        let out = f(&Conn::sqlite(&tx))?;
+        match kind {
+            TxKind::Write { commit: true } => tx.commit().map_err(StoreError::from)?,
+            _ => tx.rollback().map_err(StoreError::from)?,
+        }
+        Ok(out)
+    }
 }
 
 impl Store {
     /// Opens (creating if needed) the SQLite database at `path` and brings
     /// its schema up to date.
     pub fn open(path: &Path) -> Result<Store> {
-        let conn = rusqlite::Connection::open(path)?;
-        conn.busy_timeout(Duration::from_secs(10))?;
+        let conn = sqlite_connection(path)?;
         conn.pragma_update(None, "journal_mode", "WAL")?;
         // FULL: a VM the API acknowledged must survive a power cut.
         conn.pragma_update(None, "synchronous", "FULL")?;
-        conn.pragma_update(None, "foreign_keys", "ON")?;
-        let store = Store { backend: Backend::Sqlite(Arc::new(Mutex::new(conn))) };
+        let file = SqliteFile { path: path.to_owned(), writer: Mutex::new(conn), readers: Mutex::new(Vec::new()) };
+        let store = Store { backend: Backend::Sqlite(Arc::new(file)) };
         store.write_sync(|c| migrations::apply(c))?;
         Ok(store)
     }
@@ -228,30 +297,13 @@ impl Store {
         self.transaction(TxKind::Write { commit: true }, f)
     }
 
-    fn transaction<T, E, F>(&self, kind: TxKind, mut f: F) -> Result<T, E>
+    fn transaction<T, E, F>(&self, kind: TxKind, f: F) -> Result<T, E>
     where
         E: From<StoreError>,
         F: FnMut(&Conn) -> Result<T, E>,
     {
         match &self.backend {
-            Backend::Sqlite(conn) => {
-                let mut guard = conn.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                // IMMEDIATE takes SQLite's write lock at once, so two writers
-                // (say the server and `socle account create`) never deadlock
-                // upgrading a read lock, and check-then-write sequences
-                // inside are atomic. Reads take a snapshot (DEFERRED).
-                let behavior = match kind {
-                    TxKind::Read => rusqlite::TransactionBehavior::Deferred,
-                    TxKind::Write { .. } => rusqlite::TransactionBehavior::Immediate,
-                };
-                let tx = guard.transaction_with_behavior(behavior).map_err(StoreError::from)?;
-                let out = f(&Conn::sqlite(&tx))?;
-                match kind {
-                    TxKind::Write { commit: true } => tx.commit().map_err(StoreError::from)?,
-                    _ => tx.rollback().map_err(StoreError::from)?,
-                }
-                Ok(out)
-            }
+            Backend::Sqlite(file) => file.transaction(kind, f),
             Backend::Postgres(pool) => pool.transaction(kind, f),
         }
     }
@@ -397,9 +449,18 @@ pub(crate) fn test_stores() -> Vec<Store> {
 }
 
 /// A storage failure is an internal error to API callers: they cannot fix it,
-/// the operator finds the cause in the log.
+/// the operator finds the cause in the log. A database that is down or too
+/// contended answers 503, which the clients retry: nothing was written.
 impl From<StoreError> for socle_types::ApiError {
     fn from(e: StoreError) -> Self {
+        if e.is_unavailable() || matches!(e, StoreError::Contention(_)) {
+            let mut err = socle_types::ApiError::new(
+                socle_types::error::ErrorCode::Unavailable,
+                "the cloud cannot serve this request right now; nothing was changed, retry later",
+            );
+            err.internal = Some(e.to_string());
+            return err;
+        }
         socle_types::ApiError::internal(e.to_string())
     }
 }

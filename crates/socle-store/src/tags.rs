@@ -60,6 +60,21 @@ pub fn list(conn: &Conn, account: &AccountId) -> Result<Vec<TagRow>> {
     Ok(rows)
 }
 
+/// The tags of the given resources of `account`, by resource then key.
+pub fn for_resources(conn: &Conn, account: &AccountId, resource_ids: &[&str]) -> Result<Vec<TagRow>> {
+    if resource_ids.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!(
+        "SELECT resource_id, resource_type, key, value FROM tags WHERE account_id = ? AND resource_id IN ({})
+         ORDER BY resource_id, key",
+        vec!["?"; resource_ids.len()].join(", ")
+    );
+    let mut params = vec![crate::Value::Text(account.to_string())];
+    params.extend(resource_ids.iter().map(|id| crate::Value::Text((*id).to_string())));
+    conn.query_map(&sql, params, from_row)
+}
+
 pub fn for_resource(conn: &Conn, resource_id: &str) -> Result<Vec<TagRow>> {
     let mut stmt = conn.prepare(
         "SELECT resource_id, resource_type, key, value FROM tags WHERE resource_id = ?1 ORDER BY key",

@@ -146,6 +146,11 @@ pub fn insert_within_quota(
     Ok(Ok(()))
 }
 
+/// One page of the VMs `listing` selects (see [`crate::listing`]).
+pub fn page(conn: &Conn, listing: &crate::listing::Listing, after: Option<&crate::listing::After>, limit: i64) -> Result<Vec<VmRow>> {
+    listing.page(conn, COLUMNS, after, limit, from_row)
+}
+
 /// All VMs of an account that ReadVms may show, in creation order.
 pub fn list(conn: &Conn, account: &AccountId) -> Result<Vec<VmRow>> {
     let mut stmt =
@@ -338,6 +343,61 @@ mod tests {
                 assert_eq!(usage(conn, &id)?, Usage { vms: 2, vcpus: 2, memory_mib: 2048 });
                 Ok(())
             });
+    }
+
+    /// ReadVms' query: filters, tag filters and keyset pages in SQL, on both
+    /// engines, never showing another account's VMs.
+    #[test]
+    fn pages_follow_filters_tags_and_positions() {
+        use crate::listing::{After, Listing};
+        use crate::tags::{self, TagRow};
+        crate::on_each_engine(|conn| {
+            let (a, b) = (AccountId::generate(), AccountId::generate());
+            for (id, name) in [(&a, "a"), (&b, "b")] {
+                accounts::insert(conn, &Account { account_id: id.clone(), name: name.into(), created_at: crate::now_iso(), quotas: Quotas::default() })?;
+            }
+            let mut mine = Vec::new();
+            for i in 0..5 {
+                let mut v = vm(&a, 1);
+                v.created_at = format!("2026-01-01T00:00:0{i}.000Z");
+                v.state = if i % 2 == 0 { "running" } else { "stopped" }.into();
+                insert_within_quota(conn, &a, &Quotas::default(), std::slice::from_ref(&v))?.unwrap();
+                mine.push(v);
+            }
+            let other = vm(&b, 1);
+            insert_within_quota(conn, &b, &Quotas::default(), std::slice::from_ref(&other))?.unwrap();
+            let tag = |v: &VmRow, k: &str, val: &str| TagRow { resource_id: v.vm_id.to_string(), resource_type: "vm".into(), key: k.into(), value: val.into() };
+            tags::upsert(conn, &a, &tag(&mine[1], "env", "prod"))?;
+            tags::upsert(conn, &a, &tag(&mine[3], "env", "dev"))?;
+            tags::upsert(conn, &b, &tag(&other, "env", "prod"))?;
+            let ids = |rows: Vec<VmRow>| rows.into_iter().map(|r| r.vm_id).collect::<Vec<_>>();
+
+            let all = Listing::new("vms", "vm_id", a.as_str());
+            let first = page(conn, &all, None, 2)?;
+            assert_eq!(ids(first.clone()), [mine[0].vm_id.clone(), mine[1].vm_id.clone()]);
+            let after = After { created_at: first[1].created_at.clone(), id: first[1].vm_id.to_string() };
+            assert_eq!(ids(page(conn, &all, Some(&after), 10)?), [mine[2].vm_id.clone(), mine[3].vm_id.clone(), mine[4].vm_id.clone()]);
+
+            let mut running = Listing::new("vms", "vm_id", a.as_str());
+            running.any_of("state", Some(&["running"]));
+            assert_eq!(page(conn, &running, None, 10)?.len(), 3);
+            let mut by_id = Listing::new("vms", "vm_id", a.as_str());
+            by_id.any_of("vm_id", Some(&[mine[4].vm_id.as_str(), other.vm_id.as_str()]));
+            assert_eq!(ids(page(conn, &by_id, None, 10)?), [mine[4].vm_id.clone()], "another account's VM stays hidden");
+            let none: &[&str] = &[];
+            let mut empty = Listing::new("vms", "vm_id", a.as_str());
+            empty.any_of("vm_id", Some(none));
+            assert!(page(conn, &empty, None, 10)?.is_empty(), "an empty filter list matches nothing");
+
+            let s = |v: &[&str]| v.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+            let mut prod = Listing::new("vms", "vm_id", a.as_str());
+            prod.tags(None, None, Some(&s(&["env=prod"])));
+            assert_eq!(ids(page(conn, &prod, None, 10)?), [mine[1].vm_id.clone()]);
+            let mut env = Listing::new("vms", "vm_id", a.as_str());
+            env.tags(Some(&s(&["env"])), Some(&s(&["dev", "qa"])), None);
+            assert_eq!(ids(page(conn, &env, None, 10)?), [mine[3].vm_id.clone()]);
+            Ok(())
+        });
     }
 
     #[test]

@@ -223,6 +223,15 @@ pub fn list_unsettled(conn: &Conn) -> Result<Vec<VolumeRow>> {
     Ok(rows)
 }
 
+/// The volumes linked (or being linked) to any of `vms`, in device order.
+pub fn linked_to_any(conn: &Conn, vms: &[&str]) -> Result<Vec<VolumeRow>> {
+    if vms.is_empty() {
+        return Ok(Vec::new());
+    }
+    let sql = format!("SELECT {COLUMNS} FROM volumes WHERE vm_id IN ({}) ORDER BY device_name", vec!["?"; vms.len()].join(", "));
+    conn.query_map(&sql, vms.iter().map(|v| crate::Value::Text((*v).to_string())).collect::<Vec<_>>(), from_row)
+}
+
 /// Volumes linked (or being linked) to a VM, in device order.
 pub fn linked_to(conn: &Conn, vm: &VmId) -> Result<Vec<VolumeRow>> {
     let mut stmt =

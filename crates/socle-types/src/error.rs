@@ -18,6 +18,10 @@ pub enum ErrorCode {
     AccessDenied,
     /// 2 — the request is authenticated but its date is out of the window (HTTP 401).
     RequestExpired,
+    /// 6 — the platform cannot serve the request now (its database is
+    /// unreachable or too contended); retry later (HTTP 503, as Outscale's
+    /// platform-wide throttling, which the SDKs retry with back-off).
+    Unavailable,
     /// 4045 — unknown parameter name.
     InvalidParameter,
     /// 4047 — a parameter has a value we do not accept.
@@ -242,6 +246,7 @@ impl ErrorCode {
             TooManyNatServices => "10032",
             VmNotInNet => "9062",
             InternalError => "2000",
+            Unavailable => "6",
         }
     }
 
@@ -270,6 +275,7 @@ impl ErrorCode {
             AddressInUse | GatewayAlreadyLinked | GatewayNotLinked | RouteAlreadyExists | NotPublicSubnet | SubnetAlreadyLinked | PublicIpLinked | VmNotInNet => "ResourceConflict",
             TooManyPublicIps | TooManyNics | TooManyPrivateIps | TooManyNatServices => "TooManyResources (QuotaExceded)",
             InternalError => "InternalError",
+            Unavailable => "ServiceUnavailable",
         }
     }
 
@@ -281,6 +287,7 @@ impl ErrorCode {
             // A duplicate name or rule: Outscale answers 409 Conflict.
             DuplicateKey | DuplicateGroup | DuplicateRule => 409,
             InternalError => 500,
+            Unavailable => 503,
             _ => 400,
         }
     }

@@ -1,12 +1,13 @@
-//! `socle account …`: admin commands on a local cloud's data dir. They work
-//! while `socle up` runs (SQLite allows one writer at a time; both wait).
+//! `socle account …`: admin commands on a cloud's data dir and database. They
+//! work while the cloud runs (SQLite allows one writer at a time and both
+//! wait; PostgreSQL serialises the transactions).
 
 use anyhow::Context;
 use socle_control::{hsm, identity};
 use socle_control::startup::open_identity;
 use socle_store::accounts::{self, Quotas};
 
-use crate::DataDirArg;
+use crate::StateArgs;
 
 #[derive(clap::Subcommand)]
 pub enum AccountCommand {
@@ -14,7 +15,7 @@ pub enum AccountCommand {
     Create {
         name: String,
         #[command(flatten)]
-        data_dir: DataDirArg,
+        state: StateArgs,
         /// The endpoint written into the printed credentials.
         #[arg(long, default_value = "http://127.0.0.1:8700/api/v1")]
         endpoint: String,
@@ -24,12 +25,12 @@ pub enum AccountCommand {
     /// List accounts and their quotas.
     List {
         #[command(flatten)]
-        data_dir: DataDirArg,
+        state: StateArgs,
     },
     /// Register a PKCS#11 token (HSM) this cloud may use for customer-held keys.
     RegisterToken {
         #[command(flatten)]
-        data_dir: DataDirArg,
+        state: StateArgs,
         /// The token's label.
         #[arg(long)]
         label: String,
@@ -46,7 +47,7 @@ pub enum AccountCommand {
     BindKey {
         name: String,
         #[command(flatten)]
-        data_dir: DataDirArg,
+        state: StateArgs,
         /// The label of a registered token.
         #[arg(long)]
         token: String,
@@ -58,7 +59,7 @@ pub enum AccountCommand {
     Quota {
         name: String,
         #[command(flatten)]
-        data_dir: DataDirArg,
+        state: StateArgs,
         #[arg(long)]
         max_vms: Option<i64>,
         #[arg(long)]
@@ -80,9 +81,9 @@ fn local_endpoint(data_dir: &std::path::Path) -> Option<String> {
 
 pub fn run(cmd: AccountCommand) -> anyhow::Result<()> {
     match cmd {
-        AccountCommand::Create { name, data_dir, endpoint, region } => {
-            let dir = data_dir.resolve();
-            let (store, secrets) = open_identity(&dir)?;
+        AccountCommand::Create { name, state, endpoint, region } => {
+            let dir = state.dir.resolve();
+            let (store, secrets) = open_identity(&dir, state.database.as_deref())?;
             let creds = store
                 .write_sync(|c| identity::create_account(c, &secrets, &name, Quotas::default()))
                 .with_context(|| format!("cannot create account {name:?}"))?;
@@ -97,8 +98,8 @@ pub fn run(cmd: AccountCommand) -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&out)?);
             Ok(())
         }
-        AccountCommand::RegisterToken { data_dir, label, module, pin_file } => {
-            let dir = data_dir.resolve();
+        AccountCommand::RegisterToken { state, label, module, pin_file } => {
+            let dir = state.dir.resolve();
             let token = hsm::TokenConfig { token_label: label.clone(), module, pin_file };
             // Open it once now: a wrong module, label or PIN fails here, not at first use.
             let mut kms = socle_kms::Kms::new(std::sync::Arc::new(socle_kms::TracingAudit));
@@ -109,18 +110,18 @@ pub fn run(cmd: AccountCommand) -> anyhow::Result<()> {
             println!("token {label:?} registered");
             Ok(())
         }
-        AccountCommand::BindKey { name, data_dir, token, key_label } => {
-            let dir = data_dir.resolve();
-            let (store, _) = open_identity(&dir)?;
+        AccountCommand::BindKey { name, state, token, key_label } => {
+            let dir = state.dir.resolve();
+            let (store, _) = open_identity(&dir, state.database.as_deref())?;
             let keystores = hsm::Keystores::open(&dir)?;
             let kek = socle_kms::KekRef::Pkcs11 { token_label: token, key_label };
             let n = store.write_sync(|c| hsm::bind_account(c, &keystores, &name, &kek, "admin"))?;
             println!("{name} is bound to {kek}; {n} data keys re-wrapped");
             Ok(())
         }
-        AccountCommand::List { data_dir } => {
-            let (store, _) = open_identity(&data_dir.resolve())?;
-            let list = store.write_sync(|c| accounts::list(c))?;
+        AccountCommand::List { state } => {
+            let (store, _) = open_identity(&state.dir.resolve(), state.database.as_deref())?;
+            let list = store.read_sync(|c| accounts::list(c))?;
             let mut table = comfy_table::Table::new();
             table.load_preset(comfy_table::presets::NOTHING).set_header(["NAME", "ACCOUNT ID", "MAX VMS", "MAX VCPUS", "MAX MEMORY GiB", "CREATED"]);
             for a in list {
@@ -136,7 +137,7 @@ pub fn run(cmd: AccountCommand) -> anyhow::Result<()> {
             println!("{table}");
             Ok(())
         }
-        AccountCommand::Quota { name, data_dir, max_vms, max_vcpus, max_memory_gib, max_public_ips } => {
+        AccountCommand::Quota { name, state, max_vms, max_vcpus, max_memory_gib, max_public_ips } => {
             for (flag, v) in [
                 ("--max-vms", max_vms),
                 ("--max-vcpus", max_vcpus),
@@ -147,7 +148,7 @@ pub fn run(cmd: AccountCommand) -> anyhow::Result<()> {
                     anyhow::bail!("{flag} must not be negative");
                 }
             }
-            let (store, _) = open_identity(&data_dir.resolve())?;
+            let (store, _) = open_identity(&state.dir.resolve(), state.database.as_deref())?;
             let account = store.write_sync(|c| {
                 identity::set_quotas(c, &name, |q| {
                     if let Some(v) = max_vms {

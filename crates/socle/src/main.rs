@@ -1,7 +1,8 @@
 //! `socle`: one binary for the whole cloud.
 //!
-//! - `socle up`: an all-in-one cloud on this machine (API, host agent, SQLite).
-//! - `socle account …`: admin commands working on a data dir.
+//! - `socle up`: an all-in-one cloud on this machine (API, host agent, SQLite
+//!   or PostgreSQL).
+//! - `socle account …`: admin commands working on a data dir and its database.
 //! - `socle vm …`, `socle api …`: a client of any Socle (or Outscale) endpoint.
 
 mod client;
@@ -37,6 +38,19 @@ impl DataDirArg {
             home.join(".local/share/socle")
         })
     }
+}
+
+/// Where a cloud keeps its state: its data dir (sealing key, credentials,
+/// disks) and its database — SQLite in the data dir unless `--database` (or
+/// `$SOCLE_DATABASE`) names a PostgreSQL one (`postgres://…`).
+#[derive(clap::Args, Clone)]
+pub struct StateArgs {
+    #[command(flatten)]
+    pub dir: DataDirArg,
+    /// PostgreSQL URL of the cloud's database, e.g. postgres://socle@db1/socle
+    /// (default: SQLite, DATA/socle.db).
+    #[arg(long, env = "SOCLE_DATABASE")]
+    pub database: Option<String>,
 }
 
 #[derive(Subcommand)]

@@ -1,4 +1,5 @@
-//! `socle up`: control plane + host agent + SQLite on this machine.
+//! `socle up`: control plane + host agent + state (SQLite in the data dir, or
+//! a PostgreSQL database) on this machine.
 
 use std::net::SocketAddr;
 use std::time::Duration;
@@ -8,14 +9,14 @@ use socle_agent::AccelChoice;
 use socle_control::startup::{ensure_default_credentials, open_cloud};
 use socle_control::CloudConfig;
 
-use crate::DataDirArg;
+use crate::StateArgs;
 
 pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 
 #[derive(clap::Args)]
 pub struct UpArgs {
     #[command(flatten)]
-    data_dir: DataDirArg,
+    state: StateArgs,
     /// Address the API listens on.
     #[arg(long, default_value = DEFAULT_LISTEN, env = "SOCLE_LISTEN")]
     listen: SocketAddr,
@@ -63,7 +64,7 @@ pub fn run(args: UpArgs) -> anyhow::Result<()> {
 }
 
 async fn serve(args: UpArgs) -> anyhow::Result<()> {
-    let data_dir = args.data_dir.resolve();
+    let data_dir = args.state.dir.resolve();
     // Bind first: a busy port should fail in a second, not after the image build.
     let listener = tokio::net::TcpListener::bind(args.listen)
         .await
@@ -73,6 +74,7 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
     let endpoint = format!("http://{host}:{}/api/v1", addr.port());
 
     let mut config = CloudConfig::new(data_dir.clone(), endpoint.clone());
+    config.database = args.state.database.clone();
     config.region = args.region;
     config.stop_timeout = Duration::from_secs(args.stop_timeout);
     config.terminated_retention = Duration::from_secs(args.terminated_retention);
@@ -91,11 +93,12 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
     let reconciler = tokio::spawn(socle_control::reconciler::run(cloud.clone()));
     let app = socle_api::router(cloud.clone());
     eprintln!(
-        "\nSocle is up: API {endpoint} (accelerator {}, data in {})\n\
+        "\nSocle is up: API {endpoint} (accelerator {}, data in {}, state in {})\n\
          Credentials of the default account: {}\n\
          Try: socle vm create --data-dir {}   or   socle api ReadVms --data-dir {}\n",
         cloud.agent.accel(),
         data_dir.display(),
+        if args.state.database.is_some() { "PostgreSQL" } else { "SQLite" },
         creds_path.display(),
         data_dir.display(),
         data_dir.display(),

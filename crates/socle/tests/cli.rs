@@ -9,7 +9,7 @@ use common::*;
 use serde_json::Value;
 
 fn socle(cloud: &TestCloud, args: &[&str]) -> String {
-    let out = Command::new(socle_bin())
+    let out = cloud.socle()
         .args(args)
         .arg("--data-dir")
         .arg(cloud.data_dir())
@@ -68,6 +68,6 @@ fn vm_commands_drive_a_vm_through_its_life() {
     // Admin commands.
     let accounts = socle(&cloud, &["account", "list"]);
     assert!(accounts.contains("default"), "{accounts}");
-    let out = Command::new(socle_bin()).args(["account", "create", "default", "--data-dir"]).arg(cloud.data_dir()).output().unwrap();
+    let out = cloud.socle().args(["account", "create", "default", "--data-dir"]).arg(cloud.data_dir()).output().unwrap();
     assert!(!out.status.success(), "duplicate account name accepted");
 }

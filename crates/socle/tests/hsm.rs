@@ -43,7 +43,7 @@ fn revoke_customer_key() {
 }
 
 fn socle(cloud: &TestCloud, args: &[&str]) -> String {
-    run(Command::new(socle_bin()).args(args).arg("--data-dir").arg(cloud.data_dir()))
+    run(cloud.socle().args(args).arg("--data-dir").arg(cloud.data_dir()))
 }
 
 fn volume(c: &Creds, id: &str) -> Value {

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 const T: Duration = Duration::from_secs(180);
 
 fn socle(cloud: &TestCloud, args: &[&str]) -> std::process::Output {
-    Command::new(socle_bin()).args(args).arg("--data-dir").arg(cloud.data_dir()).output().unwrap()
+    cloud.socle().args(args).arg("--data-dir").arg(cloud.data_dir()).output().unwrap()
 }
 
 fn image_named(c: &Creds, name: &str) -> Option<Value> {

@@ -117,12 +117,10 @@ fn every_storage_step_survives_a_crash_right_after_host_work() {
     disk[510] = 0x55;
     disk[511] = 0xaa;
     std::fs::write(&raw, &disk).unwrap();
+    let mut import = cloud.socle();
+    import.args(["image", "import", raw.to_str().unwrap(), "--name", "crashy", "--no-wait", "--data-dir"]).arg(&dir);
     cloud.crash_at("snapshot-imported", |_| {
-        let out = std::process::Command::new(socle_bin())
-            .args(["image", "import", raw.to_str().unwrap(), "--name", "crashy", "--no-wait", "--data-dir"])
-            .arg(&dir)
-            .output()
-            .unwrap();
+        let out = import.output().unwrap();
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     });
     poll(&c, "ReadImages", json!({"Filters": {"ImageNames": ["crashy"]}}), "Images", |i| i[0]["State"] == "available");

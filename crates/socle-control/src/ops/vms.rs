@@ -8,7 +8,8 @@ use base64::Engine;
 use sha2::{Digest, Sha256};
 use socle_store::vms::{self as vm_store, ClientTokenRecord, QuotaExceeded, VmRow};
 use socle_store::volumes::{self as volume_store, VolumeRow};
-use socle_store::{accounts, images as image_store, keypairs as keypair_store, now_iso};
+use socle_store::listing::Listing;
+use socle_store::{accounts, images as image_store, keypairs as keypair_store, now_iso, tags as tag_store};
 use socle_types::error::ErrorCode;
 use socle_types::ids::{ImageId, ReservationId, VmId};
 use socle_types::osc::*;
@@ -17,8 +18,10 @@ use socle_types::ApiError;
 
 use super::launch_nics::{create_vm_nics, LaunchNetwork};
 use super::vm_network::{vm_network_view, vm_network_views, VmNetworkView};
-use super::{is_dry_run, resource_tags, tag_pairs, with_tags, write};
-use crate::paging::{created_key, matches, paginate, reject_unsupported_fields, reject_unsupported_filters, tags_match};
+use super::{is_dry_run, resource_tags, write};
+use crate::paging::{
+    created_key, finish_page, matches, page_request, paginate, reject_unsupported_fields, reject_unsupported_filters,
+};
 use crate::{Caller, Cloud};
 
 /// At most this many VMs per CreateVms call.
@@ -284,32 +287,8 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
     })
 }
 
-/// The caller's VMs with their tags.
-type VmWithTags = (VmRow, Vec<ResourceTag>);
-
-/// The caller's VMs with their tags, and what their views need besides.
-struct AccountVms {
-    vms: Vec<VmWithTags>,
-    /// Linked volumes by VM id.
-    volumes: HashMap<String, Vec<VolumeRow>>,
-}
-
-async fn account_vms(cloud: &Arc<Cloud>, caller: &Caller) -> Result<AccountVms, ApiError> {
-    let account = caller.account_id.clone();
-    cloud
-        .store
-        .read(move |conn| {
-            let vms = vm_store::list(conn, &account)?;
-            let mut volumes: HashMap<String, Vec<VolumeRow>> = HashMap::new();
-            for v in volume_store::list(conn, &account)? {
-                if let Some(vm) = &v.vm_id {
-                    volumes.entry(vm.to_string()).or_default().push(v);
-                }
-            }
-            Ok(AccountVms { vms: with_tags(conn, &account, vms, |v| v.vm_id.as_str())?, volumes })
-        })
-        .await
-}
+/// The VM states with each OSC state code (ReadVms' VmStateCodes filter).
+const VM_STATES: [&str; 6] = ["pending", "running", "shutting-down", "terminated", "stopping", "stopped"];
 
 pub async fn read_vms(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVmsRequest) -> Result<ReadVmsResponse, ApiError> {
     reject_unsupported_filters(
@@ -320,37 +299,58 @@ pub async fn read_vms(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVmsRequest) 
         ],
     )?;
     let f = req.filters.unwrap_or_default();
-    let AccountVms { vms, volumes } = account_vms(cloud, caller).await?;
-    let items: Vec<VmWithTags> = vms
-        .into_iter()
-        .filter(|(v, tags)| {
-            matches(&f.vm_ids, v.vm_id.as_str())
-                && matches(&f.vm_state_names, &v.state)
-                && matches(&f.vm_state_codes, &state_code(&v.state))
-                && matches(&f.image_ids, v.image_id.as_str())
-                && matches(&f.subregion_names, &v.subregion)
-                && matches(&f.vm_types, &v.vm_type)
-                && f.keypair_names.as_ref().is_none_or(|k| v.keypair_name.as_ref().is_some_and(|n| k.contains(n)))
-                && matches(&f.reservation_ids, v.reservation_id.as_str())
-                && f.client_tokens.as_ref().is_none_or(|c| v.client_token.as_ref().is_some_and(|t| c.contains(t)))
-                && matches(&f.launch_numbers, &v.launch_number)
-                && matches(&f.architectures, "x86_64")
-                && tags_match(&tag_pairs(tags), &f.tag_keys, &f.tag_values, &f.tags)
-        })
-        .collect();
-    let (page, next) = paginate(items, req.next_page_token.as_deref(), req.results_per_page, |(v, _)| {
-        created_key(&v.created_at, v.vm_id.as_str())
-    })?;
-    // The network of the page's VMs only (a NIC view costs a few queries).
-    let ids: Vec<VmId> = page.iter().map(|(v, _)| v.vm_id.clone()).collect();
+    let (after, per_page) = page_request(req.next_page_token.as_deref(), req.results_per_page)?;
+    // Every filter is a WHERE clause: the cost follows the page, not the account.
+    let mut listing = Listing::new("vms", "vm_id", caller.account_id.as_str());
+    listing
+        .any_of("vm_id", f.vm_ids.as_deref())
+        .any_of("state", f.vm_state_names.as_deref())
+        .any_of("image_id", f.image_ids.as_deref())
+        .any_of("subregion", f.subregion_names.as_deref())
+        .any_of("vm_type", f.vm_types.as_deref())
+        .any_of("keypair_name", f.keypair_names.as_deref())
+        .any_of("reservation_id", f.reservation_ids.as_deref())
+        .any_of("client_token", f.client_tokens.as_deref())
+        .any_of("launch_number", f.launch_numbers.as_deref())
+        .tags(f.tag_keys.as_deref(), f.tag_values.as_deref(), f.tags.as_deref());
+    if let Some(codes) = &f.vm_state_codes {
+        let states: Vec<&str> = VM_STATES.into_iter().filter(|s| codes.contains(&state_code(s))).collect();
+        listing.any_of("state", Some(&states));
+    }
+    if f.architectures.as_ref().is_some_and(|a| !a.iter().any(|a| a == "x86_64")) {
+        listing.condition("1 = 0");
+    }
+    let account = caller.account_id.clone();
     let region = cloud.config.region.clone();
-    let networks = cloud.store.read(move |c| vm_network_views(c, &ids, &region)).await?;
+    let (rows, tags, volumes, networks) = cloud
+        .store
+        .read(move |c| {
+            let rows = vm_store::page(c, &listing, after.as_ref(), per_page + 1)?;
+            let ids: Vec<&str> = rows.iter().take(per_page as usize).map(|v| v.vm_id.as_str()).collect();
+            let tags = tag_store::for_resources(c, &account, &ids)?;
+            let volumes = volume_store::linked_to_any(c, &ids)?;
+            let vm_ids: Vec<VmId> = ids.iter().map(|id| VmId::from_trusted(id.to_string())).collect();
+            let networks = vm_network_views(c, &vm_ids, &region)?;
+            Ok::<_, ApiError>((rows, tags, volumes, networks))
+        })
+        .await?;
+    let (page, next) = finish_page(rows, per_page, |v| created_key(&v.created_at, v.vm_id.as_str()));
+    let mut tags_of: HashMap<String, Vec<ResourceTag>> = HashMap::new();
+    for t in tags {
+        tags_of.entry(t.resource_id).or_default().push(ResourceTag { key: t.key, value: t.value });
+    }
+    let mut volumes_of: HashMap<String, Vec<VolumeRow>> = HashMap::new();
+    for v in volumes {
+        if let Some(vm) = &v.vm_id {
+            volumes_of.entry(vm.to_string()).or_default().push(v);
+        }
+    }
     Ok(ReadVmsResponse {
         vms: Some(
-            page.into_iter()
-                .map(|(v, t)| {
-                    let linked = volumes.get(v.vm_id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-                    vm_view(&v, t, linked, networks.get(&v.vm_id))
+            page.iter()
+                .map(|v| {
+                    let linked = volumes_of.get(v.vm_id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
+                    vm_view(v, tags_of.remove(v.vm_id.as_str()).unwrap_or_default(), linked, networks.get(&v.vm_id))
                 })
                 .collect(),
         ),

@@ -107,11 +107,31 @@ pub fn call(creds: &Creds, operation: &str, body: Value) -> Answer {
 
 /// A running `socle up` on its own data dir. Dropping it kills the server
 /// and every QEMU started under its data dir.
+///
+/// With `SOCLE_TEST_DATABASE=postgres` its state is a fresh database of a
+/// PostgreSQL cluster the test process starts (`--database`), else SQLite
+/// in the data dir.
 pub struct TestCloud {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Child>,
     pub creds: Creds,
+    /// The PostgreSQL URL of its state, if not SQLite.
+    pub database: Option<String>,
+}
+
+/// The database of a new test cloud: None (SQLite) unless
+/// `SOCLE_TEST_DATABASE=postgres` asks for PostgreSQL.
+fn test_database() -> Option<String> {
+    match std::env::var("SOCLE_TEST_DATABASE").as_deref() {
+        Err(_) | Ok("sqlite") => None,
+        Ok("postgres") => {
+            let cluster = socle_store::testing::PgCluster::shared()
+                .unwrap_or_else(|e| panic!("SOCLE_TEST_DATABASE=postgres but no PostgreSQL: {e}"));
+            Some(cluster.new_database().expect("a test database"))
+        }
+        Ok(other) => panic!("SOCLE_TEST_DATABASE must be sqlite or postgres, not {other:?}"),
+    }
 }
 
 fn free_port() -> u16 {
@@ -127,13 +147,24 @@ impl TestCloud {
     pub fn start_with(extra: &[&str]) -> TestCloud {
         let dir = tempfile::Builder::new().prefix("socle-it-").tempdir().unwrap();
         let port = free_port();
-        let mut cloud = TestCloud { dir, port, child: None, creds: Creds { access_key: String::new(), secret_key: String::new(), region: String::new(), endpoint: String::new() } };
+        let creds = Creds { access_key: String::new(), secret_key: String::new(), region: String::new(), endpoint: String::new() };
+        let mut cloud = TestCloud { dir, port, child: None, creds, database: test_database() };
         cloud.launch(extra);
         cloud
     }
 
     pub fn data_dir(&self) -> &Path {
         self.dir.path()
+    }
+
+    /// A `socle` command on this cloud's state (its database, when
+    /// PostgreSQL, through `SOCLE_DATABASE`); the caller adds `--data-dir`.
+    pub fn socle(&self) -> Command {
+        let mut cmd = Command::new(socle_bin());
+        if let Some(db) = &self.database {
+            cmd.env("SOCLE_DATABASE", db);
+        }
+        cmd
     }
 
     /// Unique among the clouds running at once on this host (their ports
@@ -190,7 +221,7 @@ impl TestCloud {
     pub fn launch_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
-        let mut cmd = Command::new(socle_bin());
+        let mut cmd = self.socle();
         cmd.args(["up", "--data-dir"]).arg(self.dir.path())
             .args(["--listen", &format!("127.0.0.1:{}", self.port), "--accel", "tcg", "--stop-timeout", "20"])
             .args(["--net-prefix", &self.net_prefix(), "--uplink-range", &self.uplink_range()])
@@ -288,7 +319,7 @@ impl TestCloud {
     }
 
     pub fn new_account(&self, name: &str) -> Creds {
-        let out = Command::new(socle_bin())
+        let out = self.socle()
             .args(["account", "create", name, "--data-dir"])
             .arg(self.dir.path())
             .output()
@@ -298,7 +329,7 @@ impl TestCloud {
     }
 
     pub fn set_quota(&self, name: &str, args: &[&str]) {
-        let out = Command::new(socle_bin())
+        let out = self.socle()
             .args(["account", "quota", name, "--data-dir"])
             .arg(self.dir.path())
             .args(args)
