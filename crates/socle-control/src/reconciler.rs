@@ -121,6 +121,9 @@ pub async fn run(cloud: Arc<Cloud>) {
             Ok(v) => v,
             Err(e) => {
                 tracing::error!(error = %e, "reconciler cannot read VMs");
+                // The database is down or failing: no point in waking up at
+                // every finished task meanwhile.
+                tokio::time::sleep(STORE_ERROR_BACKOFF).await;
                 continue;
             }
         };
@@ -203,6 +206,9 @@ pub async fn run(cloud: Arc<Cloud>) {
     }
 }
 
+/// How long the reconciler waits after it could not read its work.
+const STORE_ERROR_BACKOFF: Duration = Duration::from_secs(1);
+
 /// Runs `step` for `id` unless a worker for it is already running; on
 /// failure, waits a little before the ID becomes eligible again.
 fn spawn_once<F, Fut>(cloud: &Arc<Cloud>, active: &Arc<Mutex<HashSet<String>>>, id: String, step: F)
@@ -227,25 +233,24 @@ where
 /// One step for one VM: re-reads the row (the wish may have changed since
 /// the pass that spawned us) and acts.
 async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
+    // The VM and its disks from one snapshot: a decision on a VM read
+    // before a change and disks read after it would be on neither state.
     let lookup = id.clone();
-    let Some(vm) = cloud.store.read(move |c| vm_store::get_any(c, &lookup)).await? else {
-        return Ok(());
-    };
+    let (vm, volumes) = cloud
+        .store
+        .read(move |c| -> Result<_, StoreError> {
+            let vm = vm_store::get_any(c, &lookup)?;
+            let volumes = if vm.is_some() { volume_store::linked_to(c, &lookup)? } else { vec![] };
+            Ok((vm, volumes))
+        })
+        .await?;
+    let Some(vm) = vm else { return Ok(()) };
     if vm.state == vm.desired {
         return Ok(());
     }
-    if vm.desired == "running" {
-        // Disks made at launch (root, mappings) must exist before the first boot.
-        let lookup = vm.vm_id.clone();
-        let waiting = cloud
-            .store
-            .read(move |c| volume_store::linked_to(c, &lookup))
-            .await?
-            .iter()
-            .any(|v| v.pending == "create");
-        if waiting {
-            return Ok(());
-        }
+    // Disks made at launch (root, mappings) must exist before the first boot.
+    if vm.desired == "running" && volumes.iter().any(|v| v.pending == "create") {
+        return Ok(());
     }
     let (next, reason) = match vm.desired.as_str() {
         "running" => match start(cloud, &vm).await {
@@ -255,14 +260,17 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
                 // stopped with a reason the user sees; StartVms retries.
                 tracing::error!(vm = %vm.vm_id, error = %e, "VM failed to start");
                 let id = vm.vm_id.clone();
-                cloud
+                let gave_up = cloud
                     .store
-                    .write(move |c| -> Result<(), StoreError> {
-                        vm_store::set_lifecycle(c, &id, "stopping", "stopped", true)?;
-                        Ok(())
-                    })
+                    .write(move |c| vm_store::abandon_wish(c, &id, "running", "stopping", "stopped"))
                     .await?;
+                // Whatever was started of it goes, whatever comes next.
                 cloud.agent.stop_vm(vm.vm_id.as_str(), true, Duration::ZERO).await?;
+                if !gave_up {
+                    // The user asked for something else meanwhile (DeleteVms
+                    // while it started): the next pass does that.
+                    return Ok(());
+                }
                 let reason = match &e {
                     ReconcileError::Key(api) if api.internal.is_none() => format!("Client.KeyUnavailable: {}", api.details),
                     _ => "Server.InternalError: the VM failed to start; the operator log has details".to_string(),

@@ -297,7 +297,9 @@ pub(crate) enum PgOutcome<T> {
     Done(T),
     /// Lost a serialization race: rolled back, may be run again.
     Retry(StoreError),
-    /// Could not begin or end (the session is likely broken).
+    /// Could not begin: nothing ran (the session is likely broken).
+    NotStarted(StoreError),
+    /// Could not end (the session is likely broken).
     Failed(StoreError),
 }
 
@@ -321,7 +323,7 @@ pub(crate) fn pg_transaction<T, E>(
         .start()
     {
         Ok(tx) => tx,
-        Err(e) => return PgOutcome::Failed(e.into()),
+        Err(e) => return PgOutcome::NotStarted(e.into()),
     };
     let conn = Conn {
         inner: Inner::Postgres(RefCell::new(PgTx { tx, statements })),

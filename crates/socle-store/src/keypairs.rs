@@ -49,6 +49,11 @@ pub fn insert(conn: &Conn, k: &KeypairRow) -> Result<()> {
     Ok(())
 }
 
+/// One page of the keypairs `listing` selects (see [`crate::listing`]).
+pub fn page(conn: &Conn, listing: &crate::listing::Listing, after: Option<&crate::listing::After>, limit: i64) -> Result<Vec<KeypairRow>> {
+    listing.page(conn, COLUMNS, after, limit, from_row)
+}
+
 pub fn list(conn: &Conn, account: &AccountId) -> Result<Vec<KeypairRow>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM keypairs WHERE account_id = ?1 ORDER BY created_at, keypair_id"

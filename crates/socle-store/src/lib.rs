@@ -123,7 +123,7 @@ pub type Result<T, E = StoreError> = std::result::Result<T, E>;
 
 /// How many times a write that lost a serialization race is run again
 /// before the error reaches the caller.
-const WRITE_ATTEMPTS: usize = 20;
+const WRITE_ATTEMPTS: usize = 50;
 
 /// The handle on the cloud's state: SQLite (one file, the all-in-one
 /// default) or PostgreSQL (shared by several servers).
@@ -249,7 +249,7 @@ impl Store {
         F: FnOnce(&Conn) -> Result<T, E> + Send + 'static,
     {
         let store = self.clone();
-        blocking(move || store.read_sync(f)).await
+        blocking(move || store.transaction(TxKind::Read, run_once(f))).await
     }
 
     /// Runs `f` in a write transaction and commits it, on a blocking thread.
@@ -263,7 +263,7 @@ impl Store {
         F: FnMut(&Conn) -> Result<T, E> + Send + 'static,
     {
         let store = self.clone();
-        blocking(move || store.write_sync(f)).await
+        blocking(move || store.transaction(TxKind::Write { commit: true }, f)).await
     }
 
     /// [`Store::write`], rolled back instead of committed when `dry_run`:
@@ -281,22 +281,34 @@ impl Store {
     /// [`Store::read`], synchronously (admin CLI, start-up, tests).
     pub fn read_sync<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        E: From<StoreError>,
-        F: FnOnce(&Conn) -> Result<T, E>,
+        T: Send,
+        E: From<StoreError> + Send,
+        F: FnOnce(&Conn) -> Result<T, E> + Send,
     {
-        let mut f = Some(f);
-        self.transaction(TxKind::Read, move |c| (f.take().expect("a read runs once"))(c))
+        self.off_runtime(|| self.transaction(TxKind::Read, run_once(f)))
     }
 
     /// [`Store::write`], synchronously (admin CLI, start-up, tests).
     pub fn write_sync<T, E, F>(&self, f: F) -> Result<T, E>
     where
-        E: From<StoreError>,
-        F: FnMut(&Conn) -> Result<T, E>,
+        T: Send,
+        E: From<StoreError> + Send,
+        F: FnMut(&Conn) -> Result<T, E> + Send,
     {
-        self.transaction(TxKind::Write { commit: true }, f)
+        self.off_runtime(|| self.transaction(TxKind::Write { commit: true }, f))
     }
 
+    /// Runs `g` where blocking is allowed. The PostgreSQL client blocks on
+    /// a runtime of its own, which tokio forbids inside another runtime's
+    /// worker: a synchronous call made from async code (start-up) then runs
+    /// on a thread of its own.
+    fn off_runtime<T: Send>(&self, g: impl FnOnce() -> T + Send) -> T {
+        if matches!(self.backend, Backend::Postgres(_)) && tokio::runtime::Handle::try_current().is_ok() {
+            std::thread::scope(|s| s.spawn(g).join().unwrap_or_else(|panic| std::panic::resume_unwind(panic)))
+        } else {
+            g()
+        }
+    }
     fn transaction<T, E, F>(&self, kind: TxKind, f: F) -> Result<T, E>
     where
         E: From<StoreError>,
@@ -306,6 +318,15 @@ impl Store {
             Backend::Sqlite(file) => file.transaction(kind, f),
             Backend::Postgres(pool) => pool.transaction(kind, f),
         }
+    }
+}
+
+/// A read's body as the FnMut transactions take (a read is never re-run).
+fn run_once<T, E: From<StoreError>>(f: impl FnOnce(&Conn) -> Result<T, E>) -> impl FnMut(&Conn) -> Result<T, E> {
+    let mut f = Some(f);
+    move |c| match f.take() {
+        Some(f) => f(c),
+        None => Err(StoreError::Contention("a read lost a serialization race".into()).into()),
     }
 }
 
@@ -337,6 +358,18 @@ struct PgPool {
 }
 
 const MAX_SESSIONS: usize = 16;
+
+/// Closing a session blocks on the client's own runtime, which tokio
+/// forbids on a runtime thread (the pool is often dropped there, at
+/// shutdown): the idle sessions are closed on a thread of their own.
+impl Drop for PgPool {
+    fn drop(&mut self) {
+        let idle = std::mem::take(self.idle.get_mut().unwrap_or_else(|p| p.into_inner()));
+        if !idle.is_empty() {
+            let _ = std::thread::spawn(move || drop(idle)).join();
+        }
+    }
+}
 
 impl PgPool {
     fn new(url: &str) -> Result<PgPool> {
@@ -391,9 +424,21 @@ impl PgPool {
             });
             match once {
                 db::PgOutcome::Done(out) => break out,
-                db::PgOutcome::Retry(_) if attempt < WRITE_ATTEMPTS => continue,
+                db::PgOutcome::Retry(_) if attempt < WRITE_ATTEMPTS => {
+                    // Back off a little, at random, so the racers spread out.
+                    let ms = rand::random::<u64>() % (attempt as u64 * 4 + 1);
+                    std::thread::sleep(Duration::from_millis(ms));
+                }
                 db::PgOutcome::Retry(e) => break Err(E::from(e)),
-                db::PgOutcome::Failed(e) => break Err(E::from(e)),
+                // An idle session the server closed (it restarted): nothing
+                // ran, so one fresh session may run the transaction.
+                db::PgOutcome::NotStarted(e) if attempt == 1 && (session.client.is_closed() || e.is_unavailable()) => {
+                    match self.config.connect(postgres::NoTls) {
+                        Ok(client) => session = db::PgSession::new(client),
+                        Err(e) => break Err(E::from(StoreError::from(e))),
+                    }
+                }
+                db::PgOutcome::NotStarted(e) | db::PgOutcome::Failed(e) => break Err(E::from(e)),
             }
         };
         self.release(Some(session));
@@ -432,7 +477,7 @@ pub(crate) fn test_store() -> Store {
 
 /// Runs `body` in a write transaction of a fresh store of each engine.
 #[cfg(test)]
-pub(crate) fn on_each_engine(mut body: impl FnMut(&Conn) -> Result<()>) {
+pub(crate) fn on_each_engine(mut body: impl FnMut(&Conn) -> Result<()> + Send) {
     for store in test_stores() {
         let engine = store.engine();
         store.write_sync(&mut body).unwrap_or_else(|e| panic!("on {engine:?}: {e}"));

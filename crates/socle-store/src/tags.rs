@@ -41,7 +41,7 @@ pub fn count_for_resource(conn: &Conn, resource_id: &str) -> Result<i64> {
 /// semantics of DeleteTags).
 pub fn delete(conn: &Conn, account: &AccountId, resource_id: &str, key: &str, value: Option<&str>) -> Result<()> {
     conn.execute(
-        "DELETE FROM tags WHERE account_id = ?1 AND resource_id = ?2 AND key = ?3 AND (?4 IS NULL OR value = ?4)",
+        "DELETE FROM tags WHERE account_id = ?1 AND resource_id = ?2 AND key = ?3 AND (CAST(?4 AS TEXT) IS NULL OR value = ?4)",
         params![account.as_str(), resource_id, key, value],
     )?;
     Ok(())

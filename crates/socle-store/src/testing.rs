@@ -1,7 +1,10 @@
 //! A throwaway PostgreSQL cluster for tests: Debian's server binaries,
 //! a data directory in the temp dir, a Unix socket only (no TCP port to
-//! collide on), fsync off. One cluster serves a whole test process; each
-//! test takes a fresh database of it ([`PgCluster::new_database`]).
+//! collide on), fsync off (a commit reaches the OS, not the disk: it
+//! survives a server crash, not a power cut). One cluster serves a whole test process
+//! ([`PgCluster::shared`]); each test takes a fresh database of it
+//! ([`PgCluster::new_database`]). A test that stops and restarts the server
+//! has a cluster of its own ([`PgCluster::private`]).
 //!
 //! The server dies with the test process (parent-death signal), and the
 //! data directories of dead processes are removed by the next start.
@@ -9,80 +12,115 @@
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 pub struct PgCluster {
     dir: PathBuf,
+    bin: PathBuf,
+    owner: Option<(u32, u32)>,
+    /// The postmaster's pid, 0 while stopped.
+    pid: AtomicI32,
     next_db: AtomicUsize,
 }
 
 const DIR_PREFIX: &str = "socle-pg-";
+static NEXT_CLUSTER: AtomicUsize = AtomicUsize::new(0);
 
 impl PgCluster {
     /// The process's cluster, started on first use. Err says why there is
     /// none (PostgreSQL not installed, failed to start): tests print it.
     pub fn shared() -> Result<&'static PgCluster, String> {
         static CLUSTER: OnceLock<Result<PgCluster, String>> = OnceLock::new();
-        CLUSTER.get_or_init(PgCluster::start).as_ref().map_err(Clone::clone)
+        CLUSTER.get_or_init(PgCluster::private).as_ref().map_err(Clone::clone)
     }
 
-    fn start() -> Result<PgCluster, String> {
+    /// A cluster of the caller's own, stopped and removed when dropped.
+    pub fn private() -> Result<PgCluster, String> {
         let bin = server_bin_dir().ok_or("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)")?;
         remove_stale_dirs();
-        let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}", std::process::id()));
+        let n = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
+        let dir = std::env::temp_dir().join(format!("{DIR_PREFIX}{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         let owner = server_user()?;
         if let Some((uid, gid)) = owner {
             chown(&dir, uid, gid)?;
         }
-        let data = dir.join("data");
         let out = as_owner(Command::new(bin.join("initdb")), owner)
             .args(["--auth=trust", "--no-sync", "--locale=C", "--encoding=UTF8", "--username=postgres", "-D"])
-            .arg(&data)
+            .arg(dir.join("data"))
             .output()
             .map_err(|e| format!("initdb: {e}"))?;
         if !out.status.success() {
             return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
+        let cluster = PgCluster { dir, bin, owner, pid: AtomicI32::new(0), next_db: AtomicUsize::new(0) };
+        cluster.start()?;
+        Ok(cluster)
+    }
+
+    /// Starts the server (again) and waits until it accepts connections.
+    pub fn start(&self) -> Result<(), String> {
         // The server runs as a child of a thread that lives as long as the
         // process, so the parent-death signal fires only when the process
         // ends (it fires when the spawning *thread* exits).
         let (tx, rx) = std::sync::mpsc::channel();
-        let socket_dir = dir.clone();
+        let (bin, dir, owner) = (self.bin.clone(), self.dir.clone(), self.owner);
         std::thread::Builder::new()
             .name("postgres-parent".into())
             .spawn(move || {
                 let mut cmd = Command::new(bin.join("postgres"));
                 cmd.arg("-D")
-                    .arg(&data)
+                    .arg(dir.join("data"))
                     .arg("-k")
-                    .arg(&socket_dir)
-                    .args(["-c", "listen_addresses=", "-c", "fsync=off", "-c", "synchronous_commit=off"])
+                    .arg(&dir)
+                    .args(["-c", "listen_addresses=", "-c", "fsync=off"])
                     .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
                     .stdout(Stdio::null())
-                    .stderr(std::fs::File::create(socket_dir.join("server.log")).map(Stdio::from).unwrap_or(Stdio::null()));
+                    .stderr(
+                        std::fs::OpenOptions::new()
+                            .create(true)
+                            .append(true)
+                            .open(dir.join("server.log"))
+                            .map(Stdio::from)
+                            .unwrap_or(Stdio::null()),
+                    );
                 let spawned = as_owner(cmd, owner).die_with_parent().spawn();
-                let _ = tx.send(spawned.map(|_| ()).map_err(|e| format!("postgres: {e}")));
+                let _ = tx.send(spawned.map(|c| c.id() as i32).map_err(|e| format!("postgres: {e}")));
                 loop {
                     std::thread::park();
                 }
             })
             .map_err(|e| e.to_string())?;
-        rx.recv().map_err(|e| e.to_string())??;
-        let cluster = PgCluster { dir, next_db: AtomicUsize::new(0) };
+        let pid = rx.recv().map_err(|e| e.to_string())??;
+        self.pid.store(pid, Ordering::SeqCst);
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
-            match postgres::Client::connect(&cluster.url("postgres"), postgres::NoTls) {
-                Ok(_) => return Ok(cluster),
+            match postgres::Client::connect(&self.url("postgres"), postgres::NoTls) {
+                Ok(_) => return Ok(()),
                 Err(e) if Instant::now() > deadline => {
-                    let log = std::fs::read_to_string(cluster.dir.join("server.log")).unwrap_or_default();
+                    let log = std::fs::read_to_string(self.dir.join("server.log")).unwrap_or_default();
                     return Err(format!("PostgreSQL did not start: {e}\n{log}"));
                 }
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
+        }
+    }
+
+    /// Stops the server at once, as a crash would (immediate shutdown:
+    /// clients are cut off, the next start replays the WAL).
+    pub fn stop(&self) {
+        let pid = self.pid.swap(0, Ordering::SeqCst);
+        if pid == 0 {
+            return;
+        }
+        // SAFETY: signalling our own child.
+        unsafe {
+            libc::kill(pid, libc::SIGQUIT);
+            let mut status = 0;
+            libc::waitpid(pid, &mut status, 0);
         }
     }
 
@@ -97,6 +135,13 @@ impl PgCluster {
         let mut admin = postgres::Client::connect(&self.url("postgres"), postgres::NoTls).map_err(|e| e.to_string())?;
         admin.batch_execute(&format!("CREATE DATABASE {name}")).map_err(|e| e.to_string())?;
         Ok(self.url(&name))
+    }
+}
+
+impl Drop for PgCluster {
+    fn drop(&mut self) {
+        self.stop();
+        let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
 
@@ -131,11 +176,11 @@ fn chown(path: &Path, uid: u32, gid: u32) -> Result<(), String> {
     std::os::unix::fs::chown(path, Some(uid), Some(gid)).map_err(|e| format!("chown {}: {e}", path.display()))
 }
 
-trait CommandExt2 {
+trait DieWithParent {
     fn die_with_parent(&mut self) -> &mut Self;
 }
 
-impl CommandExt2 for Command {
+impl DieWithParent for Command {
     /// SIGQUIT (PostgreSQL's immediate shutdown) when the parent thread dies.
     fn die_with_parent(&mut self) -> &mut Self {
         // SAFETY: prctl is async-signal-safe. std runs pre_exec hooks after
@@ -164,7 +209,12 @@ fn remove_stale_dirs() {
     let Ok(entries) = std::fs::read_dir(std::env::temp_dir()) else { return };
     for e in entries.filter_map(|e| e.ok()) {
         let name = e.file_name();
-        let Some(pid) = name.to_str().and_then(|n| n.strip_prefix(DIR_PREFIX)).and_then(|p| p.parse::<u32>().ok()) else {
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix(DIR_PREFIX))
+            .and_then(|p| p.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
             continue;
         };
         if !Path::new(&format!("/proc/{pid}")).exists() {

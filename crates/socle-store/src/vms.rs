@@ -202,6 +202,17 @@ pub fn set_lifecycle(conn: &Conn, id: &VmId, state: &str, desired: &str, force_s
     Ok(())
 }
 
+/// Gives up a wish the host could not fulfil (a start that failed: the VM
+/// becomes stopped), provided the wish is still `acted_on`: a newer one
+/// (DeleteVms during the start) is kept. Returns whether it changed.
+pub fn abandon_wish(conn: &Conn, id: &VmId, acted_on: &str, state: &str, desired: &str) -> Result<bool> {
+    let n = conn.execute(
+        "UPDATE vms SET state = ?3, desired = ?4, force_stop = 1 WHERE vm_id = ?1 AND desired = ?2",
+        params![id.as_str(), acted_on, state, desired],
+    )?;
+    Ok(n == 1)
+}
+
 /// Records what the host did, provided the user's wish is still `acted_on`:
 /// if the user changed their mind while the host worked, the state is left
 /// for the next reconciler pass rather than overwritten with a stale result.

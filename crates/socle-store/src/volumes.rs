@@ -209,13 +209,18 @@ pub fn list(conn: &Conn, account: &AccountId) -> Result<Vec<VolumeRow>> {
     Ok(rows)
 }
 
+/// One page of the volumes `listing` selects (see [`crate::listing`]).
+pub fn page(conn: &Conn, listing: &crate::listing::Listing, after: Option<&crate::listing::After>, limit: i64) -> Result<Vec<VolumeRow>> {
+    listing.page(conn, COLUMNS, after, limit, from_row)
+}
+
 /// Volumes with host work owed.
 pub fn list_unsettled(conn: &Conn) -> Result<Vec<VolumeRow>> {
     let mut stmt = conn.prepare(&format!(
         "SELECT {COLUMNS} FROM volumes WHERE (pending != '' OR link_state IN ('attaching', 'detaching'))
            -- a root disk is made when its VM is first asked to run
            -- (IS, not =: a NULL device or VM must not turn the test into NULL)
-           AND NOT (pending IS 'create' AND device_name IS '/dev/sda1'
+           AND NOT (pending IS NOT DISTINCT FROM 'create' AND device_name IS NOT DISTINCT FROM '/dev/sda1'
                     AND EXISTS (SELECT 1 FROM vms WHERE vms.vm_id IS NOT DISTINCT FROM volumes.vm_id AND desired != 'running'))
          ORDER BY created_at, volume_id"
     ))?;

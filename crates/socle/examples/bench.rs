@@ -4,7 +4,8 @@
 //! 1. the time from the CreateVms call to the guest's `socle-guest: ready`
 //!    console line, next to the very same QEMU command line started by hand
 //!    (the orchestration overhead as a ratio);
-//! 2. ReadVms latency with 1,000 VMs recorded in one account;
+//! 2. ReadVms latency with 10,000 VMs recorded in one account, with the
+//!    cloud's state in SQLite and in PostgreSQL (`bench/read.rs`);
 //! 3. guest I/O on an encrypted (qcow2+LUKS) vs a plain qcow2 disk, in a VM
 //!    started by hand from the agent's command line (`bench/io.rs`);
 //! 4. CreateSnapshot and CreateVolume-from-snapshot time vs volume size,
@@ -22,6 +23,8 @@ mod hand;
 mod io;
 #[path = "bench/network.rs"]
 mod network;
+#[path = "bench/read.rs"]
+mod read;
 #[path = "bench/snapshots.rs"]
 mod snapshots;
 
@@ -35,7 +38,6 @@ use hand::HandVm;
 use serde_json::json;
 
 const BOOT_RUNS: usize = 5;
-const READ_RUNS: usize = 30;
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(|a, b| a.partial_cmp(b).unwrap());
@@ -149,36 +151,14 @@ fn main() {
     // 5. Networking (needs root: namespaces, taps, nftables).
     let net = want("network").then(|| network::run(&cloud, &image));
 
-    // 2. ReadVms with 1,000 VMs recorded (created stopped: records, not
-    // guests), each with its NIC in one subnet.
-    // Last: the other sections run on an account-free, quiet control plane.
-    let mut page_default = vec![];
-    let mut page_all = vec![];
-    let mut by_id = vec![];
+    // 2. ReadVms with 10,000 VMs recorded, on each engine. Last: the other
+    // sections run on an account-free, quiet control plane.
+    let mut reads = vec![];
     if want("read") {
-        let b = cloud.new_account("bench");
-        cloud.set_quota("bench", &["--max-vms", "2000", "--max-vcpus", "4000", "--max-memory-gib", "8000"]);
-        // In a subnet: VMs of the public cloud would each take a public IP
-        // of the (small) test pool at launch.
-        let net = call(&b, "CreateNet", json!({"IpRange": "10.0.0.0/16"})).ok()["Net"]["NetId"].clone();
-        let subnet = call(&b, "CreateSubnet", json!({"NetId": net, "IpRange": "10.0.0.0/21"})).ok()["Subnet"]["SubnetId"].clone();
-        for _ in 0..10 {
-            call(&b, "CreateVms", json!({"ImageId": image, "VmType": SMALL, "SubnetId": subnet, "MinVmsCount": 100, "MaxVmsCount": 100, "BootOnCreation": false})).ok();
-        }
-        let some_id = call(&b, "ReadVms", json!({"ResultsPerPage": 1})).ok()["Vms"][0]["VmId"].as_str().unwrap().to_string();
-        for _ in 0..READ_RUNS {
-            let t = Instant::now();
-            let out = call(&b, "ReadVms", json!({})).ok();
-            page_default.push(ms(t.elapsed()));
-            assert_eq!(out["Vms"].as_array().unwrap().len(), 100);
-            let t = Instant::now();
-            let out = call(&b, "ReadVms", json!({"ResultsPerPage": 1000})).ok();
-            page_all.push(ms(t.elapsed()));
-            assert_eq!(out["Vms"].as_array().unwrap().len(), 1000);
-            let t = Instant::now();
-            call(&b, "ReadVms", json!({"Filters": {"VmIds": [some_id]}})).ok();
-            by_id.push(ms(t.elapsed()));
-        }
+        reads.push(read::run(&cloud, &image, "SQLite"));
+        let cluster = socle_store::testing::PgCluster::shared().unwrap_or_else(|e| panic!("the read section needs PostgreSQL: {e}"));
+        let pg = TestCloud::start_on(Some(cluster.new_database().unwrap()), &[]);
+        reads.push(read::run(&pg, &pg.tiny_image(), "PostgreSQL"));
     }
     let load_after = loadavg();
     let total = started.elapsed();
@@ -225,13 +205,8 @@ fn main() {
         writeln!(md, "| same QEMU command line by hand | {h:.0} ms | {} |", list(&hand, 0)).unwrap();
         writeln!(md, "\nOrchestration overhead: **×{:.2}** ({:+.0} ms). Of the hand path, making the empty encrypted root disk with qemu-img took {:.0} ms (median; runs {} ms): QEMU's PBKDF calibration, see the snapshot section.\n", a / h, a - h, median(root_creates.clone()), list(&root_creates, 0)).unwrap();
     }
-    if !page_all.is_empty() {
-        writeln!(md, "## ReadVms latency, 1,000 VMs recorded in one account\n").unwrap();
-        writeln!(md, "{READ_RUNS} calls each, signed requests over loopback from one client, server built in release mode. The VMs are stopped records, each with its NIC in one subnet (ReadVms shows their network too).\n").unwrap();
-        writeln!(md, "| request | median |\n|---|---|").unwrap();
-        writeln!(md, "| `ReadVms {{}}` (first page, 100 VMs) | {:.1} ms |", median(page_default)).unwrap();
-        writeln!(md, "| `ReadVms {{\"ResultsPerPage\": 1000}}` (all 1,000 VMs) | {:.1} ms |", median(page_all)).unwrap();
-        writeln!(md, "| `ReadVms {{\"Filters\": {{\"VmIds\": [one]}}}}` | {:.1} ms |\n", median(by_id)).unwrap();
+    if !reads.is_empty() {
+        read::write(&mut md, &reads);
     }
     if let Some(r) = &io {
         write_io(&mut md, r, accel);

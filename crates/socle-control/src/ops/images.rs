@@ -73,7 +73,7 @@ pub async fn read_images(cloud: &Arc<Cloud>, caller: &Caller, req: ReadImagesReq
     let account = caller.account_id.clone();
     let rows = cloud
         .store
-        .write(move |conn| {
+        .read(move |conn| {
             let rows = image_store::list_visible(conn, &account)?;
             with_tags(conn, &account, rows, |r| r.image_id.as_str())?
                 .into_iter()

@@ -7,14 +7,15 @@ use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use md5::{Digest, Md5};
 use socle_store::keypairs::{self as keypair_store, KeypairRow};
+use socle_store::listing::Listing;
 use socle_store::{now_iso, tags as tag_store};
 use socle_types::error::ErrorCode;
 use socle_types::ids::KeypairId;
 use socle_types::osc::*;
 use socle_types::ApiError;
 
-use super::{is_dry_run, tag_pairs, with_tags, write};
-use crate::paging::{created_key, matches, paginate, reject_unsupported_filters, tags_match};
+use super::{is_dry_run, page_with_tags, write};
+use crate::paging::{page_request, reject_unsupported_filters};
 use crate::{Caller, Cloud};
 
 fn validate_name(name: &str) -> Result<(), ApiError> {
@@ -123,29 +124,18 @@ pub async fn read_keypairs(
         &["KeypairFingerprints", "KeypairIds", "KeypairNames", "KeypairTypes", "TagKeys", "TagValues", "Tags"],
     )?;
     let f = req.filters.unwrap_or_default();
-    let account = caller.account_id.clone();
-    let rows = cloud
-        .store
-        .read(move |conn| {
-            let rows = keypair_store::list(conn, &account)?;
-            with_tags(conn, &account, rows, |r| r.keypair_id.as_str())
-        })
-        .await?;
-    let items: Vec<(KeypairRow, Vec<ResourceTag>)> = rows
-        .into_iter()
-        .filter(|(r, tags)| {
-            matches(&f.keypair_fingerprints, &r.fingerprint)
-                && matches(&f.keypair_ids, r.keypair_id.as_str())
-                && matches(&f.keypair_names, &r.name)
-                && matches(&f.keypair_types, &r.key_type)
-                && tags_match(&tag_pairs(tags), &f.tag_keys, &f.tag_values, &f.tags)
-        })
-        .collect();
-    let (page, next) = paginate(items, req.next_page_token.as_deref(), req.results_per_page, |(r, _)| {
-        created_key(&r.created_at, r.keypair_id.as_str())
-    })?;
+    let mut listing = Listing::new("keypairs", "keypair_id", caller.account_id.as_str());
+    listing
+        .any_of("fingerprint", f.keypair_fingerprints.as_deref())
+        .any_of("keypair_id", f.keypair_ids.as_deref())
+        .any_of("name", f.keypair_names.as_deref())
+        .any_of("key_type", f.keypair_types.as_deref())
+        .tags(f.tag_keys.as_deref(), f.tag_values.as_deref(), f.tags.as_deref());
+    let page = page_request(req.next_page_token.as_deref(), req.results_per_page)?;
+    let (rows, next) =
+        page_with_tags(cloud, &caller.account_id, listing, keypair_store::page, page, |r| (r.keypair_id.as_str(), &r.created_at)).await?;
     Ok(ReadKeypairsResponse {
-        keypairs: Some(page.into_iter().map(|(r, t)| keypair_view(&r, t)).collect()),
+        keypairs: Some(rows.into_iter().map(|(r, t)| keypair_view(&r, t)).collect()),
         next_page_token: next,
         ..Default::default()
     })

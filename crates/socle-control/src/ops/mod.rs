@@ -35,11 +35,13 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use socle_store::tags as tag_store;
+use socle_store::listing::{After, Listing};
 use socle_store::Conn;
 use socle_types::ids::AccountId;
 use socle_types::osc::ResourceTag;
 use socle_types::ApiError;
 
+use crate::paging::{created_key, finish_page};
 use crate::Cloud;
 
 pub(crate) fn is_dry_run(flag: Option<bool>) -> bool {
@@ -80,6 +82,15 @@ where
     Ok(out)
 }
 
+/// The caller's tags on `ids` (the resources of one page), by resource.
+pub(crate) fn tags_by_resource(conn: &Conn, account: &AccountId, ids: &[&str]) -> Result<HashMap<String, Vec<ResourceTag>>, ApiError> {
+    let mut by_resource: HashMap<String, Vec<ResourceTag>> = HashMap::new();
+    for t in tag_store::for_resources(conn, account, ids)? {
+        by_resource.entry(t.resource_id).or_default().push(ResourceTag { key: t.key, value: t.value });
+    }
+    Ok(by_resource)
+}
+
 /// Pairs each row with the caller's tags on it (one query for all tags).
 pub(crate) fn with_tags<R>(
     conn: &Conn,
@@ -110,6 +121,41 @@ pub(crate) async fn list_with_tags<R: Send + 'static>(
 ) -> Result<Vec<(R, Vec<ResourceTag>)>, ApiError> {
     let account = account.clone();
     cloud.store.read(move |c| with_tags(c, &account, list(c, &account)?, id)).await
+}
+
+/// The rows of a Read* page that `listing` selects, each with the caller's
+/// tags, and the next page's token: `page` reads one page of a table
+/// (see [`socle_store::listing`]), `id` and `created_at` give a row's keys.
+pub(crate) async fn page_with_tags<R: Send + 'static>(
+    cloud: &Arc<Cloud>,
+    account: &AccountId,
+    listing: Listing,
+    page: fn(&Conn, &Listing, Option<&After>, i64) -> socle_store::Result<Vec<R>>,
+    (after, per_page): (Option<After>, i64),
+    keys: fn(&R) -> (&str, &str),
+) -> Result<(Vec<(R, Vec<ResourceTag>)>, Option<String>), ApiError> {
+    let account = account.clone();
+    let (rows, mut tags) = cloud
+        .store
+        .read(move |c| {
+            let rows = page(c, &listing, after.as_ref(), per_page + 1)?;
+            let ids: Vec<&str> = rows.iter().take(per_page as usize).map(|r| keys(r).0).collect();
+            let tags = tags_by_resource(c, &account, &ids)?;
+            Ok::<_, ApiError>((rows, tags))
+        })
+        .await?;
+    let (rows, next) = finish_page(rows, per_page, |r| {
+        let (id, created_at) = keys(r);
+        created_key(created_at, id)
+    });
+    let rows = rows
+        .into_iter()
+        .map(|r| {
+            let t = tags.remove(keys(&r).0).unwrap_or_default();
+            (r, t)
+        })
+        .collect();
+    Ok((rows, next))
 }
 
 /// Tags as (key, value) pairs for filter matching.

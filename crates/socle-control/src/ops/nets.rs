@@ -88,7 +88,7 @@ pub async fn read_nets(cloud: &Arc<Cloud>, caller: &Caller, req: ReadNetsRequest
     let account = caller.account_id.clone();
     let rows = cloud
         .store
-        .write(move |c| {
+        .read(move |c| {
             let rows = net_store::list_nets(c, &account)?;
             with_tags(c, &account, rows, |n| n.net_id.as_str())
         })

@@ -311,7 +311,7 @@ pub async fn read_nics(cloud: &Arc<Cloud>, caller: &Caller, req: ReadNicsRequest
     let region = cloud.config.region.clone();
     let views = cloud
         .store
-        .write(move |c| -> Result<Vec<(Nic, String)>, ApiError> {
+        .read(move |c| -> Result<Vec<(Nic, String)>, ApiError> {
             let mut out = vec![];
             for row in nic_store::list(c, &account)? {
                 let tags = resource_tags(c, row.nic_id.as_str())?;

@@ -192,7 +192,7 @@ pub async fn read_route_tables(cloud: &Arc<Cloud>, caller: &Caller, req: ReadRou
     let account = caller.account_id.clone();
     let items: Vec<(RouteTableRow, RouteTable)> = cloud
         .store
-        .write(move |c| {
+        .read(move |c| {
             let ranges: HashMap<NetId, String> =
                 net_store::list_nets(c, &account)?.into_iter().map(|n| (n.net_id, n.ip_range)).collect();
             let links = rt_store::links_of_account(c, &account)?;

@@ -111,7 +111,7 @@ pub async fn read_snapshots(cloud: &Arc<Cloud>, caller: &Caller, req: ReadSnapsh
     let account = caller.account_id.clone();
     let rows = cloud
         .store
-        .write(move |conn| {
+        .read(move |conn| {
             let rows = snapshot_store::list_visible(conn, &account)?;
             let rows = with_tags(conn, &account, rows, |s| s.snapshot_id.as_str())?;
             rows.into_iter()

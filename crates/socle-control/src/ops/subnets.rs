@@ -101,7 +101,7 @@ pub async fn read_subnets(cloud: &Arc<Cloud>, caller: &Caller, req: ReadSubnetsR
     let account = caller.account_id.clone();
     let rows = cloud
         .store
-        .write(move |c| {
+        .read(move |c| {
             let rows = net_store::list_subnets(c, &account)?;
             with_tags(c, &account, rows, |s| s.subnet_id.as_str())
         })

@@ -9,7 +9,7 @@ use sha2::{Digest, Sha256};
 use socle_store::vms::{self as vm_store, ClientTokenRecord, QuotaExceeded, VmRow};
 use socle_store::volumes::{self as volume_store, VolumeRow};
 use socle_store::listing::Listing;
-use socle_store::{accounts, images as image_store, keypairs as keypair_store, now_iso, tags as tag_store};
+use socle_store::{accounts, images as image_store, keypairs as keypair_store, now_iso};
 use socle_types::error::ErrorCode;
 use socle_types::ids::{ImageId, ReservationId, VmId};
 use socle_types::osc::*;
@@ -18,10 +18,8 @@ use socle_types::ApiError;
 
 use super::launch_nics::{create_vm_nics, LaunchNetwork};
 use super::vm_network::{vm_network_view, vm_network_views, VmNetworkView};
-use super::{is_dry_run, resource_tags, write};
-use crate::paging::{
-    created_key, finish_page, matches, page_request, paginate, reject_unsupported_fields, reject_unsupported_filters,
-};
+use super::{is_dry_run, resource_tags, tags_by_resource, write};
+use crate::paging::{created_key, finish_page, page_request, reject_unsupported_fields, reject_unsupported_filters};
 use crate::{Caller, Cloud};
 
 /// At most this many VMs per CreateVms call.
@@ -327,7 +325,7 @@ pub async fn read_vms(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVmsRequest) 
         .read(move |c| {
             let rows = vm_store::page(c, &listing, after.as_ref(), per_page + 1)?;
             let ids: Vec<&str> = rows.iter().take(per_page as usize).map(|v| v.vm_id.as_str()).collect();
-            let tags = tag_store::for_resources(c, &account, &ids)?;
+            let tags = tags_by_resource(c, &account, &ids)?;
             let volumes = volume_store::linked_to_any(c, &ids)?;
             let vm_ids: Vec<VmId> = ids.iter().map(|id| VmId::from_trusted(id.to_string())).collect();
             let networks = vm_network_views(c, &vm_ids, &region)?;
@@ -335,10 +333,7 @@ pub async fn read_vms(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVmsRequest) 
         })
         .await?;
     let (page, next) = finish_page(rows, per_page, |v| created_key(&v.created_at, v.vm_id.as_str()));
-    let mut tags_of: HashMap<String, Vec<ResourceTag>> = HashMap::new();
-    for t in tags {
-        tags_of.entry(t.resource_id).or_default().push(ResourceTag { key: t.key, value: t.value });
-    }
+    let mut tags_of = tags;
     let mut volumes_of: HashMap<String, Vec<VolumeRow>> = HashMap::new();
     for v in volumes {
         if let Some(vm) = &v.vm_id {
@@ -366,21 +361,17 @@ pub async fn read_vms_state(
 ) -> Result<ReadVmsStateResponse, ApiError> {
     reject_unsupported_filters(&req.filters, &["VmIds", "VmStates", "SubregionNames"])?;
     let f = req.filters.unwrap_or_default();
-    let all = req.all_vms == Some(true);
-    let account = caller.account_id.clone();
-    let rows = cloud.store.read(move |conn| vm_store::list(conn, &account).map_err(ApiError::from)).await?;
-    let items: Vec<VmRow> = rows
-        .into_iter()
-        .filter(|v| {
-            (all || v.state == "running")
-                && matches(&f.vm_ids, v.vm_id.as_str())
-                && matches(&f.vm_states, &v.state)
-                && matches(&f.subregion_names, &v.subregion)
-        })
-        .collect();
-    let (page, next) = paginate(items, req.next_page_token.as_deref(), req.results_per_page, |v| {
-        created_key(&v.created_at, v.vm_id.as_str())
-    })?;
+    let (after, per_page) = page_request(req.next_page_token.as_deref(), req.results_per_page)?;
+    let mut listing = Listing::new("vms", "vm_id", caller.account_id.as_str());
+    listing
+        .any_of("vm_id", f.vm_ids.as_deref())
+        .any_of("state", f.vm_states.as_deref())
+        .any_of("subregion", f.subregion_names.as_deref());
+    if req.all_vms != Some(true) {
+        listing.any_of("state", Some(&["running"]));
+    }
+    let rows = cloud.store.read(move |c| vm_store::page(c, &listing, after.as_ref(), per_page + 1)).await?;
+    let (page, next) = finish_page(rows, per_page, |v| created_key(&v.created_at, v.vm_id.as_str()));
     Ok(ReadVmsStateResponse {
         vm_states: Some(
             page.into_iter()
@@ -478,7 +469,7 @@ pub async fn update_vm(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVmRequest
     let (id, region) = (row.vm_id.clone(), cloud.config.region.clone());
     let (tags, volumes, network) = cloud
         .store
-        .write(move |conn| {
+        .read(move |conn| {
             let network = vm_network_view(conn, &id, &region)?;
             Ok::<_, ApiError>((resource_tags(conn, id.as_str())?, volume_store::linked_to(conn, &id)?, network))
         })

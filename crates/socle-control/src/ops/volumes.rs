@@ -6,6 +6,7 @@
 
 use std::sync::Arc;
 
+use socle_store::listing::Listing;
 use socle_store::volumes::{self as volume_store, VolumeRow};
 use socle_store::{now_iso, snapshots as snapshot_store, vms as vm_store, Conn};
 use socle_types::error::ErrorCode;
@@ -14,8 +15,8 @@ use socle_types::osc::*;
 use socle_types::ApiError;
 
 use super::vms::vm_not_found;
-use super::{is_dry_run, tag_pairs, with_tags, write};
-use crate::paging::{created_key, matches, paginate, reject_unsupported_filters, tags_match};
+use super::{is_dry_run, page_with_tags, write};
+use crate::paging::{page_request, reject_unsupported_filters};
 use crate::{custody, Caller, Cloud};
 
 /// Volume sizes Outscale accepts, in GiB.
@@ -217,39 +218,28 @@ pub async fn read_volumes(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVolumesR
         ],
     )?;
     let f = req.filters.unwrap_or_default();
-    let account = caller.account_id.clone();
-    let rows = cloud
-        .store
-        .read(move |conn| {
-            let rows = volume_store::list(conn, &account)?;
-            with_tags(conn, &account, rows, |v| v.volume_id.as_str())
-        })
-        .await?;
-    let opt_match = |list: &Option<Vec<String>>, v: &Option<String>| {
-        list.as_ref().is_none_or(|l| v.as_ref().is_some_and(|v| l.contains(v)))
-    };
-    let items: Vec<_> = rows
-        .into_iter()
-        .filter(|(v, tags)| {
-            matches(&f.volume_ids, v.volume_id.as_str())
-                && matches(&f.volume_states, &v.state)
-                && matches(&f.volume_types, &v.volume_type)
-                && matches(&f.volume_sizes, &v.size_gib)
-                && matches(&f.subregion_names, &v.subregion)
-                && opt_match(&f.snapshot_ids, &v.snapshot_id)
-                && opt_match(&f.client_tokens, &v.client_token)
-                && opt_match(&f.link_volume_vm_ids, &v.vm_id.as_ref().map(|i| i.to_string()))
-                && opt_match(&f.link_volume_device_names, &v.device_name)
-                && opt_match(&f.link_volume_link_states, &v.link_state)
-                && f.link_volume_delete_on_vm_deletion.is_none_or(|d| v.vm_id.is_some() && d == v.delete_on_vm_deletion)
-                && tags_match(&tag_pairs(tags), &f.tag_keys, &f.tag_values, &f.tags)
-        })
-        .collect();
-    let (page, next) = paginate(items, req.next_page_token.as_deref(), req.results_per_page, |(v, _)| {
-        created_key(&v.created_at, v.volume_id.as_str())
-    })?;
+    let mut listing = Listing::new("volumes", "volume_id", caller.account_id.as_str());
+    listing
+        .any_of("volume_id", f.volume_ids.as_deref())
+        .any_of("state", f.volume_states.as_deref())
+        .any_of("volume_type", f.volume_types.as_deref())
+        .any_of("size_gib", f.volume_sizes.as_deref())
+        .any_of("subregion", f.subregion_names.as_deref())
+        .any_of("snapshot_id", f.snapshot_ids.as_deref())
+        .any_of("client_token", f.client_tokens.as_deref())
+        .any_of("vm_id", f.link_volume_vm_ids.as_deref())
+        .any_of("device_name", f.link_volume_device_names.as_deref())
+        .any_of("link_state", f.link_volume_link_states.as_deref())
+        .tags(f.tag_keys.as_deref(), f.tag_values.as_deref(), f.tags.as_deref());
+    if let Some(d) = f.link_volume_delete_on_vm_deletion {
+        // A filter on a link's property excludes the volumes without a link.
+        listing.condition("vm_id IS NOT NULL").any_of("delete_on_vm_deletion", Some(&[d]));
+    }
+    let page = page_request(req.next_page_token.as_deref(), req.results_per_page)?;
+    let (rows, next) =
+        page_with_tags(cloud, &caller.account_id, listing, volume_store::page, page, |v| (v.volume_id.as_str(), &v.created_at)).await?;
     Ok(ReadVolumesResponse {
-        volumes: Some(page.into_iter().map(|(v, t)| volume_view(&v, t)).collect()),
+        volumes: Some(rows.into_iter().map(|(v, t)| volume_view(&v, t)).collect()),
         next_page_token: next,
         ..Default::default()
     })

@@ -145,10 +145,15 @@ impl TestCloud {
 
     /// A cloud started with extra `socle up` options.
     pub fn start_with(extra: &[&str]) -> TestCloud {
+        Self::start_on(test_database(), extra)
+    }
+
+    /// A cloud whose state is `database` (PostgreSQL URL; None: SQLite).
+    pub fn start_on(database: Option<String>, extra: &[&str]) -> TestCloud {
         let dir = tempfile::Builder::new().prefix("socle-it-").tempdir().unwrap();
         let port = free_port();
         let creds = Creds { access_key: String::new(), secret_key: String::new(), region: String::new(), endpoint: String::new() };
-        let mut cloud = TestCloud { dir, port, child: None, creds, database: test_database() };
+        let mut cloud = TestCloud { dir, port, child: None, creds, database };
         cloud.launch(extra);
         cloud
     }
