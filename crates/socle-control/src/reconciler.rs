@@ -415,9 +415,42 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
         }
         None => cloud.agent.define_vm(&spec).await?,
     }
+    let vm_id = vm.vm_id.clone();
+    let keys = sync_volumes(cloud, &vm_id).await?;
+    let hold = match &cloud.network {
+        Some(net) => Some(net.hold_passes().await),
+        None => None,
+    };
+    let networks = prepare_nics(cloud, &vm_id).await?;
+    match cloud.agent.start_vm_with(vm_id.as_str(), &keys).await {
+        Ok(()) => {}
+        // A volume link settled on the host after the devices were read
+        // (LinkVolume while the VM starts): read them again, once.
+        Err(socle_agent::AgentError::MissingVolumeKey { volume_id, .. }) => {
+            tracing::info!(vm = %vm_id, volume = %volume_id, "a volume was linked while the VM started; reading its volumes again");
+            let keys = sync_volumes(cloud, &vm_id).await?;
+            cloud.agent.start_vm_with(vm_id.as_str(), &keys).await?;
+        }
+        Err(e) => return Err(e.into()),
+    }
+    // Wire the taps QEMU just opened now rather than at the next pass: the
+    // guest asks for its address within seconds.
+    if let Some(hold) = hold {
+        if let Err(e) = hold.wire(cloud, &networks).await {
+            tracing::error!(vm = %vm_id, error = %e, "network pass after start failed; will retry");
+        }
+    }
+    Ok(())
+}
+
+/// Brings the host's list of the VM's linked volumes in line with the
+/// database and returns their keys (unwrapped for QEMU), by volume ID.
+async fn sync_volumes(
+    cloud: &Arc<Cloud>,
+    vm_id: &VmId,
+) -> Result<std::collections::HashMap<String, socle_agent::VolumeKey>, ReconcileError> {
     // Bring the host's list of linked volumes in line with the database,
     // and unwrap their keys for QEMU.
-    let vm_id = vm.vm_id.clone();
     let (cloud2, lookup) = (cloud.clone(), vm_id.clone());
     let linked = cloud
         .store
@@ -449,20 +482,7 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
             cloud.agent.unlink_volume(vm_id.as_str(), &on_host.volume_id).await?;
         }
     }
-    let hold = match &cloud.network {
-        Some(net) => Some(net.hold_passes().await),
-        None => None,
-    };
-    let networks = prepare_nics(cloud, &vm_id).await?;
-    cloud.agent.start_vm_with(vm_id.as_str(), &keys).await?;
-    // Wire the taps QEMU just opened now rather than at the next pass: the
-    // guest asks for its address within seconds.
-    if let Some(hold) = hold {
-        if let Err(e) = hold.wire(cloud, &networks).await {
-            tracing::error!(vm = %vm_id, error = %e, "network pass after start failed; will retry");
-        }
-    }
-    Ok(())
+    Ok(keys)
 }
 
 /// A running VM whose guest powered itself off becomes stopped.
