@@ -54,14 +54,6 @@ pub fn page(conn: &Conn, listing: &crate::listing::Listing, after: Option<&crate
     listing.page(conn, COLUMNS, after, limit, from_row)
 }
 
-pub fn list(conn: &Conn, account: &AccountId) -> Result<Vec<KeypairRow>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM keypairs WHERE account_id = ?1 ORDER BY created_at, keypair_id"
-    ))?;
-    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<crate::Result<Vec<_>>>()?;
-    Ok(rows)
-}
-
 pub fn get_by_name(conn: &Conn, account: &AccountId, name: &str) -> Result<Option<KeypairRow>> {
     Ok(conn
         .query_row(

@@ -223,16 +223,6 @@ impl Store {
         Ok(store)
     }
 
-    /// [`Store::connect`] for a `postgres://` or `postgresql://` URL,
-    /// [`Store::open`] for a path.
-    pub fn open_location(location: &str) -> Result<Store> {
-        if is_postgres_url(location) {
-            Store::connect(location)
-        } else {
-            Store::open(Path::new(location))
-        }
-    }
-
     pub fn engine(&self) -> Engine {
         match self.backend {
             Backend::Sqlite(_) => Engine::Sqlite,
@@ -262,8 +252,7 @@ impl Store {
         E: From<StoreError> + Send + 'static,
         F: FnMut(&Conn) -> Result<T, E> + Send + 'static,
     {
-        let store = self.clone();
-        blocking(move || store.transaction(TxKind::Write { commit: true }, f)).await
+        self.write_or_dry_run(false, f).await
     }
 
     /// [`Store::write`], rolled back instead of committed when `dry_run`:
@@ -328,11 +317,6 @@ fn run_once<T, E: From<StoreError>>(f: impl FnOnce(&Conn) -> Result<T, E>) -> im
         Some(f) => f(c),
         None => Err(StoreError::Contention("a read lost a serialization race".into()).into()),
     }
-}
-
-/// True for a PostgreSQL connection URL.
-pub fn is_postgres_url(location: &str) -> bool {
-    location.starts_with("postgres://") || location.starts_with("postgresql://")
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
