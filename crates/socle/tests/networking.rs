@@ -221,7 +221,7 @@ fn spoofer_script(server: &str) -> String {
         r#"#!/bin/sh
 while [ ! -s /run/socle/ip-eth0 ]; do sleep 1; done
 ip=$(cat /run/socle/ip-eth0); mac=$(cat /sys/class/net/eth0/address)
-get() {{ printf 'GET / HTTP/1.0\r\n\r\n' | nc -w 2 {server} 8080 2>/dev/null | tail -n 1; }}
+get() {{ printf 'GET / HTTP/1.0\r\n\r\n' | timeout 5 nc -w 2 {server} 8080 2>/dev/null | tail -n 1; }}
 probe() {{ body=$(get); if [ -n "$body" ]; then echo "spoof $1 open $body"; else echo "spoof $1 closed"; fi; }}
 until [ -n "$(get)" ]; do sleep 1; done
 kill $(cat /run/socle/udhcpc-eth0.pid)

@@ -29,7 +29,8 @@ pub fn server_script(body: &str, ports: &[u16]) -> String {
 }
 
 /// A guest that probes `ip` on each port (HTTP through nc, 2 s connect
-/// timeout) and with ping every second, printing a line whenever the
+/// timeout; busybox's nc has no read timeout, so `timeout 5` ends a probe
+/// whose server vanished mid-connection) and with ping every second, printing a line whenever the
 /// outcome changes: "probe PORT open BODY" / "probe PORT closed",
 /// "probe ping ok|blocked". BODY is the last line the server sent.
 pub fn prober_script(ip: &str, ports: &[u16]) -> String {
@@ -38,7 +39,7 @@ pub fn prober_script(ip: &str, ports: &[u16]) -> String {
     s.push_str("while :; do\n");
     for p in ports {
         s.push_str(&format!(
-            "  body=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | nc -w 2 {ip} {p} 2>/dev/null | tail -n 1)\n  if [ -n \"$body\" ]; then report {p} \"open $body\"; else report {p} closed; fi\n"
+            "  body=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc -w 2 {ip} {p} 2>/dev/null | tail -n 1)\n  if [ -n \"$body\" ]; then report {p} \"open $body\"; else report {p} closed; fi\n"
         ));
     }
     s.push_str(&format!("  if ping -c 1 -W 2 {ip} >/dev/null 2>&1; then report ping ok; else report ping blocked; fi\n"));
