@@ -116,7 +116,7 @@ pub enum AgentError {
     #[error("image file {} refused: {reason}", path.display())]
     ImportRefused {
         path: PathBuf,
-        reason: crate::import::ImportRefusal,
+        reason: socle_agent_api::ImportRefusal,
     },
 
     #[error("VM {vm_id}: volume {volume_id}: {detail}")]

@@ -23,6 +23,7 @@ use tokio::process::Command;
 
 use crate::cpio::CpioWriter;
 use crate::error::AgentError;
+use socle_agent_api::ImageFiles;
 use crate::util::{fnv1a64, run};
 
 /// Bump when the build procedure changes in a way the hash below cannot see.
@@ -100,61 +101,6 @@ const MODULES: &[(&str, bool)] = &[
     ("qemu_fw_cfg", false), // /sys/firmware/qemu_fw_cfg: vm-id and user-data
     ("virtio_net", true),   // NICs
 ];
-
-/// What a VM boots from: a base disk, and optionally a kernel (+ initramfs)
-/// that QEMU loads directly.
-///
-/// * Direct kernel boot (`kernel` is `Some`): QEMU gets `-kernel`, `-initrd`
-///   and `-append`; the disk is only a disk.
-/// * Full-disk boot (`kernel` is `None`): the firmware (SeaBIOS) boots the
-///   root disk's own boot loader, as a cloud image does; the kernel command
-///   line is the one in the disk's boot loader configuration
-///   (`VmSpec::kernel_cmdline` does not apply).
-///
-/// Old `spec.json` files, written when both fields were mandatory, read as
-/// direct kernel boot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ImageFiles {
-    /// bzImage passed to `-kernel`; `None`: boot the root disk through the BIOS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel: Option<PathBuf>,
-    /// initramfs passed to `-initrd` (only with a kernel).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initrd: Option<PathBuf>,
-    /// Base disk (qcow2 or raw); each VM's root disk is an overlay backed by
-    /// it, or a root volume copied from it. For full-disk boot it holds the
-    /// partition table, boot loader, kernel and initramfs.
-    pub disk: PathBuf,
-}
-
-impl ImageFiles {
-    /// Direct kernel boot.
-    pub fn direct_kernel(
-        kernel: impl Into<PathBuf>,
-        initrd: Option<PathBuf>,
-        disk: impl Into<PathBuf>,
-    ) -> ImageFiles {
-        ImageFiles {
-            kernel: Some(kernel.into()),
-            initrd,
-            disk: disk.into(),
-        }
-    }
-
-    /// Full-disk boot: the BIOS boots `disk`'s boot loader.
-    pub fn full_disk(disk: impl Into<PathBuf>) -> ImageFiles {
-        ImageFiles {
-            kernel: None,
-            initrd: None,
-            disk: disk.into(),
-        }
-    }
-
-    /// True when the firmware boots the root disk (no `-kernel`).
-    pub fn boots_from_disk(&self) -> bool {
-        self.kernel.is_none()
-    }
-}
 
 /// The files of one socle-tiny build (both boot modes share the kernel and
 /// initramfs).

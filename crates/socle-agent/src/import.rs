@@ -29,15 +29,13 @@ use std::io::Read;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::error::AgentError;
-use crate::secret::VolumeKey;
+use socle_agent_api::{BlockJobProgress, ImportRefusal, SnapshotInfo, UploadFormat, UploadInfo, VolumeKey};
 use crate::util::{remove_file_quiet, run};
 use crate::volume::{
-    gib, plain_source, sync_dir_of, sync_path, validate_snapshot_id, BlockJobProgress,
-    SnapshotInfo, MAX_VOLUME_GIB,
+    gib, plain_source, sync_dir_of, sync_path, validate_snapshot_id, MAX_VOLUME_GIB,
 };
 use crate::Agent;
 
@@ -48,73 +46,6 @@ const QCOW2_MAGIC: &[u8; 4] = b"QFI\xfb";
 /// qcow2 v3 incompatible feature bits.
 const QCOW2_INCOMPAT_CORRUPT: u64 = 1 << 1;
 const QCOW2_INCOMPAT_DATA_FILE: u64 = 1 << 2;
-
-/// The two accepted upload formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum UploadFormat {
-    Raw,
-    Qcow2,
-}
-
-impl UploadFormat {
-    /// The qemu driver name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            UploadFormat::Raw => "raw",
-            UploadFormat::Qcow2 => "qcow2",
-        }
-    }
-}
-
-impl std::fmt::Display for UploadFormat {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
-
-/// What [`Agent::inspect_upload`] found out about an acceptable upload.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct UploadInfo {
-    pub format: UploadFormat,
-    /// Size of the disk the image describes (what a guest would see).
-    pub virtual_size_bytes: u64,
-    /// Size of the uploaded file itself.
-    pub file_size_bytes: u64,
-}
-
-/// Why an uploaded file is refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum ImportRefusal {
-    #[error("the file is empty")]
-    Empty,
-    #[error("not a regular file")]
-    NotAFile,
-    /// Neither qcow2 nor any known image format, and not a raw disk either.
-    #[error("not a disk image: {0}")]
-    NotADiskImage(String),
-    /// A known image format other than raw and qcow2 (vmdk, vdi, vhd, …).
-    #[error("format {0} is not accepted (only raw and qcow2 images can be imported; convert it first, e.g. `qemu-img convert -O qcow2`)")]
-    UnsupportedFormat(String),
-    #[error("the qcow2 image has a backing file ({0:?}); only standalone images can be imported (flatten it with `qemu-img convert`)")]
-    BackingFile(String),
-    #[error("the qcow2 image stores its data in an external data file{}; only standalone images can be imported", if .0.is_empty() { String::new() } else { format!(" ({:?})", .0) })]
-    ExternalDataFile(String),
-    #[error("the image is encrypted; import a plain image (it is encrypted on import)")]
-    Encrypted,
-    #[error("virtual size {virtual_size_bytes} bytes is above the {max_bytes}-byte limit")]
-    TooBig {
-        virtual_size_bytes: u64,
-        max_bytes: u64,
-    },
-    #[error("the image is damaged: {0}")]
-    Corrupt(String),
-    #[error("it was declared {declared} but is {found}")]
-    FormatMismatch {
-        declared: UploadFormat,
-        found: UploadFormat,
-    },
-}
 
 fn refused(path: &Path, reason: ImportRefusal) -> AgentError {
     AgentError::ImportRefused {

@@ -25,6 +25,7 @@
 mod accel;
 mod cpio;
 mod error;
+mod host;
 mod image;
 mod import;
 mod nic;
@@ -43,14 +44,14 @@ use tokio::process::Command;
 
 pub use accel::{Accel, AccelChoice};
 pub use error::AgentError;
-pub use image::ImageFiles;
-pub use nic::VmNic;
-pub use import::{ImportRefusal, UploadFormat, UploadInfo, MAX_IMPORT_BYTES};
-pub use secret::{VolumeKey, VOLUME_KEY_LEN};
-pub use volume::{
-    BlockJobProgress, IoLimits, LinkedVolume, RootDisk, SnapshotInfo, VolumeAttachment, VolumeInfo,
-    VolumeSource, MAX_SNAPSHOT_ID_LEN, MAX_VOLUME_GIB, MAX_VOLUME_ID_LEN, UNLINK_TIMEOUT,
+pub use import::MAX_IMPORT_BYTES;
+// The protocol's values, under the names the agent has always used.
+pub use socle_agent_api::{
+    BlockJobProgress, ImageFiles, ImportRefusal, IoLimits, LinkedVolume, RootDisk, SnapshotInfo,
+    UploadFormat, UploadInfo, VmNic, VmRuntime, VmSpec, VolumeAttachment, VolumeInfo, VolumeKey,
+    VolumeSource, VOLUME_KEY_LEN,
 };
+pub use volume::{MAX_SNAPSHOT_ID_LEN, MAX_VOLUME_GIB, MAX_VOLUME_ID_LEN, UNLINK_TIMEOUT};
 
 use qmp::Qmp;
 use secret::SecretFds;
@@ -58,6 +59,7 @@ use util::{
     pid_alive, proc_cmdline, qemu_opt, read_optional, remove_file_quiet, run, send_signal,
     wait_pid_exit, write_atomic,
 };
+use nic::VmNicExt;
 use volume::VolumeLink;
 
 /// Printed by the socle-tiny guest on its serial console once userspace is up.
@@ -120,33 +122,6 @@ impl AgentConfig {
             None => PathBuf::from("/var/cache/socle/images"),
         }
     }
-}
-
-/// What to run.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VmSpec {
-    /// e.g. "i-0a1b2c3d"; 1-64 characters from [A-Za-z0-9._-].
-    pub vm_id: String,
-    pub vcpus: u32,
-    pub memory_mib: u64,
-    pub image: ImageFiles,
-    /// Handed to the guest through fw_cfg as `opt/socle/user-data`.
-    pub user_data: Option<Vec<u8>>,
-    /// Extra kernel arguments (default "quiet no_timer_check"); `console=ttyS0` is always first.
-    /// Direct kernel boot only: a full-disk image (`image.kernel` None) boots
-    /// with the command line of its own boot loader configuration.
-    pub kernel_cmdline: Option<String>,
-}
-
-/// Run state of a VM's QEMU process.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum VmRuntime {
-    Running,
-    /// QEMU alive, vCPUs stopped (paused, migrating, prelaunch, error states).
-    Paused,
-    /// QEMU alive but the guest powered off (QEMU exits right after, normally).
-    Shutdown,
-    NotRunning,
 }
 
 /// What spec.json holds (user data lives next to it in `user-data`).

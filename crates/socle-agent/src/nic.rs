@@ -8,24 +8,23 @@
 
 use std::time::{Duration, Instant};
 
-use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::{Agent, AgentError};
+use socle_agent_api::VmNic;
 
 /// How long an unlink waits for the guest to release the device.
 const UNLINK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// One port of a VM.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct VmNic {
-    /// The tap's name (at most 15 bytes, `[A-Za-z0-9_.-]`).
-    pub ifname: String,
-    /// The guest's MAC, `aa:bb:cc:dd:ee:ff`.
-    pub mac: String,
+/// How the agent wires a [`VmNic`] into QEMU.
+pub(crate) trait VmNicExt {
+    fn validate(&self) -> Result<(), AgentError>;
+    fn netdev_id(&self) -> String;
+    fn device_id(&self) -> String;
+    fn qemu_args(&self) -> Vec<String>;
 }
 
-impl VmNic {
+impl VmNicExt for VmNic {
     fn validate(&self) -> Result<(), AgentError> {
         let name_ok = (1..=15).contains(&self.ifname.len())
             && self.ifname.bytes().all(|b| b.is_ascii_alphanumeric() || b"_.-".contains(&b));
@@ -50,7 +49,7 @@ impl VmNic {
     /// QEMU command-line arguments for a NIC present at start. No option
     /// ROM (`romfile=`): guests never boot from the network, and the ROM
     /// file may not be installed.
-    pub(crate) fn qemu_args(&self) -> Vec<String> {
+    fn qemu_args(&self) -> Vec<String> {
         vec![
             "-netdev".into(),
             format!("tap,id={},ifname={},script=no,downscript=no", self.netdev_id(), self.ifname),

@@ -33,101 +33,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use tokio::process::Command;
 
 use crate::error::AgentError;
-
-/// Length of a [`VolumeKey`] in bytes.
-pub const VOLUME_KEY_LEN: usize = 32;
-
-/// The 256-bit key of one volume or snapshot. Its `Debug` output is redacted
-/// and its bytes are overwritten when it is dropped.
-#[derive(Clone)]
-pub struct VolumeKey([u8; VOLUME_KEY_LEN]);
-
-impl VolumeKey {
-    pub fn from_bytes(bytes: [u8; VOLUME_KEY_LEN]) -> VolumeKey {
-        VolumeKey(bytes)
-    }
-
-    /// A key from exactly 32 bytes.
-    pub fn from_slice(bytes: &[u8]) -> Result<VolumeKey, AgentError> {
-        let arr: [u8; VOLUME_KEY_LEN] = bytes.try_into().map_err(|_| {
-            AgentError::InvalidArgument(format!(
-                "a volume key is {VOLUME_KEY_LEN} bytes, not {}",
-                bytes.len()
-            ))
-        })?;
-        Ok(VolumeKey(arr))
-    }
-
-    /// 32 bytes from the kernel's CSPRNG (getrandom(2)). For tests and tools;
-    /// the control plane's keys come from its KMS.
-    pub fn generate() -> Result<VolumeKey, AgentError> {
-        let mut buf = [0u8; VOLUME_KEY_LEN];
-        let mut filled = 0;
-        while filled < buf.len() {
-            // SAFETY: the pointer and length describe the unfilled tail of `buf`.
-            let n = unsafe {
-                libc::getrandom(buf[filled..].as_mut_ptr().cast(), buf.len() - filled, 0)
-            };
-            if n < 0 {
-                let e = std::io::Error::last_os_error();
-                if e.kind() == std::io::ErrorKind::Interrupted {
-                    continue;
-                }
-                return Err(AgentError::io("getrandom failed", "/dev/urandom", e));
-            }
-            filled += n as usize;
-        }
-        Ok(VolumeKey(buf))
-    }
-
-    pub fn as_bytes(&self) -> &[u8; VOLUME_KEY_LEN] {
-        &self.0
-    }
-
-    /// The LUKS passphrase the volume is encrypted under: standard padded
-    /// base64 of the key bytes. Only for recovery tools and tests that open a
-    /// volume with qemu-img/qemu-io themselves; never log it.
-    pub fn luks_passphrase(&self) -> String {
-        base64(&self.0)
-    }
-}
-
-impl std::fmt::Debug for VolumeKey {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("VolumeKey(<redacted>)")
-    }
-}
-
-impl Drop for VolumeKey {
-    fn drop(&mut self) {
-        for b in self.0.iter_mut() {
-            // SAFETY: a valid, aligned &mut u8; volatile so it is not elided.
-            unsafe { std::ptr::write_volatile(b, 0) };
-        }
-    }
-}
-
-/// Standard base64 with padding (RFC 4648 §4).
-pub(crate) fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let b = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
-        for i in 0..4 {
-            if i <= chunk.len() {
-                out.push(ALPHABET[((n >> (18 - 6 * i)) & 63) as usize] as char);
-            } else {
-                out.push('=');
-            }
-        }
-    }
-    out
-}
+use socle_agent_api::VolumeKey;
 
 /// Passphrases handed to one child process through inherited memfds.
 /// Dropping it empties and closes the memfds.
@@ -203,29 +109,6 @@ impl Drop for SecretFds {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn base64_vectors() {
-        assert_eq!(base64(b""), "");
-        assert_eq!(base64(b"f"), "Zg==");
-        assert_eq!(base64(b"fo"), "Zm8=");
-        assert_eq!(base64(b"foo"), "Zm9v");
-        assert_eq!(base64(b"foob"), "Zm9vYg==");
-        assert_eq!(base64(b"fooba"), "Zm9vYmE=");
-        assert_eq!(base64(b"foobar"), "Zm9vYmFy");
-        assert_eq!(base64(&[0xff; 32]).len(), 44);
-    }
-
-    #[test]
-    fn keys() {
-        let a = VolumeKey::generate().unwrap();
-        let b = VolumeKey::generate().unwrap();
-        assert_ne!(a.as_bytes(), b.as_bytes());
-        assert_eq!(format!("{a:?}"), "VolumeKey(<redacted>)");
-        assert!(VolumeKey::from_slice(&[1; 31]).is_err());
-        let c = VolumeKey::from_slice(&[0x41; 32]).unwrap();
-        assert_eq!(c.luks_passphrase(), base64(&[0x41; 32]));
-    }
 
     #[test]
     fn memfd_secret_is_readable_then_emptied() {

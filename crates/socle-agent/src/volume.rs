@@ -37,9 +37,10 @@ use tokio::process::Command;
 
 use crate::error::{tail_text, AgentError, WRONG_KEY_TEXT};
 use crate::qmp::Qmp;
-use crate::secret::{SecretFds, VolumeKey};
+use crate::secret::SecretFds;
 use crate::util::{qemu_opt, remove_file_quiet, render, run};
 use crate::{Agent, StoredSpec};
+use socle_agent_api::{BlockJobProgress, IoLimits, LinkedVolume, SnapshotInfo, VolumeAttachment, VolumeInfo, VolumeKey, VolumeSource};
 
 /// Longest volume id: the id is the disk's virtio-blk serial, which holds 20 bytes.
 pub const MAX_VOLUME_ID_LEN: usize = 20;
@@ -62,75 +63,15 @@ const FIRST_VOLUME_SLOT: u8 = 5;
 /// Poll period of block jobs and of device removal.
 const POLL: Duration = Duration::from_millis(200);
 
-/// Where a new volume's data comes from.
-#[derive(Debug, Clone)]
-pub enum VolumeSource {
-    /// A full copy of a snapshot of this host, opened with the snapshot's own key.
-    Snapshot { snapshot_id: String, key: VolumeKey },
-    /// A full copy of an image's base disk (qcow2 or raw, no backing file), e.g.
-    /// `ImageFiles::disk`, to make a root volume.
-    Image { disk: PathBuf },
+/// How the agent applies [`IoLimits`]: checked against QEMU's rules, and
+/// as QEMU's `ThrottleLimits`.
+pub(crate) trait IoLimitsExt {
+    fn validate(&self) -> Result<(), AgentError>;
+    fn to_qemu(self) -> Value;
 }
 
-/// What a VM boots from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum RootDisk {
-    /// A qcow2 overlay on the image's base disk, inside the VM directory
-    /// (deleted with the VM). The historic behaviour of `define_vm`.
-    Overlay,
-    /// An existing volume of this host (encrypted; its key is given to
-    /// `start_vm_with`). It survives the VM.
-    Volume(String),
-}
-
-/// I/O limits of one linked volume (QEMU throttle group). 0 = unlimited.
-/// `*_total` cannot be combined with the `*_read`/`*_write` of the same kind.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(default)]
-pub struct IoLimits {
-    pub iops_total: u64,
-    pub iops_read: u64,
-    pub iops_write: u64,
-    pub bps_total: u64,
-    pub bps_read: u64,
-    pub bps_write: u64,
-    /// Requests larger than this many bytes count as several I/O operations
-    /// (e.g. 262144 counts a 1 MiB request as 4); 0 = every request counts once.
-    pub iops_size: u64,
-}
-
-impl IoLimits {
-    /// No limit at all.
-    pub fn unlimited() -> IoLimits {
-        IoLimits::default()
-    }
-
-    /// Only a total IOPS cap (io1/gp2-style provisioned IOPS).
-    pub fn iops(iops_total: u64) -> IoLimits {
-        IoLimits {
-            iops_total,
-            ..IoLimits::default()
-        }
-    }
-
-    pub(crate) fn is_default(&self) -> bool {
-        *self == IoLimits::default()
-    }
-
-    pub fn is_unlimited(&self) -> bool {
-        [
-            self.iops_total,
-            self.iops_read,
-            self.iops_write,
-            self.bps_total,
-            self.bps_read,
-            self.bps_write,
-        ]
-        .iter()
-        .all(|v| *v == 0)
-    }
-
-    pub(crate) fn validate(&self) -> Result<(), AgentError> {
+impl IoLimitsExt for IoLimits {
+    fn validate(&self) -> Result<(), AgentError> {
         const MAX: u64 = 1_000_000_000_000_000; // QEMU's THROTTLE_VALUE_MAX
         if (self.iops_total != 0 && (self.iops_read != 0 || self.iops_write != 0))
             || (self.bps_total != 0 && (self.bps_read != 0 || self.bps_write != 0))
@@ -168,65 +109,6 @@ impl IoLimits {
             "bps-write": self.bps_write,
             "iops-size": self.iops_size,
         })
-    }
-}
-
-/// A volume of this host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeInfo {
-    pub volume_id: String,
-    pub path: PathBuf,
-    /// Size seen by the guest.
-    pub size_bytes: u64,
-    /// Bytes the file uses on the host (thin provisioning).
-    pub allocated_bytes: u64,
-    pub encrypted: bool,
-    /// The VM using it, if any.
-    pub attachment: Option<VolumeAttachment>,
-}
-
-/// How a volume is used by a VM.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct VolumeAttachment {
-    pub vm_id: String,
-    /// `None` for the VM's root disk, else the device name given to `link_volume`.
-    pub device_name: Option<String>,
-    pub limits: IoLimits,
-}
-
-/// A data volume linked to a VM (see `Agent::vm_volumes`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct LinkedVolume {
-    pub volume_id: String,
-    pub device_name: String,
-    pub limits: IoLimits,
-}
-
-/// A snapshot of this host.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct SnapshotInfo {
-    pub snapshot_id: String,
-    pub path: PathBuf,
-    /// Size of the volume it was taken from.
-    pub size_bytes: u64,
-    pub allocated_bytes: u64,
-}
-
-/// Progress of a snapshot copy.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct BlockJobProgress {
-    pub done: u64,
-    pub total: u64,
-}
-
-impl BlockJobProgress {
-    /// 0-100.
-    pub fn percent(&self) -> f64 {
-        if self.total == 0 {
-            0.0
-        } else {
-            self.done as f64 * 100.0 / self.total as f64
-        }
     }
 }
 

@@ -22,7 +22,7 @@ mod storage_reconciler;
 
 use std::sync::Arc;
 
-use socle_agent::Agent;
+use socle_agent_api::Host;
 use socle_store::Store;
 use socle_types::ids::AccountId;
 use socle_types::ApiError;
@@ -50,7 +50,8 @@ pub struct Cloud {
     pub config: CloudConfig,
     pub store: Store,
     pub secrets: secrets::SecretBox,
-    pub agent: Agent,
+    /// The host agent, through the agent protocol.
+    pub agent: Arc<dyn Host>,
     /// Key custody: the software keystore and the registered HSM tokens.
     pub keystores: hsm::Keystores,
     /// Wakes the reconciler after an operation changed what users want.
@@ -68,7 +69,7 @@ impl Cloud {
         config: CloudConfig,
         store: Store,
         secrets: secrets::SecretBox,
-        agent: Agent,
+        agent: Arc<dyn Host>,
         keystores: hsm::Keystores,
         network: Option<network::Network>,
     ) -> Arc<Cloud> {
@@ -105,6 +106,19 @@ impl Cloud {
     pub(crate) fn network_changed(&self) {
         self.network_dirty.store(true, std::sync::atomic::Ordering::SeqCst);
         self.wake.notify_one();
+    }
+}
+
+/// The API's answer when a host agent failed an operation's request: the
+/// host not answering is retryable (503, code 6); anything else is the
+/// operator's to read in the log.
+pub(crate) fn host_api_error(what: &str, e: socle_agent_api::HostError) -> ApiError {
+    match e.kind {
+        socle_agent_api::HostErrorKind::Unreachable => {
+            tracing::warn!(error = %e, "{what}: host agent unreachable");
+            ApiError::new(socle_types::ErrorCode::Unavailable, "the host of this resource does not answer at the moment; retry later")
+        }
+        _ => ApiError::internal(format!("{what}: {e}")),
     }
 }
 

@@ -14,7 +14,7 @@
 
 use std::sync::Arc;
 
-use socle_agent::{AgentError, VmNic, VmRuntime};
+use socle_agent_api::{HostError, HostErrorKind, VmNic, VmRuntime};
 use socle_store::nics::{self as nic_store, NicRow};
 use socle_types::ids::{NicId, VmId};
 
@@ -45,19 +45,19 @@ async fn attach(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), Recon
         return Ok(());
     };
     let hold = net.hold_passes().await;
-    let running = match cloud.agent.vm_runtime(vm.as_str()).await {
+    let running = match cloud.agent.vm_runtime(vm.to_string()).await {
         Ok(r) => matches!(r, VmRuntime::Running | VmRuntime::Paused),
-        Err(AgentError::VmNotFound(_)) => false,
+        Err(HostError { kind: HostErrorKind::VmNotFound { .. }, .. }) => false,
         Err(e) => return Err(e.into()),
     };
     if running {
         // After a crash the NIC may be plugged already: its tap is then
         // QEMU's, and preparing it again would re-create it under QEMU.
         let tap = net.tap_of(nic);
-        if !cloud.agent.nic_plugged(vm.as_str(), &tap).await? {
+        if !cloud.agent.nic_plugged(vm.to_string(), tap.clone()).await? {
             net.prepare_tap(nic).await?;
         }
-        cloud.agent.link_nic(vm.as_str(), &VmNic { ifname: tap, mac: nic.mac.clone() }).await?;
+        cloud.agent.link_nic(vm.to_string(), VmNic { ifname: tap, mac: nic.mac.clone() }).await?;
         faults::point("nic-hot-plugged");
     }
     if settle(cloud, nic, "attaching", |n| n.state = "in-use".into()).await? {
@@ -104,7 +104,7 @@ async fn detach(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), Recon
 async fn unplug(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), ReconcileError> {
     let Some(net) = &cloud.network else { return Ok(()) };
     let tap = net.tap_of(nic);
-    cloud.agent.unlink_nic(vm.as_str(), &tap).await?;
+    cloud.agent.unlink_nic(vm.to_string(), tap.clone()).await?;
     net.remove_tap(tap).await?;
     Ok(())
 }

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use socle_agent::{ImageFiles, RootDisk, VmRuntime, VmSpec};
+use socle_agent_api::{HostError, HostErrorKind, ImageFiles, RootDisk, VmNic, VmRuntime, VmSpec, VolumeKey};
 use socle_store::nics as nic_store;
 use socle_store::vms::{self as vm_store, VmRow};
 use socle_store::{format_iso, images as image_store, now_iso, snapshots as snapshot_store, volumes as volume_store, StoreError};
@@ -38,7 +38,7 @@ pub enum ReconcileError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("host agent: {0}")]
-    Agent(#[from] socle_agent::AgentError),
+    Agent(#[from] HostError),
     #[error("VM {0} refers to image {1}, which is gone")]
     MissingImage(String, String),
     #[error("{0}")]
@@ -57,7 +57,7 @@ pub async fn recover(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
     for vm in &live {
         known.insert(vm.vm_id.to_string());
         if vm.state == "running" && vm.desired == "running" {
-            match cloud.agent.vm_runtime(vm.vm_id.as_str()).await? {
+            match cloud.agent.vm_runtime(vm.vm_id.to_string()).await? {
                 VmRuntime::Running | VmRuntime::Paused => {
                     tracing::info!(vm = %vm.vm_id, "re-attached to running VM");
                 }
@@ -85,20 +85,20 @@ pub async fn recover(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
     for id in cloud.agent.list_volumes().await? {
         if !volume_ids.contains(&id) {
             tracing::warn!(volume = %id, "removing a volume file with no volume in the database");
-            cloud.agent.delete_volume(&id).await?;
+            cloud.agent.delete_volume(id.clone()).await?;
         }
     }
     for id in cloud.agent.list_snapshots().await? {
         if !snapshot_ids.contains(&id) {
             tracing::warn!(snapshot = %id, "removing a snapshot file with no snapshot in the database");
-            cloud.agent.delete_snapshot(&id).await?;
+            cloud.agent.delete_snapshot(id.clone()).await?;
         }
     }
     crate::image_import::remove_stale_uploads(cloud).await.map_err(ReconcileError::Key)?;
     for dir in cloud.agent.list_vms().await? {
         if !known.contains(&dir) {
             tracing::warn!(vm = %dir, "removing a VM left on the host with no live VM in the database");
-            cloud.agent.destroy_vm(&dir).await?;
+            cloud.agent.destroy_vm(dir.clone()).await?;
         }
     }
     Ok(())
@@ -255,6 +255,9 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
     let (next, reason) = match vm.desired.as_str() {
         "running" => match start(cloud, &vm).await {
             Ok(()) => ("running", String::new()),
+            // The host did not answer: nothing says the VM cannot start;
+            // the next pass tries again.
+            Err(ReconcileError::Agent(e)) if e.kind == HostErrorKind::Unreachable => return Err(ReconcileError::Agent(e)),
             Err(e) => {
                 // Do not retry a VM that cannot start in a loop: it ends
                 // stopped with a reason the user sees; StartVms retries.
@@ -265,7 +268,7 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
                     .write(move |c| vm_store::abandon_wish(c, &id, "running", "stopping", "stopped"))
                     .await?;
                 // Whatever was started of it goes, whatever comes next.
-                cloud.agent.stop_vm(vm.vm_id.as_str(), true, Duration::ZERO).await?;
+                cloud.agent.stop_vm(vm.vm_id.to_string(), true, 0).await?;
                 if !gave_up {
                     // The user asked for something else meanwhile (DeleteVms
                     // while it started): the next pass does that.
@@ -279,11 +282,11 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
             }
         },
         "stopped" => {
-            cloud.agent.stop_vm(vm.vm_id.as_str(), vm.force_stop, cloud.config.stop_timeout).await?;
+            cloud.agent.stop_vm(vm.vm_id.to_string(), vm.force_stop, cloud.config.stop_timeout.as_secs()).await?;
             ("stopped", if vm.force_stop { "User initiated (forced)" } else { "User initiated" }.to_string())
         }
         "terminated" => {
-            cloud.agent.destroy_vm(vm.vm_id.as_str()).await?;
+            cloud.agent.destroy_vm(vm.vm_id.to_string()).await?;
             release_volumes(cloud, &vm.vm_id).await?;
             release_nics(cloud, &vm.vm_id).await?;
             ("terminated", "User initiated".to_string())
@@ -366,15 +369,15 @@ async fn prepare_nics(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<Vec<String>, R
     let mut wanted = vec![];
     for nic in &nics {
         let ifname = net.prepare_tap(nic).await?;
-        wanted.push(socle_agent::VmNic { ifname, mac: nic.mac.clone() });
+        wanted.push(VmNic { ifname, mac: nic.mac.clone() });
     }
-    for on_host in cloud.agent.vm_nics(vm_id.as_str()).await? {
+    for on_host in cloud.agent.vm_nics(vm_id.to_string()).await? {
         if !wanted.contains(&on_host) {
-            cloud.agent.unlink_nic(vm_id.as_str(), &on_host.ifname).await?;
+            cloud.agent.unlink_nic(vm_id.to_string(), on_host.ifname.clone()).await?;
         }
     }
     for nic in &wanted {
-        cloud.agent.link_nic(vm_id.as_str(), nic).await?;
+        cloud.agent.link_nic(vm_id.to_string(), nic.clone()).await?;
     }
     Ok(nics.iter().map(network::compile::net_key).collect())
 }
@@ -389,7 +392,7 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
             disk: image.disk_path.into(),
         },
         // The image was deleted since: the VM keeps booting what it booted.
-        None => match cloud.agent.vm_spec(vm.vm_id.as_str()).await {
+        None => match cloud.agent.vm_spec(vm.vm_id.to_string()).await {
             Ok(spec) => spec.image,
             Err(_) => return Err(ReconcileError::MissingImage(vm.vm_id.to_string(), vm.image_id.to_string())),
         },
@@ -409,11 +412,11 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
     };
     match &root {
         Some(r) => {
-            cloud.agent.define_vm_with_root(&spec, &RootDisk::Volume(r.volume_id.to_string())).await?;
+            cloud.agent.define_vm(spec, RootDisk::Volume(r.volume_id.to_string())).await?;
             let limits = storage_reconciler::limits_for(&r.volume_type, r.size_gib, r.iops);
-            cloud.agent.set_volume_limits(r.volume_id.as_str(), limits).await?;
+            cloud.agent.set_volume_limits(r.volume_id.to_string(), limits).await?;
         }
-        None => cloud.agent.define_vm(&spec).await?,
+        None => cloud.agent.define_vm(spec, RootDisk::Overlay).await?,
     }
     let vm_id = vm.vm_id.clone();
     let keys = sync_volumes(cloud, &vm_id).await?;
@@ -422,14 +425,14 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
         None => None,
     };
     let networks = prepare_nics(cloud, &vm_id).await?;
-    match cloud.agent.start_vm_with(vm_id.as_str(), &keys).await {
+    match cloud.agent.start_vm(vm_id.to_string(), keys).await {
         Ok(()) => {}
         // A volume link settled on the host after the devices were read
         // (LinkVolume while the VM starts): read them again, once.
-        Err(socle_agent::AgentError::MissingVolumeKey { volume_id, .. }) => {
+        Err(HostError { kind: HostErrorKind::MissingVolumeKey { volume_id, .. }, .. }) => {
             tracing::info!(vm = %vm_id, volume = %volume_id, "a volume was linked while the VM started; reading its volumes again");
             let keys = sync_volumes(cloud, &vm_id).await?;
-            cloud.agent.start_vm_with(vm_id.as_str(), &keys).await?;
+            cloud.agent.start_vm(vm_id.to_string(), keys).await?;
         }
         Err(e) => return Err(e.into()),
     }
@@ -448,7 +451,7 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
 async fn sync_volumes(
     cloud: &Arc<Cloud>,
     vm_id: &VmId,
-) -> Result<std::collections::HashMap<String, socle_agent::VolumeKey>, ReconcileError> {
+) -> Result<std::collections::HashMap<String, VolumeKey>, ReconcileError> {
     // Bring the host's list of linked volumes in line with the database,
     // and unwrap their keys for QEMU.
     let (cloud2, lookup) = (cloud.clone(), vm_id.clone());
@@ -467,19 +470,19 @@ async fn sync_volumes(
         .map_err(ReconcileError::Key)?;
     let mut keys = std::collections::HashMap::new();
     for (v, dek) in &linked {
-        let key = socle_agent::VolumeKey::from_bytes(*dek.expose_secret());
+        let key = VolumeKey::from_bytes(*dek.expose_secret());
         if v.is_root() {
             keys.insert(v.volume_id.to_string(), key);
             continue;
         }
         let limits = storage_reconciler::limits_for(&v.volume_type, v.size_gib, v.iops);
         let device = v.device_name.clone().unwrap_or_default();
-        cloud.agent.link_volume(vm_id.as_str(), v.volume_id.as_str(), &key, &device, limits).await?;
+        cloud.agent.link_volume(vm_id.to_string(), v.volume_id.to_string(), key.clone(), device, limits).await?;
         keys.insert(v.volume_id.to_string(), key);
     }
-    for on_host in cloud.agent.vm_volumes(vm_id.as_str()).await? {
+    for on_host in cloud.agent.vm_volumes(vm_id.to_string()).await? {
         if !linked.iter().any(|(v, _)| v.volume_id.as_str() == on_host.volume_id) {
-            cloud.agent.unlink_volume(vm_id.as_str(), &on_host.volume_id).await?;
+            cloud.agent.unlink_volume(vm_id.to_string(), on_host.volume_id.clone()).await?;
         }
     }
     Ok(keys)
@@ -487,11 +490,11 @@ async fn sync_volumes(
 
 /// A running VM whose guest powered itself off becomes stopped.
 async fn check_health(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
-    match cloud.agent.vm_runtime(id.as_str()).await? {
+    match cloud.agent.vm_runtime(id.to_string()).await? {
         VmRuntime::Running | VmRuntime::Paused => Ok(()),
         VmRuntime::Shutdown | VmRuntime::NotRunning => {
             tracing::info!(vm = %id, "guest powered off by itself");
-            cloud.agent.stop_vm(id.as_str(), true, Duration::ZERO).await?;
+            cloud.agent.stop_vm(id.to_string(), true, 0).await?;
             let id = id.clone();
             cloud.store.write(move |c| vm_store::mark_guest_stopped(c, &id)).await?;
             Ok(())

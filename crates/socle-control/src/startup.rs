@@ -7,7 +7,7 @@ use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use socle_agent::{AccelChoice, Agent, AgentConfig};
+use socle_agent_api::{Host, HostError, ImageFiles, PROTOCOL_VERSION};
 use socle_store::accounts::{self, Quotas};
 use socle_store::images::{self as image_store, ImageRow};
 use socle_store::{now_iso, Store};
@@ -31,7 +31,9 @@ pub enum StartupError {
     #[error(transparent)]
     Secrets(#[from] crate::secrets::SecretError),
     #[error(transparent)]
-    Agent(#[from] socle_agent::AgentError),
+    Agent(#[from] HostError),
+    #[error("the host agent speaks protocol v{found}; this control plane speaks v{PROTOCOL_VERSION}")]
+    AgentVersion { found: u32 },
     #[error(transparent)]
     Identity(#[from] identity::IdentityError),
     #[error(transparent)]
@@ -59,14 +61,16 @@ pub fn open_identity(data_dir: &Path, database: Option<&str>) -> Result<(Store, 
     Ok((store, secrets))
 }
 
-/// Opens everything `socle up` needs and repairs what a crash left.
-pub async fn open_cloud(config: CloudConfig, accel: AccelChoice) -> Result<Arc<Cloud>, StartupError> {
+/// Opens everything `socle up` needs, with `agent` as its host, and repairs
+/// what a crash left.
+pub async fn open_cloud(config: CloudConfig, agent: Arc<dyn Host>) -> Result<Arc<Cloud>, StartupError> {
     let (store, secrets) = open_identity(&config.data_dir, config.database.as_deref())?;
-    let mut agent_cfg = AgentConfig::new(config.data_dir.join("agent"));
-    agent_cfg.accel = accel;
-    let agent = Agent::new(agent_cfg).await?;
-    tracing::info!(accel = %agent.accel(), qemu = agent.qemu_version(), "host agent ready");
-    ensure_platform_images(&store, &agent, &config.data_dir).await?;
+    let info = agent.host_info().await?;
+    if info.protocol_version != PROTOCOL_VERSION {
+        return Err(StartupError::AgentVersion { found: info.protocol_version });
+    }
+    tracing::info!(accel = %info.accel, qemu = %info.qemu_version, "host agent ready");
+    ensure_platform_images(&store, &*agent, &config.data_dir).await?;
     let keystores = crate::hsm::Keystores::open(&config.data_dir)?;
     let network = match &config.network {
         Some(cfg) => Some(crate::network::Network::new(cfg.clone(), &config.data_dir)?),
@@ -83,7 +87,7 @@ pub async fn open_cloud(config: CloudConfig, accel: AccelChoice) -> Result<Arc<C
 /// The platform's public images: socle-tiny booted with a direct kernel,
 /// and the same system as a full disk with a bootloader, booted through the
 /// BIOS as cloud images are.
-async fn ensure_platform_images(store: &Store, agent: &Agent, data_dir: &Path) -> Result<(), StartupError> {
+async fn ensure_platform_images(store: &Store, agent: &dyn Host, data_dir: &Path) -> Result<(), StartupError> {
     let tiny = PlatformImage {
         name: TINY_IMAGE_NAME,
         description: "Debian cloud kernel with a busybox userspace; prints 'socle-guest: ready' on its console",
@@ -127,7 +131,7 @@ impl PlatformImage {
 
     /// Copies the built files into the data dir (so it is self-contained and
     /// a later cache rebuild never changes a VM's disk base) and records them.
-    async fn register(&self, store: &Store, data_dir: &Path, built: socle_agent::ImageFiles) -> Result<(), StartupError> {
+    async fn register(&self, store: &Store, data_dir: &Path, built: ImageFiles) -> Result<(), StartupError> {
         let existing = self.existing(store).await?;
         let image_id = existing.as_ref().map(|r| r.image_id.clone()).unwrap_or_else(ImageId::generate);
         let dir = data_dir.join("images").join(image_id.as_str());

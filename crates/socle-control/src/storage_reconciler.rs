@@ -7,7 +7,10 @@
 
 use std::sync::Arc;
 
-use socle_agent::{AgentError, IoLimits, VolumeKey, VolumeSource};
+use socle_agent_api::{HostError, HostErrorKind, IoLimits, VolumeKey, VolumeSource};
+
+/// How often the progress of a snapshot copy is asked for.
+const PROGRESS_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 use socle_store::snapshots::{self as snapshot_store, SnapshotRow};
 use socle_store::volumes::{self as volume_store, VolumeRow};
 use socle_store::{tags as tag_store, StoreError};
@@ -24,7 +27,7 @@ pub enum StorageError {
     #[error(transparent)]
     Store(#[from] StoreError),
     #[error("host agent: {0}")]
-    Agent(#[from] AgentError),
+    Agent(#[from] HostError),
     #[error("{0}")]
     Key(ApiError),
 }
@@ -108,11 +111,12 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                         Some(VolumeSource::Snapshot { snapshot_id: sid.clone(), key: snap_key })
                     }
                 };
-                cloud.agent.create_volume(&vid, v.size_gib as u64, &key, source).await?;
+                cloud.agent.create_volume(vid.clone(), v.size_gib as u64, key, source).await?;
                 faults::point("volume-created");
                 Ok::<_, StorageError>(())
             }
             .await;
+            let result = retry_if_host_away(result)?;
             v.pending.clear();
             match result {
                 // Volumes made at VM launch are linked from the start.
@@ -126,21 +130,21 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
             save_volume(cloud, v, acted_on).await
         }
         "delete" => {
-            cloud.agent.delete_volume(&vid).await?;
+            cloud.agent.delete_volume(vid.clone()).await?;
             faults::point("volume-deleted");
             let id = v.volume_id.clone();
             forget(cloud, &v.account_id, id.to_string(), v.wrapped_key.clone(), move |tx| volume_store::delete(tx, &id)).await
         }
         "resize" => {
             let key = volume_key(cloud, &v.account_id, &vid, v.wrapped_key.clone()).await?;
-            cloud.agent.resize_volume(&vid, v.size_gib as u64, &key).await?;
-            cloud.agent.set_volume_limits(&vid, limits_for(&v.volume_type, v.size_gib, v.iops)).await?;
+            cloud.agent.resize_volume(vid.clone(), v.size_gib as u64, key).await?;
+            cloud.agent.set_volume_limits(vid.clone(), limits_for(&v.volume_type, v.size_gib, v.iops)).await?;
             v.pending.clear();
             v.state = if v.vm_id.is_some() { "in-use" } else { "available" }.into();
             save_volume(cloud, v, acted_on).await
         }
         "limits" => {
-            cloud.agent.set_volume_limits(&vid, limits_for(&v.volume_type, v.size_gib, v.iops)).await?;
+            cloud.agent.set_volume_limits(vid.clone(), limits_for(&v.volume_type, v.size_gib, v.iops)).await?;
             v.pending.clear();
             save_volume(cloud, v, acted_on).await
         }
@@ -163,10 +167,11 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                 };
                 let device = v.device_name.clone().unwrap_or_default();
                 let limits = limits_for(&v.volume_type, v.size_gib, v.iops);
-                match cloud.agent.link_volume(vm.as_str(), &vid, &key, &device, limits).await {
+                match cloud.agent.link_volume(vm.to_string(), vid.clone(), key, device, limits).await {
                     // A VM that never ran has nothing on the host yet: it gets
                     // the volume when it starts (the reconciler links it then).
-                    Ok(()) | Err(AgentError::VmNotFound(_)) => {}
+                    Ok(()) => {}
+                    Err(HostError { kind: HostErrorKind::VmNotFound { .. }, .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
                 faults::point("volume-linked");
@@ -174,7 +179,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                 save_volume(cloud, v, acted_on).await
             }
             (Some("detaching"), Some(vm)) => {
-                cloud.agent.unlink_volume(vm.as_str(), &vid).await?;
+                cloud.agent.unlink_volume(vm.to_string(), vid.clone()).await?;
                 faults::point("volume-unlinked");
                 v.vm_id = None;
                 v.device_name = None;
@@ -209,7 +214,7 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
             let result = async {
                 let key = volume_key(cloud, &s.account_id, &sid, s.wrapped_key.clone()).await?;
                 // The agent inspects the upload again before converting it.
-                cloud.agent.import_as_encrypted_snapshot(&upload, None, &sid, &key).await?;
+                cloud.agent.import_snapshot(upload.clone(), None, sid.clone(), key).await?;
                 faults::point("snapshot-imported");
                 Ok::<_, StorageError>(())
             }
@@ -219,7 +224,7 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
             Ok(())
         }
         "delete" => {
-            cloud.agent.delete_snapshot(&sid).await?;
+            cloud.agent.delete_snapshot(sid.clone()).await?;
             faults::point("snapshot-deleted");
             let id = s.snapshot_id.clone();
             forget(cloud, &s.account_id, id.to_string(), s.wrapped_key.clone(), move |tx| snapshot_store::delete(tx, &id)).await
@@ -232,6 +237,7 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
 /// cause in the operator log), on the latest row so that permission changes
 /// made meanwhile are kept.
 async fn record_snapshot_outcome(cloud: &Arc<Cloud>, s: SnapshotRow, result: Result<(), StorageError>, what: &str) -> Result<(), StorageError> {
+    let result = retry_if_host_away(result)?;
     let id = s.snapshot_id.clone();
     let mut s = cloud.store.read(move |c| snapshot_store::get_any(c, &id)).await?.unwrap_or(s);
     s.pending.clear();
@@ -285,29 +291,48 @@ async fn take_snapshot(cloud: &Arc<Cloud>, s: &SnapshotRow) -> Result<(), Storag
         .ok_or_else(|| ApiError::internal(format!("source volume {vid} is gone")))?;
     let key = volume_key(cloud, &volume.account_id, &vid, volume.wrapped_key.clone()).await?;
     let snap_key = volume_key(cloud, &s.account_id, s.snapshot_id.as_str(), s.wrapped_key.clone()).await?;
-    let (store, id) = (cloud.store.clone(), s.snapshot_id.clone());
-    let last = std::sync::Mutex::new(-1i64);
-    cloud
-        .agent
-        .snapshot_volume_with_progress(&vid, s.snapshot_id.as_str(), &key, &snap_key, move |p| {
-            // Progress is informative: record each new 10% step, never block the copy.
-            let pct = (p.percent() as i64 / 10) * 10;
-            let mut last = last.lock().unwrap();
-            if pct > *last && pct < 100 {
-                *last = pct;
-                let (store, id) = (store.clone(), id.clone());
-                tokio::spawn(async move {
-                    let _ = store
+    let copy = cloud.agent.snapshot_volume(vid, s.snapshot_id.to_string(), key, snap_key);
+    tokio::pin!(copy);
+    // Progress is informative: while the copy runs, ask the agent how far
+    // it is and record each new 10% step.
+    let mut poll = tokio::time::interval(PROGRESS_POLL);
+    let mut recorded = -1i64;
+    loop {
+        tokio::select! {
+            done = &mut copy => {
+                done?;
+                return Ok(());
+            }
+            _ = poll.tick() => {
+                let Ok(Some(p)) = cloud.agent.snapshot_progress(s.snapshot_id.to_string()).await else { continue };
+                let pct = (p.percent() as i64 / 10) * 10;
+                if pct > recorded && pct < 100 {
+                    recorded = pct;
+                    let id = s.snapshot_id.clone();
+                    let written = cloud
+                        .store
                         .write(move |c| -> Result<(), StoreError> {
                             c.execute("UPDATE snapshots SET progress = ?2 WHERE snapshot_id = ?1 AND state = 'pending'", (id.as_str(), pct))?;
                             Ok(())
                         })
                         .await;
-                });
+                    if let Err(e) = written {
+                        tracing::debug!(snapshot = %s.snapshot_id, error = %e, "snapshot progress not recorded");
+                    }
+                }
             }
-        })
-        .await?;
-    Ok(())
+        }
+    }
+}
+
+/// An outcome to record, or — when the host did not answer — the error
+/// itself, so that the step stays pending and the next pass tries again
+/// (an unreachable host says nothing about the disk).
+fn retry_if_host_away(result: Result<(), StorageError>) -> Result<Result<(), StorageError>, StorageError> {
+    match result {
+        Err(StorageError::Agent(e)) if e.kind == HostErrorKind::Unreachable => Err(StorageError::Agent(e)),
+        other => Ok(other),
+    }
 }
 
 /// What a user may read about a failure (StateReason): key problems are

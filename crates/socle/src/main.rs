@@ -2,6 +2,7 @@
 //!
 //! - `socle up`: an all-in-one cloud on this machine (API, host agent, SQLite
 //!   or PostgreSQL).
+//! - `socle agent`: the host agent alone, for a control plane to drive.
 //! - `socle account …`: admin commands working on a data dir and its database.
 //! - `socle vm …`, `socle api …`: a client of any Socle (or Outscale) endpoint.
 
@@ -10,6 +11,7 @@ mod upload;
 mod cli_account;
 mod cli_image;
 mod cli_vm;
+mod agent;
 mod up;
 
 use std::path::PathBuf;
@@ -57,6 +59,8 @@ pub struct StateArgs {
 enum Command {
     /// Run an all-in-one cloud on this machine, in the foreground.
     Up(up::UpArgs),
+    /// Run the host agent of this machine alone, in the foreground (for `socle up --agent`).
+    Agent(agent::AgentArgs),
     /// Manage accounts of a local cloud (works on its data dir).
     #[command(subcommand)]
     Account(cli_account::AccountCommand),
@@ -70,10 +74,19 @@ enum Command {
     Api(cli_vm::ApiArgs),
 }
 
+/// Logs to stderr, `info` unless RUST_LOG says otherwise.
+pub fn init_logs() {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()))
+        .with_writer(std::io::stderr)
+        .init();
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => up::run(args),
+        Command::Agent(args) => agent::run(args),
         Command::Account(cmd) => cli_account::run(cmd),
         Command::Vm(cmd) => cli_vm::run_vm(cmd),
         Command::Image(cmd) => cli_image::run(cmd),

@@ -2,6 +2,7 @@
 //! a PostgreSQL database) on this machine.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
@@ -24,6 +25,10 @@ pub struct UpArgs {
     /// falls back to TCG (software) when KVM cannot run it.
     #[arg(long, default_value = "auto", env = "SOCLE_ACCEL")]
     accel: AccelChoice,
+    /// Drive the host agent already serving at this endpoint (`unix:PATH`,
+    /// see `socle agent`) instead of starting one in this process.
+    #[arg(long, env = "SOCLE_AGENT")]
+    agent: Option<String>,
     /// Region name this cloud answers as.
     #[arg(long, default_value = "eu-west-2")]
     region: String,
@@ -53,12 +58,7 @@ pub struct UpArgs {
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(std::io::stderr)
-        .init();
+    crate::init_logs();
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(serve(args))
 }
@@ -87,7 +87,15 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
         None
     };
     config.public_ip_pool = args.public_ip_pool;
-    let cloud = open_cloud(config, args.accel).await.context("cannot bring the cloud up")?;
+    let (agent, accel) = match &args.agent {
+        Some(endpoint) => {
+            let client = socle_agent_api::HostClient::unix(crate::agent::unix_endpoint(endpoint)?);
+            let info = socle_agent_api::Host::host_info(&client).await.with_context(|| format!("cannot reach the agent at {endpoint}"))?;
+            (client, info.accel)
+        }
+        None => crate::agent::start_in_process(&data_dir, args.accel).await?,
+    };
+    let cloud = open_cloud(config, Arc::new(agent)).await.context("cannot bring the cloud up")?;
     let creds_path = ensure_default_credentials(&cloud).context("cannot write the default credentials")?;
 
     let reconciler = tokio::spawn(socle_control::reconciler::run(cloud.clone()));
@@ -96,7 +104,7 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
         "\nSocle is up: API {endpoint} (accelerator {}, data in {}, state in {})\n\
          Credentials of the default account: {}\n\
          Try: socle vm create --data-dir {}   or   socle api ReadVms --data-dir {}\n",
-        cloud.agent.accel(),
+        accel,
         data_dir.display(),
         if args.state.database.is_some() { "PostgreSQL" } else { "SQLite" },
         creds_path.display(),
@@ -109,7 +117,7 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn shutdown_signal() {
+pub async fn shutdown_signal() {
     let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
         .expect("SIGTERM handler");
     tokio::select! {

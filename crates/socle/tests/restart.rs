@@ -82,3 +82,45 @@ fn restart_with_a_dead_guest_starts_it_again_and_removes_orphans() {
     assert_eq!(cloud.qemu_pids().len(), 1);
     assert!(!orphan.exists(), "orphan VM directory survived the restart");
 }
+
+/// The agent as a process of its own (`socle agent`, as on every host of a
+/// multi-host cloud), driven by `socle up --agent`. SIGKILLed, its guest
+/// keeps running; while it is down, what needs the host answers 503 code 6
+/// (retry) and the state is untouched; started again on its state dir, it
+/// takes the guest back — no duplicate — and the cloud drives it as before.
+#[test]
+fn an_agent_killed_and_started_again_keeps_its_guests() {
+    const T: Duration = Duration::from_secs(120);
+    let mut cloud = TestCloud::start_with_separate_agent();
+    let c = cloud.creds.clone();
+    let image = cloud.tiny_image();
+    let vms = ids(&call(&c, "CreateVms", json!({"ImageId": image, "VmType": SMALL})).ok()["Vms"]);
+    wait_state(&c, &vms, "running", T);
+    wait_console(&c, &vms[0], "socle-guest: ready", 1, T);
+    let pids = cloud.qemu_pids();
+    assert_eq!(pids.len(), 1);
+
+    cloud.kill_agent();
+    assert_eq!(cloud.qemu_pids(), pids, "the guest died with its agent");
+    call(&c, "ReadConsoleOutput", json!({"VmId": vms[0]})).expect_error(503, "6");
+    // A VM asked for while the host is away waits for it, it does not fail.
+    let later = ids(&call(&c, "CreateVms", json!({"ImageId": image, "VmType": SMALL})).ok()["Vms"]);
+    std::thread::sleep(Duration::from_secs(3));
+    let out = call(&c, "ReadVms", json!({"Filters": {"VmIds": [vms[0].clone(), later[0].clone()]}})).ok();
+    for vm in out["Vms"].as_array().unwrap() {
+        let want = if vm["VmId"] == vms[0].as_str() { "running" } else { "pending" };
+        assert_eq!(vm["State"], want, "{vm}");
+    }
+
+    cloud.start_agent();
+    wait_state(&c, &later, "running", T);
+    let now = cloud.qemu_pids();
+    assert_eq!(now.len(), 2, "one guest kept, one started: {now:?}");
+    assert!(now.contains(&pids[0]), "the first guest was started again instead of kept");
+    call(&c, "RebootVms", json!({"VmIds": vms})).ok();
+    wait_console(&c, &vms[0], "socle-guest: ready", 2, T);
+    let all = [vms, later].concat();
+    call(&c, "DeleteVms", json!({"VmIds": all})).ok();
+    wait_state(&c, &all, "terminated", T);
+    assert!(cloud.qemu_pids().is_empty());
+}

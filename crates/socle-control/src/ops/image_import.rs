@@ -91,9 +91,9 @@ pub async fn finish_import(cloud: &Arc<Cloud>, caller: &Caller, params: ImportPa
 }
 
 async fn accept(cloud: &Arc<Cloud>, caller: &Caller, params: ImportParams, part: &Path) -> Result<ImageRow, ApiError> {
-    let info = cloud.agent.inspect_upload(part).await.map_err(|e| match e {
-        socle_agent::AgentError::ImportRefused { reason, .. } => ApiError::invalid_value(format!("the upload is refused: {reason}")),
-        other => ApiError::internal(other.to_string()),
+    let info = cloud.agent.inspect_upload(part.to_path_buf()).await.map_err(|e| match e.kind {
+        socle_agent_api::HostErrorKind::ImportRefused { reason } => ApiError::invalid_value(format!("the upload is refused: {reason}")),
+        _ => crate::host_api_error("inspecting an upload", e),
     })?;
     let size_gib = gib_ceil(info.virtual_size_bytes);
     let snapshot_id = SnapshotId::generate();

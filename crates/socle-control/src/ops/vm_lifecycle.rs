@@ -148,9 +148,9 @@ pub async fn reboot_vms(cloud: &Arc<Cloud>, caller: &Caller, req: RebootVmsReque
     for vm in &vms {
         cloud
             .agent
-            .reboot_vm(vm.vm_id.as_str())
+            .reboot_vm(vm.vm_id.to_string())
             .await
-            .map_err(|e| ApiError::internal(format!("reboot {}: {e}", vm.vm_id)))?;
+            .map_err(|e| crate::host_api_error(&format!("reboot {}", vm.vm_id), e))?;
     }
     Ok(RebootVmsResponse::default())
 }

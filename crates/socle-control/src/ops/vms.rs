@@ -6,6 +6,7 @@ use std::sync::Arc;
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use sha2::{Digest, Sha256};
+use socle_agent_api::{HostError, HostErrorKind};
 use socle_store::vms::{self as vm_store, ClientTokenRecord, QuotaExceeded, VmRow};
 use socle_store::volumes::{self as volume_store, VolumeRow};
 use socle_store::listing::Listing;
@@ -27,7 +28,7 @@ const MAX_VMS_PER_CALL: i64 = 100;
 /// UserData limit (decoded), as on Outscale.
 const MAX_USER_DATA: usize = 500 * 1024;
 /// ReadConsoleOutput returns at most the last 64 KiB of the console.
-const CONSOLE_TAIL: usize = 64 * 1024;
+const CONSOLE_TAIL: u64 = 64 * 1024;
 
 /// OSC state codes (as AWS): shown by ReadVms filters on VmStateCodes.
 pub(crate) fn state_code(state: &str) -> i64 {
@@ -494,7 +495,11 @@ pub async fn read_console_output(
         return Ok(ReadConsoleOutputResponse::default());
     }
     // A VM that never ran (or was terminated and cleaned up) has no console yet.
-    let bytes = cloud.agent.console_output(vm_id.as_str(), CONSOLE_TAIL).unwrap_or_default();
+    let bytes = match cloud.agent.console_output(vm_id.to_string(), CONSOLE_TAIL).await {
+        Ok(blob) => blob.0,
+        Err(HostError { kind: HostErrorKind::VmNotFound { .. }, .. }) => Vec::new(),
+        Err(e) => return Err(crate::host_api_error(&format!("console of {vm_id}"), e)),
+    };
     Ok(ReadConsoleOutputResponse {
         console_output: Some(STANDARD.encode(bytes)),
         vm_id: Some(vm_id.to_string()),

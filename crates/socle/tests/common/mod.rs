@@ -118,6 +118,11 @@ pub struct TestCloud {
     pub creds: Creds,
     /// The PostgreSQL URL of its state, if not SQLite.
     pub database: Option<String>,
+    /// A `socle agent` process of its own, when the cloud was started with
+    /// [`TestCloud::start_with_separate_agent`] (else `socle up` runs the
+    /// agent inside).
+    agent: Option<Child>,
+    separate_agent: bool,
 }
 
 /// The database of a new test cloud: None (SQLite) unless
@@ -153,9 +158,58 @@ impl TestCloud {
         let dir = tempfile::Builder::new().prefix("socle-it-").tempdir().unwrap();
         let port = free_port();
         let creds = Creds { access_key: String::new(), secret_key: String::new(), region: String::new(), endpoint: String::new() };
-        let mut cloud = TestCloud { dir, port, child: None, creds, database };
+        let mut cloud = TestCloud { dir, port, child: None, creds, database, agent: None, separate_agent: false };
         cloud.launch(extra);
         cloud
+    }
+
+    /// A cloud whose host agent is a `socle agent` process of its own, which
+    /// `socle up --agent` drives over the agent socket.
+    pub fn start_with_separate_agent() -> TestCloud {
+        let dir = tempfile::Builder::new().prefix("socle-it-").tempdir().unwrap();
+        let port = free_port();
+        let creds = Creds { access_key: String::new(), secret_key: String::new(), region: String::new(), endpoint: String::new() };
+        let mut cloud = TestCloud { dir, port, child: None, creds, database: test_database(), agent: None, separate_agent: true };
+        cloud.start_agent();
+        cloud.launch(&[]);
+        cloud
+    }
+
+    pub fn agent_socket(&self) -> std::path::PathBuf {
+        self.dir.path().join("agent.sock")
+    }
+
+    /// Starts `socle agent` on this data dir and waits until its socket answers.
+    pub fn start_agent(&mut self) {
+        assert!(self.agent.is_none(), "agent already running");
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("agent.log")).unwrap();
+        let child = Command::new(socle_bin())
+            .args(["agent", "--data-dir"])
+            .arg(self.dir.path())
+            .args(["--accel", "tcg"])
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .expect("spawn socle agent");
+        self.agent = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while std::os::unix::net::UnixStream::connect(self.agent_socket()).is_err() {
+            if let Some(status) = self.agent.as_mut().unwrap().try_wait().unwrap() {
+                panic!("socle agent exited early ({status}); log:\n{}", std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default());
+            }
+            assert!(Instant::now() < deadline, "socle agent not listening after 10 minutes");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL of the agent process, as in a crash.
+    pub fn kill_agent(&mut self) {
+        if let Some(mut a) = self.agent.take() {
+            a.kill().unwrap();
+            a.wait().unwrap();
+        }
     }
 
     pub fn data_dir(&self) -> &Path {
@@ -227,7 +281,11 @@ impl TestCloud {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
         let mut cmd = self.socle();
-        cmd.args(["up", "--data-dir"]).arg(self.dir.path())
+        cmd.args(["up", "--data-dir"]).arg(self.dir.path());
+        if self.separate_agent {
+            cmd.arg("--agent").arg(format!("unix:{}", self.agent_socket().display()));
+        }
+        cmd
             .args(["--listen", &format!("127.0.0.1:{}", self.port), "--accel", "tcg", "--stop-timeout", "20"])
             .args(["--net-prefix", &self.net_prefix(), "--uplink-range", &self.uplink_range()])
             .args(extra)
@@ -373,6 +431,7 @@ pub fn qemu_pids_under(dir: &Path) -> Vec<i32> {
 impl Drop for TestCloud {
     fn drop(&mut self) {
         self.kill_hard();
+        self.kill_agent();
         for pid in self.qemu_pids() {
             unsafe { libc::kill(pid, libc::SIGKILL) };
         }

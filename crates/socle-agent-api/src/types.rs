@@ -1,0 +1,328 @@
+//! The values that cross the agent protocol. Plain data: how the agent acts
+//! on them (QEMU arguments, validation against its state) is the agent's.
+
+use std::path::PathBuf;
+
+use base64::Engine;
+use schemars::JsonSchema;
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::key::VolumeKey;
+
+/// What an agent says of itself.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HostInfo {
+    /// The protocol version it speaks (see [`crate::PROTOCOL_VERSION`]).
+    pub protocol_version: u32,
+    /// "kvm" or "tcg".
+    pub accel: String,
+    /// Why this accelerator (e.g. why KVM is not used).
+    pub accel_reason: String,
+    pub qemu_version: String,
+}
+
+/// What a VM boots from: a base disk, and optionally a kernel (+ initramfs)
+/// that QEMU loads directly.
+///
+/// * Direct kernel boot (`kernel` is `Some`): QEMU gets `-kernel`, `-initrd`
+///   and `-append`; the disk is only a disk.
+/// * Full-disk boot (`kernel` is `None`): the firmware (SeaBIOS) boots the
+///   root disk's own boot loader, as a cloud image does; the kernel command
+///   line is the one in the disk's boot loader configuration
+///   (`VmSpec::kernel_cmdline` does not apply).
+///
+/// Old `spec.json` files, written when both fields were mandatory, read as
+/// direct kernel boot.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct ImageFiles {
+    /// bzImage passed to `-kernel`; `None`: boot the root disk through the BIOS.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<PathBuf>,
+    /// initramfs passed to `-initrd` (only with a kernel).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub initrd: Option<PathBuf>,
+    /// Base disk (qcow2 or raw); each VM's root disk is an overlay backed by
+    /// it, or a root volume copied from it. For full-disk boot it holds the
+    /// partition table, boot loader, kernel and initramfs.
+    pub disk: PathBuf,
+}
+
+impl ImageFiles {
+    /// Direct kernel boot.
+    pub fn direct_kernel(kernel: impl Into<PathBuf>, initrd: Option<PathBuf>, disk: impl Into<PathBuf>) -> ImageFiles {
+        ImageFiles { kernel: Some(kernel.into()), initrd, disk: disk.into() }
+    }
+
+    /// Full-disk boot: the BIOS boots `disk`'s boot loader.
+    pub fn full_disk(disk: impl Into<PathBuf>) -> ImageFiles {
+        ImageFiles { kernel: None, initrd: None, disk: disk.into() }
+    }
+
+    /// True when the firmware boots the root disk (no `-kernel`).
+    pub fn boots_from_disk(&self) -> bool {
+        self.kernel.is_none()
+    }
+}
+
+/// What to run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VmSpec {
+    /// e.g. "i-0a1b2c3d"; 1-64 characters from [A-Za-z0-9._-].
+    pub vm_id: String,
+    pub vcpus: u32,
+    pub memory_mib: u64,
+    pub image: ImageFiles,
+    /// Handed to the guest through fw_cfg as `opt/socle/user-data`.
+    #[serde(default, with = "optional_base64")]
+    #[schemars(with = "Option<Blob>")]
+    pub user_data: Option<Vec<u8>>,
+    /// Extra kernel arguments (default "quiet no_timer_check"); `console=ttyS0` is always first.
+    /// Direct kernel boot only: a full-disk image (`image.kernel` None) boots
+    /// with the command line of its own boot loader configuration.
+    pub kernel_cmdline: Option<String>,
+}
+
+/// What a VM boots from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum RootDisk {
+    /// A qcow2 overlay on the image's base disk, inside the VM directory
+    /// (deleted with the VM).
+    Overlay,
+    /// An existing volume of this host (encrypted; its key is given to
+    /// `start_vm`). It survives the VM.
+    Volume(String),
+}
+
+/// Run state of a VM's QEMU process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VmRuntime {
+    Running,
+    /// QEMU alive, vCPUs stopped (paused, migrating, prelaunch, error states).
+    Paused,
+    /// QEMU alive but the guest powered off (QEMU exits right after, normally).
+    Shutdown,
+    NotRunning,
+}
+
+/// One port of a VM: a tap the host's network driver prepared, and the
+/// guest's MAC on it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VmNic {
+    /// The tap's name (at most 15 bytes, `[A-Za-z0-9_.-]`).
+    pub ifname: String,
+    /// The guest's MAC, `aa:bb:cc:dd:ee:ff`.
+    pub mac: String,
+}
+
+/// Where a new volume's data comes from.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum VolumeSource {
+    /// A full copy of a snapshot of this host, opened with the snapshot's own key.
+    Snapshot { snapshot_id: String, key: VolumeKey },
+    /// A full copy of an image's base disk (qcow2 or raw, no backing file), e.g.
+    /// `ImageFiles::disk`, to make a root volume.
+    Image { disk: PathBuf },
+}
+
+/// I/O limits of one linked volume (QEMU throttle group). 0 = unlimited.
+/// `*_total` cannot be combined with the `*_read`/`*_write` of the same kind.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(default)]
+pub struct IoLimits {
+    pub iops_total: u64,
+    pub iops_read: u64,
+    pub iops_write: u64,
+    pub bps_total: u64,
+    pub bps_read: u64,
+    pub bps_write: u64,
+    /// Requests larger than this many bytes count as several I/O operations
+    /// (e.g. 262144 counts a 1 MiB request as 4); 0 = every request counts once.
+    pub iops_size: u64,
+}
+
+impl IoLimits {
+    /// No limit at all.
+    pub fn unlimited() -> IoLimits {
+        IoLimits::default()
+    }
+
+    /// Only a total IOPS cap (io1/gp2-style provisioned IOPS).
+    pub fn iops(iops_total: u64) -> IoLimits {
+        IoLimits { iops_total, ..IoLimits::default() }
+    }
+
+    pub fn is_default(&self) -> bool {
+        *self == IoLimits::default()
+    }
+
+    pub fn is_unlimited(&self) -> bool {
+        [self.iops_total, self.iops_read, self.iops_write, self.bps_total, self.bps_read, self.bps_write]
+            .iter()
+            .all(|v| *v == 0)
+    }
+}
+
+/// A volume of a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VolumeInfo {
+    pub volume_id: String,
+    pub path: PathBuf,
+    /// Size seen by the guest.
+    pub size_bytes: u64,
+    /// Bytes the file uses on the host (thin provisioning).
+    pub allocated_bytes: u64,
+    pub encrypted: bool,
+    /// The VM using it, if any.
+    pub attachment: Option<VolumeAttachment>,
+}
+
+/// How a volume is used by a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct VolumeAttachment {
+    pub vm_id: String,
+    /// `None` for the VM's root disk, else the device name given to `link_volume`.
+    pub device_name: Option<String>,
+    pub limits: IoLimits,
+}
+
+/// A data volume linked to a VM.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct LinkedVolume {
+    pub volume_id: String,
+    pub device_name: String,
+    pub limits: IoLimits,
+}
+
+/// A snapshot of a host.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SnapshotInfo {
+    pub snapshot_id: String,
+    pub path: PathBuf,
+    /// Size of the volume it was taken from.
+    pub size_bytes: u64,
+    pub allocated_bytes: u64,
+}
+
+/// Progress of a snapshot copy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, JsonSchema)]
+pub struct BlockJobProgress {
+    pub done: u64,
+    pub total: u64,
+}
+
+impl BlockJobProgress {
+    /// 0-100.
+    pub fn percent(&self) -> f64 {
+        if self.total == 0 {
+            0.0
+        } else {
+            self.done as f64 * 100.0 / self.total as f64
+        }
+    }
+}
+
+/// The two accepted upload formats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum UploadFormat {
+    Raw,
+    Qcow2,
+}
+
+impl UploadFormat {
+    /// The qemu driver name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            UploadFormat::Raw => "raw",
+            UploadFormat::Qcow2 => "qcow2",
+        }
+    }
+}
+
+impl std::fmt::Display for UploadFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What the agent found out about an acceptable upload.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct UploadInfo {
+    pub format: UploadFormat,
+    /// Size of the disk the image describes (what a guest would see).
+    pub virtual_size_bytes: u64,
+    /// Size of the uploaded file itself.
+    pub file_size_bytes: u64,
+}
+
+/// Why an uploaded file is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ImportRefusal {
+    #[error("the file is empty")]
+    Empty,
+    #[error("not a regular file")]
+    NotAFile,
+    /// Neither qcow2 nor any known image format, and not a raw disk either.
+    #[error("not a disk image: {0}")]
+    NotADiskImage(String),
+    /// A known image format other than raw and qcow2 (vmdk, vdi, vhd, …).
+    #[error("format {0} is not accepted (only raw and qcow2 images can be imported; convert it first, e.g. `qemu-img convert -O qcow2`)")]
+    UnsupportedFormat(String),
+    #[error("the qcow2 image has a backing file ({0:?}); only standalone images can be imported (flatten it with `qemu-img convert`)")]
+    BackingFile(String),
+    #[error("the qcow2 image stores its data in an external data file{}; only standalone images can be imported", if .0.is_empty() { String::new() } else { format!(" ({:?})", .0) })]
+    ExternalDataFile(String),
+    #[error("the image is encrypted; import a plain image (it is encrypted on import)")]
+    Encrypted,
+    #[error("virtual size {virtual_size_bytes} bytes is above the {max_bytes}-byte limit")]
+    TooBig { virtual_size_bytes: u64, max_bytes: u64 },
+    #[error("the image is damaged: {0}")]
+    Corrupt(String),
+    #[error("it was declared {declared} but is {found}")]
+    FormatMismatch { declared: UploadFormat, found: UploadFormat },
+}
+
+/// Bytes that travel as standard base64 (a console log, user data), not as
+/// a JSON array of numbers.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Blob(pub Vec<u8>);
+
+impl Serialize for Blob {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&base64::engine::general_purpose::STANDARD.encode(&self.0))
+    }
+}
+
+impl<'de> Deserialize<'de> for Blob {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Blob, D::Error> {
+        let text = String::deserialize(d)?;
+        base64::engine::general_purpose::STANDARD.decode(text.as_bytes()).map(Blob).map_err(serde::de::Error::custom)
+    }
+}
+
+impl JsonSchema for Blob {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Blob".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({"type": "string", "contentEncoding": "base64", "description": "bytes, standard base64"})
+    }
+}
+
+mod optional_base64 {
+    use super::Blob;
+    use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+    pub fn serialize<S: Serializer>(v: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        v.as_ref().map(|b| Blob(b.clone())).serialize(s)
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        Ok(Option::<Blob>::deserialize(d)?.map(|b| b.0))
+    }
+}

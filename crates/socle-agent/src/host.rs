@@ -1,0 +1,174 @@
+//! The agent as a [`Host`]: what the control plane calls, locally or over
+//! the wire (socle_agent_api's server serves any `Host`).
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use socle_agent_api::{
+    Blob, BlockJobProgress, Host, HostError, HostErrorKind, HostInfo, ImageFiles, IoLimits, LinkedVolume, RootDisk,
+    SnapshotInfo, UploadFormat, UploadInfo, VmNic, VmRuntime, VmSpec, VolumeInfo, VolumeKey, VolumeSource,
+    PROTOCOL_VERSION,
+};
+
+use crate::{Agent, AgentError};
+
+/// What crosses the wire of an [`AgentError`]: its message, and a kind for
+/// the cases the control plane acts on.
+impl From<AgentError> for HostError {
+    fn from(e: AgentError) -> HostError {
+        let message = e.to_string();
+        let kind = match e {
+            AgentError::VmNotFound(vm_id) => HostErrorKind::VmNotFound { vm_id },
+            AgentError::VolumeNotFound(volume_id) => HostErrorKind::VolumeNotFound { volume_id },
+            AgentError::SnapshotNotFound(snapshot_id) => HostErrorKind::SnapshotNotFound { snapshot_id },
+            AgentError::MissingVolumeKey { vm_id, volume_id } => HostErrorKind::MissingVolumeKey { vm_id, volume_id },
+            AgentError::ImportRefused { reason, .. } => HostErrorKind::ImportRefused { reason },
+            AgentError::WrongKey { .. } => HostErrorKind::WrongKey,
+            AgentError::VmRunning { .. }
+            | AgentError::VmNotRunning { .. }
+            | AgentError::Conflict { .. }
+            | AgentError::VolumeConflict { .. } => HostErrorKind::Conflict,
+            AgentError::InvalidVmId(_) | AgentError::InvalidId { .. } | AgentError::InvalidArgument(_) => {
+                HostErrorKind::InvalidArgument
+            }
+            _ => HostErrorKind::Internal,
+        };
+        HostError::new(kind, message)
+    }
+}
+
+#[async_trait]
+impl Host for Agent {
+    async fn host_info(&self) -> Result<HostInfo, HostError> {
+        Ok(HostInfo {
+            protocol_version: PROTOCOL_VERSION,
+            accel: self.accel().to_string(),
+            accel_reason: self.accel_reason().to_string(),
+            qemu_version: self.qemu_version().to_string(),
+        })
+    }
+
+    async fn build_tiny_image(&self) -> Result<ImageFiles, HostError> {
+        Ok(Agent::build_tiny_image(self).await?)
+    }
+
+    async fn build_tiny_disk_image(&self) -> Result<ImageFiles, HostError> {
+        Ok(Agent::build_tiny_disk_image(self).await?)
+    }
+
+    async fn define_vm(&self, spec: VmSpec, root: RootDisk) -> Result<(), HostError> {
+        Ok(self.define_vm_with_root(&spec, &root).await?)
+    }
+
+    async fn vm_spec(&self, vm_id: String) -> Result<VmSpec, HostError> {
+        Ok(Agent::vm_spec(self, &vm_id).await?)
+    }
+
+    async fn start_vm(&self, vm_id: String, keys: HashMap<String, VolumeKey>) -> Result<(), HostError> {
+        Ok(self.start_vm_with(&vm_id, &keys).await?)
+    }
+
+    async fn stop_vm(&self, vm_id: String, force: bool, timeout_secs: u64) -> Result<(), HostError> {
+        Ok(Agent::stop_vm(self, &vm_id, force, Duration::from_secs(timeout_secs)).await?)
+    }
+
+    async fn reboot_vm(&self, vm_id: String) -> Result<(), HostError> {
+        Ok(Agent::reboot_vm(self, &vm_id).await?)
+    }
+
+    async fn destroy_vm(&self, vm_id: String) -> Result<(), HostError> {
+        Ok(Agent::destroy_vm(self, &vm_id).await?)
+    }
+
+    async fn vm_runtime(&self, vm_id: String) -> Result<VmRuntime, HostError> {
+        Ok(Agent::vm_runtime(self, &vm_id).await?)
+    }
+
+    async fn list_vms(&self) -> Result<Vec<String>, HostError> {
+        Ok(Agent::list_vms(self).await?)
+    }
+
+    async fn console_output(&self, vm_id: String, max_bytes: u64) -> Result<Blob, HostError> {
+        let agent = self.clone();
+        let max = usize::try_from(max_bytes).unwrap_or(usize::MAX);
+        // Reads a file: off the async workers.
+        let bytes = tokio::task::spawn_blocking(move || agent.console_output(&vm_id, max))
+            .await
+            .map_err(|e| HostError::internal(format!("console read failed: {e}")))??;
+        Ok(Blob(bytes))
+    }
+
+    async fn create_volume(&self, volume_id: String, size_gib: u64, key: VolumeKey, source: Option<VolumeSource>) -> Result<VolumeInfo, HostError> {
+        Ok(Agent::create_volume(self, &volume_id, size_gib, &key, source).await?)
+    }
+
+    async fn resize_volume(&self, volume_id: String, new_size_gib: u64, key: VolumeKey) -> Result<VolumeInfo, HostError> {
+        Ok(Agent::resize_volume(self, &volume_id, new_size_gib, &key).await?)
+    }
+
+    async fn delete_volume(&self, volume_id: String) -> Result<(), HostError> {
+        Ok(Agent::delete_volume(self, &volume_id).await?)
+    }
+
+    async fn list_volumes(&self) -> Result<Vec<String>, HostError> {
+        Ok(Agent::list_volumes(self).await?)
+    }
+
+    async fn link_volume(&self, vm_id: String, volume_id: String, key: VolumeKey, device_name: String, limits: IoLimits) -> Result<(), HostError> {
+        Ok(Agent::link_volume(self, &vm_id, &volume_id, &key, &device_name, limits).await?)
+    }
+
+    async fn unlink_volume(&self, vm_id: String, volume_id: String) -> Result<(), HostError> {
+        Ok(Agent::unlink_volume(self, &vm_id, &volume_id).await?)
+    }
+
+    async fn set_volume_limits(&self, volume_id: String, limits: IoLimits) -> Result<(), HostError> {
+        Ok(Agent::set_volume_limits(self, &volume_id, limits).await?)
+    }
+
+    async fn vm_volumes(&self, vm_id: String) -> Result<Vec<LinkedVolume>, HostError> {
+        Ok(Agent::vm_volumes(self, &vm_id).await?)
+    }
+
+    async fn snapshot_volume(&self, volume_id: String, snapshot_id: String, key: VolumeKey, snap_key: VolumeKey) -> Result<SnapshotInfo, HostError> {
+        Ok(Agent::snapshot_volume(self, &volume_id, &snapshot_id, &key, &snap_key).await?)
+    }
+
+    async fn snapshot_progress(&self, snapshot_id: String) -> Result<Option<BlockJobProgress>, HostError> {
+        Ok(Agent::snapshot_progress(self, &snapshot_id))
+    }
+
+    async fn list_snapshots(&self) -> Result<Vec<String>, HostError> {
+        Ok(Agent::list_snapshots(self).await?)
+    }
+
+    async fn delete_snapshot(&self, snapshot_id: String) -> Result<(), HostError> {
+        Ok(Agent::delete_snapshot(self, &snapshot_id).await?)
+    }
+
+    async fn link_nic(&self, vm_id: String, nic: VmNic) -> Result<(), HostError> {
+        Ok(Agent::link_nic(self, &vm_id, &nic).await?)
+    }
+
+    async fn unlink_nic(&self, vm_id: String, ifname: String) -> Result<(), HostError> {
+        Ok(Agent::unlink_nic(self, &vm_id, &ifname).await?)
+    }
+
+    async fn vm_nics(&self, vm_id: String) -> Result<Vec<VmNic>, HostError> {
+        Ok(Agent::vm_nics(self, &vm_id).await?)
+    }
+
+    async fn nic_plugged(&self, vm_id: String, ifname: String) -> Result<bool, HostError> {
+        Ok(Agent::nic_plugged(self, &vm_id, &ifname).await?)
+    }
+
+    async fn inspect_upload(&self, path: PathBuf) -> Result<UploadInfo, HostError> {
+        Ok(Agent::inspect_upload(self, &path).await?)
+    }
+
+    async fn import_snapshot(&self, path: PathBuf, format: Option<UploadFormat>, snapshot_id: String, key: VolumeKey) -> Result<SnapshotInfo, HostError> {
+        Ok(self.import_as_encrypted_snapshot(&path, format, &snapshot_id, &key).await?)
+    }
+}
