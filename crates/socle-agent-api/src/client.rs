@@ -2,6 +2,7 @@
 //! method becomes `POST /v1/<method>` to the agent.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -14,26 +15,76 @@ use crate::error::HostError;
 /// A connection to one agent. Each call opens its own connection (a Unix
 /// socket connect costs microseconds), so a slow call — a snapshot copy, a
 /// VM stop — never holds up another.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct HostClient {
-    socket: PathBuf,
+    endpoint: Endpoint,
 }
+
+#[derive(Clone)]
+enum Endpoint {
+    Unix(PathBuf),
+    /// `addr` (host:port) over mutual TLS, expecting the certificate of `host_id`.
+    Tls { addr: String, host_id: String, config: Arc<rustls::ClientConfig> },
+}
+
+impl std::fmt::Debug for HostClient {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.endpoint())
+    }
+}
+
+/// How long a connection to an agent may take to establish.
+const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl HostClient {
     /// An agent listening on the Unix socket `socket`.
     pub fn unix(socket: impl Into<PathBuf>) -> HostClient {
-        HostClient { socket: socket.into() }
+        HostClient { endpoint: Endpoint::Unix(socket.into()) }
+    }
+
+    /// Host `host_id`'s agent at `addr` (host:port), over mutual TLS with
+    /// the control plane's `config` (see [`crate::tls::client_config`]).
+    pub fn tls(addr: impl Into<String>, host_id: impl Into<String>, config: Arc<rustls::ClientConfig>) -> HostClient {
+        HostClient { endpoint: Endpoint::Tls { addr: addr.into(), host_id: host_id.into(), config } }
     }
 
     /// Where the agent listens, for messages.
     pub fn endpoint(&self) -> String {
-        format!("unix:{}", self.socket.display())
+        match &self.endpoint {
+            Endpoint::Unix(socket) => format!("unix:{}", socket.display()),
+            Endpoint::Tls { addr, host_id, .. } => format!("tls:{addr} ({host_id})"),
+        }
     }
 
     pub(crate) async fn call<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, HostError> {
         let unreachable = |what: &str, e: &dyn std::fmt::Display| HostError::unreachable(format!("agent at {}: {method}: {what}: {e}", self.endpoint()));
         let body = serde_json::to_vec(args).map_err(|e| HostError::internal(format!("{method}: cannot encode the request: {e}")))?;
-        let stream = tokio::net::UnixStream::connect(&self.socket).await.map_err(|e| unreachable("connect", &e))?;
+        match &self.endpoint {
+            Endpoint::Unix(socket) => {
+                let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| unreachable("connect", &e))?;
+                self.exchange(method, body, stream).await
+            }
+            Endpoint::Tls { addr, host_id, config } => {
+                let name = rustls::pki_types::ServerName::try_from(crate::tls::host_name(host_id))
+                    .map_err(|e| HostError::internal(format!("host name {host_id:?}: {e}")))?;
+                let connect = async {
+                    let tcp = tokio::net::TcpStream::connect(addr.as_str()).await.map_err(|e| unreachable("connect", &e))?;
+                    tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await.map_err(|e| unreachable("TLS", &e))
+                };
+                let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect).await.map_err(|_| unreachable("connect", &"timed out"))??;
+                self.exchange(method, body, stream).await
+            }
+        }
+    }
+
+    /// One request and its answer on a fresh connection.
+    async fn exchange<R: DeserializeOwned>(
+        &self,
+        method: &str,
+        body: Vec<u8>,
+        stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    ) -> Result<R, HostError> {
+        let unreachable = |what: &str, e: &dyn std::fmt::Display| HostError::unreachable(format!("agent at {}: {method}: {what}: {e}", self.endpoint()));
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable("handshake", &e))?;
         tokio::spawn(async move {
             // Ends with the request; an error here also shows in send_request.

@@ -20,7 +20,9 @@ pub mod client;
 pub mod error;
 pub mod host;
 mod key;
+pub mod pki;
 pub mod server;
+pub mod tls;
 pub mod types;
 
 pub use client::HostClient;

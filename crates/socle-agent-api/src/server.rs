@@ -27,6 +27,42 @@ pub async fn serve_unix(host: Arc<dyn Host>, listener: tokio::net::UnixListener)
     axum::serve(listener, router(host)).await
 }
 
+/// Serves `host` to the control plane over mutual TLS (see [`crate::tls`]):
+/// a connection whose client shows no certificate of the cloud's CA valid
+/// for client authentication ends at the handshake.
+pub async fn serve_tls(host: Arc<dyn Host>, listener: tokio::net::TcpListener, tls: Arc<rustls::ServerConfig>) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let app = router(host);
+    loop {
+        let (tcp, peer) = listener.accept().await?;
+        let (acceptor, app) = (acceptor.clone(), app.clone());
+        // Each connection on its own task: a slow handshake holds up no one.
+        tokio::spawn(async move {
+            let stream = match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(tcp)).await {
+                Ok(Ok(stream)) => stream,
+                Ok(Err(e)) => {
+                    tracing::warn!(%peer, error = %e, "agent protocol: TLS handshake refused");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "agent protocol: TLS handshake timed out");
+                    return;
+                }
+            };
+            let service = hyper_util::service::TowerToHyperService::new(app);
+            if let Err(e) = hyper::server::conn::http1::Builder::new()
+                .serve_connection(hyper_util::rt::TokioIo::new(stream), service)
+                .await
+            {
+                tracing::debug!(%peer, error = %e, "agent protocol connection ended");
+            }
+        });
+    }
+}
+
+/// How long a client may take to finish the TLS handshake.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+
 async fn handle(State(host): State<Arc<dyn Host>>, Path(method): Path<String>, body: Bytes) -> Response {
     // Run to completion even if the caller goes away: an operation cut in
     // the middle (a VM half started, a volume half copied) is worse than

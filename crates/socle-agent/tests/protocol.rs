@@ -87,3 +87,45 @@ async fn an_agent_that_does_not_listen_is_unreachable_not_an_internal_error() {
     assert_eq!(e.kind, HostErrorKind::Unreachable, "{e}");
     assert!(e.message.contains("nobody.sock"), "the message names the endpoint: {e}");
 }
+
+/// Over TCP, mutual TLS with the cloud's own CA: the control plane's
+/// certificate reaches the host it names; a wrong host name, a host's own
+/// certificate used as a client, and another CA's certificate are refused
+/// at the handshake.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn over_tcp_only_the_control_plane_of_the_cloud_reaches_the_host_it_names() {
+    use socle_agent_api::pki::{host_key_and_request, Ca};
+    use socle_agent_api::tls::{client_config, server_config, TlsIdentity};
+
+    let dir = tempfile::tempdir().unwrap();
+    let agent = tcg_agent(&dir.path().join("agent")).await;
+    let ca = Ca::generate("test").unwrap();
+    // The host makes its key; only the request travels.
+    let (host_key, request) = host_key_and_request().unwrap();
+    let host_cert = ca.sign_host(&request, "h-1").unwrap();
+    let server = server_config(TlsIdentity::from_pem(&host_cert, &host_key).unwrap(), &ca.cert_pem).unwrap();
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap().to_string();
+    tokio::spawn(socle_agent_api::server::serve_tls(Arc::new(agent), listener, server));
+
+    let (cert, key) = ca.issue_control().unwrap();
+    let control = client_config(TlsIdentity::from_pem(&cert, &key).unwrap(), &ca.cert_pem).unwrap();
+    let info = HostClient::tls(addr.clone(), "h-1", control.clone()).host_info().await.unwrap();
+    assert_eq!(info.protocol_version, socle_agent_api::PROTOCOL_VERSION);
+
+    let refused = |what: &str, e: socle_agent_api::HostError| {
+        assert_eq!(e.kind, HostErrorKind::Unreachable, "{what}: {e}");
+    };
+    // The certificate names h-1: it cannot answer for h-2.
+    refused("wrong host", HostClient::tls(addr.clone(), "h-2", control.clone()).host_info().await.unwrap_err());
+    // A host's certificate is for serving only.
+    let as_host = client_config(TlsIdentity::from_pem(&host_cert, &host_key).unwrap(), &ca.cert_pem).unwrap();
+    refused("host cert as client", HostClient::tls(addr.clone(), "h-1", as_host).list_vms().await.unwrap_err());
+    // Another cloud's control plane.
+    let other = Ca::generate("other").unwrap();
+    let (ocert, okey) = other.issue_control().unwrap();
+    let stranger = client_config(TlsIdentity::from_pem(&ocert, &okey).unwrap(), &ca.cert_pem).unwrap();
+    refused("other CA", HostClient::tls(addr.clone(), "h-1", stranger).list_vms().await.unwrap_err());
+    // And the control plane still gets in after all that.
+    assert!(HostClient::tls(addr, "h-1", control).list_vms().await.unwrap().is_empty());
+}
