@@ -19,6 +19,7 @@
 pub mod client;
 pub mod error;
 pub mod host;
+pub mod join;
 mod key;
 pub mod pki;
 pub mod server;

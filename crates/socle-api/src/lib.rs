@@ -30,6 +30,7 @@ pub fn router(cloud: Arc<Cloud>) -> Router {
     Router::new()
         .route("/api/{version}/{operation}", post(handle))
         .route(&format!("/api/{{version}}/{}", import::OPERATION), post(handle_import))
+        .route(socle_agent_api::join::JOIN_PATH, post(handle_join))
         .method_not_allowed_fallback(not_found)
         .fallback(not_found)
         .with_state(cloud)
@@ -61,6 +62,23 @@ fn json_response(status: StatusCode, body: &serde_json::Value) -> Response {
 fn error_response(err: &ApiError, request_id: &str) -> Response {
     let status = StatusCode::from_u16(err.code.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     json_response(status, &error_body(err, request_id))
+}
+
+/// A host joining the cloud (`socle agent --join`): authorised by its
+/// one-time token's proof, not by an account's signature.
+async fn handle_join(State(cloud): State<Arc<Cloud>>, body: axum::body::Bytes) -> Response {
+    let request_id = new_request_id();
+    let result = match serde_json::from_slice::<socle_agent_api::join::JoinRequest>(&body) {
+        Ok(req) => socle_control::hosts::join(&cloud, req).await,
+        Err(e) => Err(ApiError::new(ErrorCode::InvalidJson, format!("not a join request: {e}"))),
+    };
+    match result {
+        Ok(answer) => json_response(StatusCode::OK, &serde_json::to_value(answer).expect("JSON values serialise")),
+        Err(e) => {
+            tracing::warn!(request_id = %request_id, code = e.code(), details = %e.details, "join refused");
+            error_response(&e, &request_id)
+        }
+    }
 }
 
 async fn handle(

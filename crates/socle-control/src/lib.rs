@@ -7,6 +7,7 @@
 
 pub mod config;
 mod custody;
+pub mod hosts;
 pub mod hsm;
 mod dispatch;
 mod faults;

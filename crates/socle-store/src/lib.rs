@@ -14,6 +14,7 @@ pub mod listing;
 pub mod testing;
 pub mod access_keys;
 pub mod accounts;
+pub mod hosts;
 pub mod images;
 pub mod internet_services;
 pub mod keypairs;

@@ -449,6 +449,31 @@ const MIGRATIONS: &[Migration] = &[
     "#,
         postgres: "",
     },
+    // 10: the hosts of a cloud and the one-time tokens that let a host join.
+    both(
+        r#"
+    CREATE TABLE hosts (
+        host_id TEXT PRIMARY KEY,
+        subregion TEXT NOT NULL,
+        -- host:port where its agent serves the agent protocol (mutual TLS).
+        endpoint TEXT NOT NULL,
+        -- SHA-256 of the certificate it was given when it joined.
+        cert_sha256 TEXT NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('ready', 'cordoned', 'unreachable', 'revoked')),
+        joined_at TEXT NOT NULL,
+        seen_at TEXT
+    );
+    CREATE TABLE host_tokens (
+        token_id TEXT PRIMARY KEY,
+        subregion TEXT NOT NULL,
+        -- The secret, sealed by the cloud's master key (bound to token_id).
+        secret_sealed BLOB NOT NULL,
+        expires_at TEXT NOT NULL,
+        -- The host that joined with it: a token serves once.
+        used_by TEXT
+    );
+    "#,
+    ),
 ];
 
 /// The key of the advisory lock that keeps two servers starting at once

@@ -1,8 +1,9 @@
 //! The host agent's side of the binary.
 //!
 //! - `socle agent`: the agent alone, in the foreground, serving the agent
-//!   protocol on a Unix socket; a control plane (`socle up --agent
-//!   unix:PATH`) drives it.
+//!   protocol on a Unix socket (a control plane on this machine drives it:
+//!   `socle up --agent unix:PATH`) or, once the host has joined a cloud
+//!   (`--join URL --token T`, once), on TCP with mutual TLS.
 //! - [`start_in_process`]: the agent of the all-in-one `socle up`, served the
 //!   same way on `DATA/agent.sock` inside the same process.
 //!
@@ -26,10 +27,21 @@ const SOCKET: &str = "agent.sock";
 pub struct AgentArgs {
     #[command(flatten)]
     dir: crate::DataDirArg,
-    /// Where to serve the agent protocol: `unix:PATH` (default: unix:DATA/agent.sock).
-    /// Remote hosts over TCP need mutual TLS, which is not there yet.
+    /// Where to serve the agent protocol: `unix:PATH` (default: unix:DATA/agent.sock),
+    /// or HOST:PORT over mutual TLS once this host has joined a cloud.
     #[arg(long, env = "SOCLE_AGENT_LISTEN")]
     listen: Option<String>,
+    /// Join the cloud whose API is at this URL (e.g. http://10.0.0.1:8700), once:
+    /// the host gets its certificate and is known from then on (later starts
+    /// need only --data-dir and --listen).
+    #[arg(long, requires = "token")]
+    join: Option<String>,
+    /// The one-time token from `socle host token` (or $SOCLE_JOIN_TOKEN).
+    #[arg(long, env = "SOCLE_JOIN_TOKEN", hide_env_values = true)]
+    token: Option<String>,
+    /// HOST:PORT at which the control plane reaches this agent (default: --listen).
+    #[arg(long)]
+    advertise: Option<String>,
     /// Hardware accelerator for guests: auto probes KVM with a real guest and
     /// falls back to TCG (software) when KVM cannot run it.
     #[arg(long, default_value = "auto", env = "SOCLE_ACCEL")]
@@ -46,28 +58,57 @@ pub fn unix_endpoint(endpoint: &str) -> anyhow::Result<PathBuf> {
 
 pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     crate::init_logs();
+    let data_dir = args.dir.resolve();
+    let tls_dir = data_dir.join("tls");
+    let tcp = match args.listen.as_deref() {
+        Some(l) if !l.starts_with("unix:") => Some(l.to_string()),
+        _ => None,
+    };
+    if let Some(url) = &args.join {
+        match crate::join::joined(&tls_dir)? {
+            Some(host) => eprintln!("this host already joined as {} ({}); --join is ignored", host.host_id, host.subregion),
+            None => {
+                let listen = tcp.as_deref().context("--join needs --listen HOST:PORT: a joined host serves the agent protocol over TCP")?;
+                let token = args.token.as_deref().context("--join needs --token")?;
+                let endpoint = args.advertise.clone().unwrap_or_else(|| listen.to_string());
+                let host = crate::join::join(url, token, &endpoint, &tls_dir)?;
+                eprintln!("joined as {} in {}", host.host_id, host.subregion);
+            }
+        }
+    }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let data_dir = args.dir.resolve();
-        let socket = match &args.listen {
-            Some(endpoint) => unix_endpoint(endpoint)?,
-            None => data_dir.join(SOCKET),
+        let agent = Arc::new(start(&data_dir, args.accel).await?);
+        let accel = agent.accel();
+        let state = data_dir.join("agent");
+        let (served, socket) = match tcp {
+            Some(addr) => {
+                let host = crate::join::joined(&tls_dir)?
+                    .with_context(|| format!("this host has not joined a cloud ({} is empty): serving over TCP needs --join once", tls_dir.display()))?;
+                let tls = crate::join::server_tls(&tls_dir)?;
+                let listener = tokio::net::TcpListener::bind(&addr).await.with_context(|| format!("cannot listen on {addr}"))?;
+                eprintln!("\nSocle agent is up: host {} ({}) on {addr}, mutual TLS (accelerator {accel}, state in {})\n", host.host_id, host.subregion, state.display());
+                (tokio::spawn(socle_agent_api::server::serve_tls(agent, listener, tls)), None)
+            }
+            None => {
+                let socket = match &args.listen {
+                    Some(endpoint) => unix_endpoint(endpoint)?,
+                    None => data_dir.join(SOCKET),
+                };
+                let listener = listen(&socket).await?;
+                eprintln!("\nSocle agent is up: unix:{} (accelerator {accel}, state in {})\n", socket.display(), state.display());
+                (tokio::spawn(socle_agent_api::server::serve_unix(agent, listener)), Some(socket))
+            }
         };
-        let agent = start(&data_dir, args.accel).await?;
-        let listener = listen(&socket).await?;
-        eprintln!(
-            "\nSocle agent is up: unix:{} (accelerator {}, state in {})\n",
-            socket.display(),
-            agent.accel(),
-            data_dir.join("agent").display()
-        );
         tokio::select! {
-            served = socle_agent_api::server::serve_unix(Arc::new(agent), listener) => {
-                served.with_context(|| format!("the agent socket {} failed", socket.display()))?;
+            result = served => {
+                result.context("the agent's server stopped")?.context("the agent's listener failed")?;
             }
             _ = crate::up::shutdown_signal() => {}
         }
-        let _ = std::fs::remove_file(&socket);
+        if let Some(socket) = socket {
+            let _ = std::fs::remove_file(&socket);
+        }
         tracing::info!("stopped; guests keep running and are taken back at the next start");
         Ok(())
     })

@@ -9,8 +9,10 @@
 mod client;
 mod upload;
 mod cli_account;
+mod cli_host;
 mod cli_image;
 mod cli_vm;
+mod join;
 mod agent;
 mod up;
 
@@ -64,6 +66,9 @@ enum Command {
     /// Manage accounts of a local cloud (works on its data dir).
     #[command(subcommand)]
     Account(cli_account::AccountCommand),
+    /// The hosts of a cloud: join tokens, list, revoke (works on its data dir and database).
+    #[command(subcommand)]
+    Host(cli_host::HostCommand),
     /// Manage your virtual machines.
     #[command(subcommand)]
     Vm(cli_vm::VmCommand),
@@ -88,6 +93,7 @@ fn main() -> std::process::ExitCode {
         Command::Up(args) => up::run(args),
         Command::Agent(args) => agent::run(args),
         Command::Account(cmd) => cli_account::run(cmd),
+        Command::Host(cmd) => cli_host::run(cmd),
         Command::Vm(cmd) => cli_vm::run_vm(cmd),
         Command::Image(cmd) => cli_image::run(cmd),
         Command::Api(args) => cli_vm::run_api(args),

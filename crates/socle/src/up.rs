@@ -99,6 +99,8 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
     let creds_path = ensure_default_credentials(&cloud).context("cannot write the default credentials")?;
 
     let reconciler = tokio::spawn(socle_control::reconciler::run(cloud.clone()));
+    // Hosts that joined with `socle agent --join`: ready or unreachable.
+    let host_watch = tokio::spawn(socle_control::hosts::watch(cloud.clone()));
     let app = socle_api::router(cloud.clone());
     eprintln!(
         "\nSocle is up: API {endpoint} (accelerator {}, data in {}, state in {})\n\
@@ -113,6 +115,7 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
     );
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     reconciler.abort();
+    host_watch.abort();
     tracing::info!("stopped; guests keep running and are re-attached at the next start");
     Ok(())
 }

@@ -1,0 +1,208 @@
+//! The hosts of a cloud: its certificate authority, the tokens with which
+//! a host joins, joining itself, and the health check that tells ready
+//! hosts from unreachable ones.
+//!
+//! The CA lives in `DATA/ca/` (`ca.key` 0600 never leaves it); the control
+//! plane's own client certificate for reaching agents sits beside it. See
+//! `socle_agent_api::tls` for what each certificate may do and
+//! `socle_agent_api::join` for the join exchange.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand::RngCore;
+use sha2::{Digest, Sha256};
+use socle_agent_api::join::{proof, proof_holds, JoinAnswer, JoinRequest};
+use socle_agent_api::pki::Ca;
+use socle_agent_api::tls::{client_config, TlsIdentity};
+use socle_agent_api::{Host, HostClient};
+use socle_store::hosts::{self as host_store, HostRow, HostTokenRow};
+use socle_store::{format_iso, now_iso, Store};
+use socle_types::error::ErrorCode;
+use socle_types::ApiError;
+
+use crate::secrets::SecretBox;
+use crate::Cloud;
+
+/// A token is good for this long unless the operator says otherwise.
+pub const DEFAULT_TOKEN_TTL: Duration = Duration::from_secs(3600);
+/// How often the health check asks each host's agent, and how long it waits.
+const CHECK_EVERY: Duration = Duration::from_secs(3);
+const CHECK_TIMEOUT: Duration = Duration::from_secs(5);
+
+fn internal(what: &str) -> impl Fn(String) -> ApiError + '_ {
+    move |e| ApiError::internal(format!("{what}: {e}"))
+}
+
+/// Writes `text` to `path` (mode `mode`) unless it exists.
+fn write_new(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
+    f.write_all(text.as_bytes())?;
+    f.sync_all()?;
+    fs::rename(&tmp, path)
+}
+
+/// The cloud's CA, made at its first use.
+pub fn load_or_create_ca(data_dir: &Path) -> Result<Ca, ApiError> {
+    let dir = data_dir.join("ca");
+    let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
+    if !cert.exists() {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| internal("CA dir")(e.to_string()))?;
+        let ca = Ca::generate(&data_dir.display().to_string()).map_err(|e| internal("CA")(e.to_string()))?;
+        // The key first: a certificate on disk means its key is there too.
+        write_new(&key, &ca.key_pem, 0o600).map_err(|e| internal("CA key")(e.to_string()))?;
+        write_new(&cert, &ca.cert_pem, 0o644).map_err(|e| internal("CA certificate")(e.to_string()))?;
+        tracing::info!(dir = %dir.display(), "made the cloud's certificate authority");
+    }
+    let read = |p: &Path| fs::read_to_string(p).map_err(|e| internal("CA")(format!("{}: {e}", p.display())));
+    Ok(Ca { cert_pem: read(&cert)?, key_pem: read(&key)? })
+}
+
+/// The control plane's TLS client configuration for reaching agents (its
+/// certificate is issued once by the CA and kept beside it).
+pub fn control_tls(data_dir: &Path) -> Result<Arc<rustls::ClientConfig>, ApiError> {
+    let ca = load_or_create_ca(data_dir)?;
+    let dir = data_dir.join("ca");
+    let (cert, key) = (dir.join("control.pem"), dir.join("control.key"));
+    if !cert.exists() {
+        let (cert_pem, key_pem) = ca.issue_control().map_err(|e| internal("control certificate")(e.to_string()))?;
+        write_new(&key, &key_pem, 0o600).map_err(|e| internal("control key")(e.to_string()))?;
+        write_new(&cert, &cert_pem, 0o644).map_err(|e| internal("control certificate")(e.to_string()))?;
+    }
+    let read = |p: &Path| fs::read_to_string(p).map_err(|e| internal("control certificate")(format!("{}: {e}", p.display())));
+    let identity = TlsIdentity::from_pem(&read(&cert)?, &read(&key)?).map_err(|e| internal("control certificate")(e.to_string()))?;
+    client_config(identity, &ca.cert_pem).map_err(|e| internal("control TLS")(e.to_string()))
+}
+
+/// `eu-west-2a`: a region name and one letter.
+fn valid_subregion(name: &str) -> bool {
+    let Some(letter) = name.chars().last() else { return false };
+    let region = &name[..name.len() - 1];
+    letter.is_ascii_lowercase()
+        && region.split('-').count() == 3
+        && region.split('-').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
+        && region.ends_with(|c: char| c.is_ascii_digit())
+}
+
+/// A new one-time join token for a host of `subregion`, valid for `ttl`:
+/// `<token_id>.<secret>`, to hand to `socle agent --join … --token`.
+pub async fn issue_token(store: &Store, secrets: &SecretBox, subregion: &str, ttl: Duration) -> Result<String, ApiError> {
+    if !valid_subregion(subregion) {
+        return Err(ApiError::invalid_value(format!("subregion {subregion:?}: expected a region name and a letter, e.g. eu-west-2a")));
+    }
+    let mut raw = [0u8; 4];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let token_id = format!("jt-{}", hex::encode(raw));
+    let mut secret = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut secret);
+    let secret = hex::encode(secret);
+    let expires = time::OffsetDateTime::now_utc() + time::Duration::seconds(ttl.as_secs() as i64);
+    let row = HostTokenRow {
+        token_id: token_id.clone(),
+        subregion: subregion.to_string(),
+        secret_sealed: secrets.seal(&token_id, secret.as_bytes()),
+        expires_at: format_iso(expires),
+        used_by: None,
+    };
+    store.write(move |c| host_store::insert_token(c, &row)).await?;
+    Ok(format!("{token_id}.{secret}"))
+}
+
+/// A host joins with a token: its request is signed, its certificate
+/// issued and the host recorded, `ready`, in one step; the token is spent.
+pub async fn join(cloud: &Arc<Cloud>, req: JoinRequest) -> Result<JoinAnswer, ApiError> {
+    // One answer for every token problem: a prober learns nothing.
+    let denied = || ApiError::new(ErrorCode::AccessDenied, "the join token is unknown, expired, already used, or the request is not signed with it");
+    let token_id = req.token_id.clone();
+    let token = cloud.store.read(move |c| host_store::get_token(c, &token_id)).await?.ok_or_else(denied)?;
+    let secret = cloud.secrets.open(&token.token_id, &token.secret_sealed).map_err(|e| internal("join token")(e.to_string()))?;
+    let secret = String::from_utf8(secret).map_err(|e| internal("join token")(e.to_string()))?;
+    if token.used_by.is_some() || token.expires_at < now_iso() || !proof_holds(&secret, &req.signed_text(), &req.proof) {
+        tracing::warn!(token = %token.token_id, "join refused");
+        return Err(denied());
+    }
+    let port_ok = req.endpoint.rsplit_once(':').is_some_and(|(host, port)| !host.is_empty() && port.parse::<u16>().is_ok_and(|p| p > 0));
+    if !port_ok {
+        return Err(ApiError::invalid_value(format!("endpoint {:?}: expected host:port where the agent listens", req.endpoint)));
+    }
+    let mut raw = [0u8; 4];
+    rand::thread_rng().fill_bytes(&mut raw);
+    let host_id = format!("h-{}", hex::encode(raw));
+    let ca = load_or_create_ca(&cloud.config.data_dir)?;
+    let cert_pem = ca.sign_host(&req.csr_pem, &host_id).map_err(|e| ApiError::invalid_value(e.message))?;
+    let row = HostRow {
+        host_id: host_id.clone(),
+        subregion: token.subregion.clone(),
+        endpoint: req.endpoint.clone(),
+        cert_sha256: hex::encode(Sha256::digest(cert_pem.as_bytes())),
+        state: "ready".into(),
+        joined_at: now_iso(),
+        seen_at: None,
+    };
+    let token_id = token.token_id.clone();
+    cloud
+        .store
+        .write(move |c| -> Result<(), ApiError> {
+            // Two joins racing with one token: the second finds it spent.
+            if !host_store::use_token(c, &token_id, &row.host_id)? {
+                return Err(denied());
+            }
+            host_store::insert(c, &row)?;
+            Ok(())
+        })
+        .await?;
+    tracing::info!(host = %host_id, subregion = %token.subregion, endpoint = %req.endpoint, "a host joined");
+    let mut answer = JoinAnswer { host_id, subregion: token.subregion, cert_pem, ca_pem: ca.cert_pem, proof: String::new() };
+    answer.proof = proof(&secret, &answer.signed_text());
+    Ok(answer)
+}
+
+/// Asks every host's agent, for ever, whether it answers: a host that does
+/// not becomes `unreachable`, and `ready` again when it does.
+pub async fn watch(cloud: Arc<Cloud>) {
+    let tls = match control_tls(&cloud.config.data_dir) {
+        Ok(tls) => tls,
+        Err(e) => {
+            tracing::error!(error = %e, "no TLS identity to reach hosts; host health is not checked");
+            return;
+        }
+    };
+    loop {
+        match cloud.store.read(host_store::list).await {
+            Ok(hosts) => {
+                for host in hosts.into_iter().filter(|h| h.state != "revoked") {
+                    let client = HostClient::tls(host.endpoint.clone(), host.host_id.clone(), tls.clone());
+                    let answered = matches!(tokio::time::timeout(CHECK_TIMEOUT, client.host_info()).await, Ok(Ok(_)));
+                    if !answered && host.state != "unreachable" {
+                        tracing::warn!(host = %host.host_id, endpoint = %host.endpoint, "host does not answer");
+                    }
+                    let id = host.host_id.clone();
+                    let now = now_iso();
+                    if let Err(e) = cloud.store.write(move |c| host_store::record_check(c, &id, answered, &now)).await {
+                        tracing::error!(host = %host.host_id, error = %e, "cannot record the host's health");
+                    }
+                }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read the hosts"),
+        }
+        tokio::time::sleep(CHECK_EVERY).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn subregion_names() {
+        for good in ["eu-west-2a", "eu-west-2c", "us-east-2b"] {
+            assert!(super::valid_subregion(good), "{good}");
+        }
+        for bad in ["", "a", "eu-west-2", "eu-west-2A", "eu-west-a", "eu--2a", "cloudgouv-eu-west-1a"] {
+            assert!(!super::valid_subregion(bad), "{bad}");
+        }
+    }
+}
