@@ -162,7 +162,8 @@ pub async fn join(cloud: &Arc<Cloud>, req: JoinRequest) -> Result<JoinAnswer, Ap
     Ok(answer)
 }
 
-/// Asks every host's agent, for ever, whether it answers: a host that does
+/// Asks every host's agent, for ever (while this server holds the lease of
+/// background work), whether it answers: a host that does
 /// not becomes `unreachable`, and `ready` again when it does.
 pub async fn watch(cloud: Arc<Cloud>) {
     let tls = match control_tls(&cloud.config.data_dir) {
@@ -173,6 +174,7 @@ pub async fn watch(cloud: Arc<Cloud>) {
         }
     };
     loop {
+        crate::lease::wait_held(&cloud).await;
         match cloud.store.read(host_store::list).await {
             Ok(hosts) => {
                 for host in hosts.into_iter().filter(|h| h.state != "revoked") {

@@ -12,6 +12,7 @@ pub mod hsm;
 mod dispatch;
 mod faults;
 pub mod identity;
+pub mod lease;
 mod ops;
 mod paging;
 pub mod network;
@@ -63,6 +64,8 @@ pub struct Cloud {
     /// Host networking (None where the host cannot do it: see
     /// [`config::CloudConfig::network`]).
     pub network: Option<network::Network>,
+    /// Whether this server does the background work (see [`lease`]).
+    pub lease: lease::Lease,
 }
 
 impl Cloud {
@@ -74,6 +77,7 @@ impl Cloud {
         keystores: hsm::Keystores,
         network: Option<network::Network>,
     ) -> Arc<Cloud> {
+        let lease = lease::Lease::new(config.endpoint.clone());
         Arc::new(Cloud {
             config,
             store,
@@ -83,6 +87,7 @@ impl Cloud {
             wake: tokio::sync::Notify::new(),
             network_dirty: std::sync::atomic::AtomicBool::new(true),
             network,
+            lease,
         })
     }
 

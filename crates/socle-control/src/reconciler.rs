@@ -23,6 +23,7 @@ use socle_store::vms::{self as vm_store, VmRow};
 use socle_store::{format_iso, images as image_store, now_iso, snapshots as snapshot_store, volumes as volume_store, StoreError};
 use socle_types::ids::VmId;
 
+use crate::lease;
 use crate::{custody, network, nic_reconciler, storage_reconciler, Cloud};
 
 /// How often the reconciler looks even when nobody woke it.
@@ -51,6 +52,21 @@ pub enum ReconcileError {
 /// believed running whose QEMU is gone are queued to start again, and VM
 /// directories with no live VM behind them (a crash between the host work
 /// and the database write) are destroyed.
+/// At a server's start: when no other server holds the lease of background
+/// work, takes it and repairs what a crash left before the API serves
+/// (so a single server starts as it always has); otherwise the holder
+/// does the work and this server only answers the API.
+pub async fn recover_at_start(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
+    cloud.lease.renew(&cloud.store).await;
+    if cloud.lease.held() {
+        recover(cloud).await?;
+        cloud.lease.recovered.store(true, Ordering::SeqCst);
+    } else {
+        tracing::info!("another server holds the lease of background work; this one answers the API");
+    }
+    Ok(())
+}
+
 pub async fn recover(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
     let live = cloud.store.read(|c| vm_store::list_live(c)).await?;
     let mut known = HashSet::new();
@@ -112,10 +128,26 @@ pub async fn run(cloud: Arc<Cloud>) {
     let mut last_network = Instant::now();
     let purge_every = PURGE_EVERY.min(cloud.config.terminated_retention / 2);
     let mut last_purge = Instant::now() - purge_every;
+    tokio::spawn(lease::keep(cloud.clone()));
     loop {
         tokio::select! {
             _ = cloud.wake.notified() => {}
             _ = tokio::time::sleep(TICK) => {}
+        }
+        // Another server on the database does the background work.
+        if !cloud.lease.held() {
+            cloud.lease.recovered.store(false, Ordering::SeqCst);
+            continue;
+        }
+        if !cloud.lease.recovered.load(Ordering::SeqCst) {
+            match recover(&cloud).await {
+                Ok(()) => cloud.lease.recovered.store(true, Ordering::SeqCst),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot repair what a crash left; trying again");
+                    tokio::time::sleep(STORE_ERROR_BACKOFF).await;
+                    continue;
+                }
+            }
         }
         let live = match cloud.store.read(|c| vm_store::list_live(c)).await {
             Ok(v) => v,

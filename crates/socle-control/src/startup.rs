@@ -61,8 +61,7 @@ pub fn open_identity(data_dir: &Path, database: Option<&str>) -> Result<(Store, 
     Ok((store, secrets))
 }
 
-/// Opens everything `socle up` needs, with `agent` as its host, and repairs
-/// what a crash left.
+/// Opens everything `socle up` needs, with `agent` as its host.
 pub async fn open_cloud(config: CloudConfig, agent: Arc<dyn Host>) -> Result<Arc<Cloud>, StartupError> {
     let (store, secrets) = open_identity(&config.data_dir, config.database.as_deref())?;
     let info = agent.host_info().await?;
@@ -80,7 +79,9 @@ pub async fn open_cloud(config: CloudConfig, agent: Arc<dyn Host>) -> Result<Arc
         }
     };
     let cloud = Cloud::new(config, store, secrets, agent, keystores, network);
-    crate::reconciler::recover(&cloud).await?;
+    // What a crash left is repaired by the server that holds the lease of
+    // background work, not by every server that starts.
+    crate::reconciler::recover_at_start(&cloud).await?;
     Ok(cloud)
 }
 

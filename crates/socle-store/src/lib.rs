@@ -18,6 +18,7 @@ pub mod hosts;
 pub mod images;
 pub mod internet_services;
 pub mod keypairs;
+pub mod leases;
 pub mod nat_services;
 pub mod nets;
 pub mod nics;

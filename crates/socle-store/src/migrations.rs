@@ -449,7 +449,8 @@ const MIGRATIONS: &[Migration] = &[
     "#,
         postgres: "",
     },
-    // 10: the hosts of a cloud and the one-time tokens that let a host join.
+    // 10: the hosts of a cloud, the one-time tokens that let a host join, and
+    // the leases of background work.
     both(
         r#"
     CREATE TABLE hosts (
@@ -471,6 +472,13 @@ const MIGRATIONS: &[Migration] = &[
         expires_at TEXT NOT NULL,
         -- The host that joined with it: a token serves once.
         used_by TEXT
+    );
+    -- Background work (reconcilers, health checks) is done by one server at
+    -- a time: the holder of its lease, renewed every few seconds.
+    CREATE TABLE leases (
+        name TEXT PRIMARY KEY,
+        holder TEXT NOT NULL,
+        expires_at TEXT NOT NULL
     );
     "#,
     ),

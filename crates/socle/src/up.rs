@@ -115,6 +115,8 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
     );
     axum::serve(listener, app).with_graceful_shutdown(shutdown_signal()).await?;
     reconciler.abort();
+    // Another server on the database takes over at once.
+    cloud.lease.release(&cloud.store).await;
     host_watch.abort();
     tracing::info!("stopped; guests keep running and are re-attached at the next start");
     Ok(())

@@ -166,13 +166,38 @@ impl TestCloud {
     /// A cloud whose host agent is a `socle agent` process of its own, which
     /// `socle up --agent` drives over the agent socket.
     pub fn start_with_separate_agent() -> TestCloud {
+        Self::start_with_agent_on(test_database())
+    }
+
+    /// [`TestCloud::start_with_separate_agent`] with its state in `database`.
+    pub fn start_with_agent_on(database: Option<String>) -> TestCloud {
         let dir = tempfile::Builder::new().prefix("socle-it-").tempdir().unwrap();
         let port = free_port();
         let creds = Creds { access_key: String::new(), secret_key: String::new(), region: String::new(), endpoint: String::new() };
-        let mut cloud = TestCloud { dir, port, child: None, creds, database: test_database(), agent: None, separate_agent: true };
+        let mut cloud = TestCloud { dir, port, child: None, creds, database, agent: None, separate_agent: true };
         cloud.start_agent();
         cloud.launch(&[]);
         cloud
+    }
+
+    /// Another server of this cloud: `socle up` on the same data dir (its
+    /// keys), database and agent, listening on `port`; its log is
+    /// `server-PORT.log`. Returns once it answers.
+    pub fn spawn_server(&self, port: u16) -> Child {
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("server-{port}.log"))).unwrap();
+        let mut cmd = self.up_command(port);
+        cmd.stdout(log.try_clone().unwrap()).stderr(log);
+        let mut child = cmd.spawn().expect("spawn socle up");
+        let endpoint = format!("http://127.0.0.1:{port}/api/v1");
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while !try_raw_call(&endpoint, None, "ReadRegions", b"{}", &[]).is_ok_and(|a| a.status == 200) {
+            if let Some(status) = child.try_wait().unwrap() {
+                panic!("the second server exited early ({status})");
+            }
+            assert!(Instant::now() < deadline, "the second server never answered");
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        child
     }
 
     pub fn agent_socket(&self) -> std::path::PathBuf {
@@ -280,19 +305,9 @@ impl TestCloud {
     pub fn launch_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "already running");
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
-        let mut cmd = self.socle();
-        cmd.args(["up", "--data-dir"]).arg(self.dir.path());
-        if self.separate_agent {
-            cmd.arg("--agent").arg(format!("unix:{}", self.agent_socket().display()));
-        }
-        cmd
-            .args(["--listen", &format!("127.0.0.1:{}", self.port), "--accel", "tcg", "--stop-timeout", "20"])
-            .args(["--net-prefix", &self.net_prefix(), "--uplink-range", &self.uplink_range()])
-            .args(extra)
-            .env("SOCLE_PUBLIC_IP_POOL", self.public_ip_pool())
-            .env("RUST_LOG", "info")
+        let mut cmd = self.up_command(self.port);
+        cmd.args(extra)
             .envs(env.iter().copied())
-            .stdin(Stdio::null())
             .stdout(log.try_clone().unwrap())
             .stderr(log);
         self.child = Some(cmd.spawn().expect("spawn socle up"));
@@ -315,6 +330,21 @@ impl TestCloud {
             assert!(Instant::now() < deadline, "socle up not ready after 10 minutes; log:\n{}", self.log_tail());
             std::thread::sleep(Duration::from_millis(200));
         }
+    }
+
+    /// `socle up` of this cloud, listening on `port`.
+    fn up_command(&self, port: u16) -> Command {
+        let mut cmd = self.socle();
+        cmd.args(["up", "--data-dir"]).arg(self.dir.path());
+        if self.separate_agent {
+            cmd.arg("--agent").arg(format!("unix:{}", self.agent_socket().display()));
+        }
+        cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--accel", "tcg", "--stop-timeout", "20"])
+            .args(["--net-prefix", &self.net_prefix(), "--uplink-range", &self.uplink_range()])
+            .env("SOCLE_PUBLIC_IP_POOL", self.public_ip_pool())
+            .env("RUST_LOG", "info")
+            .stdin(Stdio::null());
+        cmd
     }
 
     pub fn log_tail(&self) -> String {
