@@ -142,7 +142,7 @@ pub fn bind_account(conn: &Conn, keystores: &Keystores, account_name: &str, kek:
             count += 1;
         }
     }
-    for mut s in snapshot_store::list_visible(conn, &account.account_id)?.into_iter().filter(|s| s.account_id == account.account_id) {
+    for mut s in snapshot_store::list_owned(conn, &account.account_id)? {
         if let Some(json) = &s.wrapped_key {
             s.wrapped_key = Some(rewrap(json, s.snapshot_id.as_str())?);
             snapshot_store::update(conn, &s)?;

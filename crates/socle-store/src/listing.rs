@@ -18,6 +18,8 @@ pub struct After {
 pub struct Listing {
     table: &'static str,
     id_column: &'static str,
+    /// Whose listing it is: tag filters look at this account's tags only.
+    account: String,
     clauses: Vec<String>,
     params: Vec<Value>,
 }
@@ -25,7 +27,15 @@ pub struct Listing {
 impl Listing {
     /// Rows of `table` owned by `account` (its `account_id` column).
     pub fn new(table: &'static str, id_column: &'static str, account: &str) -> Listing {
-        Listing { table, id_column, clauses: vec!["account_id = ?".into()], params: vec![Value::Text(account.into())] }
+        Listing::visible(table, id_column, account, "account_id = ?")
+    }
+
+    /// Rows of `table` that `account` may see, as `visibility` says: SQL
+    /// whose every `?` stands for the account (e.g. its own rows, public
+    /// ones and those shared with it).
+    pub fn visible(table: &'static str, id_column: &'static str, account: &str, visibility: &str) -> Listing {
+        let params = visibility.matches('?').map(|_| Value::Text(account.into())).collect();
+        Listing { table, id_column, account: account.into(), clauses: vec![format!("({visibility})")], params }
     }
 
     /// `column` is one of `values`; no filter when `values` is None (an
@@ -44,11 +54,30 @@ impl Listing {
         self
     }
 
-    /// OSC's tag filters: each one given must match at least one tag of the
-    /// row — `TagKeys` by key, `TagValues` by value, `Tags` by "KEY=VALUE".
+    /// A condition with parameters, one per `?` in `sql`.
+    pub fn condition_with<T: ToValue>(&mut self, sql: &str, params: &[T]) -> &mut Listing {
+        self.clauses.push(format!("({sql})"));
+        self.params.extend(params.iter().map(ToValue::to_value));
+        self
+    }
+
+    /// `column IN (…values)` written into a larger condition: the SQL of
+    /// [`Listing::condition_with`] for a list (nothing passes an empty one).
+    pub fn in_list(column: &str, n: usize) -> String {
+        in_list(column, n)
+    }
+
+    /// OSC's tag filters: each one given must match at least one of the
+    /// account's tags on the row — `TagKeys` by key, `TagValues` by value,
+    /// `Tags` by "KEY=VALUE". (Another account's tags on a row shared with
+    /// this one are not this account's to see, nor to filter on.)
     pub fn tags(&mut self, keys: Option<&[String]>, values: Option<&[String]>, pairs: Option<&[String]>) -> &mut Listing {
+        let account = Value::Text(self.account.clone());
         let exists = |cond: String| {
-            format!("EXISTS (SELECT 1 FROM tags t WHERE t.resource_id = {}.{} AND {cond})", self.table, self.id_column)
+            format!(
+                "EXISTS (SELECT 1 FROM tags t WHERE t.resource_id = {}.{} AND t.account_id = ? AND {cond})",
+                self.table, self.id_column
+            )
         };
         let mut add = Vec::new();
         if let Some(keys) = keys {
@@ -74,6 +103,7 @@ impl Listing {
         }
         for (clause, params) in add {
             self.clauses.push(clause);
+            self.params.push(account.clone());
             self.params.extend(params);
         }
         self

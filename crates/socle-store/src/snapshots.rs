@@ -104,11 +104,30 @@ pub fn get_visible(conn: &Conn, account: &AccountId, id: &SnapshotId) -> Result<
         .optional()?)
 }
 
-pub fn list_visible(conn: &Conn, account: &AccountId) -> Result<Vec<SnapshotRow>> {
-    let mut stmt =
-        conn.prepare(&format!("SELECT {COLUMNS} FROM snapshots WHERE {VISIBLE} ORDER BY created_at, snapshot_id"))?;
-    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<crate::Result<Vec<_>>>()?;
-    Ok(rows)
+/// What [`crate::listing::Listing::visible`] needs to list the snapshots an
+/// account may see (every `?` is that account).
+pub const VISIBLE_TO: &str =
+    "account_id = ? OR is_public = 1 OR snapshot_id IN (SELECT snapshot_id FROM snapshot_shares WHERE account_id = ?)";
+
+/// The account's own snapshots.
+pub fn list_owned(conn: &Conn, account: &AccountId) -> Result<Vec<SnapshotRow>> {
+    conn.query_map(&format!("SELECT {COLUMNS} FROM snapshots WHERE account_id = ?1 ORDER BY created_at, snapshot_id"), [account.as_str()], from_row)
+}
+
+/// The account's snapshot made with `token` (CreateSnapshot's ClientToken).
+pub fn get_by_client_token(conn: &Conn, account: &AccountId, token: &str) -> Result<Option<SnapshotRow>> {
+    Ok(conn
+        .query_row(
+            &format!("SELECT {COLUMNS} FROM snapshots WHERE account_id = ?1 AND client_token = ?2 ORDER BY created_at LIMIT 1"),
+            params![account.as_str(), token],
+            from_row,
+        )
+        .optional()?)
+}
+
+/// One page of the snapshots `listing` selects (see [`crate::listing`]).
+pub fn page(conn: &Conn, listing: &crate::listing::Listing, after: Option<&crate::listing::After>, limit: i64) -> Result<Vec<SnapshotRow>> {
+    listing.page(conn, COLUMNS, after, limit, from_row)
 }
 
 pub fn get_any(conn: &Conn, id: &SnapshotId) -> Result<Option<SnapshotRow>> {

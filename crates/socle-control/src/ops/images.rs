@@ -282,7 +282,7 @@ fn image_vm(cloud: &Arc<Cloud>, tx: &socle_store::Conn, account: &AccountId, act
 fn register_snapshot(tx: &socle_store::Conn, account: &AccountId, root: &RegisteredRoot) -> Result<ImageRow, ApiError> {
     let sid = &root.snapshot_id;
     let Some(snap) = snapshot_store::get_owned(tx, account, sid)? else {
-        let shared = snapshot_store::list_visible(tx, account)?.iter().any(|s| s.snapshot_id == *sid);
+        let shared = snapshot_store::get_visible(tx, account, sid)?.is_some();
         return Err(if shared {
             ApiError::new(
                 ErrorCode::InvalidParameterValue,

@@ -4,7 +4,10 @@
 //! by the owner's KEK). Sharing lets another account create volumes from it;
 //! the copy it gets is re-encrypted under a key of its own.
 
+use std::collections::HashMap;
 use std::sync::Arc;
+
+use socle_store::listing::Listing;
 
 use socle_store::snapshots::{self as snapshot_store, SnapshotRow};
 use socle_store::{now_iso, volumes as volume_store};
@@ -14,8 +17,8 @@ use socle_types::osc::*;
 use socle_types::ApiError;
 
 use super::volumes::volume_not_found;
-use super::{is_dry_run, tag_pairs, with_tags, write, ShareChange};
-use crate::paging::{created_key, matches, paginate, reject_unsupported_fields, reject_unsupported_filters, tags_match};
+use super::{is_dry_run, page_with_tags, write, ShareChange};
+use crate::paging::{page_request, reject_unsupported_fields, reject_unsupported_filters};
 use crate::{custody, Caller, Cloud};
 
 pub(crate) fn snapshot_not_found(id: &str) -> ApiError {
@@ -56,10 +59,7 @@ pub async fn create_snapshot(cloud: &Arc<Cloud>, caller: &Caller, req: CreateSna
     let capacity = cloud.config.storage_capacity_gib;
     let row = write(cloud, req.dry_run, move |tx| {
         if let Some(token) = &req.client_token {
-            let existing = snapshot_store::list_visible(tx, &account)?
-                .into_iter()
-                .find(|s| s.account_id == account && s.client_token.as_ref() == Some(token));
-            if let Some(s) = existing {
+            if let Some(s) = snapshot_store::get_by_client_token(tx, &account, token)? {
                 return Ok(s);
             }
         }
@@ -108,45 +108,53 @@ pub async fn read_snapshots(cloud: &Arc<Cloud>, caller: &Caller, req: ReadSnapsh
         ],
     )?;
     let f = req.filters.unwrap_or_default();
-    let account = caller.account_id.clone();
-    let rows = cloud
+    let viewer = caller.account_id.clone();
+    let mut listing = Listing::visible("snapshots", "snapshot_id", viewer.as_str(), snapshot_store::VISIBLE_TO);
+    listing
+        .any_of("snapshot_id", f.snapshot_ids.as_deref())
+        .any_of("volume_id", f.volume_ids.as_deref())
+        .any_of("state", f.states.as_deref())
+        .any_of("account_id", f.account_ids.as_deref())
+        .any_of("description", f.descriptions.as_deref())
+        .any_of("volume_size", f.volume_sizes.as_deref())
+        .any_of("progress", f.progresses.as_deref())
+        .any_of("client_token", f.client_tokens.as_deref())
+        .tags(f.tag_keys.as_deref(), f.tag_values.as_deref(), f.tags.as_deref());
+    if let Some(accounts) = &f.permissions_to_create_volume_account_ids {
+        // Only the owner may filter on (and so learn) whom it shares with.
+        let mut params = vec![viewer.to_string()];
+        params.extend(accounts.iter().cloned());
+        listing.condition_with(
+            &format!(
+                "account_id = ? AND snapshot_id IN (SELECT snapshot_id FROM snapshot_shares WHERE {})",
+                Listing::in_list("account_id", accounts.len())
+            ),
+            &params,
+        );
+    }
+    if let Some(global) = f.permissions_to_create_volume_global_permission {
+        listing.any_of("is_public", Some(&[global]));
+    }
+    let page = page_request(req.next_page_token.as_deref(), req.results_per_page)?;
+    let (rows, next) =
+        page_with_tags(cloud, &viewer, listing, snapshot_store::page, page, |s| (s.snapshot_id.as_str(), &s.created_at)).await?;
+    // Whom the caller's own snapshots are shared with (only the owner sees it).
+    let owned: Vec<SnapshotId> = rows.iter().filter(|(s, _)| s.account_id == viewer).map(|(s, _)| s.snapshot_id.clone()).collect();
+    let mut shares = cloud
         .store
         .read(move |conn| {
-            let rows = snapshot_store::list_visible(conn, &account)?;
-            let rows = with_tags(conn, &account, rows, |s| s.snapshot_id.as_str())?;
-            rows.into_iter()
-                .map(|(s, tags)| {
-                    let shares = snapshot_store::shares(conn, &s.snapshot_id)?;
-                    Ok((s, tags, shares))
-                })
-                .collect::<Result<Vec<_>, ApiError>>()
+            owned.into_iter().map(|id| Ok((id.to_string(), snapshot_store::shares(conn, &id)?))).collect::<Result<HashMap<_, _>, ApiError>>()
         })
         .await?;
-    let viewer = caller.account_id.clone();
-    let items: Vec<_> = rows
-        .into_iter()
-        .filter(|(s, tags, shares)| {
-            matches(&f.snapshot_ids, s.snapshot_id.as_str())
-                && f.volume_ids.as_ref().is_none_or(|l| s.volume_id.as_ref().is_some_and(|v| l.contains(v)))
-                && matches(&f.states, &s.state)
-                && matches(&f.account_ids, s.account_id.as_str())
-                && matches(&f.descriptions, &s.description)
-                && matches(&f.volume_sizes, &s.volume_size)
-                && matches(&f.progresses, &s.progress)
-                && f.client_tokens.as_ref().is_none_or(|l| s.client_token.as_ref().is_some_and(|t| l.contains(t)))
-                // Only the owner may filter on (and so learn) whom it shares with.
-                && f.permissions_to_create_volume_account_ids
-                    .as_ref()
-                    .is_none_or(|l| s.account_id == viewer && shares.iter().any(|a| l.contains(a)))
-                && f.permissions_to_create_volume_global_permission.is_none_or(|g| g == s.is_public)
-                && tags_match(&tag_pairs(tags), &f.tag_keys, &f.tag_values, &f.tags)
-        })
-        .collect();
-    let (page, next) = paginate(items, req.next_page_token.as_deref(), req.results_per_page, |(s, _, _)| {
-        created_key(&s.created_at, s.snapshot_id.as_str())
-    })?;
     Ok(ReadSnapshotsResponse {
-        snapshots: Some(page.into_iter().map(|(s, t, sh)| snapshot_view(&s, sh, &viewer, t)).collect()),
+        snapshots: Some(
+            rows.into_iter()
+                .map(|(s, t)| {
+                    let sh = shares.remove(s.snapshot_id.as_str()).unwrap_or_default();
+                    snapshot_view(&s, sh, &viewer, t)
+                })
+                .collect(),
+        ),
         next_page_token: next,
         ..Default::default()
     })
