@@ -3,7 +3,7 @@ shared, public), UpdateImage (launch permissions), DeleteImage; bad inputs and
 another account's view."""
 import pytest
 
-from socle_lib import (account_id, absent_id, create_vms, expect_error, same_as_absent,
+from socle_lib import (account_id, absent_id, check_pagination, create_vms, expect_error, same_as_absent,
                        unique, wait_ready, wait_until, wait_vms_state, delete_all_vms)
 
 
@@ -72,6 +72,47 @@ def test_share_launch_and_unshare(gw, golden):
     gw.UpdateImage(ImageId=img, PermissionsToLaunch={"Removals": {"AccountIds": [other.account_id]}})
     assert not other.gw.ReadImages(Filters={"ImageIds": [img]})["Images"]
     expect_error(other.gw.CreateVms, ImageId=img, status=400, code="5023")
+
+
+def test_read_images_filters_and_pages(gw, golden):
+    """Each filter of ReadImages, answered in SQL: the image's state as users see it
+    (derived from its root snapshot), shares only for their owner, the caller's tags."""
+    other, img = golden["other"], golden["image"]["ImageId"]
+    mine = {"AccountIds": [account_id(gw)]}
+
+    def ids(**filters):
+        return [i["ImageId"] for i in gw.ReadImages(Filters=filters)["Images"]]
+
+    assert ids(ImageIds=[img], States=["available"]) == [img]
+    assert ids(ImageIds=[img], States=["pending", "failed"]) == []
+    assert ids(ImageNames=[golden["name"]]) == [img]
+    assert ids(ImageIds=[img], Architectures=["x86_64"]) == [img]
+    assert ids(ImageIds=[img], Architectures=["arm64"]) == []
+    assert img not in ids(AccountIds=[other.account_id])
+    # Public images are everyone's; the platform's are public.
+    public = ids(PermissionsToLaunchGlobalPermission=True)
+    assert img not in public and len(public) >= 2, public
+    assert img in ids(PermissionsToLaunchGlobalPermission=False)
+    # Shares: the owner can filter on them; the account shared with sees the
+    # image but cannot learn, nor filter on, whom it is shared with.
+    gw.UpdateImage(ImageId=img, PermissionsToLaunch={"Additions": {"AccountIds": [other.account_id]}})
+    try:
+        assert ids(PermissionsToLaunchAccountIds=[other.account_id]) == [img]
+        assert ids(PermissionsToLaunchAccountIds=[]) == []
+        seen = other.gw.ReadImages(Filters={"ImageIds": [img]})["Images"]
+        assert [i["ImageId"] for i in seen] == [img]
+        assert not other.gw.ReadImages(Filters={"PermissionsToLaunchAccountIds": [other.account_id]})["Images"]
+        # Tags are the owner's: the other account cannot find the image by them.
+        gw.CreateTags(ResourceIds=[img], Tags=[{"Key": "tier", "Value": "gold"}])
+        assert ids(TagKeys=["tier"]) == [img]
+        assert ids(Tags=["tier=gold"]) == [img]
+        assert ids(Tags=["tier=silver"]) == []
+        assert not other.gw.ReadImages(Filters={"TagKeys": ["tier"]})["Images"]
+    finally:
+        gw.UpdateImage(ImageId=img, PermissionsToLaunch={"Removals": {"AccountIds": [other.account_id]}})
+        gw.DeleteTags(ResourceIds=[img], Tags=[{"Key": "tier", "Value": "gold"}])
+    check_pagination(gw.ReadImages, "Images", "ImageId")
+    check_pagination(gw.ReadImages, "Images", "ImageId", mine)
 
 
 def root_mapping(snapshot_id, **bsu):
@@ -150,3 +191,4 @@ def test_full_disk_platform_image_boots_through_the_bios(gw):
     wait_vms_state(gw, [vm], "running")
     wait_ready(gw, vm)
     gw.DeleteVms(VmIds=[vm])
+

@@ -85,13 +85,21 @@ pub fn update_files(conn: &Conn, i: &ImageRow) -> Result<()> {
 const VISIBLE: &str = "(account_id = ?1 OR is_public = 1 OR image_id IN
                          (SELECT image_id FROM image_shares WHERE account_id = ?1))";
 
-/// The images `account` may see: its own, the public ones and those shared with it.
-pub fn list_visible(conn: &Conn, account: &AccountId) -> Result<Vec<ImageRow>> {
-    let mut stmt = conn.prepare(&format!(
-        "SELECT {COLUMNS} FROM images WHERE {VISIBLE} ORDER BY created_at, image_id"
-    ))?;
-    let rows = stmt.query_map([account.as_str()], from_row)?.collect::<crate::Result<Vec<_>>>()?;
-    Ok(rows)
+/// What [`crate::listing::Listing::visible`] needs to list the images an
+/// account may see (every `?` is that account).
+pub const VISIBLE_TO: &str =
+    "account_id = ? OR is_public = 1 OR image_id IN (SELECT image_id FROM image_shares WHERE account_id = ?)";
+
+/// An image's state as users see it, in SQL: one made from a VM (a root
+/// snapshot) is pending until that snapshot completes, failed if it failed
+/// or is gone (see the control plane's `effective_state`).
+pub const EFFECTIVE_STATE: &str = "CASE WHEN root_snapshot_id IS NULL THEN state ELSE COALESCE(\
+     (SELECT CASE s.state WHEN 'completed' THEN 'available' WHEN 'error' THEN 'failed' ELSE 'pending' END \
+      FROM snapshots s WHERE s.snapshot_id = images.root_snapshot_id), 'failed') END";
+
+/// One page of the images `listing` selects (see [`crate::listing`]).
+pub fn page(conn: &Conn, listing: &crate::listing::Listing, after: Option<&crate::listing::After>, limit: i64) -> Result<Vec<ImageRow>> {
+    listing.page(conn, COLUMNS, after, limit, from_row)
 }
 
 /// One image if `account` may see it.

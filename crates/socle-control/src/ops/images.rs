@@ -5,6 +5,7 @@
 use std::sync::Arc;
 
 use socle_store::images::{self as image_store, ImageRow};
+use socle_store::listing::Listing;
 use socle_store::snapshots::{self as snapshot_store, SnapshotRow};
 use socle_store::volumes::ROOT_DEVICE;
 use socle_store::{now_iso, vms as vm_store, volumes as volume_store};
@@ -13,8 +14,8 @@ use socle_types::ids::{AccountId, ImageId, SnapshotId, VmId, VolumeId};
 use socle_types::osc::*;
 use socle_types::ApiError;
 
-use super::{is_dry_run, tag_pairs, with_tags, write, ShareChange};
-use crate::paging::{created_key, matches, paginate, reject_unsupported_fields, reject_unsupported_filters, tags_match};
+use super::{is_dry_run, page_with_tags, write, ShareChange};
+use crate::paging::{page_request, reject_unsupported_fields, reject_unsupported_filters};
 use crate::{custody, Caller, Cloud};
 
 /// The account that owns platform images such as `socle-tiny`.
@@ -70,40 +71,45 @@ pub async fn read_images(cloud: &Arc<Cloud>, caller: &Caller, req: ReadImagesReq
         &["ImageIds", "ImageNames", "AccountIds", "States", "Architectures", "TagKeys", "TagValues", "Tags", "PermissionsToLaunchGlobalPermission", "PermissionsToLaunchAccountIds"],
     )?;
     let f = req.filters.unwrap_or_default();
-    let account = caller.account_id.clone();
-    let rows = cloud
+    let viewer = caller.account_id.clone();
+    let mut listing = Listing::visible("images", "image_id", viewer.as_str(), image_store::VISIBLE_TO);
+    listing
+        .any_of("image_id", f.image_ids.as_deref())
+        .any_of("name", f.image_names.as_deref())
+        .any_of("account_id", f.account_ids.as_deref())
+        .any_of("architecture", f.architectures.as_deref())
+        .tags(f.tag_keys.as_deref(), f.tag_values.as_deref(), f.tags.as_deref());
+    if let Some(states) = &f.states {
+        listing.condition_with(&Listing::in_list(&format!("({})", image_store::EFFECTIVE_STATE), states.len()), states);
+    }
+    if let Some(accounts) = &f.permissions_to_launch_account_ids {
+        // Whom an image is shared with is its owner's to know (and filter on).
+        let mut params = vec![viewer.to_string()];
+        params.extend(accounts.iter().cloned());
+        listing.condition_with(
+            &format!("account_id = ? AND image_id IN (SELECT image_id FROM image_shares WHERE {})", Listing::in_list("account_id", accounts.len())),
+            &params,
+        );
+    }
+    if let Some(global) = f.permissions_to_launch_global_permission {
+        listing.any_of("is_public", Some(&[global]));
+    }
+    let page = page_request(req.next_page_token.as_deref(), req.results_per_page)?;
+    let (rows, next) = page_with_tags(cloud, &viewer, listing, image_store::page, page, |r| (r.image_id.as_str(), &r.created_at)).await?;
+    let who = viewer.clone();
+    let images = cloud
         .store
         .read(move |conn| {
-            let rows = image_store::list_visible(conn, &account)?;
-            with_tags(conn, &account, rows, |r| r.image_id.as_str())?
-                .into_iter()
+            rows.into_iter()
                 .map(|(r, tags)| {
-                    let shares = if r.account_id == account { image_store::shares(conn, &r.image_id)? } else { vec![] };
+                    let shares = if r.account_id == who { image_store::shares(conn, &r.image_id)? } else { vec![] };
                     let state = effective_state(conn, &r)?;
-                    Ok((r, tags, shares, state))
+                    Ok(image_view(&r, tags, shares, &state, &who))
                 })
                 .collect::<Result<Vec<_>, ApiError>>()
         })
         .await?;
-    let viewer = caller.account_id.clone();
-    let items: Vec<Image> = rows
-        .into_iter()
-        .filter(|(r, tags, shares, state)| {
-            matches(&f.image_ids, r.image_id.as_str())
-                && matches(&f.image_names, &r.name)
-                && matches(&f.account_ids, r.account_id.as_str())
-                && matches(&f.states, state)
-                && f.permissions_to_launch_account_ids.as_ref().is_none_or(|l| shares.iter().any(|a| l.contains(a)))
-                && matches(&f.architectures, &r.architecture)
-                && f.permissions_to_launch_global_permission.is_none_or(|g| g == r.is_public)
-                && tags_match(&tag_pairs(tags), &f.tag_keys, &f.tag_values, &f.tags)
-        })
-        .map(|(r, tags, shares, state)| image_view(&r, tags, shares, &state, &viewer))
-        .collect();
-    let (page, next) = paginate(items, req.next_page_token.as_deref(), req.results_per_page, |i| {
-        created_key(i.creation_date.as_deref().unwrap_or(""), i.image_id.as_deref().unwrap_or(""))
-    })?;
-    Ok(ReadImagesResponse { images: Some(page), next_page_token: next, ..Default::default() })
+    Ok(ReadImagesResponse { images: Some(images), next_page_token: next, ..Default::default() })
 }
 
 /// What an image's state really is: one made from a VM is pending until the
