@@ -50,18 +50,22 @@ pub fn run(cloud: &TestCloud, image: &str, engine: &'static str) -> ReadResult {
         None => socle_store::Store::open(&cloud.data_dir().join("socle.db")).unwrap(),
     };
     let template = socle_types::ids::VmId::from_trusted(template);
-    // With the template, VMS in all.
+    // With the template, VMS in all. IDs have 32 random bits: among 10,000
+    // a repeat is likely enough (about 1 run in 100) to be avoided here.
+    let mut taken = std::collections::HashSet::from([template.to_string()]);
     let mut left = VMS - 1;
     while left > 0 {
         let n = left.min(500);
         left -= n;
         let template = template.clone();
+        let ids: Vec<_> = std::iter::repeat_with(socle_types::ids::VmId::generate).filter(|id| taken.insert(id.to_string())).take(n).collect();
         store
             .write_sync(move |c| -> Result<(), socle_store::StoreError> {
                 let row = socle_store::vms::get_any(c, &template)?.expect("the template VM");
                 let quotas = socle_store::accounts::Quotas { max_vms: i64::MAX, max_vcpus: i64::MAX, max_memory_mib: i64::MAX, ..Default::default() };
-                let copies: Vec<_> = (0..n)
-                    .map(|_| socle_store::vms::VmRow { vm_id: socle_types::ids::VmId::generate(), created_at: socle_store::now_iso(), ..row.clone() })
+                let copies: Vec<_> = ids
+                    .iter()
+                    .map(|id| socle_store::vms::VmRow { vm_id: id.clone(), created_at: socle_store::now_iso(), ..row.clone() })
                     .collect();
                 socle_store::vms::insert_within_quota(c, &row.account_id, &quotas, &copies)?.expect("no quota");
                 Ok(())
