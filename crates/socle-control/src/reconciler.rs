@@ -48,10 +48,6 @@ pub enum ReconcileError {
     Network(#[from] network::NetworkError),
 }
 
-/// Repairs what a crash or a host restart left, before serving: VMs we
-/// believed running whose QEMU is gone are queued to start again, and VM
-/// directories with no live VM behind them (a crash between the host work
-/// and the database write) are destroyed.
 /// At a server's start: when no other server holds the lease of background
 /// work, takes it and repairs what a crash left before the API serves
 /// (so a single server starts as it always has); otherwise the holder
@@ -67,6 +63,11 @@ pub async fn recover_at_start(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> 
     Ok(())
 }
 
+/// Repairs what a crash or a host restart left (by the holder of the lease
+/// of background work, when it takes it): VMs we believed running whose
+/// QEMU is gone are queued to start again, and disk files and VM
+/// directories with nothing in the database behind them (a crash between
+/// the host work and the database write) are removed.
 pub async fn recover(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
     let live = cloud.store.read(|c| vm_store::list_live(c)).await?;
     let mut known = HashSet::new();
