@@ -61,7 +61,7 @@ pub struct StateArgs {
 enum Command {
     /// Run an all-in-one cloud on this machine, in the foreground.
     Up(up::UpArgs),
-    /// Run the host agent of this machine alone, in the foreground (for `socle up --agent`).
+    /// Run the host agent alone, in the foreground: for `socle up --agent` on this machine, or as a host joined to a cloud (`--join`).
     Agent(agent::AgentArgs),
     /// Manage accounts of a local cloud (works on its data dir).
     #[command(subcommand)]
