@@ -67,6 +67,21 @@ impl Listing {
         in_list(column, n)
     }
 
+    /// OSC's "shared with these accounts" filter: the listing account's own
+    /// rows that `shares_table` (keyed by this listing's ID column) shares
+    /// with one of `accounts`. Whom a row is shared with is its owner's to
+    /// know, so another account's rows never pass. No filter when None.
+    pub fn shared_with(&mut self, shares_table: &str, accounts: Option<&[String]>) -> &mut Listing {
+        let Some(accounts) = accounts else { return self };
+        let id = self.id_column;
+        let sql = format!("account_id = ? AND {id} IN (SELECT {id} FROM {shares_table} WHERE {})", in_list("account_id", accounts.len()));
+        let mut params = vec![Value::Text(self.account.clone())];
+        params.extend(accounts.iter().map(ToValue::to_value));
+        self.clauses.push(format!("({sql})"));
+        self.params.extend(params);
+        self
+    }
+
     /// OSC's tag filters: each one given must match at least one of the
     /// account's tags on the row — `TagKeys` by key, `TagValues` by value,
     /// `Tags` by "KEY=VALUE". (Another account's tags on a row shared with

@@ -14,7 +14,7 @@ use socle_types::ids::{AccountId, ImageId, SnapshotId, VmId, VolumeId};
 use socle_types::osc::*;
 use socle_types::ApiError;
 
-use super::{is_dry_run, page_with_tags, write, ShareChange};
+use super::{is_dry_run, read_page, write, ShareChange};
 use crate::paging::{page_request, reject_unsupported_fields, reject_unsupported_filters};
 use crate::{custody, Caller, Cloud};
 
@@ -82,33 +82,19 @@ pub async fn read_images(cloud: &Arc<Cloud>, caller: &Caller, req: ReadImagesReq
     if let Some(states) = &f.states {
         listing.condition_with(&Listing::in_list(&format!("({})", image_store::EFFECTIVE_STATE), states.len()), states);
     }
-    if let Some(accounts) = &f.permissions_to_launch_account_ids {
-        // Whom an image is shared with is its owner's to know (and filter on).
-        let mut params = vec![viewer.to_string()];
-        params.extend(accounts.iter().cloned());
-        listing.condition_with(
-            &format!("account_id = ? AND image_id IN (SELECT image_id FROM image_shares WHERE {})", Listing::in_list("account_id", accounts.len())),
-            &params,
-        );
-    }
+    listing.shared_with("image_shares", f.permissions_to_launch_account_ids.as_deref());
     if let Some(global) = f.permissions_to_launch_global_permission {
         listing.any_of("is_public", Some(&[global]));
     }
     let page = page_request(req.next_page_token.as_deref(), req.results_per_page)?;
-    let (rows, next) = page_with_tags(cloud, &viewer, listing, image_store::page, page, |r| (r.image_id.as_str(), &r.created_at)).await?;
     let who = viewer.clone();
-    let images = cloud
-        .store
-        .read(move |conn| {
-            rows.into_iter()
-                .map(|(r, tags)| {
-                    let shares = if r.account_id == who { image_store::shares(conn, &r.image_id)? } else { vec![] };
-                    let state = effective_state(conn, &r)?;
-                    Ok(image_view(&r, tags, shares, &state, &who))
-                })
-                .collect::<Result<Vec<_>, ApiError>>()
-        })
-        .await?;
+    let (images, next) = read_page(cloud, &viewer, listing, image_store::page, page, |r| (r.image_id.as_str(), &r.created_at), move |conn, r, tags| {
+        // Whom an image is shared with is its owner's to know.
+        let shares = if r.account_id == who { image_store::shares(conn, &r.image_id)? } else { vec![] };
+        let state = effective_state(conn, &r)?;
+        Ok(image_view(&r, tags, shares, &state, &who))
+    })
+    .await?;
     Ok(ReadImagesResponse { images: Some(images), next_page_token: next, ..Default::default() })
 }
 

@@ -14,7 +14,7 @@ use socle_types::ids::KeypairId;
 use socle_types::osc::*;
 use socle_types::ApiError;
 
-use super::{is_dry_run, page_with_tags, write};
+use super::{is_dry_run, read_page, write};
 use crate::paging::{page_request, reject_unsupported_filters};
 use crate::{Caller, Cloud};
 
@@ -132,10 +132,12 @@ pub async fn read_keypairs(
         .any_of("key_type", f.keypair_types.as_deref())
         .tags(f.tag_keys.as_deref(), f.tag_values.as_deref(), f.tags.as_deref());
     let page = page_request(req.next_page_token.as_deref(), req.results_per_page)?;
-    let (rows, next) =
-        page_with_tags(cloud, &caller.account_id, listing, keypair_store::page, page, |r| (r.keypair_id.as_str(), &r.created_at)).await?;
+    let (keypairs, next) = read_page(cloud, &caller.account_id, listing, keypair_store::page, page, |r| (r.keypair_id.as_str(), &r.created_at), |_, r, t| {
+        Ok(keypair_view(&r, t))
+    })
+    .await?;
     Ok(ReadKeypairsResponse {
-        keypairs: Some(rows.into_iter().map(|(r, t)| keypair_view(&r, t)).collect()),
+        keypairs: Some(keypairs),
         next_page_token: next,
         ..Default::default()
     })

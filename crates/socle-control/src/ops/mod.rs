@@ -123,39 +123,41 @@ pub(crate) async fn list_with_tags<R: Send + 'static>(
     cloud.store.read(move |c| with_tags(c, &account, list(c, &account)?, id)).await
 }
 
-/// The rows of a Read* page that `listing` selects, each with the caller's
-/// tags, and the next page's token: `page` reads one page of a table
-/// (see [`socle_store::listing`]), `id` and `created_at` give a row's keys.
-pub(crate) async fn page_with_tags<R: Send + 'static>(
+/// One Read* page that `listing` selects, read in one transaction: `page`
+/// reads the rows (see [`socle_store::listing`]), `keys` gives a row's ID
+/// and creation date, and `view` makes what the caller sees of a row from
+/// it and the caller's tags on it (reading more if it needs to); with the
+/// next page's token.
+pub(crate) async fn read_page<R: 'static, V: Send + 'static>(
     cloud: &Arc<Cloud>,
     account: &AccountId,
     listing: Listing,
     page: fn(&Conn, &Listing, Option<&After>, i64) -> socle_store::Result<Vec<R>>,
     (after, per_page): (Option<After>, i64),
     keys: fn(&R) -> (&str, &str),
-) -> Result<(Vec<(R, Vec<ResourceTag>)>, Option<String>), ApiError> {
+    view: impl Fn(&Conn, R, Vec<ResourceTag>) -> Result<V, ApiError> + Send + 'static,
+) -> Result<(Vec<V>, Option<String>), ApiError> {
     let account = account.clone();
-    let (rows, mut tags) = cloud
+    cloud
         .store
         .read(move |c| {
             let rows = page(c, &listing, after.as_ref(), per_page + 1)?;
-            let ids: Vec<&str> = rows.iter().take(per_page as usize).map(|r| keys(r).0).collect();
-            let tags = tags_by_resource(c, &account, &ids)?;
-            Ok::<_, ApiError>((rows, tags))
+            let (rows, next) = finish_page(rows, per_page, |r| {
+                let (id, created_at) = keys(r);
+                created_key(created_at, id)
+            });
+            let ids: Vec<&str> = rows.iter().map(|r| keys(r).0).collect();
+            let mut tags = tags_by_resource(c, &account, &ids)?;
+            let views = rows
+                .into_iter()
+                .map(|r| {
+                    let t = tags.remove(keys(&r).0).unwrap_or_default();
+                    view(c, r, t)
+                })
+                .collect::<Result<Vec<_>, ApiError>>()?;
+            Ok((views, next))
         })
-        .await?;
-    let (rows, next) = finish_page(rows, per_page, |r| {
-        let (id, created_at) = keys(r);
-        created_key(created_at, id)
-    });
-    let rows = rows
-        .into_iter()
-        .map(|r| {
-            let t = tags.remove(keys(&r).0).unwrap_or_default();
-            (r, t)
-        })
-        .collect();
-    Ok((rows, next))
+        .await
 }
 
 /// Tags as (key, value) pairs for filter matching.

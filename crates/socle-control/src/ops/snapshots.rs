@@ -4,11 +4,9 @@
 //! by the owner's KEK). Sharing lets another account create volumes from it;
 //! the copy it gets is re-encrypted under a key of its own.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use socle_store::listing::Listing;
-
 use socle_store::snapshots::{self as snapshot_store, SnapshotRow};
 use socle_store::{now_iso, volumes as volume_store};
 use socle_types::error::ErrorCode;
@@ -17,7 +15,7 @@ use socle_types::osc::*;
 use socle_types::ApiError;
 
 use super::volumes::volume_not_found;
-use super::{is_dry_run, page_with_tags, write, ShareChange};
+use super::{is_dry_run, read_page, write, ShareChange};
 use crate::paging::{page_request, reject_unsupported_fields, reject_unsupported_filters};
 use crate::{custody, Caller, Cloud};
 
@@ -120,44 +118,19 @@ pub async fn read_snapshots(cloud: &Arc<Cloud>, caller: &Caller, req: ReadSnapsh
         .any_of("progress", f.progresses.as_deref())
         .any_of("client_token", f.client_tokens.as_deref())
         .tags(f.tag_keys.as_deref(), f.tag_values.as_deref(), f.tags.as_deref());
-    if let Some(accounts) = &f.permissions_to_create_volume_account_ids {
-        // Only the owner may filter on (and so learn) whom it shares with.
-        let mut params = vec![viewer.to_string()];
-        params.extend(accounts.iter().cloned());
-        listing.condition_with(
-            &format!(
-                "account_id = ? AND snapshot_id IN (SELECT snapshot_id FROM snapshot_shares WHERE {})",
-                Listing::in_list("account_id", accounts.len())
-            ),
-            &params,
-        );
-    }
+    listing.shared_with("snapshot_shares", f.permissions_to_create_volume_account_ids.as_deref());
     if let Some(global) = f.permissions_to_create_volume_global_permission {
         listing.any_of("is_public", Some(&[global]));
     }
     let page = page_request(req.next_page_token.as_deref(), req.results_per_page)?;
-    let (rows, next) =
-        page_with_tags(cloud, &viewer, listing, snapshot_store::page, page, |s| (s.snapshot_id.as_str(), &s.created_at)).await?;
-    // Whom the caller's own snapshots are shared with (only the owner sees it).
-    let owned: Vec<SnapshotId> = rows.iter().filter(|(s, _)| s.account_id == viewer).map(|(s, _)| s.snapshot_id.clone()).collect();
-    let mut shares = cloud
-        .store
-        .read(move |conn| {
-            owned.into_iter().map(|id| Ok((id.to_string(), snapshot_store::shares(conn, &id)?))).collect::<Result<HashMap<_, _>, ApiError>>()
-        })
-        .await?;
-    Ok(ReadSnapshotsResponse {
-        snapshots: Some(
-            rows.into_iter()
-                .map(|(s, t)| {
-                    let sh = shares.remove(s.snapshot_id.as_str()).unwrap_or_default();
-                    snapshot_view(&s, sh, &viewer, t)
-                })
-                .collect(),
-        ),
-        next_page_token: next,
-        ..Default::default()
+    let who = viewer.clone();
+    let (snapshots, next) = read_page(cloud, &viewer, listing, snapshot_store::page, page, |s| (s.snapshot_id.as_str(), &s.created_at), move |conn, s, tags| {
+        // Whom a snapshot is shared with is its owner's to know.
+        let shares = if s.account_id == who { snapshot_store::shares(conn, &s.snapshot_id)? } else { vec![] };
+        Ok(snapshot_view(&s, shares, &who, tags))
     })
+    .await?;
+    Ok(ReadSnapshotsResponse { snapshots: Some(snapshots), next_page_token: next, ..Default::default() })
 }
 
 pub async fn delete_snapshot(cloud: &Arc<Cloud>, caller: &Caller, req: DeleteSnapshotRequest) -> Result<DeleteSnapshotResponse, ApiError> {

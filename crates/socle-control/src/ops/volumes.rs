@@ -15,7 +15,7 @@ use socle_types::osc::*;
 use socle_types::ApiError;
 
 use super::vms::vm_not_found;
-use super::{is_dry_run, page_with_tags, write};
+use super::{is_dry_run, read_page, write};
 use crate::paging::{page_request, reject_unsupported_filters};
 use crate::{custody, Caller, Cloud};
 
@@ -236,10 +236,12 @@ pub async fn read_volumes(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVolumesR
         listing.condition("vm_id IS NOT NULL").any_of("delete_on_vm_deletion", Some(&[d]));
     }
     let page = page_request(req.next_page_token.as_deref(), req.results_per_page)?;
-    let (rows, next) =
-        page_with_tags(cloud, &caller.account_id, listing, volume_store::page, page, |v| (v.volume_id.as_str(), &v.created_at)).await?;
+    let (volumes, next) = read_page(cloud, &caller.account_id, listing, volume_store::page, page, |v| (v.volume_id.as_str(), &v.created_at), |_, v, t| {
+        Ok(volume_view(&v, t))
+    })
+    .await?;
     Ok(ReadVolumesResponse {
-        volumes: Some(rows.into_iter().map(|(v, t)| volume_view(&v, t)).collect()),
+        volumes: Some(volumes),
         next_page_token: next,
         ..Default::default()
     })
