@@ -8,8 +8,7 @@
 //! `socle_agent_api::join` for the join exchange.
 
 use std::fs;
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
@@ -26,6 +25,7 @@ use socle_types::error::ErrorCode;
 use socle_types::ApiError;
 
 use crate::secrets::SecretBox;
+use crate::startup::write_atomic;
 use crate::Cloud;
 
 /// A token is good for this long unless the operator says otherwise.
@@ -38,45 +38,40 @@ fn internal(what: &str) -> impl Fn(String) -> ApiError + '_ {
     move |e| ApiError::internal(format!("{what}: {e}"))
 }
 
-/// Writes `text` to `path` (mode `mode`) unless it exists.
-fn write_new(path: &Path, text: &str, mode: u32) -> std::io::Result<()> {
-    let tmp = path.with_extension("tmp");
-    let mut f = fs::OpenOptions::new().write(true).create(true).truncate(true).mode(mode).open(&tmp)?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
+/// The certificate (`NAME.pem`) and key (`NAME.key`, 0600) kept in
+/// `DATA/ca/`, made by `make` when there is no certificate yet.
+fn kept_pair(data_dir: &Path, name: &str, make: impl FnOnce() -> Result<(String, String), String>) -> Result<(String, String), ApiError> {
+    let dir = data_dir.join("ca");
+    let (cert, key) = (dir.join(format!("{name}.pem")), dir.join(format!("{name}.key")));
+    let failed = |e: String| ApiError::internal(format!("{}: {e}", cert.display()));
+    if !cert.exists() {
+        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| failed(e.to_string()))?;
+        let (cert_pem, key_pem) = make().map_err(failed)?;
+        // The key first: a certificate on disk means its key is there too.
+        write_atomic(&key, key_pem.as_bytes(), 0o600).map_err(|e| failed(e.to_string()))?;
+        write_atomic(&cert, cert_pem.as_bytes(), 0o644).map_err(|e| failed(e.to_string()))?;
+        tracing::info!(cert = %cert.display(), "made a certificate");
+    }
+    let read = |p: &Path| fs::read_to_string(p).map_err(|e| ApiError::internal(format!("{}: {e}", p.display())));
+    Ok((read(&cert)?, read(&key)?))
 }
 
 /// The cloud's CA, made at its first use.
 pub fn load_or_create_ca(data_dir: &Path) -> Result<Ca, ApiError> {
-    let dir = data_dir.join("ca");
-    let (cert, key) = (dir.join("ca.pem"), dir.join("ca.key"));
-    if !cert.exists() {
-        fs::DirBuilder::new().recursive(true).mode(0o700).create(&dir).map_err(|e| internal("CA dir")(e.to_string()))?;
-        let ca = Ca::generate(&data_dir.display().to_string()).map_err(|e| internal("CA")(e.to_string()))?;
-        // The key first: a certificate on disk means its key is there too.
-        write_new(&key, &ca.key_pem, 0o600).map_err(|e| internal("CA key")(e.to_string()))?;
-        write_new(&cert, &ca.cert_pem, 0o644).map_err(|e| internal("CA certificate")(e.to_string()))?;
-        tracing::info!(dir = %dir.display(), "made the cloud's certificate authority");
-    }
-    let read = |p: &Path| fs::read_to_string(p).map_err(|e| internal("CA")(format!("{}: {e}", p.display())));
-    Ok(Ca { cert_pem: read(&cert)?, key_pem: read(&key)? })
+    let (cert_pem, key_pem) = kept_pair(data_dir, "ca", || {
+        let ca = Ca::generate(&data_dir.display().to_string()).map_err(|e| e.to_string())?;
+        Ok((ca.cert_pem, ca.key_pem))
+    })?;
+    Ok(Ca { cert_pem, key_pem })
 }
 
 /// The control plane's TLS client configuration for reaching agents (its
 /// certificate is issued once by the CA and kept beside it).
 pub fn control_tls(data_dir: &Path) -> Result<Arc<rustls::ClientConfig>, ApiError> {
     let ca = load_or_create_ca(data_dir)?;
-    let dir = data_dir.join("ca");
-    let (cert, key) = (dir.join("control.pem"), dir.join("control.key"));
-    if !cert.exists() {
-        let (cert_pem, key_pem) = ca.issue_control().map_err(|e| internal("control certificate")(e.to_string()))?;
-        write_new(&key, &key_pem, 0o600).map_err(|e| internal("control key")(e.to_string()))?;
-        write_new(&cert, &cert_pem, 0o644).map_err(|e| internal("control certificate")(e.to_string()))?;
-    }
-    let read = |p: &Path| fs::read_to_string(p).map_err(|e| internal("control certificate")(format!("{}: {e}", p.display())));
-    let identity = TlsIdentity::from_pem(&read(&cert)?, &read(&key)?).map_err(|e| internal("control certificate")(e.to_string()))?;
-    client_config(identity, &ca.cert_pem).map_err(|e| internal("control TLS")(e.to_string()))
+    let (cert_pem, key_pem) = kept_pair(data_dir, "control", || ca.issue_control().map_err(|e| e.to_string()))?;
+    let identity = TlsIdentity::from_pem(&cert_pem, &key_pem).map_err(|e| ApiError::internal(format!("control certificate: {e}")))?;
+    client_config(identity, &ca.cert_pem).map_err(|e| ApiError::internal(format!("control TLS: {e}")))
 }
 
 /// `eu-west-2a`: a region name and one letter.

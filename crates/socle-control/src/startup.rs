@@ -230,11 +230,21 @@ pub fn ensure_default_credentials(cloud: &Cloud) -> Result<PathBuf, StartupError
 
 /// Writes `value` as JSON to `path` with mode 0600, atomically.
 pub fn write_private_json<T: serde::Serialize>(path: &Path, value: &T) -> std::io::Result<()> {
-    let tmp = path.with_extension("json.tmp");
+    let mut bytes = serde_json::to_vec_pretty(value).expect("serialisable");
+    bytes.push(b'\n');
+    write_atomic(path, &bytes, 0o600)
+}
+
+/// Writes `bytes` to `path` atomically: into `PATH.tmp`, created with mode
+/// `mode` and synced, then renamed over `path`. A crash leaves the old file
+/// or the new one, never half of it.
+pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(".tmp");
+    let tmp = PathBuf::from(tmp);
     let _ = fs::remove_file(&tmp);
-    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(0o600).open(&tmp)?;
-    f.write_all(&serde_json::to_vec_pretty(value).expect("serialisable"))?;
-    f.write_all(b"\n")?;
+    let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
+    f.write_all(bytes)?;
     f.sync_all()?;
     fs::rename(&tmp, path)
 }

@@ -3,13 +3,13 @@
 //! the answer comes from the holder of the token, and keeps what it got in
 //! `DATA/tls/`: `host.key` (0600), `host.pem`, `ca.pem`, `host.json`.
 
-use std::io::Write;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
+use std::os::unix::fs::DirBuilderExt;
 use std::path::Path;
 use std::sync::Arc;
 
 use anyhow::Context;
 use serde::{Deserialize, Serialize};
+use socle_control::startup::write_atomic;
 use socle_agent_api::join::{proof, proof_holds, split_token, JoinAnswer, JoinRequest, JOIN_PATH};
 
 /// Who this host is in its cloud.
@@ -30,16 +30,7 @@ pub fn joined(tls_dir: &Path) -> anyhow::Result<Option<Joined>> {
 }
 
 fn write(path: &Path, text: &str, mode: u32) -> anyhow::Result<()> {
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(mode)
-        .open(path)
-        .with_context(|| format!("cannot write {}", path.display()))?;
-    f.write_all(text.as_bytes())?;
-    f.sync_all()?;
-    Ok(())
+    write_atomic(path, text.as_bytes(), mode).with_context(|| format!("cannot write {}", path.display()))
 }
 
 /// Joins the cloud whose API is at `url` with `token`; the agent will be
