@@ -14,6 +14,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand::RngCore;
+use socle_types::ids::{HostId, JoinTokenId};
 use sha2::{Digest, Sha256};
 use socle_agent_api::join::{proof, proof_holds, JoinAnswer, JoinRequest};
 use socle_agent_api::pki::Ca;
@@ -90,9 +91,7 @@ pub async fn issue_token(store: &Store, secrets: &SecretBox, subregion: &str, tt
     if !valid_subregion(subregion) {
         return Err(ApiError::invalid_value(format!("subregion {subregion:?}: expected a region name and a letter, e.g. eu-west-2a")));
     }
-    let mut raw = [0u8; 4];
-    rand::thread_rng().fill_bytes(&mut raw);
-    let token_id = format!("jt-{}", hex::encode(raw));
+    let token_id = JoinTokenId::generate();
     let mut secret = [0u8; 24];
     rand::thread_rng().fill_bytes(&mut secret);
     let secret = hex::encode(secret);
@@ -100,7 +99,7 @@ pub async fn issue_token(store: &Store, secrets: &SecretBox, subregion: &str, tt
     let row = HostTokenRow {
         token_id: token_id.clone(),
         subregion: subregion.to_string(),
-        secret_sealed: secrets.seal(&token_id, secret.as_bytes()),
+        secret_sealed: secrets.seal(token_id.as_str(), secret.as_bytes()),
         expires_at: format_iso(expires),
         used_by: None,
     };
@@ -113,9 +112,9 @@ pub async fn issue_token(store: &Store, secrets: &SecretBox, subregion: &str, tt
 pub async fn join(cloud: &Arc<Cloud>, req: JoinRequest) -> Result<JoinAnswer, ApiError> {
     // One answer for every token problem: a prober learns nothing.
     let denied = || ApiError::new(ErrorCode::AccessDenied, "the join token is unknown, expired, already used, or the request is not signed with it");
-    let token_id = req.token_id.clone();
+    let token_id = JoinTokenId::parse(&req.token_id).map_err(|_| denied())?;
     let token = cloud.store.read(move |c| host_store::get_token(c, &token_id)).await?.ok_or_else(denied)?;
-    let secret = cloud.secrets.open(&token.token_id, &token.secret_sealed).map_err(|e| internal("join token")(e.to_string()))?;
+    let secret = cloud.secrets.open(token.token_id.as_str(), &token.secret_sealed).map_err(|e| internal("join token")(e.to_string()))?;
     let secret = String::from_utf8(secret).map_err(|e| internal("join token")(e.to_string()))?;
     if token.used_by.is_some() || token.expires_at < now_iso() || !proof_holds(&secret, &req.signed_text(), &req.proof) {
         tracing::warn!(token = %token.token_id, "join refused");
@@ -125,11 +124,9 @@ pub async fn join(cloud: &Arc<Cloud>, req: JoinRequest) -> Result<JoinAnswer, Ap
     if !port_ok {
         return Err(ApiError::invalid_value(format!("endpoint {:?}: expected host:port where the agent listens", req.endpoint)));
     }
-    let mut raw = [0u8; 4];
-    rand::thread_rng().fill_bytes(&mut raw);
-    let host_id = format!("h-{}", hex::encode(raw));
+    let host_id = HostId::generate();
     let ca = load_or_create_ca(&cloud.config.data_dir)?;
-    let cert_pem = ca.sign_host(&req.csr_pem, &host_id).map_err(|e| ApiError::invalid_value(e.message))?;
+    let cert_pem = ca.sign_host(&req.csr_pem, host_id.as_str()).map_err(|e| ApiError::invalid_value(e.message))?;
     let row = HostRow {
         host_id: host_id.clone(),
         subregion: token.subregion.clone(),
@@ -152,7 +149,7 @@ pub async fn join(cloud: &Arc<Cloud>, req: JoinRequest) -> Result<JoinAnswer, Ap
         })
         .await?;
     tracing::info!(host = %host_id, subregion = %token.subregion, endpoint = %req.endpoint, "a host joined");
-    let mut answer = JoinAnswer { host_id, subregion: token.subregion, cert_pem, ca_pem: ca.cert_pem, proof: String::new() };
+    let mut answer = JoinAnswer { host_id: host_id.to_string(), subregion: token.subregion, cert_pem, ca_pem: ca.cert_pem, proof: String::new() };
     answer.proof = proof(&secret, &answer.signed_text());
     Ok(answer)
 }
@@ -173,7 +170,7 @@ pub async fn watch(cloud: Arc<Cloud>) {
         match cloud.store.read(host_store::list).await {
             Ok(hosts) => {
                 for host in hosts.into_iter().filter(|h| h.state != "revoked") {
-                    let client = HostClient::tls(host.endpoint.clone(), host.host_id.clone(), tls.clone());
+                    let client = HostClient::tls(host.endpoint.clone(), host.host_id.to_string(), tls.clone());
                     let answered = matches!(tokio::time::timeout(CHECK_TIMEOUT, client.host_info()).await, Ok(Ok(_)));
                     if !answered && host.state != "unreachable" {
                         tracing::warn!(host = %host.host_id, endpoint = %host.endpoint, "host does not answer");

@@ -98,6 +98,10 @@ resource_id!(/// The link of a public IP to a NIC.
     LinkPublicIpId, "eipassoc", "public IP link");
 resource_id!(/// A NAT service (NAT gateway) of a Net.
     NatServiceId, "nat", "NAT service");
+resource_id!(/// A host of the cloud: a machine whose agent the control plane drives.
+    HostId, "h", "host");
+resource_id!(/// A one-time token with which a host joins the cloud.
+    JoinTokenId, "jt", "join token");
 
 /// An account: 12 decimal digits, as on Outscale.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]

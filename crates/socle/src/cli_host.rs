@@ -6,6 +6,7 @@ use std::time::Duration;
 use socle_control::hosts;
 use socle_control::startup::open_identity;
 use socle_store::hosts as host_store;
+use socle_types::ids::HostId;
 
 use crate::StateArgs;
 
@@ -74,12 +75,13 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
             let mut table = comfy_table::Table::new();
             table.load_preset(comfy_table::presets::NOTHING).set_header(["HOST", "SUBREGION", "STATE", "ENDPOINT", "JOINED", "SEEN"]);
             for h in list {
-                table.add_row([h.host_id, h.subregion, h.state, h.endpoint, h.joined_at, h.seen_at.unwrap_or_default()]);
+                table.add_row([h.host_id.to_string(), h.subregion, h.state, h.endpoint, h.joined_at, h.seen_at.unwrap_or_default()]);
             }
             println!("{table}");
             Ok(())
         }
         HostCommand::Revoke { host_id, state } => {
+            let host_id = HostId::parse(&host_id).map_err(|e| anyhow::anyhow!("{}", e.details))?;
             let (store, _) = open_identity(&state.dir.resolve(), state.database.as_deref())?;
             let id = host_id.clone();
             let changed = store.write_sync(move |c| host_store::set_state(c, &id, "revoked"))?;
