@@ -56,8 +56,13 @@ impl HostClient {
         }
     }
 
+    /// `method` could not reach the agent, or got no answer in the protocol.
+    fn unreachable(&self, method: &str, what: &str, e: impl std::fmt::Display) -> HostError {
+        HostError::unreachable(format!("agent at {}: {method}: {what}: {e}", self.endpoint()))
+    }
+
     pub(crate) async fn call<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, HostError> {
-        let unreachable = |what: &str, e: &dyn std::fmt::Display| HostError::unreachable(format!("agent at {}: {method}: {what}: {e}", self.endpoint()));
+        let unreachable = |what: &str, e: &dyn std::fmt::Display| self.unreachable(method, what, e);
         let body = serde_json::to_vec(args).map_err(|e| HostError::internal(format!("{method}: cannot encode the request: {e}")))?;
         match &self.endpoint {
             Endpoint::Unix(socket) => {
@@ -84,7 +89,7 @@ impl HostClient {
         body: Vec<u8>,
         stream: impl tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
     ) -> Result<R, HostError> {
-        let unreachable = |what: &str, e: &dyn std::fmt::Display| HostError::unreachable(format!("agent at {}: {method}: {what}: {e}", self.endpoint()));
+        let unreachable = |what: &str, e: &dyn std::fmt::Display| self.unreachable(method, what, e);
         let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await.map_err(|e| unreachable("handshake", &e))?;
         tokio::spawn(async move {
             // Ends with the request; an error here also shows in send_request.

@@ -8,9 +8,6 @@
 use std::sync::Arc;
 
 use socle_agent_api::{HostError, HostErrorKind, IoLimits, VolumeKey, VolumeSource};
-
-/// How often the progress of a snapshot copy is asked for.
-const PROGRESS_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 use socle_store::snapshots::{self as snapshot_store, SnapshotRow};
 use socle_store::volumes::{self as volume_store, VolumeRow};
 use socle_store::{tags as tag_store, StoreError};
@@ -18,6 +15,9 @@ use socle_types::ids::{SnapshotId, VolumeId};
 use socle_types::ApiError;
 
 use crate::{custody, faults, Cloud};
+
+/// How often the progress of a snapshot copy is asked for.
+const PROGRESS_POLL: std::time::Duration = std::time::Duration::from_millis(500);
 
 /// Who the audit trail names for host work.
 const ACTOR: &str = "reconciler";
@@ -170,8 +170,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                 match cloud.agent.link_volume(vm.to_string(), vid.clone(), key, device, limits).await {
                     // A VM that never ran has nothing on the host yet: it gets
                     // the volume when it starts (the reconciler links it then).
-                    Ok(()) => {}
-                    Err(HostError { kind: HostErrorKind::VmNotFound { .. }, .. }) => {}
+                    Ok(()) | Err(HostError { kind: HostErrorKind::VmNotFound { .. }, .. }) => {}
                     Err(e) => return Err(e.into()),
                 }
                 faults::point("volume-linked");

@@ -155,12 +155,17 @@ impl TestCloud {
 
     /// A cloud whose state is `database` (PostgreSQL URL; None: SQLite).
     pub fn start_on(database: Option<String>, extra: &[&str]) -> TestCloud {
+        let mut cloud = Self::unlaunched(database, false);
+        cloud.launch(extra);
+        cloud
+    }
+
+    /// A fresh data dir and port, nothing running yet.
+    fn unlaunched(database: Option<String>, separate_agent: bool) -> TestCloud {
         let dir = tempfile::Builder::new().prefix("socle-it-").tempdir().unwrap();
         let port = free_port();
         let creds = Creds { access_key: String::new(), secret_key: String::new(), region: String::new(), endpoint: String::new() };
-        let mut cloud = TestCloud { dir, port, child: None, creds, database, agent: None, separate_agent: false };
-        cloud.launch(extra);
-        cloud
+        TestCloud { dir, port, child: None, creds, database, agent: None, separate_agent }
     }
 
     /// A cloud whose host agent is a `socle agent` process of its own, which
@@ -171,10 +176,7 @@ impl TestCloud {
 
     /// [`TestCloud::start_with_separate_agent`] with its state in `database`.
     pub fn start_with_agent_on(database: Option<String>) -> TestCloud {
-        let dir = tempfile::Builder::new().prefix("socle-it-").tempdir().unwrap();
-        let port = free_port();
-        let creds = Creds { access_key: String::new(), secret_key: String::new(), region: String::new(), endpoint: String::new() };
-        let mut cloud = TestCloud { dir, port, child: None, creds, database, agent: None, separate_agent: true };
+        let mut cloud = Self::unlaunched(database, true);
         cloud.start_agent();
         cloud.launch(&[]);
         cloud
