@@ -34,7 +34,16 @@ pub async fn serve_tls(host: Arc<dyn Host>, listener: tokio::net::TcpListener, t
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let app = router(host);
     loop {
-        let (tcp, peer) = listener.accept().await?;
+        let (tcp, peer) = match listener.accept().await {
+            Ok(accepted) => accepted,
+            // Out of file descriptors, a connection reset before it was
+            // accepted…: the listener itself is fine; keep serving.
+            Err(e) => {
+                tracing::warn!(error = %e, "agent protocol: accept failed");
+                tokio::time::sleep(ACCEPT_BACKOFF).await;
+                continue;
+            }
+        };
         let (acceptor, app) = (acceptor.clone(), app.clone());
         // Each connection on its own task: a slow handshake holds up no one.
         tokio::spawn(async move {
@@ -60,6 +69,8 @@ pub async fn serve_tls(host: Arc<dyn Host>, listener: tokio::net::TcpListener, t
     }
 }
 
+/// How long to wait before accepting again after a failed accept.
+const ACCEPT_BACKOFF: std::time::Duration = std::time::Duration::from_millis(100);
 /// How long a client may take to finish the TLS handshake.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 

@@ -78,7 +78,7 @@ pub fn control_tls(data_dir: &Path) -> Result<Arc<rustls::ClientConfig>, ApiErro
 /// `eu-west-2a`: a region name and one letter.
 fn valid_subregion(name: &str) -> bool {
     let Some(letter) = name.chars().last() else { return false };
-    let region = &name[..name.len() - 1];
+    let region = &name[..name.len() - letter.len_utf8()];
     letter.is_ascii_lowercase()
         && region.split('-').count() == 3
         && region.split('-').all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit()))
@@ -195,7 +195,7 @@ mod tests {
         for good in ["eu-west-2a", "eu-west-2c", "us-east-2b"] {
             assert!(super::valid_subregion(good), "{good}");
         }
-        for bad in ["", "a", "eu-west-2", "eu-west-2A", "eu-west-a", "eu--2a", "cloudgouv-eu-west-1a"] {
+        for bad in ["", "a", "eu-west-2", "eu-west-2A", "eu-west-a", "eu--2a", "cloudgouv-eu-west-1a", "eu-west-2é"] {
             assert!(!super::valid_subregion(bad), "{bad}");
         }
     }
