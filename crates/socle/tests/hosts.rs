@@ -5,7 +5,7 @@
 
 mod common;
 
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use common::*;
@@ -61,9 +61,9 @@ fn agent(dir: &std::path::Path, listen: &str, join: Option<(&str, &str)>) -> Com
     cmd
 }
 
-fn spawn(mut cmd: Command, log: &std::path::Path) -> Child {
+fn spawn(mut cmd: Command, log: &std::path::Path) -> KillOnDrop {
     let log = std::fs::OpenOptions::new().create(true).append(true).open(log).unwrap();
-    cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("spawn socle agent")
+    KillOnDrop(cmd.stdin(Stdio::null()).stdout(log.try_clone().unwrap()).stderr(log).spawn().expect("spawn socle agent"))
 }
 
 #[test]
@@ -88,7 +88,7 @@ fn a_host_joins_once_is_watched_over_mutual_tls_and_can_be_revoked() {
 
     // The real one: the host joins and the cloud reaches it over mutual TLS.
     let log = host_dir.path().join("agent.log");
-    let mut child = spawn(agent(host_dir.path(), &listen, Some((&url, &token))), &log);
+    let child = spawn(agent(host_dir.path(), &listen, Some((&url, &token))), &log);
     let joined = hosts.wait("ready", |h| !h["SeenAt"].is_null());
     assert_eq!(joined["Subregion"], "eu-west-2b");
     assert_eq!(joined["Endpoint"], listen.as_str());
@@ -103,11 +103,10 @@ fn a_host_joins_once_is_watched_over_mutual_tls_and_can_be_revoked() {
     assert_eq!(hosts.list().len(), 1);
 
     // Its agent dies: unreachable. Started again with its data dir alone: ready.
-    child.kill().unwrap();
-    child.wait().unwrap();
+    drop(child);
     hosts.wait("unreachable", |_| true);
     let seen = hosts.list()[0]["SeenAt"].as_str().unwrap().to_string();
-    let mut child = spawn(agent(host_dir.path(), &listen, None), &log);
+    let _child = spawn(agent(host_dir.path(), &listen, None), &log);
     hosts.wait("ready", |h| h["SeenAt"].as_str().is_some_and(|s| s > seen.as_str()));
 
     // Revoked: it stays so although it answers.
@@ -117,6 +116,4 @@ fn a_host_joins_once_is_watched_over_mutual_tls_and_can_be_revoked() {
     assert_eq!(hosts.list()[0]["State"], "revoked");
     let out = hosts.run(&["revoke", "h-00000000"]);
     assert!(!out.status.success() && text(&out).contains("no host"), "{}", text(&out));
-    child.kill().unwrap();
-    child.wait().unwrap();
 }

@@ -185,7 +185,7 @@ impl TestCloud {
     /// Another server of this cloud: `socle up` on the same data dir (its
     /// keys), database and agent, listening on `port`; its log is
     /// `server-PORT.log`. Returns once it answers.
-    pub fn spawn_server(&self, port: u16) -> Child {
+    pub fn spawn_server(&self, port: u16) -> KillOnDrop {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("server-{port}.log"))).unwrap();
         let mut cmd = self.up_command(port);
         cmd.stdout(log.try_clone().unwrap()).stderr(log);
@@ -199,7 +199,7 @@ impl TestCloud {
             assert!(Instant::now() < deadline, "the second server never answered");
             std::thread::sleep(Duration::from_millis(200));
         }
-        child
+        KillOnDrop(child)
     }
 
     pub fn agent_socket(&self) -> std::path::PathBuf {
@@ -458,6 +458,17 @@ pub fn qemu_pids_under(dir: &Path) -> Vec<i32> {
     }
     pids.sort();
     pids
+}
+
+/// A process of a test, SIGKILLed and reaped when dropped: a test that
+/// fails half-way leaves nothing running behind it.
+pub struct KillOnDrop(pub Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 impl Drop for TestCloud {
