@@ -12,6 +12,7 @@ PYTHON="${PYTHON:-python3}"
 REQUIREMENTS=(
   "osc-sdk-python==0.42.0"
   "pytest==8.4.2"
+  "pytest-timeout==2.4.0"
 )
 
 export PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_ROOT_USER_ACTION=ignore

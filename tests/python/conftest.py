@@ -30,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from socle_lib import IMAGE_NAME, Account, delete_all_storage, delete_all_vms  # noqa: E402
 from postgres_cluster import PgCluster  # noqa: E402
+from slot import Slot  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[2]
 START_TIMEOUT = float(os.environ.get("SOCLE_START_TIMEOUT", "600"))
@@ -50,6 +51,13 @@ _SERVER: "SocleServer | None" = None
 def socle_binary() -> Path:
     env = os.environ.get("SOCLE_BIN")
     return Path(env) if env else REPO / "target" / "debug" / "socle"
+
+
+def die_with_parent() -> None:
+    """In the child: SIGKILL when pytest dies, however it dies."""
+    import ctypes
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -121,14 +129,16 @@ def remove_networks(prefix: str, data_dir: Path) -> list[str]:
 
 
 class SocleServer:
-    def __init__(self, binary: Path, data_dir: Path, log_path: Path, extra_args: tuple[str, ...] = ()):
+    def __init__(self, binary: Path, slot: Slot, log_path: Path, extra_args: tuple[str, ...] = ()):
         self.binary = binary
         self.extra_args = list(extra_args)
-        self.data_dir = data_dir
+        self.slot = slot
+        self.data_dir = slot.path / "data"
+        self.data_dir.mkdir()
         self.log_path = log_path
         self.port = free_port()
         self.listen = f"127.0.0.1:{self.port}"
-        self.net_prefix = f"p{self.port:04x}"
+        self.net_prefix = slot.net_prefix
         self.proc: subprocess.Popen | None = None
         self.credentials: dict = {}
         self.accounts: list[Account] = []
@@ -136,16 +146,17 @@ class SocleServer:
     # -- process -------------------------------------------------------------
     def start(self) -> None:
         self._log = open(self.log_path, "ab")
-        # Its own network prefix and uplink range: a `socle up` of the tester
-        # (prefix "socle") or a second server of the suite never shares them.
+        # The slot's network prefix and uplink range: a `socle up` of the
+        # tester (prefix "socle") or a test running beside never shares them.
         cmd = [str(self.binary), "up", "--data-dir", str(self.data_dir),
                "--listen", self.listen, "--accel", "tcg",
                "--net-prefix", self.net_prefix,
-               "--uplink-range", f"169.254.{64 + self.port % 64}.0/24", *self.extra_args]
+               "--uplink-range", self.slot.uplink_range, *self.extra_args]
         self._log.write(f"$ {' '.join(cmd)}\n".encode())
         self._log.flush()
         self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=self._log,
-                                     stderr=subprocess.STDOUT, cwd=str(self.data_dir.parent))
+                                     stderr=subprocess.STDOUT, cwd=str(self.data_dir.parent),
+                                     preexec_fn=die_with_parent)
 
     def remove_networks(self) -> None:
         """After the server stopped: removes what its network prefix left on
@@ -251,9 +262,8 @@ def socle(tmp_path_factory):
     if not (binary.is_file() and os.access(binary, os.X_OK)):
         pytest.fail(f"socle binary not found or not executable at {binary}: build it "
                     f"(cargo build -p socle) or point SOCLE_BIN at it", pytrace=False)
-    base = tmp_path_factory.mktemp("socle")
-    data_dir = base / "data"
-    data_dir.mkdir()
+    slot = Slot()
+    base = slot.path
     engine = os.environ.get("SOCLE_TEST_DATABASE", "sqlite")
     cluster = None
     if engine == "postgres":
@@ -263,7 +273,8 @@ def socle(tmp_path_factory):
         print(f"\nstate in PostgreSQL ({cluster.dir})")
     elif engine != "sqlite":
         pytest.fail(f"SOCLE_TEST_DATABASE must be sqlite or postgres, not {engine!r}", pytrace=False)
-    server = SocleServer(binary, data_dir, base / "socle.log")
+    server = SocleServer(binary, slot, base / "socle.log")
+    data_dir = server.data_dir
     _SERVER = server
     server.start()
     try:
@@ -279,6 +290,7 @@ def socle(tmp_path_factory):
         _SERVER = None
         if cluster:
             cluster.stop()
+        slot.release()
         raise
     creds = server.credentials
     server.default_account = Account(
@@ -326,6 +338,13 @@ def socle(tmp_path_factory):
     _SERVER = None
     if cluster:
         cluster.stop()
+    if problems:
+        # Keep the log for the report below; the next holder of the slot sweeps it.
+        import shutil
+        kept = Path(tempfile.gettempdir()) / f"socle-python-suite-{os.getpid()}.log"
+        shutil.copy(server.log_path, kept)
+        server.log_path = kept
+    slot.release()
     if problems:
         pytest.fail("session teardown:\n  " + "\n  ".join(problems)
                     + f"\n--- last lines of {server.log_path} ---\n{server.log_tail()}",

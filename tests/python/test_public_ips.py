@@ -11,6 +11,7 @@ import re
 import pytest
 
 from conftest import SocleServer, socle_binary
+from slot import Slot
 from socle_lib import (Account, absent_id, check_filter, create_vms, dry_run, expect_error, expect_raw_error,
                        public_net, read_all, same_as_absent, wait_vms_state)
 
@@ -119,12 +120,11 @@ def test_another_accounts_public_ip_is_absent(a, b):
 
 
 @pytest.fixture(scope="module")
-def small_pool(tmp_path_factory):
+def small_pool():
     """A second `socle up` whose pool is 198.18.7.0/30 (two usable addresses) and one
     single address: three public IPs in all."""
-    base = tmp_path_factory.mktemp("small-pool")
-    (base / "data").mkdir()
-    server = SocleServer(socle_binary(), base / "data", base / "socle.log",
+    slot = Slot()
+    server = SocleServer(socle_binary(), slot, slot.path / "socle.log",
                          extra_args=("--public-ip-pool", "198.18.7.0/30,198.18.7.9"))
     server.start()
     try:
@@ -134,6 +134,7 @@ def small_pool(tmp_path_factory):
                       endpoint=c["Endpoint"])
     finally:
         problems = server.stop()
+        slot.release()
         assert not problems, problems
 
 

@@ -80,7 +80,8 @@ echo "socle-test: readback $(dd if="$d" bs=65536 count={count} iflag=direct 2>/d
 READER_SCRIPT = f"""#!/bin/sh
 # Prints the MD5 of the first {PATTERN_BYTES} bytes of every volume disk, once per volume.
 seen=" "
-while :; do
+end=$(($(date +%s) + 600))  # bounded: a guest left behind stops after 10 minutes
+while [ "$(date +%s)" -lt "$end" ]; do
     for p in /sys/block/vd*; do
         [ -r "$p/serial" ] || continue
         s=""

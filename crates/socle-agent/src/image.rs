@@ -177,6 +177,7 @@ fn complete(dir: &Path) -> Option<TinyFiles> {
 /// Returns the cached socle-tiny image, building it first if needed.
 pub(crate) async fn build_or_reuse(
     cache_dir: &Path,
+    deb_cache: &Path,
     qemu_img: &Path,
 ) -> Result<TinyFiles, AgentError> {
     let final_dir = cache_dir.join(cache_key());
@@ -192,7 +193,7 @@ pub(crate) async fn build_or_reuse(
         .tempdir_in(cache_dir)
         .map_err(|e| AgentError::io("cannot create a build directory in", cache_dir, e))?;
     let out = tmp.path().join("out");
-    build_into(tmp.path(), &out, qemu_img, started).await?;
+    build_into(tmp.path(), &out, deb_cache, qemu_img, started).await?;
     match std::fs::rename(&out, &final_dir) {
         Ok(()) => {}
         Err(e) => {
@@ -218,6 +219,7 @@ pub(crate) async fn build_or_reuse(
 async fn build_into(
     work: &Path,
     out: &Path,
+    deb_cache: &Path,
     qemu_img: &Path,
     started: Instant,
 ) -> Result<(), AgentError> {
@@ -229,18 +231,8 @@ async fn build_into(
     // 1. Which versioned kernel package does the cloud metapackage point at?
     let kernel_pkg = resolve_kernel_package().await?;
 
-    // 2. Download both packages (no install) and unpack them.
-    let mut cmd = Command::new("apt-get");
-    cmd.arg("download")
-        .arg(&kernel_pkg)
-        .arg(BUSYBOX_PACKAGE)
-        .current_dir(&debs);
-    run(cmd, Duration::from_secs(600))
-        .await
-        .map_err(|e| AgentError::AptDownload {
-            packages: format!("{kernel_pkg} and {BUSYBOX_PACKAGE}"),
-            detail: e.to_string(),
-        })?;
+    // 2. Fetch both packages (no install) and unpack them.
+    fetch_debs(&[&kernel_pkg, BUSYBOX_PACKAGE], &debs, deb_cache).await?;
     let kernel_deb = find_deb(&debs, &kernel_pkg)?;
     let busybox_deb = find_deb(&debs, BUSYBOX_PACKAGE)?;
     let kroot = work.join("kernel");
@@ -306,9 +298,10 @@ struct FullDiskManifest {
 /// holding the same kernel and initramfs as the direct-kernel image.
 pub(crate) async fn full_disk_or_build(
     cache_dir: &Path,
+    deb_cache: &Path,
     qemu_img: &Path,
 ) -> Result<PathBuf, AgentError> {
-    let files = build_or_reuse(cache_dir, qemu_img).await?;
+    let files = build_or_reuse(cache_dir, deb_cache, qemu_img).await?;
     let dir = files
         .kernel
         .parent()
@@ -495,6 +488,44 @@ fn write_mbr(raw: &Path, code: &[u8]) -> Result<(), AgentError> {
         .map_err(|e| AgentError::io("cannot open", raw, e))?;
     f.write_all_at(&mbr_sector(code), 0)
         .map_err(|e| AgentError::io("cannot write the MBR of", raw, e))
+}
+
+/// Puts the candidate versions of `packages` into `debs`: from `cache` when
+/// it holds them (same file name, so same version), else downloaded with
+/// `apt-get download` and then kept in `cache`. A rebuild of an image (a new
+/// cache, a test from a clean cache) so needs no network.
+async fn fetch_debs(packages: &[&str], debs: &Path, cache: &Path) -> Result<(), AgentError> {
+    let apt_error = |e: AgentError| AgentError::AptDownload { packages: packages.join(" and "), detail: e.to_string() };
+    // `--print-uris` names the files without downloading: 'URI' FILE SIZE HASH.
+    let mut cmd = Command::new("apt-get");
+    cmd.args(["download", "--print-uris"]).args(packages).current_dir(debs);
+    let out = run(cmd, Duration::from_secs(120)).await.map_err(apt_error)?;
+    let files: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter(|f| f.ends_with(".deb") && !f.contains('/'))
+        .map(str::to_string)
+        .collect();
+    if files.len() == packages.len() && files.iter().all(|f| cache.join(f).is_file()) {
+        for f in &files {
+            std::fs::copy(cache.join(f), debs.join(f)).map_err(|e| AgentError::io("cannot copy", &cache.join(f), e))?;
+        }
+        tracing::info!(cache = %cache.display(), "image packages taken from the cache");
+        return Ok(());
+    }
+    let mut cmd = Command::new("apt-get");
+    cmd.arg("download").args(packages).current_dir(debs);
+    run(cmd, Duration::from_secs(600)).await.map_err(apt_error)?;
+    // Kept for the next build; a failure to keep them only costs a download.
+    if std::fs::create_dir_all(cache).is_ok() {
+        for f in &files {
+            let tmp = cache.join(format!(".{f}.part"));
+            if std::fs::copy(debs.join(f), &tmp).is_ok() {
+                let _ = std::fs::rename(&tmp, cache.join(f));
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn resolve_kernel_package() -> Result<String, AgentError> {

@@ -97,6 +97,9 @@ pub struct AgentConfig {
     /// Where built guest images are cached. Default: `$SOCLE_IMAGE_CACHE`, else
     /// `~/.cache/socle/images`.
     pub image_cache_dir: PathBuf,
+    /// Where the Debian packages that images are built from are kept, so a
+    /// rebuild needs no network; None: `debs` in `image_cache_dir`.
+    pub deb_cache_dir: Option<PathBuf>,
 }
 
 impl AgentConfig {
@@ -108,7 +111,13 @@ impl AgentConfig {
             qemu_binary: PathBuf::from("qemu-system-x86_64"),
             qemu_img_binary: PathBuf::from("qemu-img"),
             image_cache_dir: Self::default_image_cache_dir(),
+            deb_cache_dir: None,
         }
+    }
+
+    /// [`AgentConfig::deb_cache_dir`], its default applied.
+    pub fn deb_cache(&self) -> PathBuf {
+        self.deb_cache_dir.clone().unwrap_or_else(|| self.image_cache_dir.join("debs"))
     }
 
     /// `$SOCLE_IMAGE_CACHE`, else `$HOME/.cache/socle/images`, else
@@ -328,6 +337,7 @@ impl Agent {
         let _g = self.inner.image_lock.lock().await;
         let disk = image::full_disk_or_build(
             &self.inner.cfg.image_cache_dir,
+            &self.inner.cfg.deb_cache(),
             &self.inner.cfg.qemu_img_binary,
         )
         .await?;
@@ -338,6 +348,7 @@ impl Agent {
         let _g = self.inner.image_lock.lock().await;
         image::build_or_reuse(
             &self.inner.cfg.image_cache_dir,
+            &self.inner.cfg.deb_cache(),
             &self.inner.cfg.qemu_img_binary,
         )
         .await

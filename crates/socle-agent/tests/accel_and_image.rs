@@ -17,8 +17,7 @@ async fn auto_probe_picks_tcg_here_and_is_cached() {
         Ok("kvm") => Accel::Kvm,
         _ => Accel::Tcg,
     };
-    let tmp = tempfile::tempdir().unwrap();
-    let _guard = KillGuard::new(tmp.path());
+    let tmp = socle_testkit::Slot::claim();
     let t0 = Instant::now();
     let agent = Agent::new(config(tmp.path(), AccelChoice::Auto))
         .await
@@ -60,7 +59,7 @@ async fn auto_probe_picks_tcg_here_and_is_cached() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn explicit_choices() {
     require_qemu();
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = socle_testkit::Slot::claim();
     let agent = Agent::new(config(tmp.path(), AccelChoice::Tcg))
         .await
         .unwrap();
@@ -86,12 +85,15 @@ async fn explicit_choices() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tiny_image_from_clean_cache_is_reproducible_and_cached() {
     require_qemu();
-    let state = tempfile::tempdir().unwrap();
+    let state = socle_testkit::Slot::claim();
     let mut initrds = Vec::new();
     for _ in 0..2 {
-        let cache = tempfile::tempdir().unwrap();
+        let cache = socle_testkit::Slot::claim();
         let mut cfg = config(state.path(), AccelChoice::Tcg);
         cfg.image_cache_dir = cache.path().join("images");
+        // A clean image cache, but the packages of the run's cache: no
+        // download in tests (the first build of the run fetched them).
+        cfg.deb_cache_dir = Some(image_cache().join("debs"));
         let agent = Agent::new(cfg).await.unwrap();
         let t0 = Instant::now();
         let img = agent

@@ -89,8 +89,7 @@ fn snapshot_dir_entries(agent: &Agent) -> Vec<String> {
 /// online snapshot of the root volume, a second VM booted from that snapshot).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn full_disk_image_boots_through_the_bios() {
-    let tmp = tempfile::tempdir().unwrap();
-    let _guard = KillGuard::new(tmp.path());
+    let tmp = socle_testkit::Slot::claim();
     let state = tmp.path().join("state");
     let agent = tcg_agent(&state).await;
     let t0 = Instant::now();
@@ -272,8 +271,7 @@ async fn full_disk_image_boots_through_the_bios() {
 /// boots through the BIOS from a root volume made of the imported snapshot.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn imported_images_become_encrypted_snapshots_and_boot() {
-    let tmp = tempfile::tempdir().unwrap();
-    let _guard = KillGuard::new(tmp.path());
+    let tmp = socle_testkit::Slot::claim();
     let agent = tcg_agent(&tmp.path().join("state")).await;
     let image = agent.build_tiny_disk_image().await.unwrap();
     let work = tmp.path().join("uploads");
@@ -428,7 +426,7 @@ async fn imported_images_become_encrypted_snapshots_and_boot() {
 /// reads what they point at, and no snapshot file is left behind.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hostile_uploads_are_refused_and_leave_nothing() {
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = socle_testkit::Slot::claim();
     let agent = tcg_agent(&tmp.path().join("state")).await;
     let w = tmp.path().join("uploads");
     std::fs::create_dir_all(&w).unwrap();

@@ -46,10 +46,9 @@ fn port(nic: &str, tap: &str, mac: &str, ip: &str) -> PortSpec {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guests_get_their_address_by_dhcp_talk_and_take_a_hot_plugged_nic() {
     assert!(unsafe { libc::geteuid() } == 0, "this test needs root (network namespaces, taps)");
-    let dir = tempfile::tempdir().unwrap();
+    let dir = socle_testkit::Slot::claim();
     let agent = tcg_agent(&dir.path().join("agent")).await;
-    let _kill = KillGuard::new(dir.path());
-    let prefix = format!("a{:05x}", std::process::id() & 0xfffff);
+    let prefix = dir.net_prefix();
     let driver = NetDriver::new(dir.path().join("net"), &prefix).unwrap();
     let taps: Vec<String> = (0..3).map(|i| format!("{prefix}t{i}")).collect();
     let guard = NetGuard { driver, net_id: "vpc-agentnic".into(), taps: taps.clone() };

@@ -35,7 +35,7 @@ async fn wait_console(host: &HostClient, vm: &str, marker: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_vm_with_an_encrypted_root_volume_runs_through_the_protocol_alone() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = socle_testkit::Slot::claim();
     let (host, _agent) = served(dir.path()).await;
 
     let info = host.host_info().await.unwrap();
@@ -81,7 +81,7 @@ async fn a_vm_with_an_encrypted_root_volume_runs_through_the_protocol_alone() {
 
 #[tokio::test]
 async fn an_agent_that_does_not_listen_is_unreachable_not_an_internal_error() {
-    let dir = tempfile::tempdir().unwrap();
+    let dir = socle_testkit::Slot::claim();
     let host = HostClient::unix(dir.path().join("nobody.sock"));
     let e = host.list_vms().await.unwrap_err();
     assert_eq!(e.kind, HostErrorKind::Unreachable, "{e}");
@@ -97,7 +97,7 @@ async fn over_tcp_only_the_control_plane_of_the_cloud_reaches_the_host_it_names(
     use socle_agent_api::pki::{host_key_and_request, Ca};
     use socle_agent_api::tls::{client_config, server_config, TlsIdentity};
 
-    let dir = tempfile::tempdir().unwrap();
+    let dir = socle_testkit::Slot::claim();
     let agent = tcg_agent(&dir.path().join("agent")).await;
     let ca = Ca::generate("test").unwrap();
     // The host makes its key; only the request travels.

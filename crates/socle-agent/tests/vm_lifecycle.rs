@@ -12,8 +12,7 @@ const BOOT_TIMEOUT: Duration = Duration::from_secs(60);
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn boot_reboot_and_graceful_stop() {
-    let tmp = tempfile::tempdir().unwrap();
-    let _guard = KillGuard::new(tmp.path());
+    let tmp = socle_testkit::Slot::claim();
     let agent = tcg_agent(tmp.path()).await;
     assert_eq!(agent.accel(), Accel::Tcg);
     let image = agent.build_tiny_image().await.expect("build image");
@@ -112,12 +111,11 @@ async fn boot_reboot_and_graceful_stop() {
 async fn force_stop_destroy_and_long_paths() {
     // A state dir deep enough that <vmdir>/qmp.sock exceeds the 108-byte
     // sockaddr_un limit: exercises the relative-socket path.
-    let tmp = tempfile::tempdir().unwrap();
+    let tmp = socle_testkit::Slot::claim();
     let deep = tmp
         .path()
         .join("a-rather-long-directory-name-for-testing")
         .join("another-long-path-component-here");
-    let _guard = KillGuard::new(tmp.path());
     let agent = tcg_agent(&deep).await;
     let image = agent.build_tiny_image().await.unwrap();
     let id = "i-forcestop0";
@@ -181,8 +179,7 @@ async fn force_stop_destroy_and_long_paths() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reattach_after_agent_drop() {
-    let tmp = tempfile::tempdir().unwrap();
-    let _guard = KillGuard::new(tmp.path());
+    let tmp = socle_testkit::Slot::claim();
     let id = "i-reattach1";
     let pid_before = {
         let agent = tcg_agent(tmp.path()).await;
@@ -223,8 +220,7 @@ async fn reattach_after_agent_drop() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn guest_survives_sigkilled_agent_process() {
     require_qemu();
-    let tmp = tempfile::tempdir().unwrap();
-    let _guard = KillGuard::new(tmp.path());
+    let tmp = socle_testkit::Slot::claim();
     let mut child = std::process::Command::new(std::env::current_exe().unwrap())
         .args([
             "--ignored",
@@ -282,8 +278,7 @@ async fn helper_start_vm_then_hang() {
 /// so nothing listens to the power button yet) is killed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn graceful_stop_times_out_then_kills() {
-    let tmp = tempfile::tempdir().unwrap();
-    let _guard = KillGuard::new(tmp.path());
+    let tmp = socle_testkit::Slot::claim();
     let agent = tcg_agent(tmp.path()).await;
     let image = agent.build_tiny_image().await.unwrap();
     let id = "i-slowstop1";

@@ -99,8 +99,7 @@ fn random_file(path: &Path, len: u64) {
 /// copy throughput figures.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn encrypted_volume_files_offline() {
-    let tmp = tempfile::tempdir().unwrap();
-    let _guard = KillGuard::new(tmp.path());
+    let tmp = socle_testkit::Slot::claim();
     let agent = tcg_agent(&tmp.path().join("state")).await;
     let image = agent.build_tiny_image().await.unwrap();
     let work = tmp.path();
@@ -467,8 +466,7 @@ async fn encrypted_volume_files_offline() {
 /// restart with the volume linked, wrong keys.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hotplug_write_snapshot_restore_in_another_vm() {
-    let tmp = tempfile::tempdir().unwrap();
-    let _guard = KillGuard::new(tmp.path());
+    let tmp = socle_testkit::Slot::claim();
     let agent = tcg_agent(&tmp.path().join("state")).await;
     let image = agent.build_tiny_image().await.unwrap();
     let (a, b) = ("i-writer01", "i-reader01");
@@ -723,8 +721,7 @@ const WRITER_BLOCKS: u32 = 1024;
 /// snapshot must hold exactly a prefix of that sequence, no torn block.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn snapshot_while_the_guest_writes_is_point_in_time() {
-    let tmp = tempfile::tempdir().unwrap();
-    let _guard = KillGuard::new(tmp.path());
+    let tmp = socle_testkit::Slot::claim();
     let agent = tcg_agent(&tmp.path().join("state")).await;
     let image = agent.build_tiny_image().await.unwrap();
     let vm = "i-seqwrite1";
@@ -950,8 +947,7 @@ async fn snapshot_while_the_guest_writes_is_point_in_time() {
 /// IOPS, then raised to 250, live.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn throttled_volume_is_capped_near_its_iops() {
-    let tmp = tempfile::tempdir().unwrap();
-    let _guard = KillGuard::new(tmp.path());
+    let tmp = socle_testkit::Slot::claim();
     let agent = tcg_agent(&tmp.path().join("state")).await;
     let image = agent.build_tiny_image().await.unwrap();
     let vm = "i-iops0001";

@@ -6,11 +6,12 @@
 //! stable.
 
 use std::fs::File;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::os::fd::AsRawFd;
 use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
 
 use crate::error::{NetError, Result};
 
@@ -83,10 +84,13 @@ pub fn run_input(cmd: &mut Command, input: Option<&str>) -> Result<Output> {
                 source,
             })?;
     }
-    let out = child.wait_with_output().map_err(|source| NetError::Spawn {
-        program,
-        hint: "",
-        source,
+    let out = wait_bounded(child, COMMAND_TIMEOUT).map_err(|e| match e {
+        Waited::Io(source) => NetError::Spawn { program, hint: "", source },
+        Waited::TimedOut => NetError::Command {
+            command: rendered.clone(),
+            status: format!("still running after {} s: killed", COMMAND_TIMEOUT.as_secs()),
+            stderr: String::new(),
+        },
     })?;
     if !out.status.success() {
         let mut stderr = tail_text(&out.stderr, 15);
@@ -100,6 +104,51 @@ pub fn run_input(cmd: &mut Command, input: Option<&str>) -> Result<Output> {
         });
     }
     Ok(out)
+}
+
+/// No `ip`, `nft` or `dnsmasq` call takes this long unless the kernel or the
+/// tool is stuck: the call is then killed and fails, instead of holding the
+/// driver's lock (and every caller behind it) for ever.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(30);
+
+enum Waited {
+    Io(std::io::Error),
+    TimedOut,
+}
+
+/// `wait_with_output` with a deadline: the output is read on two threads
+/// (a full pipe must not block the child), the child polled until it exits
+/// or the deadline passes, and killed then.
+fn wait_bounded(mut child: Child, limit: Duration) -> std::result::Result<Output, Waited> {
+    fn reader(pipe: Option<impl Read + Send + 'static>) -> std::thread::JoinHandle<Vec<u8>> {
+        std::thread::spawn(move || {
+            let mut buf = Vec::new();
+            if let Some(mut p) = pipe {
+                let _ = p.read_to_end(&mut buf);
+            }
+            buf
+        })
+    }
+    let stdout = reader(child.stdout.take());
+    let stderr = reader(child.stderr.take());
+    let deadline = Instant::now() + limit;
+    let mut pause = Duration::from_millis(1);
+    let status = loop {
+        match child.try_wait().map_err(Waited::Io)? {
+            Some(status) => break status,
+            None if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                return Err(Waited::TimedOut);
+            }
+            // Most calls end within milliseconds: poll fast, then slower.
+            None => {
+                std::thread::sleep(pause);
+                pause = (pause * 2).min(Duration::from_millis(50));
+            }
+        }
+    };
+    Ok(Output { status, stdout: stdout.join().unwrap_or_default(), stderr: stderr.join().unwrap_or_default() })
 }
 
 pub fn run(cmd: &mut Command) -> Result<Output> {

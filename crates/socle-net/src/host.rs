@@ -111,6 +111,8 @@ pub struct RouteEntry {
     #[serde(default, rename = "type")]
     pub kind: Option<String>,
     pub dst: String,
+    #[serde(default)]
+    pub dev: Option<String>,
     /// Absent for the main table.
     #[serde(default)]
     pub table: Option<String>,

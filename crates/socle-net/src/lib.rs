@@ -17,6 +17,7 @@ mod dhcp;
 mod driver;
 mod error;
 mod host;
+pub mod host_ranges;
 mod naming;
 mod nft;
 mod spec;

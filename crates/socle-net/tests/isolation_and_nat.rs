@@ -65,7 +65,7 @@ fn two_nets_same_range_are_isolated() {
         (&b2, "10.0.1.20"),
     ] {
         assert_eq!(
-            vm.dhcp(lab.dir.path()).map(|l| l.0),
+            vm.dhcp(lab.dir.as_path()).map(|l| l.0),
             Some(ip(want)),
             "lease of {}",
             vm.ns
@@ -179,7 +179,7 @@ fn public_ips_nat_and_no_way_out() {
     };
     lab.apply(&spec);
     for vm in [&p1, &p2, &p3, &p4] {
-        assert!(vm.dhcp(lab.dir.path()).is_some(), "lease of {}", vm.ns);
+        assert!(vm.dhcp(lab.dir.as_path()).is_some(), "lease of {}", vm.ns);
     }
     peer_echo(listen_in(&out.ns, sa("0.0.0.0", 80)));
     let web = std::net::SocketAddrV4::new(out.ip, 80);
@@ -312,14 +312,14 @@ fn subnets_route_to_each_other_and_to_a_next_hop_vm() {
     };
     lab.apply(&spec);
     assert_eq!(
-        a.dhcp(lab.dir.path()),
+        a.dhcp(lab.dir.as_path()),
         Some((ip("10.0.1.10"), ip("10.0.1.1")))
     );
     assert_eq!(
-        b.dhcp(lab.dir.path()),
+        b.dhcp(lab.dir.as_path()),
         Some((ip("10.0.2.20"), ip("10.0.2.1")))
     );
-    assert!(r.dhcp(lab.dir.path()).is_some());
+    assert!(r.dhcp(lab.dir.as_path()).is_some());
 
     assert!(a.ping(ip("10.0.2.20")), "subnet a -> subnet b");
     a.serve_peer_echo(9000);

@@ -91,8 +91,8 @@ fn dir_is_empty(p: &Path) -> bool {
 
 /// Everything works (leases, the way out, between subnets).
 fn assert_net_works(lab: &Lab, a: &Vm, b: &Vm, web: std::net::SocketAddrV4) {
-    assert_eq!(a.dhcp(lab.dir.path()).map(|l| l.0), Some(ip("10.0.1.10")));
-    assert_eq!(b.dhcp(lab.dir.path()).map(|l| l.0), Some(ip("10.0.2.10")));
+    assert_eq!(a.dhcp(lab.dir.as_path()).map(|l| l.0), Some(ip("10.0.1.10")));
+    assert_eq!(b.dhcp(lab.dir.as_path()).map(|l| l.0), Some(ip("10.0.2.10")));
     assert!(a.ping(ip("10.0.2.10")), "between subnets");
     assert_eq!(
         a.fetch(web),
@@ -130,7 +130,7 @@ fn destroy_leaves_nothing() {
 
     let ns = lab.driver.namespace(&net_id);
     let veth = lab.driver.uplink_interface(&net_id);
-    let state = lab.dir.path().join("net");
+    let state = lab.dir.as_path().join("net");
     let conf_needle = format!("--conf-file={}/{net_id}/", state.display());
     assert!(ns_exists(&ns) && link_exists(None, &veth));
     assert_eq!(pids_with(&conf_needle).len(), 1, "one dnsmasq");
@@ -180,7 +180,7 @@ fn destroy_interrupted_halfway_is_found_and_finished() {
     let (a, b) = (lab.vm(1), lab.vm(2));
     lab.apply(&full_net(&lab, &net_id, &a, &b));
     let (ns, veth) = (lab.driver.namespace(&net_id), lab.driver.uplink_interface(&net_id));
-    let state = lab.dir.path().join("net");
+    let state = lab.dir.as_path().join("net");
     let conf_needle = format!("--conf-file={}/{net_id}/", state.display());
     assert_eq!(pids_with(&conf_needle).len(), 1, "one dnsmasq");
 
@@ -228,7 +228,7 @@ fn apply_converges_from_partial_state() {
     let spec = full_net(&lab, &net_id, &a, &b);
     let ns = lab.driver.namespace(&net_id);
     let veth = lab.driver.uplink_interface(&net_id);
-    let state = lab.dir.path().join("net").join(&net_id);
+    let state = lab.dir.as_path().join("net").join(&net_id);
     let conf_needle = format!("--conf-file={}/", state.display());
 
     // A previous apply that died right after creating the namespace, with
@@ -321,9 +321,9 @@ fn list_nets_finds_leftovers() {
         "nft add table inet {}",
         lab.driver.root_table(&orphan_table)
     ));
-    std::fs::create_dir_all(lab.dir.path().join("net").join(&orphan_dir)).unwrap();
+    std::fs::create_dir_all(lab.dir.as_path().join("net").join(&orphan_dir)).unwrap();
     // Something of another driver (another prefix) is not ours.
-    let other = NetDriver::new(lab.dir.path().join("other"), "zz").unwrap();
+    let other = NetDriver::new(lab.dir.as_path().join("other"), "zz").unwrap();
     assert!(!other
         .list_nets()
         .unwrap()
@@ -385,7 +385,7 @@ fn metadata_listener_in_the_net() {
         );
         first
     });
-    assert_eq!(a.dhcp(lab.dir.path()).map(|l| l.0), Some(ip("10.0.1.10")));
+    assert_eq!(a.dhcp(lab.dir.as_path()).map(|l| l.0), Some(ip("10.0.1.10")));
     let got = sh_ok(&format!(
         // (busybox 1.35 wget crashes with -T: coreutils timeout instead)
         "timeout 5 ip netns exec {} busybox wget -q -O - http://169.254.169.254/latest/meta-data/",

@@ -39,7 +39,7 @@ fn dhcp_icmp_tcp_and_peer_lists() {
     assert!(report.missing_ports.is_empty(), "{report:?}");
 
     for (vm, want) in [(&a, "10.0.1.10"), (&b, "10.0.1.20"), (&c, "10.0.1.30")] {
-        let got = vm.dhcp(lab.dir.path()).expect("DHCP lease");
+        let got = vm.dhcp(lab.dir.as_path()).expect("DHCP lease");
         assert_eq!(got, (ip(want), ip("10.0.1.1")), "lease of {}", vm.ns);
     }
 
@@ -228,7 +228,7 @@ fn anti_spoofing() {
         "spoofed MAC -> metadata"
     );
     assert!(
-        a.dhcp(lab.dir.path()).is_none(),
+        a.dhcp(lab.dir.as_path()).is_none(),
         "no lease for an unknown MAC"
     );
 

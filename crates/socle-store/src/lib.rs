@@ -344,6 +344,10 @@ struct PgPool {
 }
 
 const MAX_SESSIONS: usize = 16;
+/// How long a caller waits for a session when all are busy: past it, the
+/// request answers "retry later" (503) instead of waiting for ever behind a
+/// stuck statement.
+const SESSION_WAIT: Duration = Duration::from_secs(10);
 
 /// Closing a session blocks on the client's own runtime, which tokio
 /// forbids on a runtime thread (the pool is often dropped there, at
@@ -370,8 +374,16 @@ impl PgPool {
     fn take(&self) -> Result<db::PgSession> {
         {
             let mut busy = self.busy.lock().unwrap_or_else(|p| p.into_inner());
+            let deadline = std::time::Instant::now() + SESSION_WAIT;
             while *busy >= MAX_SESSIONS {
-                busy = self.freed.wait(busy).unwrap_or_else(|p| p.into_inner());
+                let left = deadline.saturating_duration_since(std::time::Instant::now());
+                if left.is_zero() {
+                    return Err(StoreError::Contention(format!(
+                        "all {MAX_SESSIONS} database sessions stayed busy for {} s",
+                        SESSION_WAIT.as_secs()
+                    )));
+                }
+                busy = self.freed.wait_timeout(busy, left).unwrap_or_else(|p| p.into_inner()).0;
             }
             *busy += 1;
         }

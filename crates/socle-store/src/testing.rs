@@ -48,11 +48,13 @@ impl PgCluster {
         if let Some((uid, gid)) = owner {
             chown(&dir, uid, gid)?;
         }
-        let out = as_owner(Command::new(bin.join("initdb")), owner)
+        let mut initdb = as_owner(Command::new(bin.join("initdb")), owner);
+        initdb
             .args(["--auth=trust", "--no-sync", "--locale=C", "--encoding=UTF8", "--username=postgres", "-D"])
             .arg(dir.join("data"))
-            .output()
-            .map_err(|e| format!("initdb: {e}"))?;
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let out = output_within(initdb, Duration::from_secs(120)).map_err(|e| format!("initdb: {e}"))?;
         if !out.status.success() {
             return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
@@ -116,11 +118,21 @@ impl PgCluster {
         if pid == 0 {
             return;
         }
-        // SAFETY: signalling our own child.
+        // SAFETY: signalling and reaping our own child.
         unsafe {
             libc::kill(pid, libc::SIGQUIT);
+            // Immediate shutdown takes milliseconds; a server that ignores
+            // it for 30 s is killed.
+            let deadline = Instant::now() + Duration::from_secs(30);
             let mut status = 0;
-            libc::waitpid(pid, &mut status, 0);
+            while libc::waitpid(pid, &mut status, libc::WNOHANG) == 0 {
+                if Instant::now() >= deadline {
+                    libc::kill(pid, libc::SIGKILL);
+                    libc::waitpid(pid, &mut status, 0);
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
         }
     }
 
@@ -194,6 +206,21 @@ impl DieWithParent for Command {
             })
         }
     }
+}
+
+/// `cmd.output()`, killed past `limit` (initdb takes seconds).
+fn output_within(mut cmd: Command, limit: Duration) -> Result<std::process::Output, String> {
+    let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+    let deadline = Instant::now() + limit;
+    while child.try_wait().map_err(|e| e.to_string())?.is_none() {
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            return Err(format!("still running after {} s: killed", limit.as_secs()));
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    child.wait_with_output().map_err(|e| e.to_string())
 }
 
 /// Runs `cmd` as `owner` (std drops root's supplementary groups itself).

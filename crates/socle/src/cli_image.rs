@@ -33,6 +33,10 @@ pub enum ImageCommand {
         /// Return once uploaded, without waiting for the image to be available.
         #[arg(long)]
         no_wait: bool,
+        /// Give up waiting after this many seconds (the conversion goes on
+        /// in the cloud; `socle image list` shows when it is available).
+        #[arg(long, default_value_t = 3600, value_name = "SECONDS")]
+        wait_timeout: u64,
     },
     /// List the images you can use.
     List {
@@ -43,10 +47,11 @@ pub enum ImageCommand {
 
 pub fn run(cmd: ImageCommand) -> anyhow::Result<()> {
     match cmd {
-        ImageCommand::Import { client, source, name, description, no_wait } => {
+        ImageCommand::Import { client, source, name, description, no_wait, wait_timeout } => {
             let json_out = client.json;
             let client = Client::from_args(&client)?;
-            let image = import(&client, &source, &name, &description, !no_wait)?;
+            let wait = (!no_wait).then(|| Duration::from_secs(wait_timeout));
+            let image = import(&client, &source, &name, &description, wait)?;
             if json_out {
                 println!("{}", serde_json::to_string_pretty(&image)?);
             } else {
@@ -153,7 +158,9 @@ fn hash_file(path: &Path) -> anyhow::Result<(u64, String)> {
     Ok((len, hex::encode(hasher.finalize())))
 }
 
-fn import(client: &Client, source: &str, name: &str, description: &str, wait: bool) -> anyhow::Result<Value> {
+/// Uploads `source` as an image; with `wait`, then waits at most that long
+/// for it to be available.
+fn import(client: &Client, source: &str, name: &str, description: &str, wait: Option<Duration>) -> anyhow::Result<Value> {
     let started = Instant::now();
     let is_url = source.starts_with("http://") || source.starts_with("https://");
     let (mut file, len, hash, _download) = if is_url {
@@ -179,9 +186,10 @@ fn import(client: &Client, source: &str, name: &str, description: &str, wait: bo
     let image = answer?["Image"].clone();
     let id = image["ImageId"].as_str().ok_or_else(|| anyhow!("the answer has no ImageId: {image}"))?.to_string();
     eprintln!("uploaded {} MiB in {:.1} s as {id}", len >> 20, started.elapsed().as_secs_f64());
-    if !wait {
+    let Some(wait) = wait else {
         return Ok(image);
-    }
+    };
+    let deadline = Instant::now() + wait;
     let spinner = ProgressBar::new_spinner().with_message(format!("converting {id} (encrypting it for your account)"));
     spinner.enable_steady_tick(Duration::from_millis(200));
     loop {
@@ -198,6 +206,13 @@ fn import(client: &Client, source: &str, name: &str, description: &str, wait: bo
                 bail!("the import of {id} failed; the operator log has details");
             }
             None => bail!("{id} disappeared"),
+            Some(state) if Instant::now() >= deadline => {
+                spinner.finish_and_clear();
+                bail!(
+                    "{id} is still {state} after {} s; the conversion goes on in the cloud (`socle image list` shows when it is available)",
+                    wait.as_secs()
+                );
+            }
             _ => std::thread::sleep(Duration::from_millis(500)),
         }
     }

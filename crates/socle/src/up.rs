@@ -5,9 +5,10 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context;
+use anyhow::{anyhow, bail, Context};
 use socle_agent::AccelChoice;
 use socle_control::startup::{ensure_default_credentials, open_cloud};
+use socle_control::config::Ipv4Net;
 use socle_control::CloudConfig;
 
 use crate::StateArgs;
@@ -46,15 +47,57 @@ pub struct UpArgs {
     #[arg(long, default_value = "socle", env = "SOCLE_NET_PREFIX")]
     net_prefix: String,
     /// Addresses for the uplinks of networks with internet access (a /31 each),
-    /// used only on this host.
-    #[arg(long, default_value = "169.254.0.0/17")]
-    uplink_range: socle_control::config::Ipv4Net,
+    /// used only on this host [default: 169.254.0.0/17, or a free /17 of
+    /// 169.254.0.0/16 or 100.64.0.0/10 when the host routes part of it].
+    /// A range the host routes is refused.
+    #[arg(long)]
+    uplink_range: Option<Ipv4Net>,
     /// The public IPs CreatePublicIp hands out: comma-separated IPv4 ranges
     /// (or single addresses), used lowest first. Addresses must be routed to
-    /// this host; the default, of the RFC 2544 benchmark range, is never
-    /// routed on the internet.
-    #[arg(long, value_delimiter = ',', default_value = "198.18.0.0/24", env = "SOCLE_PUBLIC_IP_POOL")]
-    public_ip_pool: Vec<socle_control::config::Ipv4Net>,
+    /// this host, and not be of a network it uses itself [default:
+    /// 198.18.0.0/24, of the RFC 2544 benchmark range, never routed on the
+    /// internet; another /24 of 198.18.0.0/15 when the host routes it].
+    #[arg(long, value_delimiter = ',', env = "SOCLE_PUBLIC_IP_POOL")]
+    public_ip_pool: Vec<Ipv4Net>,
+}
+
+/// The defaults of `--uplink-range` and `--public-ip-pool`, and where to look
+/// for a free range of the same size when the host routes part of them.
+const DEFAULT_UPLINKS: (&str, &[&str]) = ("169.254.0.0/17", &["169.254.0.0/16", "100.64.0.0/10"]);
+const DEFAULT_POOL: (&str, &[&str]) = ("198.18.0.0/24", &["198.18.0.0/15"]);
+
+/// The uplink range and public IP pool: never a network the host uses. A
+/// range given explicitly that overlaps one of the host's routes is refused,
+/// naming the route; a default that does is replaced by a free range of
+/// its size, and `socle up` says which.
+fn host_ranges(uplink_range: Option<Ipv4Net>, public_ip_pool: &[Ipv4Net], prefix: &str) -> anyhow::Result<(Ipv4Net, Vec<Ipv4Net>)> {
+    use socle_net::host_ranges::{free_range, host_routes, overlap};
+    let routes = host_routes(prefix).context("cannot read this host's routes")?;
+    let choose = |flag: &str, explicit: Option<Ipv4Net>, (default, spaces): (&str, &[&str])| -> anyhow::Result<Ipv4Net> {
+        if let Some(range) = explicit {
+            if let Some(route) = overlap(&routes, &range) {
+                bail!("{flag} {range} overlaps this host's route `{}`: the host uses those addresses; give a range it does not route", route.shown);
+            }
+            return Ok(range);
+        }
+        let default: Ipv4Net = default.parse().expect("a valid default");
+        let Some(route) = overlap(&routes, &default) else { return Ok(default) };
+        let spaces: Vec<Ipv4Net> = spaces.iter().map(|s| s.parse().expect("a valid range")).collect();
+        let free = free_range(&routes, &spaces, default.prefix_len())
+            .ok_or_else(|| anyhow!("the default {flag} {default} overlaps this host's route `{}` and no free range of its size is left: give {flag}", route.shown))?;
+        eprintln!("socle up: the default {flag} {default} overlaps this host's route `{}`: using {free} instead", route.shown);
+        Ok(free)
+    };
+    let uplinks = choose("--uplink-range", uplink_range, DEFAULT_UPLINKS)?;
+    let pool = if public_ip_pool.is_empty() {
+        vec![choose("--public-ip-pool", None, DEFAULT_POOL)?]
+    } else {
+        for range in public_ip_pool {
+            choose("--public-ip-pool", Some(*range), DEFAULT_POOL)?;
+        }
+        public_ip_pool.to_vec()
+    };
+    Ok((uplinks, pool))
 }
 
 pub fn run(args: UpArgs) -> anyhow::Result<()> {
@@ -80,13 +123,17 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
     config.terminated_retention = Duration::from_secs(args.terminated_retention);
     config.storage_capacity_gib = args.storage_capacity_gib;
     // Tenant networks need namespaces, taps and nftables: root only.
-    config.network = if unsafe { libc::geteuid() } == 0 {
-        Some(socle_control::NetworkConfig { prefix: args.net_prefix, uplink_range: args.uplink_range })
+    if unsafe { libc::geteuid() } == 0 {
+        let (uplink_range, public_ip_pool) = host_ranges(args.uplink_range, &args.public_ip_pool, &args.net_prefix)?;
+        config.network = Some(socle_control::NetworkConfig { prefix: args.net_prefix.clone(), uplink_range });
+        config.public_ip_pool = public_ip_pool;
     } else {
         eprintln!("socle up: not running as root, so VMs get no network (their NICs exist in the API only)");
-        None
-    };
-    config.public_ip_pool = args.public_ip_pool;
+        config.network = None;
+        if !args.public_ip_pool.is_empty() {
+            config.public_ip_pool = args.public_ip_pool.clone();
+        }
+    }
     let (agent, accel) = match &args.agent {
         Some(endpoint) => {
             let client = socle_agent_api::HostClient::unix(crate::agent::unix_endpoint(endpoint)?);

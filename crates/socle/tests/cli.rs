@@ -14,8 +14,7 @@ fn socle(cloud: &TestCloud, args: &[&str]) -> String {
         .arg("--data-dir")
         .arg(cloud.data_dir())
         .env_remove("OSC_ACCESS_KEY")
-        .output()
-        .unwrap();
+        .output_within(CLI_TIMEOUT);
     assert!(out.status.success(), "socle {args:?} failed: {}", String::from_utf8_lossy(&out.stderr));
     String::from_utf8(out.stdout).unwrap()
 }
@@ -47,8 +46,7 @@ fn vm_commands_drive_a_vm_through_its_life() {
         .env("OSC_REGION", &c.region)
         .env("OSC_ENDPOINT_API", &c.endpoint)
         .env("SOCLE_DATA_DIR", "/nonexistent")
-        .output()
-        .unwrap();
+        .output_within(CLI_TIMEOUT);
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["Vms"][0]["State"], "stopped");
@@ -57,8 +55,7 @@ fn vm_commands_drive_a_vm_through_its_life() {
     let out = Command::new(socle_bin())
         .args(["vm", "start", "i-00000000", "--data-dir"])
         .arg(cloud.data_dir())
-        .output()
-        .unwrap();
+        .output_within(CLI_TIMEOUT);
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("5063"), "{}", String::from_utf8_lossy(&out.stderr));
 
@@ -68,6 +65,6 @@ fn vm_commands_drive_a_vm_through_its_life() {
     // Admin commands.
     let accounts = socle(&cloud, &["account", "list"]);
     assert!(accounts.contains("default"), "{accounts}");
-    let out = cloud.socle().args(["account", "create", "default", "--data-dir"]).arg(cloud.data_dir()).output().unwrap();
+    let out = cloud.socle().args(["account", "create", "default", "--data-dir"]).arg(cloud.data_dir()).output_within(CLI_TIMEOUT);
     assert!(!out.status.success(), "duplicate account name accepted");
 }

@@ -23,7 +23,7 @@ impl Hosts<'_> {
     fn run(&self, args: &[&str]) -> Output {
         let mut cmd = self.cloud.socle();
         cmd.args(["host"]).args(args).arg("--data-dir").arg(self.cloud.data_dir());
-        cmd.output().expect("socle host")
+        cmd.output_within(CLI_TIMEOUT)
     }
 
     fn token(&self, subregion: &str) -> String {
@@ -54,6 +54,7 @@ impl Hosts<'_> {
 
 fn agent(dir: &std::path::Path, listen: &str, join: Option<(&str, &str)>) -> Command {
     let mut cmd = Command::new(socle_bin());
+    socle_testkit::die_with_parent(&mut cmd);
     cmd.args(["agent", "--data-dir"]).arg(dir).args(["--accel", "tcg", "--listen", listen]).env("RUST_LOG", "info");
     if let Some((url, token)) = join {
         cmd.args(["--join", url, "--token", token]);
@@ -77,28 +78,28 @@ fn a_host_joins_once_is_watched_over_mutual_tls_and_can_be_revoked() {
     let token = hosts.token("eu-west-2b");
     let (token_id, _) = token.split_once('.').unwrap();
 
-    let host_dir = tempfile::Builder::new().prefix("socle-host-").tempdir().unwrap();
+    let host_dir = cloud.slot.subdir("host");
     let listen = format!("127.0.0.1:{}", free_port());
     // A token with the wrong secret: refused, nothing recorded, nothing spent.
     let forged = format!("{token_id}.{}", "0".repeat(48));
-    let out = agent(host_dir.path(), &listen, Some((&url, &forged))).output().unwrap();
+    let out = agent(&host_dir, &listen, Some((&url, &forged))).output_within(CLI_TIMEOUT);
     assert!(!out.status.success() && text(&out).contains("refused"), "{}", text(&out));
     assert!(hosts.list().is_empty());
-    assert!(!host_dir.path().join("tls/host.json").exists());
+    assert!(!&host_dir.join("tls/host.json").exists());
 
     // The real one: the host joins and the cloud reaches it over mutual TLS.
-    let log = host_dir.path().join("agent.log");
-    let child = spawn(agent(host_dir.path(), &listen, Some((&url, &token))), &log);
+    let log = &host_dir.join("agent.log");
+    let child = spawn(agent(&host_dir, &listen, Some((&url, &token))), &log);
     let joined = hosts.wait("ready", |h| !h["SeenAt"].is_null());
     assert_eq!(joined["Subregion"], "eu-west-2b");
     assert_eq!(joined["Endpoint"], listen.as_str());
     let host_id = joined["HostId"].as_str().unwrap().to_string();
-    let key_mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(host_dir.path().join("tls/host.key")).unwrap().permissions());
+    let key_mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&host_dir.join("tls/host.key")).unwrap().permissions());
     assert_eq!(key_mode & 0o777, 0o600, "the host's key is private");
 
     // The token is spent: another machine cannot join with it.
-    let other = tempfile::tempdir().unwrap();
-    let out = agent(other.path(), &format!("127.0.0.1:{}", free_port()), Some((&url, &token))).output().unwrap();
+    let other = cloud.slot.subdir("other-host");
+    let out = agent(&other, &format!("127.0.0.1:{}", free_port()), Some((&url, &token))).output_within(CLI_TIMEOUT);
     assert!(!out.status.success() && text(&out).contains("refused"), "{}", text(&out));
     assert_eq!(hosts.list().len(), 1);
 
@@ -106,7 +107,7 @@ fn a_host_joins_once_is_watched_over_mutual_tls_and_can_be_revoked() {
     drop(child);
     hosts.wait("unreachable", |_| true);
     let seen = hosts.list()[0]["SeenAt"].as_str().unwrap().to_string();
-    let _child = spawn(agent(host_dir.path(), &listen, None), &log);
+    let _child = spawn(agent(&host_dir, &listen, None), &log);
     hosts.wait("ready", |h| h["SeenAt"].as_str().is_some_and(|s| s > seen.as_str()));
 
     // Revoked: it stays so although it answers.

@@ -21,7 +21,7 @@ const KEY: &str = "acme-kek";
 const T: Duration = Duration::from_secs(120);
 
 fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("cannot run {cmd:?}: {e} (apt-get install softhsm2 opensc)"));
+    let out = socle_testkit::try_output_within(cmd, CLI_TIMEOUT).unwrap_or_else(|e| panic!("{e} (apt-get install softhsm2 opensc)"));
     assert!(out.status.success(), "{cmd:?} failed: {}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     String::from_utf8_lossy(&out.stdout).to_string()
 }

@@ -16,7 +16,7 @@ use serde_json::{json, Value};
 const T: Duration = Duration::from_secs(180);
 
 fn socle(cloud: &TestCloud, args: &[&str]) -> std::process::Output {
-    cloud.socle().args(args).arg("--data-dir").arg(cloud.data_dir()).output().unwrap()
+    cloud.socle().args(args).arg("--data-dir").arg(cloud.data_dir()).output_within(CLI_TIMEOUT)
 }
 
 fn image_named(c: &Creds, name: &str) -> Option<Value> {
@@ -34,7 +34,7 @@ fn vm_of(c: &Creds, image: &str, script: &str) -> String {
 }
 
 fn qemu_img(args: &[&str]) {
-    let out = Command::new("qemu-img").args(args).output().unwrap();
+    let out = Command::new("qemu-img").args(args).output_within(CLI_TIMEOUT);
     assert!(out.status.success(), "qemu-img {args:?}: {}", String::from_utf8_lossy(&out.stderr));
 }
 

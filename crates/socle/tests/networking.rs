@@ -131,7 +131,7 @@ fn a_public_ip_lets_the_outside_in_and_only_to_its_guest() {
 
     // In: the host reaches the guest through its public IP.
     let get = |addr: &str| {
-        std::process::Command::new("busybox").args(["wget", "-q", "-O", "-", &format!("http://{addr}:8080/")]).output().unwrap()
+        std::process::Command::new("busybox").args(["wget", "-q", "-O", "-", &format!("http://{addr}:8080/")]).output_within(Duration::from_secs(30))
     };
     let deadline = std::time::Instant::now() + T;
     loop {

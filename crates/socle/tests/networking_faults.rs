@@ -53,7 +53,7 @@ fn delete_vm(c: &Creds, vm: &str) {
 }
 
 fn sh(cmdline: &str) -> String {
-    let out = std::process::Command::new("sh").args(["-c", cmdline]).output().unwrap();
+    let out = std::process::Command::new("sh").args(["-c", cmdline]).output_within(CLI_TIMEOUT);
     String::from_utf8_lossy(&out.stdout).into_owned()
 }
 

@@ -120,7 +120,7 @@ fn every_storage_step_survives_a_crash_right_after_host_work() {
     let mut import = cloud.socle();
     import.args(["image", "import", raw.to_str().unwrap(), "--name", "crashy", "--no-wait", "--data-dir"]).arg(&dir);
     cloud.crash_at("snapshot-imported", |_| {
-        let out = import.output().unwrap();
+        let out = import.output_within(CLI_TIMEOUT);
         assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     });
     poll(&c, "ReadImages", json!({"Filters": {"ImageNames": ["crashy"]}}), "Images", |i| i[0]["State"] == "available");

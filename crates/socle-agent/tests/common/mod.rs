@@ -88,20 +88,6 @@ pub async fn wait_console(
     }
 }
 
-/// Kills every QEMU started under a state dir when dropped (also on panic),
-/// without relying on the agent.
-pub struct KillGuard {
-    pub state_dir: PathBuf,
-}
-
-impl KillGuard {
-    pub fn new(state_dir: &Path) -> Self {
-        KillGuard {
-            state_dir: std::fs::canonicalize(state_dir).unwrap_or_else(|_| state_dir.to_path_buf()),
-        }
-    }
-}
-
 /// Pids of live QEMU processes whose command line mentions `needle`.
 pub fn qemu_pids_mentioning(needle: &str) -> Vec<i32> {
     let mut pids = Vec::new();
@@ -118,18 +104,6 @@ pub fn qemu_pids_mentioning(needle: &str) -> Vec<i32> {
         }
     }
     pids
-}
-
-impl Drop for KillGuard {
-    fn drop(&mut self) {
-        let needle = self.state_dir.to_string_lossy().into_owned();
-        for pid in qemu_pids_mentioning(&needle) {
-            // SAFETY: plain kill(2).
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-            }
-        }
-    }
 }
 
 /// The VM's console log so far (up to 4 MiB).

@@ -40,7 +40,9 @@ impl Hsm {
              or point SOCLE_TEST_PKCS11_MODULE at another module",
             module.display()
         );
-        let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("socle-kms-{name}"));
+        // One directory per process: test runners such as nextest run each
+        // test in a process of its own, at the same time as others.
+        let dir = std::env::temp_dir().join(format!("socle-kms-{name}-{}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         let tokens_dir = dir.join("tokens");
         std::fs::create_dir_all(&tokens_dir).unwrap();

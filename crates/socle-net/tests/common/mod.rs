@@ -11,17 +11,21 @@ use std::io::{Read, Write};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener, TcpStream};
 use std::os::fd::AsRawFd;
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use socle_net::*;
 
-static COUNTER: AtomicU32 = AtomicU32::new(0);
+/// Every command of the lab ends within this, or fails its test by name.
+const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
 
-/// A small number unique within this test process (used to carve out
-/// addresses in the root namespace, which all tests share).
-pub fn next_index() -> u32 {
-    COUNTER.fetch_add(1, Ordering::SeqCst)
+trait OutputWithin {
+    fn output_within(&mut self) -> std::io::Result<std::process::Output>;
+}
+
+impl OutputWithin for Command {
+    fn output_within(&mut self) -> std::io::Result<std::process::Output> {
+        socle_testkit::try_output_within(self, COMMAND_TIMEOUT).map_err(std::io::Error::other)
+    }
 }
 
 pub fn require_tools() {
@@ -33,7 +37,7 @@ pub fn require_tools() {
     ] {
         let ok = Command::new(bin)
             .arg(arg)
-            .output()
+            .output_within()
             .map(|o| o.status.success())
             .unwrap_or(false);
         assert!(ok, "`{bin}` is missing: run scripts/install-deps.sh (iproute2 nftables dnsmasq-base busybox)");
@@ -47,7 +51,7 @@ pub fn require_tools() {
 pub fn sh(cmdline: &str) -> std::process::Output {
     Command::new("sh")
         .args(["-c", cmdline])
-        .output()
+        .output_within()
         .expect("sh")
 }
 
@@ -91,7 +95,7 @@ pub fn link_exists(ns: Option<&str>, name: &str) -> bool {
         c.args(["-n", ns]);
     }
     c.args(["link", "show", "dev", name])
-        .output()
+        .output_within()
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
@@ -148,7 +152,7 @@ pub fn ping(ns: &str, to: Ipv4Addr) -> bool {
             "1",
             &to.to_string(),
         ])
-        .output()
+        .output_within()
         .map(|o| o.status.success())
         .unwrap_or(false)
 }
@@ -196,7 +200,7 @@ impl Vm {
             ])
             .arg(&script)
             .env("UDHCPC_OUT", &out)
-            .output()
+            .output_within()
             .unwrap();
         if !o.status.success() {
             eprintln!(
@@ -243,8 +247,8 @@ impl Vm {
 }
 
 /// An "outside" host: a namespace reached from the root namespace through
-/// a veth, addressed in 203.0.113.0/24 (one /30 per lab), with a route to
-/// the lab's public IPs through the root namespace.
+/// a veth (the /30 of the lab's slot), with a route to the lab's public IPs
+/// through the root namespace.
 pub struct Outside {
     pub ns: String,
     pub root_if: String,
@@ -254,8 +258,11 @@ pub struct Outside {
 
 pub struct Lab {
     pub prefix: String,
-    pub index: u32,
-    pub dir: tempfile::TempDir,
+    /// The lab's marker on the host (see socle-testkit): its prefix, its
+    /// addresses, its files; dropped after the lab's own cleanup, its sweep
+    /// removes whatever that missed, also when the test process dies.
+    pub slot: socle_testkit::Slot,
+    pub dir: std::path::PathBuf,
     pub driver: NetDriver,
     vms: Vec<String>,
     /// Root-namespace links deleted on Drop.
@@ -267,17 +274,13 @@ pub struct Lab {
 impl Lab {
     pub fn new() -> Lab {
         require_tools();
-        let index = next_index();
-        // 't' + 5 hex digits: unique per process and lab, within 6 chars.
-        let prefix = format!(
-            "t{:05x}",
-            ((std::process::id() & 0xfff) << 8) | (index & 0xff)
-        );
-        let dir = tempfile::tempdir().unwrap();
-        let driver = NetDriver::new(dir.path().join("net"), &prefix).unwrap();
+        let slot = socle_testkit::Slot::claim();
+        let prefix = slot.net_prefix();
+        let dir = slot.subdir("lab");
+        let driver = NetDriver::new(dir.join("net"), &prefix).unwrap();
         Lab {
             prefix,
-            index,
+            slot,
             dir,
             driver,
             vms: Vec::new(),
@@ -287,18 +290,24 @@ impl Lab {
         }
     }
 
-    /// A public address unique to this lab (198.51.100.0/24 is carved into
-    /// 8 per lab).
+    /// The lab's slot number: distinct among labs and clouds that run at once.
+    pub fn index(&self) -> u32 {
+        self.slot.index()
+    }
+
+    /// A public address of this lab (eight of them, from a range the host
+    /// does not route).
     pub fn public_ip(&self, k: u32) -> Ipv4Addr {
-        assert!(k < 8 && self.index < 32);
-        Ipv4Addr::new(198, 51, 100, (self.index * 8 + k) as u8)
+        assert!(k < 8);
+        self.slot.lab_public_ips().addr(k)
     }
 
     /// Uplink link addresses unique to this lab (`k`: which Net).
     pub fn uplink(&self, k: u8) -> UplinkSpec {
+        let block = self.slot.lab_uplinks();
         UplinkSpec {
-            root_ip: Ipv4Addr::new(100, 64, self.index as u8, 4 * k + 1),
-            net_ip: Ipv4Addr::new(100, 64, self.index as u8, 4 * k + 2),
+            root_ip: block.addr(4 * u32::from(k) + 1),
+            net_ip: block.addr(4 * u32::from(k) + 2),
         }
     }
 
@@ -319,7 +328,7 @@ impl Lab {
     pub fn vm(&mut self, k: u8) -> Vm {
         let ns = format!("{}vm{k}", self.prefix);
         let port_if = format!("{}p{k}", self.prefix);
-        let mac = MacAddr([0x02, 0xaa, 0, 0, self.index as u8, k]);
+        let mac = MacAddr([0x02, 0xaa, 0, 0, self.index() as u8, k]);
         let _ = sh(&format!(
             "ip netns del {ns} 2>/dev/null; ip link del {port_if} 2>/dev/null"
         ));
@@ -334,13 +343,14 @@ impl Lab {
         Vm { ns, port_if, mac }
     }
 
-    /// The outside world for this lab, routing the lab's public IPs (all of
-    /// 198.51.100.0/24, it only sends to its own) to the root namespace.
+    /// The outside world for this lab, routing the lab's public IPs and
+    /// uplinks to the root namespace.
     pub fn outside(&mut self) -> Outside {
         let ns = format!("{}out", self.prefix);
         let root_if = format!("{}o", self.prefix);
-        let root_ip = Ipv4Addr::new(203, 0, 113, (self.index * 4 + 1) as u8);
-        let ip = Ipv4Addr::new(203, 0, 113, (self.index * 4 + 2) as u8);
+        let link = self.slot.outside_link();
+        let (root_ip, ip) = (link.addr(1), link.addr(2));
+        let (public, uplinks) = (self.slot.lab_public_ips(), self.slot.lab_uplinks());
         let _ = sh(&format!(
             "ip netns del {ns} 2>/dev/null; ip link del {root_if} 2>/dev/null"
         ));
@@ -351,8 +361,8 @@ impl Lab {
             "ip link add {root_if} type veth peer name eth0 netns {ns} && \
              ip addr add {root_ip}/30 dev {root_if} && ip link set {root_if} up && \
              ip -n {ns} addr add {ip}/30 dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} link set lo up && \
-             ip -n {ns} route add 198.51.100.0/24 via {root_ip} && \
-             ip -n {ns} route add 100.64.0.0/10 via {root_ip}"
+             ip -n {ns} route add {public} via {root_ip} && \
+             ip -n {ns} route add {uplinks} via {root_ip}"
         ));
         Outside {
             ns,

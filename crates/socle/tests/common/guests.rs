@@ -30,13 +30,15 @@ pub fn server_script(body: &str, ports: &[u16]) -> String {
 
 /// A guest that probes `ip` on each port (HTTP through nc, 2 s connect
 /// timeout; busybox's nc has no read timeout, so `timeout 5` ends a probe
-/// whose server vanished mid-connection) and with ping every second, printing a line whenever the
-/// outcome changes: "probe PORT open BODY" / "probe PORT closed",
+/// whose server vanished mid-connection) and with ping every second for at most 10 minutes,
+/// printing a line whenever the outcome changes: "probe PORT open BODY" / "probe PORT closed",
 /// "probe ping ok|blocked". BODY is the last line the server sent.
 pub fn prober_script(ip: &str, ports: &[u16]) -> String {
     let mut s = String::from("#!/bin/sh\nwhile [ ! -s /run/socle/ip-eth0 ]; do sleep 1; done\n");
     s.push_str("report() { eval \"old=\\$last_$1\"; [ \"$old\" = \"$2\" ] || { echo \"probe $1 $2\"; eval \"last_$1='$2'\"; }; }\n");
-    s.push_str("while :; do\n");
+    // Bounded: a guest its test left behind stops probing (and burning a
+    // TCG core) after 10 minutes.
+    s.push_str("end=$(($(date +%s) + 600))\nwhile [ \"$(date +%s)\" -lt \"$end\" ]; do\n");
     for p in ports {
         s.push_str(&format!(
             "  body=$(printf 'GET / HTTP/1.0\\r\\n\\r\\n' | timeout 5 nc -w 2 {ip} {p} 2>/dev/null | tail -n 1)\n  if [ -n \"$body\" ]; then report {p} \"open $body\"; else report {p} closed; fi\n"

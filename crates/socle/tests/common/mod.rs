@@ -26,6 +26,20 @@ pub fn socle_bin() -> std::path::PathBuf {
 }
 pub const SMALL: &str = "tinav5.c1r1p2";
 
+/// How long an operator command of the CLI may take in a test.
+pub const CLI_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// `cmd.output()` with a deadline: see [`socle_testkit::output_within`].
+pub trait OutputWithin {
+    fn output_within(&mut self, limit: Duration) -> std::process::Output;
+}
+
+impl OutputWithin for Command {
+    fn output_within(&mut self, limit: Duration) -> std::process::Output {
+        socle_testkit::output_within(self, limit)
+    }
+}
+
 /// Credentials of one account.
 #[derive(Clone, Debug)]
 pub struct Creds {
@@ -112,7 +126,10 @@ pub fn call(creds: &Creds, operation: &str, body: Value) -> Answer {
 /// PostgreSQL cluster the test process starts (`--database`), else SQLite
 /// in the data dir.
 pub struct TestCloud {
-    pub dir: tempfile::TempDir,
+    /// Its marker on the host: the data dir is the slot's directory, its
+    /// network prefix and address ranges the slot's (see socle-testkit).
+    /// Dropped last: its sweep ends whatever the cloud left running.
+    pub slot: socle_testkit::Slot,
     pub port: u16,
     child: Option<Child>,
     pub creds: Creds,
@@ -162,10 +179,10 @@ impl TestCloud {
 
     /// A fresh data dir and port, nothing running yet.
     fn unlaunched(database: Option<String>, separate_agent: bool) -> TestCloud {
-        let dir = tempfile::Builder::new().prefix("socle-it-").tempdir().unwrap();
+        let slot = socle_testkit::Slot::claim();
         let port = free_port();
         let creds = Creds { access_key: String::new(), secret_key: String::new(), region: String::new(), endpoint: String::new() };
-        TestCloud { dir, port, child: None, creds, database, agent: None, separate_agent }
+        TestCloud { slot, port, child: None, creds, database, agent: None, separate_agent }
     }
 
     /// A cloud whose host agent is a `socle agent` process of its own, which
@@ -186,7 +203,7 @@ impl TestCloud {
     /// keys), database and agent, listening on `port`; its log is
     /// `server-PORT.log`. Returns once it answers.
     pub fn spawn_server(&self, port: u16) -> KillOnDrop {
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join(format!("server-{port}.log"))).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.slot.path().join(format!("server-{port}.log"))).unwrap();
         let mut cmd = self.up_command(port);
         cmd.stdout(log.try_clone().unwrap()).stderr(log);
         let mut child = cmd.spawn().expect("spawn socle up");
@@ -203,16 +220,18 @@ impl TestCloud {
     }
 
     pub fn agent_socket(&self) -> std::path::PathBuf {
-        self.dir.path().join("agent.sock")
+        self.slot.path().join("agent.sock")
     }
 
     /// Starts `socle agent` on this data dir and waits until its socket answers.
     pub fn start_agent(&mut self) {
         assert!(self.agent.is_none(), "agent already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("agent.log")).unwrap();
-        let child = Command::new(socle_bin())
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.slot.path().join("agent.log")).unwrap();
+        let mut cmd = Command::new(socle_bin());
+        socle_testkit::die_with_parent(&mut cmd);
+        let child = cmd
             .args(["agent", "--data-dir"])
-            .arg(self.dir.path())
+            .arg(self.slot.path())
             .args(["--accel", "tcg"])
             .env("RUST_LOG", "info")
             .stdin(Stdio::null())
@@ -224,7 +243,7 @@ impl TestCloud {
         let deadline = Instant::now() + Duration::from_secs(600);
         while std::os::unix::net::UnixStream::connect(self.agent_socket()).is_err() {
             if let Some(status) = self.agent.as_mut().unwrap().try_wait().unwrap() {
-                panic!("socle agent exited early ({status}); log:\n{}", std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default());
+                panic!("socle agent exited early ({status}); log:\n{}", std::fs::read_to_string(self.slot.path().join("agent.log")).unwrap_or_default());
             }
             assert!(Instant::now() < deadline, "socle agent not listening after 10 minutes");
             std::thread::sleep(Duration::from_millis(100));
@@ -240,7 +259,7 @@ impl TestCloud {
     }
 
     pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+        self.slot.path()
     }
 
     /// A `socle` command on this cloud's state (its database, when
@@ -253,17 +272,14 @@ impl TestCloud {
         cmd
     }
 
-    /// Unique among the clouds running at once on this host (their ports
-    /// are): the prefix of its namespaces, taps and tables.
+    /// The slot's: the prefix of its namespaces, taps and tables.
     pub fn net_prefix(&self) -> String {
-        format!("t{:04x}", self.port)
+        self.slot.net_prefix()
     }
 
-    /// A /26 of link-local space for this cloud's uplinks (32 networks),
-    /// distinct from other running test clouds and from the default range.
+    /// The slot's /26 for this cloud's uplinks (32 networks).
     pub fn uplink_range(&self) -> String {
-        let n = u32::from(self.port) % 512;
-        format!("169.254.{}.{}/26", 128 + n / 4, (n % 4) * 64)
+        self.slot.uplink_range().to_string()
     }
 
     /// The tap of NIC `nic_id` (`eni-…`) on this host: the prefix and the
@@ -272,13 +288,12 @@ impl TestCloud {
         format!("{}{}", self.net_prefix(), nic_id.trim_start_matches("eni-"))
     }
 
-    /// A /27 of 198.19.0.0/16 for this cloud's public IPs (VMs of the public
-    /// cloud get one at launch, and the host routes each to its cloud):
-    /// distinct from other running test clouds, and from the 198.18.x pools
-    /// tests choose themselves. An explicit `--public-ip-pool` wins.
+    /// The slot's /27 for this cloud's public IPs (VMs of the public cloud
+    /// get one at launch, and the host routes each to its cloud): distinct
+    /// from other running test clouds, and from the 198.18.x pools tests
+    /// choose themselves. An explicit `--public-ip-pool` wins.
     pub fn public_ip_pool(&self) -> String {
-        let n = u32::from(self.port) % 2048;
-        format!("198.19.{}.{}/27", n / 8, (n % 8) * 32)
+        self.slot.public_ip_pool().to_string()
     }
 
     /// Removes every network this cloud wired (namespaces, taps, uplinks,
@@ -306,7 +321,7 @@ impl TestCloud {
     /// Like `launch`, with extra environment variables for the server.
     pub fn launch_env(&mut self, extra: &[&str], env: &[(&str, &str)]) {
         assert!(self.child.is_none(), "already running");
-        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.dir.path().join("server.log")).unwrap();
+        let log = std::fs::OpenOptions::new().create(true).append(true).open(self.slot.path().join("server.log")).unwrap();
         let mut cmd = self.up_command(self.port);
         cmd.args(extra)
             .envs(env.iter().copied())
@@ -314,7 +329,7 @@ impl TestCloud {
             .stderr(log);
         self.child = Some(cmd.spawn().expect("spawn socle up"));
         let deadline = Instant::now() + Duration::from_secs(600);
-        let creds_path = self.dir.path().join("credentials.json");
+        let creds_path = self.slot.path().join("credentials.json");
         loop {
             if let Some(status) = self.child.as_mut().unwrap().try_wait().unwrap() {
                 panic!("socle up exited early ({status}); log:\n{}", self.log_tail());
@@ -337,7 +352,10 @@ impl TestCloud {
     /// `socle up` of this cloud, listening on `port`.
     fn up_command(&self, port: u16) -> Command {
         let mut cmd = self.socle();
-        cmd.args(["up", "--data-dir"]).arg(self.dir.path());
+        // Ends with the test, even a killed one (QEMU, daemonized, is the
+        // slot's sweep's).
+        socle_testkit::die_with_parent(&mut cmd);
+        cmd.args(["up", "--data-dir"]).arg(self.slot.path());
         if self.separate_agent {
             cmd.arg("--agent").arg(format!("unix:{}", self.agent_socket().display()));
         }
@@ -350,7 +368,7 @@ impl TestCloud {
     }
 
     pub fn log_tail(&self) -> String {
-        let log = std::fs::read_to_string(self.dir.path().join("server.log")).unwrap_or_default();
+        let log = std::fs::read_to_string(self.slot.path().join("server.log")).unwrap_or_default();
         let lines: Vec<&str> = log.lines().collect();
         lines[lines.len().saturating_sub(60)..].join("\n")
     }
@@ -394,7 +412,7 @@ impl TestCloud {
     /// A network driver with this cloud's prefix and state directory, to
     /// name and remove what the cloud wired.
     pub fn net_driver(&self) -> Result<socle_net::NetDriver, socle_net::NetError> {
-        socle_net::NetDriver::new(self.dir.path().join("net"), &self.net_prefix())
+        socle_net::NetDriver::new(self.slot.path().join("net"), &self.net_prefix())
     }
 
     /// SIGTERM and wait: a clean stop.
@@ -416,9 +434,8 @@ impl TestCloud {
     pub fn new_account(&self, name: &str) -> Creds {
         let out = self.socle()
             .args(["account", "create", name, "--data-dir"])
-            .arg(self.dir.path())
-            .output()
-            .unwrap();
+            .arg(self.slot.path())
+            .output_within(CLI_TIMEOUT);
         assert!(out.status.success(), "account create failed: {}", String::from_utf8_lossy(&out.stderr));
         Creds::from_json(&serde_json::from_slice(&out.stdout).unwrap())
     }
@@ -426,16 +443,15 @@ impl TestCloud {
     pub fn set_quota(&self, name: &str, args: &[&str]) {
         let out = self.socle()
             .args(["account", "quota", name, "--data-dir"])
-            .arg(self.dir.path())
+            .arg(self.slot.path())
             .args(args)
-            .output()
-            .unwrap();
+            .output_within(CLI_TIMEOUT);
         assert!(out.status.success(), "account quota failed: {}", String::from_utf8_lossy(&out.stderr));
     }
 
     /// PIDs of QEMU processes whose command line mentions this data dir.
     pub fn qemu_pids(&self) -> Vec<i32> {
-        qemu_pids_under(self.dir.path())
+        qemu_pids_under(self.slot.path())
     }
 
     pub fn tiny_image(&self) -> String {
@@ -472,13 +488,12 @@ impl Drop for KillOnDrop {
 }
 
 impl Drop for TestCloud {
+    /// The servers and the agent first, so that nothing restarts a guest;
+    /// then the slot's sweep (a field, dropped after this) ends the guests
+    /// and dnsmasq and removes the networks and the data dir.
     fn drop(&mut self) {
         self.kill_hard();
         self.kill_agent();
-        for pid in self.qemu_pids() {
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-        }
-        self.remove_networks();
     }
 }
 

@@ -24,7 +24,7 @@ pub struct Outside {
 }
 
 fn sh(cmdline: &str) -> std::process::Output {
-    Command::new("sh").args(["-c", cmdline]).output().expect("sh")
+    socle_testkit::output_within(Command::new("sh").args(["-c", cmdline]), std::time::Duration::from_secs(60))
 }
 
 fn sh_ok(cmdline: &str) {
@@ -34,16 +34,16 @@ fn sh_ok(cmdline: &str) {
 
 impl Outside {
     /// The outside of `cloud`, which was started with `--public-ip-pool
-    /// pool`. Its link is a /30 of 192.0.2.0/24 (TEST-NET-1) chosen by the
-    /// cloud's port, so clouds running at once get distinct ones.
+    /// pool`. Its link is the /30 of the cloud's slot, from a range the
+    /// host does not route.
     pub fn new(cloud: &TestCloud, pool: &str) -> Outside {
         let prefix = cloud.net_prefix();
-        let k = u32::from(cloud.port % 64) * 4;
+        let link = cloud.slot.outside_link();
         let o = Outside {
             ns: format!("{prefix}out"),
             root_if: format!("{prefix}o"),
-            root_ip: Ipv4Addr::new(192, 0, 2, (k + 1) as u8),
-            ip: Ipv4Addr::new(192, 0, 2, (k + 2) as u8),
+            root_ip: link.addr(1),
+            ip: link.addr(2),
         };
         o.remove();
         // From here on Drop cleans up, whatever fails below.
