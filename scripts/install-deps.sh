@@ -13,6 +13,7 @@
 #   busybox                        udhcpc, nc and wget play the guest in the socle-net tests
 #   postgresql                     the state engine of multi-server clouds; the tests start a
 #                                  throwaway cluster of it (no service is enabled or used)
+#   cargo-nextest (crates.io)      runs the Rust tests, each in its own process, with a time bound
 # The socle-tiny guest image is fetched at run time with `apt-get download`
 # (nothing installed), so apt's package lists must exist: we refresh them.
 #
@@ -40,6 +41,12 @@ command -v busybox >/dev/null || need+=(busybox)
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || need+=(postgresql)
 # apt-get download (image build) needs package lists.
 [ -n "$(ls -A /var/lib/apt/lists 2>/dev/null | grep -v lock | grep -v partial)" ] || need+=(lists)
+
+# The Rust tests run under cargo-nextest (bounded, one process per test).
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "installing cargo-nextest (from crates.io)"
+    cargo install --locked cargo-nextest
+fi
 
 if [ ${#need[@]} -eq 0 ]; then
     exit 0
