@@ -9,7 +9,8 @@
 #                                 cloud's state in SQLite, the integration
 #                                 tests again on PostgreSQL, a check that a
 #                                 hung test is ended, and the osc-sdk-python
-#                                 suite against `socle up`
+#                                 suite against `socle up`, its state in
+#                                 SQLite, then in PostgreSQL
 #   scripts/test.sh --quick       unit tests (store tests on SQLite and
 #                                 PostgreSQL) and one end-to-end smoke test
 #                                 through osc-sdk-python (a VM boots, a
@@ -97,6 +98,10 @@ on_postgres() {
   SOCLE_TEST_DATABASE=postgres nextest postgres -p socle --tests
 }
 
+python_on_postgres() {
+  SOCLE_TEST_DATABASE=postgres pytest_suite python-postgres
+}
+
 # The check of the bound itself: a test that hangs on purpose must be ended
 # by nextest as a timeout, named, well within a minute.
 hung_test_is_ended() {
@@ -126,8 +131,5 @@ phase "Rust tests: unit and integration, state in SQLite" nextest sqlite --works
 phase "Rust doc tests" cargo test --locked --workspace --doc
 phase "integration tests again, state in PostgreSQL (a throwaway cluster they start)" on_postgres
 phase "harness check: a hung test is ended within its bound" hung_test_is_ended
-phase "osc-sdk-python end-to-end suite" pytest_suite python
-# The same suite with the state in PostgreSQL (SOCLE_TEST_DATABASE=postgres)
-# is not run here yet: it exposes reconciler races between a VM's start and
-# a concurrent DeleteVms/LinkVolume that make it fail now and then (issue 10).
-echo "note: the osc-sdk-python suite on PostgreSQL is not part of this run (known reconciler races; see issue 10)"
+phase "osc-sdk-python end-to-end suite, state in SQLite" pytest_suite python
+phase "osc-sdk-python end-to-end suite, state in PostgreSQL (a throwaway cluster it starts)" python_on_postgres

@@ -267,7 +267,7 @@ def socle(tmp_path_factory):
     engine = os.environ.get("SOCLE_TEST_DATABASE", "sqlite")
     cluster = None
     if engine == "postgres":
-        cluster = PgCluster()
+        cluster = PgCluster(under=slot.path)
         # Read by `socle up` and by every `socle account …` the tests run.
         os.environ["SOCLE_DATABASE"] = cluster.start()
         print(f"\nstate in PostgreSQL ({cluster.dir})")

@@ -25,9 +25,11 @@ def _bin_dir() -> Path:
 
 
 class PgCluster:
-    def __init__(self) -> None:
+    def __init__(self, under: Path | None = None) -> None:
+        """A cluster in a new directory of `under` (a test slot's: its sweep then
+        ends the server if pytest dies), else of the temp dir."""
         self.bin = _bin_dir()
-        self.dir = Path(tempfile.mkdtemp(prefix="socle-pytest-pg-"))
+        self.dir = Path(tempfile.mkdtemp(prefix="socle-pytest-pg-", dir=under))
         # PostgreSQL refuses to run as root: then it runs as the package's user.
         self.as_user: list[str] = []
         if os.geteuid() == 0:
@@ -37,7 +39,7 @@ class PgCluster:
         self.proc: subprocess.Popen | None = None
 
     def _run(self, *cmd: str) -> None:
-        res = subprocess.run([*self.as_user, *cmd], capture_output=True, text=True)
+        res = subprocess.run([*self.as_user, *cmd], capture_output=True, text=True, timeout=120)
         if res.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} failed: {res.stderr or res.stdout}")
 
@@ -53,7 +55,8 @@ class PgCluster:
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while True:
-            res = subprocess.run([*self.as_user, str(self.bin / "pg_isready"), "-h", str(self.dir), "-q"])
+            res = subprocess.run([*self.as_user, str(self.bin / "pg_isready"), "-h", str(self.dir), "-q"],
+                                 timeout=30)
             if res.returncode == 0:
                 break
             if time.monotonic() > deadline or self.proc.poll() is not None:

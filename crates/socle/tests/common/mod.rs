@@ -296,23 +296,6 @@ impl TestCloud {
         self.slot.public_ip_pool().to_string()
     }
 
-    /// Removes every network this cloud wired (namespaces, taps, uplinks,
-    /// tables, dnsmasq) — what a crashed test would otherwise leave.
-    pub fn remove_networks(&self) {
-        let Ok(driver) = self.net_driver() else { return };
-        for net in driver.list_nets().unwrap_or_default() {
-            let _ = driver.destroy(&net);
-        }
-        let links = std::process::Command::new("ip").args(["-o", "link", "show"]).output().map(|o| o.stdout).unwrap_or_default();
-        let prefix = self.net_prefix();
-        for line in String::from_utf8_lossy(&links).lines() {
-            let name = line.split(':').nth(1).unwrap_or_default().trim().split('@').next().unwrap_or_default();
-            if name.starts_with(&prefix) {
-                let _ = driver.remove_tap(name);
-            }
-        }
-    }
-
     /// Starts the server process on this data dir and waits until it answers.
     pub fn launch(&mut self, extra: &[&str]) {
         self.launch_env(extra, &[]);
