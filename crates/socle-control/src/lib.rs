@@ -77,7 +77,7 @@ impl Cloud {
         keystores: hsm::Keystores,
         network: Option<network::Network>,
     ) -> Arc<Cloud> {
-        let lease = lease::Lease::new(config.endpoint.clone());
+        let lease = lease::Lease::new(&config.endpoint);
         Arc::new(Cloud {
             config,
             store,

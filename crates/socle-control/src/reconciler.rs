@@ -53,6 +53,8 @@ pub enum ReconcileError {
 /// (so a single server starts as it always has); otherwise the holder
 /// does the work and this server only answers the API.
 pub async fn recover_at_start(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
+    // A server killed and started again gets its lease back at once.
+    cloud.lease.take_from_dead_predecessor(&cloud.store).await;
     cloud.lease.renew(&cloud.store).await;
     if cloud.lease.held() {
         recover(cloud).await?;

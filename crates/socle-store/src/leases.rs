@@ -23,6 +23,16 @@ pub fn take(conn: &Conn, name: &str, holder: &str, now: &str, until: &str) -> Re
     Ok(holder_of(conn, name)?.as_deref() == Some(holder))
 }
 
+/// Takes lease `name` from `old` (whatever its expiry) for `new` until
+/// `until`; true when it did, false when `old` no longer holds it.
+pub fn take_over(conn: &Conn, name: &str, old: &str, new: &str, until: &str) -> Result<bool> {
+    let changed = conn.execute(
+        "UPDATE leases SET holder = ?3, expires_at = ?4 WHERE name = ?1 AND holder = ?2",
+        params![name, old, new, until],
+    )?;
+    Ok(changed == 1)
+}
+
 /// Gives lease `name` up (if `holder` has it), so another server can take it at once.
 pub fn release(conn: &Conn, name: &str, holder: &str) -> Result<()> {
     conn.execute("DELETE FROM leases WHERE name = ?1 AND holder = ?2", params![name, holder])?;

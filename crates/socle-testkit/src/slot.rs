@@ -60,6 +60,7 @@ pub struct Slot {
 impl Slot {
     /// Takes a free slot, sweeping what an earlier holder left in it.
     pub fn claim() -> Slot {
+        end_with_the_runner();
         let root = test_root();
         std::fs::create_dir_all(&root).unwrap_or_else(|e| panic!("cannot create the test root {}: {e}", root.display()));
         let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map(|d| d.subsec_nanos()).unwrap_or(0);
@@ -180,6 +181,28 @@ impl Slot {
     pub fn lab_uplinks(&self) -> Ipv4Range {
         block("lab uplinks", &["100.64.0.0/18", "100.80.0.0/18"]).nth(24, self.index)
     }
+}
+
+/// Ends this test process when the process that started it (nextest,
+/// cargo, a shell) is gone: nextest runs each test in a process group of
+/// its own, so a runner killed with SIGKILL would leave its tests running,
+/// unbounded, with their slots held. A thread watches for the process
+/// being given another parent, then exits at once (the slot's watcher,
+/// seeing its pipe close, sweeps).
+fn end_with_the_runner() {
+    static WATCHING: std::sync::Once = std::sync::Once::new();
+    WATCHING.call_once(|| {
+        // SAFETY: getppid cannot fail.
+        let runner = unsafe { libc::getppid() };
+        let _ = std::thread::Builder::new().name("runner-watch".into()).spawn(move || loop {
+            std::thread::sleep(Duration::from_millis(500));
+            // SAFETY: getppid cannot fail; _exit ends the process at once.
+            if unsafe { libc::getppid() } != runner {
+                let _ = writeln!(std::io::stderr(), "the test runner (pid {runner}) is gone: ending this test");
+                unsafe { libc::_exit(101) };
+            }
+        });
+    });
 }
 
 /// The first of `candidates` the host does not route, chosen once per

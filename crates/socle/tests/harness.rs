@@ -1,6 +1,6 @@
-//! The test harness itself: a test process SIGKILLed while its cloud runs a
-//! guest on a Net leaves no process, namespace, link, nftables table or
-//! file behind once its slot is swept (by the watcher the slot started,
+//! The test harness itself: a test run SIGKILLed while a test's cloud runs
+//! a guest on a Net leaves no process, namespace, link, nftables table or
+//! file behind once the test's slot is swept (by the watcher the slot started,
 //! then by the sweep a next run does first), and neither sweep touches a
 //! `socle up` of the user's own, started outside the suite with the
 //! default network prefix.
@@ -43,10 +43,14 @@ fn a_test_killed_with_a_running_guest_leaves_nothing_behind() {
 
     let report = work.path().join("child-slot");
     let log = std::fs::File::create(work.path().join("child.log")).unwrap();
-    let mut cmd = Command::new(std::env::current_exe().unwrap());
+    // A runner (as nextest is) whose test is the child: the runner is what
+    // gets SIGKILLed, as when a run is killed, and the test process, in a
+    // process group of its own as nextest puts it, must not run on.
+    let mut cmd = Command::new("sh");
     socle_testkit::die_with_parent(&mut cmd);
-    let mut child = cmd
-        .args(["--exact", "child_cloud_with_a_guest_on_a_net", "--ignored", "--nocapture"])
+    let mut runner = cmd
+        .args(["-c", "setsid \"$0\" --exact child_cloud_with_a_guest_on_a_net --ignored --nocapture & wait"])
+        .arg(std::env::current_exe().unwrap())
         .env(CHILD_REPORT, &report)
         .stdin(Stdio::null())
         .stdout(log.try_clone().unwrap())
@@ -56,7 +60,7 @@ fn a_test_killed_with_a_running_guest_leaves_nothing_behind() {
     let child_log = || std::fs::read_to_string(work.path().join("child.log")).unwrap_or_default();
     let deadline = Instant::now() + Duration::from_secs(600);
     while !report.exists() {
-        if let Some(status) = child.try_wait().unwrap() {
+        if let Some(status) = runner.try_wait().unwrap() {
             panic!("the child test ended ({status}) before its guest ran:\n{}", child_log());
         }
         assert!(Instant::now() < deadline, "the child's guest did not run within 10 minutes:\n{}", child_log());
@@ -70,8 +74,8 @@ fn a_test_killed_with_a_running_guest_leaves_nothing_behind() {
     assert!(!processes_naming(&slot_dir).is_empty(), "the child's cloud runs nothing?");
     assert!(!net_objects(&prefix).is_empty(), "the child's cloud wired no network?");
 
-    child.kill().unwrap();
-    child.wait().unwrap();
+    runner.kill().unwrap();
+    runner.wait().unwrap();
     // The slot's watcher sweeps at once; the slot is free when it is done.
     let deadline = Instant::now() + Duration::from_secs(120);
     while !slot_is_free(index) {
