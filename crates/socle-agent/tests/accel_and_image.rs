@@ -128,8 +128,7 @@ async fn tiny_image_from_clean_cache_is_reproducible_and_cached() {
         let info = std::process::Command::new("qemu-img")
             .args(["info", "-U", "--output=json"])
             .arg(&full.disk)
-            .output()
-            .unwrap();
+            .output_within(COMMAND_TIMEOUT);
         let info: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
         assert_eq!(info["format"], "qcow2");
         assert_eq!(info["virtual-size"], 1u64 << 30);

@@ -47,8 +47,7 @@ async fn assert_bios_boot(agent: &Agent, vm: &str, boots: usize) -> Duration {
 fn qemu_img(args: &[&str]) {
     let mut out = std::process::Command::new("qemu-img")
         .args(args)
-        .output()
-        .unwrap();
+        .output_within(COMMAND_TIMEOUT);
     // qemu-img's PBKDF2 benchmark fails on a 0 ms clock sample: retry (as the agent does).
     for _ in 0..10 {
         if out.status.success()
@@ -58,8 +57,7 @@ fn qemu_img(args: &[&str]) {
         }
         out = std::process::Command::new("qemu-img")
             .args(args)
-            .output()
-            .unwrap();
+            .output_within(COMMAND_TIMEOUT);
     }
     assert!(
         out.status.success(),

@@ -136,8 +136,7 @@ async fn encrypted_volume_files_offline() {
     let out = std::process::Command::new("qemu-img")
         .args(["info", "--output=json"])
         .arg(&info.path)
-        .output()
-        .unwrap();
+        .output_within(COMMAND_TIMEOUT);
     let meta: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     let enc = &meta["format-specific"]["data"]["encrypt"];
     assert_eq!(enc["format"], "luks", "{meta}");

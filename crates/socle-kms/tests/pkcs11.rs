@@ -22,7 +22,7 @@ use socle_kms::{
 };
 
 mod common;
-use common::{assert_no_secret, customer_backup, Hsm};
+use common::{assert_no_secret, customer_backup, CommandWithin, Hsm, COMMAND_TIMEOUT};
 
 const TOKEN_A: (&str, &str) = ("socle-a", "pin-a-123456");
 const TOKEN_B: (&str, &str) = ("socle-b", "pin-b-654321");
@@ -255,8 +255,7 @@ fn pkcs11_tool(args: &[&str]) {
         .arg(&h.module)
         .args(args)
         .env("SOFTHSM2_CONF", &h.conf)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run pkcs11-tool ({e}): apt-get install -y opensc"));
+        .try_output_within(COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("{e}: apt-get install -y opensc"));
     assert!(
         out.status.success(),
         "pkcs11-tool {args:?} failed: {}{}",

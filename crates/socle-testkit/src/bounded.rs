@@ -63,6 +63,23 @@ pub fn try_output_within(cmd: &mut Command, limit: Duration) -> Result<Output, S
     Ok(Output { status, stdout, stderr })
 }
 
+/// [`output_within`] and [`try_output_within`] as methods of a command.
+pub trait CommandWithin {
+    /// `output()`, killed and failing the test past `limit`.
+    fn output_within(&mut self, limit: Duration) -> Output;
+    /// `output()`, killed past `limit`, the failure as a message.
+    fn try_output_within(&mut self, limit: Duration) -> Result<Output, String>;
+}
+
+impl CommandWithin for Command {
+    fn output_within(&mut self, limit: Duration) -> Output {
+        output_within(self, limit)
+    }
+    fn try_output_within(&mut self, limit: Duration) -> Result<Output, String> {
+        try_output_within(self, limit)
+    }
+}
+
 fn join_within(reader: std::thread::JoinHandle<Vec<u8>>, limit: Duration) -> Vec<u8> {
     let deadline = Instant::now() + limit;
     while !reader.is_finished() {

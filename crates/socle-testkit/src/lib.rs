@@ -16,6 +16,6 @@ mod bounded;
 mod host_routes;
 mod slot;
 
-pub use bounded::{die_with_parent, output_within, try_output_within};
+pub use bounded::{die_with_parent, output_within, try_output_within, CommandWithin};
 pub use host_routes::{host_routes, Ipv4Range};
 pub use slot::{sweep_script, test_root, Slot, SLOTS};

@@ -7,15 +7,17 @@ use std::time::{Duration, Instant};
 use std::collections::HashMap;
 
 use socle_agent::{AccelChoice, Agent, AgentConfig, ImageFiles, VmSpec, VolumeKey};
+pub use socle_testkit::CommandWithin;
+
+/// How long a tool a test runs (qemu-img, ...) may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(120);
 
 /// Fails the test (never skips it) when QEMU is not installed.
 pub fn require_qemu() {
     for bin in ["qemu-system-x86_64", "qemu-img"] {
         let ok = std::process::Command::new(bin)
             .arg("--version")
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
+            .try_output_within(COMMAND_TIMEOUT).is_ok_and(|o| o.status.success());
         assert!(
             ok,
             "`{bin}` is not installed or does not run: these tests boot real QEMU guests. \
@@ -153,8 +155,7 @@ pub fn plaintext(path: &Path, key: &VolumeKey, work: &Path, len: u64) -> Vec<u8>
         ))
         .args(["-O", "raw"])
         .arg(&raw)
-        .output()
-        .unwrap();
+        .output_within(COMMAND_TIMEOUT);
     std::fs::remove_file(&pass).unwrap();
     assert!(
         out.status.success(),

@@ -16,6 +16,10 @@ use std::process::Command;
 
 use base64::Engine as _;
 use socle_kms::DataKey;
+pub use socle_testkit::CommandWithin;
+
+/// How long softhsm2-util or pkcs11-tool may take.
+pub const COMMAND_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
 use zeroize::Zeroizing;
 
 pub const DEFAULT_MODULE: &str = "/usr/lib/softhsm/libsofthsm2.so";
@@ -67,8 +71,7 @@ pub fn softhsm2_util(conf: &Path, args: &[&str]) {
     let out = Command::new("softhsm2-util")
         .args(args)
         .env("SOFTHSM2_CONF", conf)
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run softhsm2-util ({e}): apt-get install -y softhsm2"));
+        .try_output_within(COMMAND_TIMEOUT).unwrap_or_else(|e| panic!("{e}: apt-get install -y softhsm2"));
     assert!(
         out.status.success(),
         "softhsm2-util {args:?} failed: {}{}",

@@ -5,7 +5,7 @@
 use base64::Engine;
 use serde_json::{json, Value};
 
-use super::{call, Creds, SMALL};
+use super::{call, CommandWithin, Creds, SMALL};
 
 pub fn user_data(script: &str) -> String {
     base64::engine::general_purpose::STANDARD.encode(script)
@@ -68,7 +68,7 @@ pub fn vm_in(c: &Creds, image: &str, subnet: Option<&str>, ip: Option<&str>, gro
 /// The network namespaces of the networks a cloud with this net prefix
 /// wired (`<prefix>-<network key>`).
 pub fn namespaces(prefix: &str) -> Vec<String> {
-    let out = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let out = std::process::Command::new("ip").args(["netns", "list"]).output_within(super::CLI_TIMEOUT);
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .filter_map(|l| l.split_whitespace().next())
@@ -99,9 +99,9 @@ pub fn default_route(c: &Creds, rtb: &str, target: Value) {
 /// The interfaces named `name` in the root namespace and in every namespace.
 pub fn interfaces_named(name: &str) -> usize {
     let mut places = vec![vec!["link".to_string(), "show".into(), name.into()]];
-    let out = std::process::Command::new("ip").args(["netns", "list"]).output().unwrap();
+    let out = std::process::Command::new("ip").args(["netns", "list"]).output_within(super::CLI_TIMEOUT);
     for ns in String::from_utf8_lossy(&out.stdout).lines().filter_map(|l| l.split_whitespace().next()) {
         places.push(vec!["-n".into(), ns.into(), "link".into(), "show".into(), name.into()]);
     }
-    places.iter().filter(|args| std::process::Command::new("ip").args(args.iter()).output().unwrap().status.success()).count()
+    places.iter().filter(|args| std::process::Command::new("ip").args(args.iter()).output_within(super::CLI_TIMEOUT).status.success()).count()
 }

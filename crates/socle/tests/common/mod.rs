@@ -29,16 +29,7 @@ pub const SMALL: &str = "tinav5.c1r1p2";
 /// How long an operator command of the CLI may take in a test.
 pub const CLI_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// `cmd.output()` with a deadline: see [`socle_testkit::output_within`].
-pub trait OutputWithin {
-    fn output_within(&mut self, limit: Duration) -> std::process::Output;
-}
-
-impl OutputWithin for Command {
-    fn output_within(&mut self, limit: Duration) -> std::process::Output {
-        socle_testkit::output_within(self, limit)
-    }
-}
+pub use socle_testkit::CommandWithin;
 
 /// Credentials of one account.
 #[derive(Clone, Debug)]
