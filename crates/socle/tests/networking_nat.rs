@@ -16,17 +16,16 @@ use common::*;
 use serde_json::json;
 
 const T: Duration = Duration::from_secs(120);
-/// The public IPs of this test's cloud (distinct from other tests' pools:
-/// each public IP is routed in the root namespace, which clouds share).
-const POOL: &str = "198.18.98.0/29";
 const PORT: u16 = 9000;
 
 #[test]
 fn a_private_guest_goes_out_only_through_its_nat_service() {
     assert!(unsafe { libc::geteuid() } == 0, "this test needs root (network namespaces, taps, nftables)");
     let started = std::time::Instant::now();
-    let cloud = TestCloud::start_with(&["--public-ip-pool", POOL]);
-    let outside = Outside::new(&cloud, POOL);
+    // Its public IPs are its slot's pool (each public IP is routed in the
+    // root namespace, which all clouds of the host share).
+    let cloud = TestCloud::start();
+    let outside = Outside::new(&cloud, &cloud.public_ip_pool());
     let seen = outside.serve_peer_echo(PORT);
     let c = cloud.creds.clone();
     let image = cloud.tiny_image();
