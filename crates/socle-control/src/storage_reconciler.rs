@@ -60,17 +60,12 @@ async fn volume_key(cloud: &Arc<Cloud>, account: &socle_types::ids::AccountId, r
     Ok(VolumeKey::from_bytes(*dek.expose_secret()))
 }
 
-/// Records the outcome of one step, unless the user changed the volume's
-/// wish while the host worked (see `update_if_unchanged`); the read-then-
-/// write runs in one transaction.
-async fn save_volume(cloud: &Arc<Cloud>, v: VolumeRow, acted_on: (String, Option<String>)) -> Result<(), StorageError> {
-    let saved = cloud
-        .store
-        .write(move |c| -> Result<bool, StoreError> {
-            let saved = volume_store::update_if_unchanged(c, &v, &acted_on.0, acted_on.1.as_deref())?;
-            Ok(saved)
-        })
-        .await?;
+/// Records the outcome of one step, unless the volume was saved since it
+/// was read — the user changed their wish while the host worked (see
+/// `update_if_unchanged`): the next pass acts on the row as it now is.
+/// Every step is safe to do again.
+async fn save_volume(cloud: &Arc<Cloud>, v: VolumeRow) -> Result<(), StorageError> {
+    let saved = cloud.store.write(move |c| -> Result<bool, StoreError> { Ok(volume_store::update_if_unchanged(c, &v)?) }).await?;
     if !saved {
         tracing::info!("volume changed while the host worked; the next pass takes the new wish");
     }
@@ -84,7 +79,6 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
         return Ok(());
     };
     let vid = v.volume_id.to_string();
-    let acted_on = (v.pending.clone(), v.link_state.clone());
     match v.pending.as_str() {
         "create" => {
             let result = async {
@@ -127,7 +121,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                     v.state_reason = user_reason(&e);
                 }
             }
-            save_volume(cloud, v, acted_on).await
+            save_volume(cloud, v).await
         }
         "delete" => {
             cloud.agent.delete_volume(vid.clone()).await?;
@@ -141,12 +135,12 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
             cloud.agent.set_volume_limits(vid.clone(), limits_for(&v.volume_type, v.size_gib, v.iops)).await?;
             v.pending.clear();
             v.state = if v.vm_id.is_some() { "in-use" } else { "available" }.into();
-            save_volume(cloud, v, acted_on).await
+            save_volume(cloud, v).await
         }
         "limits" => {
             cloud.agent.set_volume_limits(vid.clone(), limits_for(&v.volume_type, v.size_gib, v.iops)).await?;
             v.pending.clear();
-            save_volume(cloud, v, acted_on).await
+            save_volume(cloud, v).await
         }
         _ => match (v.link_state.as_deref(), v.vm_id.clone()) {
             (Some("attaching"), Some(vm)) => {
@@ -161,7 +155,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                         v.linked_at = None;
                         v.state = "available".into();
                         v.state_reason = format!("Client.KeyUnavailable: {}", api.details);
-                        return save_volume(cloud, v, acted_on).await;
+                        return save_volume(cloud, v).await;
                     }
                     Err(e) => return Err(e),
                 };
@@ -175,7 +169,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                 }
                 faults::point("volume-linked");
                 v.link_state = Some("attached".into());
-                save_volume(cloud, v, acted_on).await
+                save_volume(cloud, v).await
             }
             (Some("detaching"), Some(vm)) => {
                 cloud.agent.unlink_volume(vm.to_string(), vid.clone()).await?;
@@ -186,7 +180,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                 v.linked_at = None;
                 v.delete_on_vm_deletion = false;
                 v.state = "available".into();
-                save_volume(cloud, v, acted_on).await
+                save_volume(cloud, v).await
             }
             _ => Ok(()),
         },

@@ -482,6 +482,9 @@ const MIGRATIONS: &[Migration] = &[
     );
     "#,
     ),
+    // 11: a volume row's revision, bumped by every save, so host work saves
+    // its outcome only over the row it read.
+    both("ALTER TABLE volumes ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;"),
 ];
 
 /// The key of the advisory lock that keeps two servers starting at once

@@ -34,11 +34,14 @@ pub struct VolumeRow {
     pub pending: String,
     pub state_reason: String,
     pub created_at: String,
+    /// Bumped by every save: host work saves its outcome only over the
+    /// revision it read (see `update_if_unchanged`).
+    pub revision: i64,
 }
 
 const COLUMNS: &str = "volume_id, account_id, size_gib, volume_type, iops, subregion, snapshot_id, client_token, \
      state, wrapped_key, vm_id, device_name, link_state, delete_on_vm_deletion, linked_at, pending, state_reason, created_at, \
-     source_image_id";
+     source_image_id, revision";
 
 /// The device name of a VM's root volume.
 pub const ROOT_DEVICE: &str = "/dev/sda1";
@@ -64,6 +67,7 @@ fn from_row(r: &Row) -> crate::Result<VolumeRow> {
         state_reason: r.get(16)?,
         created_at: r.get(17)?,
         source_image_id: r.get(18)?,
+        revision: r.get(19)?,
     })
 }
 
@@ -101,7 +105,7 @@ pub fn insert_within_capacity(
 
 fn insert(conn: &Conn, v: &VolumeRow) -> Result<()> {
     conn.execute(
-        &format!("INSERT INTO volumes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)"),
+        &format!("INSERT INTO volumes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
         params![
             v.volume_id.as_str(),
             v.account_id.as_str(),
@@ -121,7 +125,8 @@ fn insert(conn: &Conn, v: &VolumeRow) -> Result<()> {
             v.pending,
             v.state_reason,
             v.created_at,
-            v.source_image_id
+            v.source_image_id,
+            v.revision
         ],
     )?;
     Ok(())
@@ -131,35 +136,37 @@ impl VolumeRow {
     pub fn is_root(&self) -> bool {
         self.device_name.as_deref() == Some(ROOT_DEVICE)
     }
-}
 
-/// Saves `v` only if the row still has the `pending` and `link_state` the
-/// caller acted on: host work must not overwrite a wish the user expressed
-/// while it ran (a DeleteVolume during creation, an UnlinkVolume during
-/// attachment); the next pass acts on that wish instead. Returns whether
-/// the row was saved.
-pub fn update_if_unchanged(conn: &Conn, v: &VolumeRow, pending: &str, link_state: Option<&str>) -> Result<bool> {
-    let current: Option<(String, Option<String>)> = conn
-        .query_row("SELECT pending, link_state FROM volumes WHERE volume_id = ?1", [v.volume_id.as_str()], |r| {
-            Ok((r.get(0)?, r.get(1)?))
-        })
-        .optional()?;
-    match current {
-        Some((p, l)) if p == pending && l.as_deref() == link_state => {
-            update(conn, v)?;
-            Ok(true)
-        }
-        _ => Ok(false),
+    /// Host work the user waits on (creation, resizing, deletion) is under
+    /// way. New I/O limits are applied in the background and hold nothing
+    /// up: the volume reads available meanwhile, so it must act available.
+    pub fn is_busy(&self) -> bool {
+        !matches!(self.pending.as_str(), "" | "limits")
     }
 }
 
-/// Saves every mutable column of `v`.
+/// Saves `v` only if nobody saved the row since `v` was read (its
+/// `revision` is still the row's): host work must not overwrite what the
+/// user or another task changed while it ran (a DeleteVolume during
+/// creation, an UnlinkVolume during attachment, new I/O limits during a
+/// limits pass, a key re-wrapped by a KEK rotation); the next pass acts on
+/// the row as it now is. Returns whether the row was saved.
+pub fn update_if_unchanged(conn: &Conn, v: &VolumeRow) -> Result<bool> {
+    Ok(save(conn, v, true)? == 1)
+}
+
+/// Saves every mutable column of `v`, whatever was saved since it was read.
 pub fn update(conn: &Conn, v: &VolumeRow) -> Result<()> {
-    conn.execute(
+    save(conn, v, false)?;
+    Ok(())
+}
+
+fn save(conn: &Conn, v: &VolumeRow, only_over_read_revision: bool) -> Result<usize> {
+    Ok(conn.execute(
         "UPDATE volumes SET size_gib = ?2, volume_type = ?3, iops = ?4, state = ?5, wrapped_key = ?6, vm_id = ?7,
                 device_name = ?8, link_state = ?9, delete_on_vm_deletion = ?10, linked_at = ?11, pending = ?12,
-                state_reason = ?13
-         WHERE volume_id = ?1",
+                state_reason = ?13, revision = revision + 1
+         WHERE volume_id = ?1 AND (CAST(?14 AS BIGINT) IS NULL OR revision = ?14)",
         params![
             v.volume_id.as_str(),
             v.size_gib,
@@ -173,10 +180,10 @@ pub fn update(conn: &Conn, v: &VolumeRow) -> Result<()> {
             v.delete_on_vm_deletion,
             v.linked_at,
             v.pending,
-            v.state_reason
+            v.state_reason,
+            only_over_read_revision.then_some(v.revision)
         ],
-    )?;
-    Ok(())
+    )?)
 }
 
 pub fn delete(conn: &Conn, id: &VolumeId) -> Result<()> {
@@ -250,4 +257,60 @@ pub fn all_ids(conn: &Conn) -> Result<Vec<String>> {
     let mut stmt = conn.prepare("SELECT volume_id FROM volumes")?;
     let rows = stmt.query_map([], |r| r.get(0))?.collect::<crate::Result<Vec<_>>>()?;
     Ok(rows)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::accounts::{self, Account};
+
+    #[test]
+    fn host_work_saves_its_outcome_only_over_the_row_it_read() {
+        crate::on_each_engine(|conn| {
+            let account = AccountId::from_trusted("111111111111".into());
+            accounts::insert(conn, &Account { account_id: account.clone(), name: "a".into(), created_at: crate::now_iso(), quotas: Default::default() })?;
+            let id = VolumeId::from_trusted("vol-0000000a".into());
+            let row = VolumeRow {
+                volume_id: id.clone(),
+                account_id: account.clone(),
+                size_gib: 4,
+                volume_type: "io1".into(),
+                iops: Some(200),
+                subregion: "eu-west-2a".into(),
+                snapshot_id: None,
+                source_image_id: None,
+                client_token: None,
+                state: "available".into(),
+                wrapped_key: None,
+                vm_id: None,
+                device_name: None,
+                link_state: None,
+                delete_on_vm_deletion: false,
+                linked_at: None,
+                pending: "limits".into(),
+                state_reason: String::new(),
+                created_at: crate::now_iso(),
+                revision: 0,
+            };
+            insert(conn, &row)?;
+            // The reconciler reads the row and starts applying 200 IOPS...
+            let mut worked = get(conn, &account, &id)?.unwrap();
+            // ...while the user asks for 300: still pending limits.
+            let mut wish = get(conn, &account, &id)?.unwrap();
+            assert!(!wish.is_busy(), "pending limits must not hold the user up");
+            wish.iops = Some(300);
+            update(conn, &wish)?;
+            worked.pending.clear();
+            assert!(!update_if_unchanged(conn, &worked)?, "a stale outcome must not be saved");
+            let now = get(conn, &account, &id)?.unwrap();
+            assert_eq!((now.iops, now.pending.as_str()), (Some(300), "limits"), "the wish survives for the next pass");
+            // The next pass acts on the row as it now is, and saves.
+            let mut next = now.clone();
+            next.pending.clear();
+            assert!(update_if_unchanged(conn, &next)?);
+            let done = get(conn, &account, &id)?.unwrap();
+            assert_eq!((done.iops, done.pending.as_str(), done.revision), (Some(300), "", now.revision + 1));
+            Ok(())
+        });
+    }
 }

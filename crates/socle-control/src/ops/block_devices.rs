@@ -137,6 +137,7 @@ pub(crate) fn record(
             pending: "create".into(),
             state_reason: String::new(),
             created_at: now.clone(),
+            revision: 0,
         };
         volume_store::insert_within_capacity(tx, &row, cloud.config.storage_capacity_gib)?
             .map_err(|e| capacity_error(size, e.provisioned_gib, e.capacity_gib))?;

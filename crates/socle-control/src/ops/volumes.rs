@@ -195,6 +195,7 @@ pub async fn create_volume(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVolum
             pending: "create".into(),
             state_reason: String::new(),
             created_at: now_iso(),
+            revision: 0,
         };
         volume_store::insert_within_capacity(tx, &row, capacity)?
             .map_err(|e| capacity_error(row.size_gib, e.provisioned_gib, e.capacity_gib))?;
@@ -256,7 +257,7 @@ pub async fn update_volume(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVolum
     let capacity = cloud.config.storage_capacity_gib;
     let row = write(cloud, req.dry_run, move |tx| {
         let mut v = get_owned(tx, &account, &id)?;
-        if !matches!(v.state.as_str(), "available" | "in-use") || !v.pending.is_empty() {
+        if !matches!(v.state.as_str(), "available" | "in-use") || v.is_busy() {
             return Err(ApiError::new(
                 ErrorCode::InvalidVolumeState,
                 format!("the volume {id} is {}; it can be updated when available or in-use", v.state),
@@ -315,7 +316,7 @@ pub async fn link_volume(cloud: &Arc<Cloud>, caller: &Caller, req: LinkVolumeReq
         if matches!(vm.state.as_str(), "shutting-down" | "terminated") {
             return Err(ApiError::new(ErrorCode::InvalidVmState, format!("the VM {vm_id} is {}", vm.state)));
         }
-        if v.state != "available" || !v.pending.is_empty() {
+        if v.state != "available" || v.is_busy() {
             return Err(ApiError::new(
                 ErrorCode::InvalidVolumeState,
                 format!("the volume {id} is {}; only available volumes can be linked", v.state),
