@@ -110,15 +110,16 @@ host_protocol! {
     /// Who the agent is: protocol version, accelerator, QEMU version.
     fn host_info() -> HostInfo;
 
-    /// Builds (or finds in the host's cache) the socle-tiny image for direct
-    /// kernel boot.
-    fn build_tiny_image() -> ImageFiles;
-    /// The same system as a full disk with a boot loader.
-    fn build_tiny_disk_image() -> ImageFiles;
+    /// Makes sure the host holds a platform image's files (building them
+    /// from Debian packages, or taking them from its cache, the first time).
+    /// VMs and volumes made from the image do so too; this lets a caller
+    /// pay for it, or learn that it fails, before any VM needs it.
+    fn prepare_platform_image(image: PlatformImage) -> ();
 
     /// Defines a VM (its directory and spec) without starting it; `root` is
-    /// an overlay on the image or an existing volume. Idempotent for the
-    /// same spec.
+    /// an overlay on a platform image or an existing volume of this host.
+    /// Idempotent for the same spec. The base of an existing overlay never
+    /// changes.
     fn define_vm(spec: VmSpec, root: RootDisk) -> ();
     /// The spec a VM was defined with.
     fn vm_spec(vm_id: String) -> VmSpec;

@@ -14,53 +14,63 @@ use crate::key::VolumeKey;
 pub struct HostInfo {
     /// The protocol version it speaks (see [`crate::PROTOCOL_VERSION`]).
     pub protocol_version: u32,
+    /// The host's ID in the cloud (`h-…`): the one it was given when it
+    /// joined, else the one the agent made for itself at its first start.
+    #[serde(default)]
+    pub host_id: String,
     /// "kvm" or "tcg".
     pub accel: String,
     /// Why this accelerator (e.g. why KVM is not used).
     pub accel_reason: String,
     pub qemu_version: String,
+    /// What the host has for guests, before any overcommit.
+    #[serde(default)]
+    pub capacity: HostCapacity,
 }
 
-/// What a VM boots from: a base disk, and optionally a kernel (+ initramfs)
-/// that QEMU loads directly.
-///
-/// * Direct kernel boot (`kernel` is `Some`): QEMU gets `-kernel`, `-initrd`
-///   and `-append`; the disk is only a disk.
-/// * Full-disk boot (`kernel` is `None`): the firmware (SeaBIOS) boots the
-///   root disk's own boot loader, as a cloud image does; the kernel command
-///   line is the one in the disk's boot loader configuration
-///   (`VmSpec::kernel_cmdline` does not apply).
-///
-/// Old `spec.json` files, written when both fields were mandatory, read as
-/// direct kernel boot.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
-pub struct ImageFiles {
-    /// bzImage passed to `-kernel`; `None`: boot the root disk through the BIOS.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub kernel: Option<PathBuf>,
-    /// initramfs passed to `-initrd` (only with a kernel).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub initrd: Option<PathBuf>,
-    /// Base disk (qcow2 or raw); each VM's root disk is an overlay backed by
-    /// it, or a root volume copied from it. For full-disk boot it holds the
-    /// partition table, boot loader, kernel and initramfs.
-    pub disk: PathBuf,
+/// A host's physical resources for guests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HostCapacity {
+    /// Logical CPUs.
+    pub vcpus: u32,
+    /// Physical memory.
+    pub memory_mib: u64,
 }
 
-impl ImageFiles {
-    /// Direct kernel boot.
-    pub fn direct_kernel(kernel: impl Into<PathBuf>, initrd: Option<PathBuf>, disk: impl Into<PathBuf>) -> ImageFiles {
-        ImageFiles { kernel: Some(kernel.into()), initrd, disk: disk.into() }
+/// An image every host holds itself, built from Debian packages (or found
+/// in its cache) the first time it is needed: the control plane names it,
+/// the agent knows its files. A control-plane file path never crosses the
+/// wire.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "kebab-case")]
+pub enum PlatformImage {
+    /// A Debian cloud kernel and a busybox initramfs, booted directly by
+    /// QEMU (`-kernel`/`-initrd`), with an empty 1 GiB base disk.
+    SocleTiny,
+    /// The same system as a full 1 GiB disk (MBR, SYSLINUX, kernel and
+    /// initramfs on a FAT partition), booted by the BIOS as a cloud image is.
+    SocleTinyDisk,
+}
+
+impl PlatformImage {
+    pub const ALL: [PlatformImage; 2] = [PlatformImage::SocleTiny, PlatformImage::SocleTinyDisk];
+
+    /// Its image name (`socle-tiny`, `socle-tiny-disk`), as users see it.
+    pub fn name(self) -> &'static str {
+        match self {
+            PlatformImage::SocleTiny => "socle-tiny",
+            PlatformImage::SocleTinyDisk => "socle-tiny-disk",
+        }
     }
 
-    /// Full-disk boot: the BIOS boots `disk`'s boot loader.
-    pub fn full_disk(disk: impl Into<PathBuf>) -> ImageFiles {
-        ImageFiles { kernel: None, initrd: None, disk: disk.into() }
+    pub fn from_name(name: &str) -> Option<PlatformImage> {
+        PlatformImage::ALL.into_iter().find(|p| p.name() == name)
     }
 
-    /// True when the firmware boots the root disk (no `-kernel`).
-    pub fn boots_from_disk(&self) -> bool {
-        self.kernel.is_none()
+    /// True when QEMU loads its kernel directly (else the firmware boots
+    /// the disk's own boot loader).
+    pub fn has_kernel(self) -> bool {
+        matches!(self, PlatformImage::SocleTiny)
     }
 }
 
@@ -71,14 +81,17 @@ pub struct VmSpec {
     pub vm_id: String,
     pub vcpus: u32,
     pub memory_mib: u64,
-    pub image: ImageFiles,
+    /// The platform image whose kernel (and initramfs) QEMU loads directly;
+    /// None: the firmware (SeaBIOS) boots the root disk's own boot loader,
+    /// as with a cloud image.
+    pub kernel: Option<PlatformImage>,
     /// Handed to the guest through fw_cfg as `opt/socle/user-data`.
     #[serde(default, with = "optional_base64")]
     #[schemars(with = "Option<Blob>")]
     pub user_data: Option<Vec<u8>>,
     /// Extra kernel arguments (default "quiet no_timer_check"); `console=ttyS0` is always first.
-    /// Direct kernel boot only: a full-disk image (`image.kernel` None) boots
-    /// with the command line of its own boot loader configuration.
+    /// Direct kernel boot only: a VM without `kernel` boots with the command
+    /// line of its disk's own boot loader configuration.
     pub kernel_cmdline: Option<String>,
 }
 
@@ -86,9 +99,9 @@ pub struct VmSpec {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RootDisk {
-    /// A qcow2 overlay on the image's base disk, inside the VM directory
-    /// (deleted with the VM).
-    Overlay,
+    /// A qcow2 overlay on the base disk of a platform image, inside the VM
+    /// directory (deleted with the VM).
+    Overlay(PlatformImage),
     /// An existing volume of this host (encrypted; its key is given to
     /// `start_vm`). It survives the VM.
     Volume(String),
@@ -122,9 +135,8 @@ pub struct VmNic {
 pub enum VolumeSource {
     /// A full copy of a snapshot of this host, opened with the snapshot's own key.
     Snapshot { snapshot_id: String, key: VolumeKey },
-    /// A full copy of an image's base disk (qcow2 or raw, no backing file), e.g.
-    /// `ImageFiles::disk`, to make a root volume.
-    Image { disk: PathBuf },
+    /// A full copy of a platform image's base disk, to make a root volume.
+    Platform { image: PlatformImage },
 }
 
 /// I/O limits of one linked volume (QEMU throttle group). 0 = unlimited.

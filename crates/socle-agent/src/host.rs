@@ -7,11 +7,12 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use socle_agent_api::{
-    Blob, BlockJobProgress, Host, HostError, HostErrorKind, HostInfo, ImageFiles, IoLimits, LinkedVolume, RootDisk,
+    Blob, BlockJobProgress, Host, HostError, HostErrorKind, HostInfo, IoLimits, LinkedVolume, PlatformImage, RootDisk,
     SnapshotInfo, UploadFormat, UploadInfo, VmNic, VmRuntime, VmSpec, VolumeInfo, VolumeKey, VolumeSource,
     PROTOCOL_VERSION,
 };
 
+use crate::spec::{self, ImageFiles};
 use crate::{Agent, AgentError};
 
 /// What crosses the wire of an [`AgentError`]: its message, and a kind for
@@ -44,26 +45,44 @@ impl Host for Agent {
     async fn host_info(&self) -> Result<HostInfo, HostError> {
         Ok(HostInfo {
             protocol_version: PROTOCOL_VERSION,
+            host_id: self.host_id().to_string(),
             accel: self.accel().to_string(),
             accel_reason: self.accel_reason().to_string(),
             qemu_version: self.qemu_version().to_string(),
+            capacity: crate::capacity::of_this_machine(),
         })
     }
 
-    async fn build_tiny_image(&self) -> Result<ImageFiles, HostError> {
-        Ok(Agent::build_tiny_image(self).await?)
-    }
-
-    async fn build_tiny_disk_image(&self) -> Result<ImageFiles, HostError> {
-        Ok(Agent::build_tiny_disk_image(self).await?)
+    async fn prepare_platform_image(&self, image: PlatformImage) -> Result<(), HostError> {
+        self.platform_image(image).await?;
+        Ok(())
     }
 
     async fn define_vm(&self, spec: VmSpec, root: RootDisk) -> Result<(), HostError> {
+        let (image, root) = self.boot_files(&spec.vm_id, spec.kernel, root).await?;
+        let spec = spec::VmSpec {
+            vm_id: spec.vm_id,
+            vcpus: spec.vcpus,
+            memory_mib: spec.memory_mib,
+            image,
+            user_data: spec.user_data,
+            kernel_cmdline: spec.kernel_cmdline,
+        };
         Ok(self.define_vm_with_root(&spec, &root).await?)
     }
 
     async fn vm_spec(&self, vm_id: String) -> Result<VmSpec, HostError> {
-        Ok(Agent::vm_spec(self, &vm_id).await?)
+        let spec = Agent::vm_spec(self, &vm_id).await?;
+        Ok(VmSpec {
+            vm_id: spec.vm_id,
+            vcpus: spec.vcpus,
+            memory_mib: spec.memory_mib,
+            // A spec.json older than platform names has a kernel of
+            // socle-tiny's: the only platform image that has one.
+            kernel: spec.image.kernel.is_some().then(|| spec.image.platform.unwrap_or(PlatformImage::SocleTiny)),
+            user_data: spec.user_data,
+            kernel_cmdline: spec.kernel_cmdline,
+        })
     }
 
     async fn start_vm(&self, vm_id: String, keys: HashMap<String, VolumeKey>) -> Result<(), HostError> {
@@ -101,6 +120,11 @@ impl Host for Agent {
     }
 
     async fn create_volume(&self, volume_id: String, size_gib: u64, key: VolumeKey, source: Option<VolumeSource>) -> Result<VolumeInfo, HostError> {
+        let source = match source {
+            None => None,
+            Some(VolumeSource::Snapshot { snapshot_id, key }) => Some(spec::VolumeSource::Snapshot { snapshot_id, key }),
+            Some(VolumeSource::Platform { image }) => Some(spec::VolumeSource::Image { disk: self.platform_image(image).await?.disk }),
+        };
         Ok(Agent::create_volume(self, &volume_id, size_gib, &key, source).await?)
     }
 
@@ -170,5 +194,33 @@ impl Host for Agent {
 
     async fn import_snapshot(&self, path: PathBuf, format: Option<UploadFormat>, snapshot_id: String, key: VolumeKey) -> Result<SnapshotInfo, HostError> {
         Ok(self.import_as_encrypted_snapshot(&path, format, &snapshot_id, &key).await?)
+    }
+}
+
+impl Agent {
+    /// The files a VM of the protocol boots: the kernel of the platform
+    /// image `kernel`, and the base disk of the overlay `root` names.
+    async fn boot_files(&self, vm_id: &str, kernel: Option<PlatformImage>, root: RootDisk) -> Result<(ImageFiles, spec::RootDisk), HostError> {
+        let booted = match kernel {
+            Some(k) => {
+                let files = self.platform_image(k).await?;
+                ImageFiles { disk: PathBuf::new(), ..files }
+            }
+            None => ImageFiles::full_disk(PathBuf::new()),
+        };
+        match root {
+            RootDisk::Volume(v) => Ok((booted, spec::RootDisk::Volume(v))),
+            RootDisk::Overlay(base) => {
+                // An overlay's base never changes: a VM defined before
+                // platform images lived in the agent's state dir keeps the
+                // base it was made on.
+                let disk = match self.load_spec(vm_id) {
+                    Ok(old) if old.root_volume.is_none() => old.image.disk,
+                    _ => self.platform_image(base).await?.disk,
+                };
+                let platform = booted.platform.or(Some(base));
+                Ok((ImageFiles { disk, platform, ..booted }, spec::RootDisk::Overlay))
+            }
+        }
     }
 }

@@ -23,7 +23,8 @@ use tokio::process::Command;
 
 use crate::cpio::CpioWriter;
 use crate::error::AgentError;
-use socle_agent_api::ImageFiles;
+use crate::spec::ImageFiles;
+use crate::util::set_mode;
 use crate::util::{fnv1a64, run};
 
 /// Bump when the build procedure changes in a way the hash below cannot see.
@@ -580,11 +581,6 @@ async fn deb_field(deb: &Path, field: &str) -> Result<String, AgentError> {
     Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
 }
 
-fn set_mode(path: &Path, mode: u32) -> Result<(), AgentError> {
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-        .map_err(|e| AgentError::io("cannot chmod", path, e))
-}
 
 /// Copies the kernel and writes the initramfs into `out`.
 /// Returns the kernel release and the module load order.

@@ -23,10 +23,13 @@
 //! [`volume`](crate::volume); how keys reach QEMU is in `secret.rs`.
 
 mod accel;
+mod capacity;
 mod cpio;
 mod error;
 mod host;
 mod image;
+mod platform;
+mod spec;
 mod import;
 mod nic;
 mod qmp;
@@ -45,11 +48,11 @@ use tokio::process::Command;
 pub use accel::{Accel, AccelChoice};
 pub use error::AgentError;
 pub use import::MAX_IMPORT_BYTES;
+pub use spec::{ImageFiles, RootDisk, VmSpec, VolumeSource};
 // The protocol's values, under the names the agent has always used.
 pub use socle_agent_api::{
-    BlockJobProgress, ImageFiles, ImportRefusal, IoLimits, LinkedVolume, RootDisk, SnapshotInfo,
-    UploadFormat, UploadInfo, VmNic, VmRuntime, VmSpec, VolumeAttachment, VolumeInfo, VolumeKey,
-    VolumeSource, VOLUME_KEY_LEN,
+    BlockJobProgress, ImportRefusal, IoLimits, LinkedVolume, PlatformImage, SnapshotInfo, UploadFormat, UploadInfo,
+    VmNic, VmRuntime, VolumeAttachment, VolumeInfo, VolumeKey, VOLUME_KEY_LEN,
 };
 pub use volume::{MAX_SNAPSHOT_ID_LEN, MAX_VOLUME_GIB, MAX_VOLUME_ID_LEN, UNLINK_TIMEOUT};
 
@@ -100,6 +103,9 @@ pub struct AgentConfig {
     /// Where the Debian packages that images are built from are kept, so a
     /// rebuild needs no network; None: `debs` in `image_cache_dir`.
     pub deb_cache_dir: Option<PathBuf>,
+    /// The host's ID in its cloud, reported by `host_info` (the binary
+    /// gives the joined ID, or one it keeps in the data dir).
+    pub host_id: String,
 }
 
 impl AgentConfig {
@@ -112,6 +118,7 @@ impl AgentConfig {
             qemu_img_binary: PathBuf::from("qemu-img"),
             image_cache_dir: Self::default_image_cache_dir(),
             deb_cache_dir: None,
+            host_id: String::new(),
         }
     }
 
@@ -165,6 +172,8 @@ struct Inner {
     /// One async lock per VM id: operations on a VM never overlap.
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     image_lock: tokio::sync::Mutex<()>,
+    /// Held while a platform image is copied into the state dir.
+    platform_lock: tokio::sync::Mutex<()>,
     /// Progress of the snapshots being taken, by snapshot id.
     progress: Mutex<HashMap<String, BlockJobProgress>>,
 }
@@ -216,6 +225,7 @@ impl Agent {
                 qemu_version,
                 locks: Mutex::new(HashMap::new()),
                 image_lock: tokio::sync::Mutex::new(()),
+                platform_lock: tokio::sync::Mutex::new(()),
                 progress: Mutex::new(HashMap::new()),
             }),
         };
@@ -243,6 +253,11 @@ impl Agent {
     }
 
     /// The accelerator every VM of this agent runs with.
+    /// The host's ID in its cloud (see [`AgentConfig::host_id`]).
+    pub fn host_id(&self) -> &str {
+        &self.inner.cfg.host_id
+    }
+
     pub fn accel(&self) -> Accel {
         self.inner.accel
     }
@@ -567,6 +582,7 @@ impl Agent {
                 Some(_) => std::fs::canonicalize(&spec.image.disk)
                     .unwrap_or_else(|_| spec.image.disk.clone()),
             },
+            platform: spec.image.platform,
         };
         let mut stored = StoredSpec {
             vm_id: spec.vm_id.clone(),

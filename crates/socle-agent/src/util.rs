@@ -181,3 +181,10 @@ pub(crate) fn fnv1a64(parts: &[&[u8]]) -> u64 {
     }
     h
 }
+
+/// Sets a file's permission bits.
+pub(crate) fn set_mode(path: &Path, mode: u32) -> Result<(), AgentError> {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| AgentError::io("cannot chmod", path, e))
+}

@@ -39,8 +39,9 @@ use crate::error::{tail_text, AgentError, WRONG_KEY_TEXT};
 use crate::qmp::Qmp;
 use crate::secret::SecretFds;
 use crate::util::{qemu_opt, remove_file_quiet, render, run};
+use crate::spec::VolumeSource;
 use crate::{Agent, StoredSpec};
-use socle_agent_api::{BlockJobProgress, IoLimits, LinkedVolume, SnapshotInfo, VolumeAttachment, VolumeInfo, VolumeKey, VolumeSource};
+use socle_agent_api::{BlockJobProgress, IoLimits, LinkedVolume, SnapshotInfo, VolumeAttachment, VolumeInfo, VolumeKey};
 
 /// Longest volume id: the id is the disk's virtio-blk serial, which holds 20 bytes.
 pub const MAX_VOLUME_ID_LEN: usize = 20;

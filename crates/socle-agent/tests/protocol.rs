@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use common::*;
-use socle_agent_api::{Host, HostClient, HostErrorKind, RootDisk, VmRuntime, VolumeKey, VolumeSource};
+use socle_agent_api::{Host, HostClient, HostErrorKind, PlatformImage, RootDisk, VmRuntime, VmSpec, VolumeKey, VolumeSource};
 
 async fn served(dir: &std::path::Path) -> (HostClient, socle_agent::Agent) {
     let agent = tcg_agent(&dir.join("agent")).await;
@@ -48,12 +48,21 @@ async fn a_vm_with_an_encrypted_root_volume_runs_through_the_protocol_alone() {
     let e = host.delete_snapshot("../etc".into()).await.unwrap_err();
     assert_eq!(e.kind, HostErrorKind::InvalidArgument, "{e}");
 
-    let image = host.build_tiny_image().await.unwrap();
+    // Images travel by name; the host prepares their files itself, once.
+    host.prepare_platform_image(PlatformImage::SocleTiny).await.unwrap();
+    host.prepare_platform_image(PlatformImage::SocleTiny).await.expect("preparing again is idempotent");
     let key = VolumeKey::generate().unwrap();
-    let root = host.create_volume("vol-root".into(), 1, key.clone(), Some(VolumeSource::Image { disk: image.disk.clone() })).await.unwrap();
+    let image = Some(VolumeSource::Platform { image: PlatformImage::SocleTiny });
+    let root = host.create_volume("vol-root".into(), 1, key.clone(), image).await.unwrap();
     assert!(root.encrypted, "{root:?}");
-    let mut spec = spec("i-proto", &image);
-    spec.user_data = Some(b"#!/bin/sh\necho user-data-crossed-the-wire\n".to_vec());
+    let spec = VmSpec {
+        vm_id: "i-proto".into(),
+        vcpus: 1,
+        memory_mib: 256,
+        kernel: Some(PlatformImage::SocleTiny),
+        user_data: Some(b"#!/bin/sh\necho user-data-crossed-the-wire\n".to_vec()),
+        kernel_cmdline: None,
+    };
     host.define_vm(spec.clone(), RootDisk::Volume("vol-root".into())).await.unwrap();
     host.define_vm(spec.clone(), RootDisk::Volume("vol-root".into())).await.expect("defining again is idempotent");
     assert_eq!(host.vm_spec("i-proto".into()).await.unwrap(), spec);

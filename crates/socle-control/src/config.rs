@@ -13,7 +13,7 @@ pub struct CloudConfig {
     /// The region this cloud calls itself (`eu-west-2` by default, as the
     /// official clients default to it).
     pub region: String,
-    /// Subregion letters this host serves (`a` → `eu-west-2a`).
+    /// The subregion of this server's own agent (`a` → `eu-west-2a`).
     pub subregion_letters: Vec<char>,
     /// The public API URL, ending in `/api/v1` (written to credentials.json).
     pub endpoint: String,
@@ -26,6 +26,9 @@ pub struct CloudConfig {
     /// Size of the storage pool: the sum of all volume and snapshot sizes
     /// may not exceed it (GiB, provisioned sizes).
     pub storage_capacity_gib: i64,
+    /// How many vCPUs of guests a host's logical CPU carries, and how much
+    /// guest memory a MiB of its memory (VMs are placed within them).
+    pub overcommit: Overcommit,
     /// The operator's public addresses, handed out by CreatePublicIp
     /// lowest first, in the order of the ranges (network and broadcast
     /// addresses of ranges wider than /31 excluded).
@@ -44,6 +47,29 @@ pub struct NetworkConfig {
     /// Where the uplinks of wired networks take their address pairs (a /31
     /// each): must not be used elsewhere on the host.
     pub uplink_range: socle_net::Ipv4Net,
+}
+
+/// Overcommit ratios: what a host may promise its guests, per unit it has.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Overcommit {
+    pub vcpus: f64,
+    pub memory: f64,
+}
+
+impl Default for Overcommit {
+    /// 16 vCPUs per CPU (an idle guest costs little; OpenStack's long-time
+    /// default) and 1.5 times the memory (guests touch their memory
+    /// lazily; beyond that the host swaps).
+    fn default() -> Self {
+        Overcommit { vcpus: 16.0, memory: 1.5 }
+    }
+}
+
+impl Overcommit {
+    /// What a host of `capacity` may hold.
+    pub fn apply(&self, capacity: socle_agent_api::HostCapacity) -> (i64, i64) {
+        ((f64::from(capacity.vcpus) * self.vcpus) as i64, (capacity.memory_mib as f64 * self.memory) as i64)
+    }
 }
 
 impl Default for NetworkConfig {
@@ -74,6 +100,7 @@ impl CloudConfig {
             terminated_retention: Duration::from_secs(3600),
             health_interval: Duration::from_secs(2),
             storage_capacity_gib: 1024,
+            overcommit: Overcommit::default(),
             network: Some(NetworkConfig::default()),
             public_ip_pool: default_public_ip_pool(),
         }

@@ -19,7 +19,6 @@ use sha2::{Digest, Sha256};
 use socle_agent_api::join::{proof, proof_holds, JoinAnswer, JoinRequest};
 use socle_agent_api::pki::Ca;
 use socle_agent_api::tls::{client_config, TlsIdentity};
-use socle_agent_api::{Host, HostClient};
 use socle_store::hosts::{self as host_store, HostRow, HostTokenRow};
 use socle_store::{format_iso, now_iso, Store};
 use socle_types::error::ErrorCode;
@@ -127,15 +126,15 @@ pub async fn join(cloud: &Arc<Cloud>, req: JoinRequest) -> Result<JoinAnswer, Ap
     let host_id = HostId::generate();
     let ca = load_or_create_ca(&cloud.config.data_dir)?;
     let cert_pem = ca.sign_host(&req.csr_pem, host_id.as_str()).map_err(|e| ApiError::invalid_value(e.message))?;
-    let row = HostRow {
-        host_id: host_id.clone(),
-        subregion: token.subregion.clone(),
-        endpoint: req.endpoint.clone(),
-        cert_sha256: hex::encode(Sha256::digest(cert_pem.as_bytes())),
-        state: "ready".into(),
-        joined_at: now_iso(),
-        seen_at: None,
-    };
+    // Its capacity is known at the first health check, seconds later:
+    // until then no VM is placed there.
+    let row = HostRow::joining(
+        host_id.clone(),
+        token.subregion.clone(),
+        req.endpoint.clone(),
+        hex::encode(Sha256::digest(cert_pem.as_bytes())),
+        now_iso(),
+    );
     let token_id = token.token_id.clone();
     cloud
         .store
@@ -155,36 +154,51 @@ pub async fn join(cloud: &Arc<Cloud>, req: JoinRequest) -> Result<JoinAnswer, Ap
 }
 
 /// Asks every host's agent, for ever (while this server holds the lease of
-/// background work), whether it answers: a host that does
+/// background work), whether it answers and what it has: a host that does
 /// not becomes `unreachable`, and `ready` again when it does.
 pub async fn watch(cloud: Arc<Cloud>) {
-    let tls = match control_tls(&cloud.config.data_dir) {
-        Ok(tls) => tls,
-        Err(e) => {
-            tracing::error!(error = %e, "no TLS identity to reach hosts; host health is not checked");
-            return;
-        }
-    };
     loop {
         crate::lease::wait_held(&cloud).await;
         match cloud.store.read(host_store::list).await {
             Ok(hosts) => {
                 for host in hosts.into_iter().filter(|h| h.state != "revoked") {
-                    let client = HostClient::tls(host.endpoint.clone(), host.host_id.to_string(), tls.clone());
-                    let answered = matches!(tokio::time::timeout(CHECK_TIMEOUT, client.host_info()).await, Ok(Ok(_)));
-                    if !answered && host.state != "unreachable" {
-                        tracing::warn!(host = %host.host_id, endpoint = %host.endpoint, "host does not answer");
-                    }
-                    let id = host.host_id.clone();
-                    let now = now_iso();
-                    if let Err(e) = cloud.store.write(move |c| host_store::record_check(c, &id, answered, &now)).await {
-                        tracing::error!(host = %host.host_id, error = %e, "cannot record the host's health");
-                    }
+                    check(&cloud, host).await;
                 }
             }
             Err(e) => tracing::error!(error = %e, "cannot read the hosts"),
         }
         tokio::time::sleep(CHECK_EVERY).await;
+    }
+}
+
+async fn check(cloud: &Arc<Cloud>, host: HostRow) {
+    let info = match cloud.hosts.client(&host) {
+        Ok(client) => match tokio::time::timeout(CHECK_TIMEOUT, client.host_info()).await {
+            Ok(Ok(info)) => Some(info),
+            _ => None,
+        },
+        Err(e) => {
+            tracing::error!(host = %host.host_id, error = %e, "cannot reach hosts");
+            None
+        }
+    };
+    if info.is_none() && host.state != "unreachable" {
+        tracing::warn!(host = %host.host_id, endpoint = %host.endpoint, "host does not answer");
+    }
+    let capacity = info.map(|i| cloud.config.overcommit.apply(i.capacity));
+    let (id, now) = (host.host_id.clone(), now_iso());
+    let recorded = cloud
+        .store
+        .write(move |c| {
+            host_store::record_check(c, &id, capacity.is_some(), &now)?;
+            match capacity {
+                Some((vcpus, memory_mib)) => host_store::record_capacity(c, &id, vcpus, memory_mib),
+                None => Ok(()),
+            }
+        })
+        .await;
+    if let Err(e) = recorded {
+        tracing::error!(host = %host.host_id, error = %e, "cannot record the host's health");
     }
 }
 

@@ -1,13 +1,14 @@
 //! Socle's control plane.
 //!
-//! [`Cloud`] owns the state store, the sealing key and the host agent, and
+//! [`Cloud`] owns the state store, the sealing key and the host agents, and
 //! answers OSC operations ([`Cloud::call`]) for an already authenticated
 //! caller. The HTTP layer (socle-api) authenticates and shapes replies; the
-//! [`reconciler`] moves VMs on the host towards what users asked for.
+//! [`reconciler`] moves VMs on their hosts towards what users asked for.
 
 pub mod config;
 mod custody;
 pub mod hosts;
+mod host_registry;
 pub mod hsm;
 mod dispatch;
 mod faults;
@@ -26,7 +27,7 @@ use std::sync::Arc;
 
 use socle_agent_api::Host;
 use socle_store::Store;
-use socle_types::ids::AccountId;
+use socle_types::ids::{AccountId, HostId};
 use socle_types::ApiError;
 
 pub use config::{CloudConfig, NetworkConfig};
@@ -52,8 +53,9 @@ pub struct Cloud {
     pub config: CloudConfig,
     pub store: Store,
     pub secrets: secrets::SecretBox,
-    /// The host agent, through the agent protocol.
-    pub agent: Arc<dyn Host>,
+    /// The hosts' agents, through the agent protocol: this server's own
+    /// (uploads and platform images go there) and the joined ones.
+    pub hosts: host_registry::HostRegistry,
     /// Key custody: the software keystore and the registered HSM tokens.
     pub keystores: hsm::Keystores,
     /// Wakes the reconciler after an operation changed what users want.
@@ -73,16 +75,17 @@ impl Cloud {
         config: CloudConfig,
         store: Store,
         secrets: secrets::SecretBox,
-        agent: Arc<dyn Host>,
+        local_host: (HostId, Arc<dyn Host>),
         keystores: hsm::Keystores,
         network: Option<network::Network>,
     ) -> Arc<Cloud> {
         let lease = lease::Lease::new(&config.endpoint);
+        let hosts = host_registry::HostRegistry::new(local_host.0, local_host.1, config.data_dir.clone());
         Arc::new(Cloud {
             config,
             store,
             secrets,
-            agent,
+            hosts,
             keystores,
             wake: tokio::sync::Notify::new(),
             network_dirty: std::sync::atomic::AtomicBool::new(true),

@@ -45,7 +45,8 @@ async fn attach(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), Recon
         return Ok(());
     };
     let hold = net.hold_passes().await;
-    let running = match cloud.agent.vm_runtime(vm.to_string()).await {
+    let host = cloud.host_of_vm(vm).await?;
+    let running = match host.vm_runtime(vm.to_string()).await {
         Ok(r) => matches!(r, VmRuntime::Running | VmRuntime::Paused),
         Err(HostError { kind: HostErrorKind::VmNotFound { .. }, .. }) => false,
         Err(e) => return Err(e.into()),
@@ -54,10 +55,10 @@ async fn attach(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), Recon
         // After a crash the NIC may be plugged already: its tap is then
         // QEMU's, and preparing it again would re-create it under QEMU.
         let tap = net.tap_of(nic);
-        if !cloud.agent.nic_plugged(vm.to_string(), tap.clone()).await? {
+        if !host.nic_plugged(vm.to_string(), tap.clone()).await? {
             net.prepare_tap(nic).await?;
         }
-        cloud.agent.link_nic(vm.to_string(), VmNic { ifname: tap, mac: nic.mac.clone() }).await?;
+        host.link_nic(vm.to_string(), VmNic { ifname: tap, mac: nic.mac.clone() }).await?;
         faults::point("nic-hot-plugged");
     }
     if settle(cloud, nic, "attaching", |n| n.state = "in-use".into()).await? {
@@ -104,7 +105,7 @@ async fn detach(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), Recon
 async fn unplug(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), ReconcileError> {
     let Some(net) = &cloud.network else { return Ok(()) };
     let tap = net.tap_of(nic);
-    cloud.agent.unlink_nic(vm.to_string(), tap.clone()).await?;
+    cloud.host_of_vm(vm).await?.unlink_nic(vm.to_string(), tap.clone()).await?;
     net.remove_tap(tap).await?;
     Ok(())
 }

@@ -17,11 +17,11 @@ use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
-use socle_agent_api::{HostError, HostErrorKind, ImageFiles, RootDisk, VmNic, VmRuntime, VmSpec, VolumeKey};
+use socle_agent_api::{Host, HostError, HostErrorKind, PlatformImage, RootDisk, VmNic, VmRuntime, VmSpec, VolumeKey};
 use socle_store::nics as nic_store;
 use socle_store::vms::{self as vm_store, VmRow};
-use socle_store::{format_iso, images as image_store, now_iso, snapshots as snapshot_store, volumes as volume_store, StoreError};
-use socle_types::ids::VmId;
+use socle_store::{format_iso, images as image_store, now_iso, placement, snapshots as snapshot_store, volumes as volume_store, StoreError};
+use socle_types::ids::{HostId, VmId};
 
 use crate::lease;
 use crate::{custody, network, nic_reconciler, storage_reconciler, Cloud};
@@ -72,52 +72,78 @@ pub async fn recover_at_start(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> 
 /// the host work and the database write) are removed.
 pub async fn recover(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
     let live = cloud.store.read(|c| vm_store::list_live(c)).await?;
-    let mut known = HashSet::new();
-    for vm in &live {
-        known.insert(vm.vm_id.to_string());
-        if vm.state == "running" && vm.desired == "running" {
-            match cloud.agent.vm_runtime(vm.vm_id.to_string()).await? {
-                VmRuntime::Running | VmRuntime::Paused => {
-                    tracing::info!(vm = %vm.vm_id, "re-attached to running VM");
-                }
-                VmRuntime::Shutdown | VmRuntime::NotRunning => {
-                    tracing::warn!(vm = %vm.vm_id, "VM was running before the restart but its QEMU is gone; starting it again");
-                    let id = vm.vm_id.clone();
-                    cloud
-                        .store
-                        .write(move |c| vm_store::set_state(c, &id, "running", "pending", "restarting after a host restart", &now_iso()))
-                        .await?;
-                }
+    for vm in live.iter().filter(|vm| vm.state == "running" && vm.desired == "running") {
+        let runtime = match cloud.host(vm.host_id.as_ref()).await {
+            Ok(host) => host.vm_runtime(vm.vm_id.to_string()).await,
+            Err(e) => Err(e),
+        };
+        match runtime {
+            Ok(VmRuntime::Running | VmRuntime::Paused) => {
+                tracing::info!(vm = %vm.vm_id, "re-attached to running VM");
             }
-        }
-    }
-    // Volume and snapshot files the database does not know (a crash
-    // between a row's deletion and its file's removal cannot happen — files
-    // go first — but a restored backup of the database can be older).
-    let (volume_ids, snapshot_ids) = cloud
-        .store
-        .write(|c| -> Result<_, StoreError> {
-            let snaps = snapshot_store::all_ids(c)?;
-            Ok((volume_store::all_ids(c)?, snaps))
-        })
-        .await?;
-    for id in cloud.agent.list_volumes().await? {
-        if !volume_ids.contains(&id) {
-            tracing::warn!(volume = %id, "removing a volume file with no volume in the database");
-            cloud.agent.delete_volume(id.clone()).await?;
-        }
-    }
-    for id in cloud.agent.list_snapshots().await? {
-        if !snapshot_ids.contains(&id) {
-            tracing::warn!(snapshot = %id, "removing a snapshot file with no snapshot in the database");
-            cloud.agent.delete_snapshot(id.clone()).await?;
+            Ok(VmRuntime::Shutdown | VmRuntime::NotRunning) => {
+                tracing::warn!(vm = %vm.vm_id, "VM was running before the restart but its QEMU is gone; starting it again");
+                let id = vm.vm_id.clone();
+                cloud
+                    .store
+                    .write(move |c| vm_store::set_state(c, &id, "running", "pending", "restarting after a host restart", &now_iso()))
+                    .await?;
+            }
+            // Its host is away: the health pass and the host's return settle it.
+            Err(e) if e.kind == HostErrorKind::Unreachable => {
+                tracing::warn!(vm = %vm.vm_id, error = %e, "cannot see the VM's host");
+            }
+            Err(e) => return Err(e.into()),
         }
     }
     crate::image_import::remove_stale_uploads(cloud).await.map_err(ReconcileError::Key)?;
-    for dir in cloud.agent.list_vms().await? {
-        if !known.contains(&dir) {
-            tracing::warn!(vm = %dir, "removing a VM left on the host with no live VM in the database");
-            cloud.agent.destroy_vm(dir.clone()).await?;
+    let hosts = cloud.store.read(socle_store::hosts::list).await?;
+    for host in hosts.into_iter().filter(|h| h.state != "revoked") {
+        let swept = match cloud.hosts.client(&host) {
+            Ok(agent) => sweep_host(cloud, &host.host_id, &*agent).await,
+            Err(e) => Err(e.into()),
+        };
+        match swept {
+            Ok(()) => {}
+            // A host away now is swept at the next recovery.
+            Err(ReconcileError::Agent(e)) if e.kind == HostErrorKind::Unreachable => {
+                tracing::warn!(host = %host.host_id, error = %e, "host not swept: it does not answer");
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
+/// Removes from one host the volume and snapshot files and the VM
+/// directories that no row stands for (a crash between the host work and
+/// the database write; or a database restored from a backup older than the
+/// host's files). A file is kept while any row names it, on whichever host:
+/// a host that came back under another ID loses nothing.
+async fn sweep_host(cloud: &Arc<Cloud>, host_id: &HostId, agent: &dyn Host) -> Result<(), ReconcileError> {
+    let (vm_ids, volume_ids, snapshot_ids) = cloud
+        .store
+        .read(|c| -> Result<_, StoreError> {
+            let vms: HashSet<String> = vm_store::list_live(c)?.into_iter().map(|v| v.vm_id.to_string()).collect();
+            Ok((vms, volume_store::all_ids(c)?, snapshot_store::all_ids(c)?))
+        })
+        .await?;
+    for id in agent.list_volumes().await? {
+        if !volume_ids.contains(&id) {
+            tracing::warn!(host = %host_id, volume = %id, "removing a volume file with no volume in the database");
+            agent.delete_volume(id.clone()).await?;
+        }
+    }
+    for id in agent.list_snapshots().await? {
+        if !snapshot_ids.contains(&id) {
+            tracing::warn!(host = %host_id, snapshot = %id, "removing a snapshot file with no snapshot in the database");
+            agent.delete_snapshot(id.clone()).await?;
+        }
+    }
+    for dir in agent.list_vms().await? {
+        if !vm_ids.contains(&dir) {
+            tracing::warn!(host = %host_id, vm = %dir, "removing a VM left on the host with no live VM in the database");
+            agent.destroy_vm(dir.clone()).await?;
         }
     }
     Ok(())
@@ -214,16 +240,13 @@ pub async fn run(cloud: Arc<Cloud>) {
         }
         if last_health.elapsed() >= cloud.config.health_interval {
             last_health = Instant::now();
-            let settled: Vec<VmId> = live
-                .iter()
-                .filter(|vm| vm.state == "running" && vm.desired == "running")
-                .map(|vm| vm.vm_id.clone())
-                .collect();
-            for id in settled {
+            let settled = live.iter().filter(|vm| vm.state == "running" && vm.desired == "running");
+            for vm in settled {
+                let id = &vm.vm_id;
                 if active.lock().unwrap().contains(id.as_str()) {
                     continue;
                 }
-                if let Err(e) = check_health(&cloud, &id).await {
+                if let Err(e) = check_health(&cloud, vm).await {
                     tracing::error!(vm = %id, error = %e, "health check failed");
                 }
             }
@@ -287,8 +310,9 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
     if vm.desired == "running" && volumes.iter().any(|v| v.pending == "create") {
         return Ok(());
     }
+    let host = cloud.host(vm.host_id.as_ref()).await?;
     let (next, reason) = match vm.desired.as_str() {
-        "running" => match start(cloud, &vm).await {
+        "running" => match start(cloud, &*host, &vm).await {
             Ok(()) => ("running", String::new()),
             // The host did not answer: nothing says the VM cannot start;
             // the next pass tries again.
@@ -303,7 +327,7 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
                     .write(move |c| vm_store::abandon_wish(c, &id, "running", "stopping", "stopped"))
                     .await?;
                 // Whatever was started of it goes, whatever comes next.
-                cloud.agent.stop_vm(vm.vm_id.to_string(), true, 0).await?;
+                host.stop_vm(vm.vm_id.to_string(), true, 0).await?;
                 if !gave_up {
                     // The user asked for something else meanwhile (DeleteVms
                     // while it started): the next pass does that.
@@ -317,11 +341,11 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
             }
         },
         "stopped" => {
-            cloud.agent.stop_vm(vm.vm_id.to_string(), vm.force_stop, cloud.config.stop_timeout.as_secs()).await?;
+            host.stop_vm(vm.vm_id.to_string(), vm.force_stop, cloud.config.stop_timeout.as_secs()).await?;
             ("stopped", if vm.force_stop { "User initiated (forced)" } else { "User initiated" }.to_string())
         }
         "terminated" => {
-            cloud.agent.destroy_vm(vm.vm_id.to_string()).await?;
+            host.destroy_vm(vm.vm_id.to_string()).await?;
             release_volumes(cloud, &vm.vm_id).await?;
             release_nics(cloud, &vm.vm_id).await?;
             ("terminated", "User initiated".to_string())
@@ -337,7 +361,14 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
     let id = vm.vm_id.clone();
     let changed = cloud
         .store
-        .write(move |c| vm_store::set_state(c, &id, &acted_on, next, &reason, &now_iso()))
+        .write(move |c| -> Result<bool, StoreError> {
+            let changed = vm_store::set_state(c, &id, &acted_on, next, &reason, &now_iso())?;
+            // Its host's capacity is free again (once: see placement).
+            if changed && next == "terminated" {
+                placement::release(c, &id)?;
+            }
+            Ok(changed)
+        })
         .await?;
     tracing::info!(vm = %vm.vm_id, from = %vm.state, to = next, recorded = changed, "VM state");
     Ok(())
@@ -396,7 +427,7 @@ async fn release_nics(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<(), ReconcileE
 /// Before QEMU starts: a tap per NIC of the VM in the root namespace, and
 /// the agent's list of NICs in line with the database (the primary first).
 /// A NIC being unlinked (`detaching`) is left out: it must not come back.
-async fn prepare_nics(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<Vec<String>, ReconcileError> {
+async fn prepare_nics(cloud: &Arc<Cloud>, host: &dyn Host, vm_id: &VmId) -> Result<Vec<String>, ReconcileError> {
     let lookup = vm_id.clone();
     let mut nics = cloud.store.read(move |c| nic_store::of_vm(c, &lookup)).await?;
     nics.retain(|n| n.state != "detaching");
@@ -406,29 +437,27 @@ async fn prepare_nics(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<Vec<String>, R
         let ifname = net.prepare_tap(nic).await?;
         wanted.push(VmNic { ifname, mac: nic.mac.clone() });
     }
-    for on_host in cloud.agent.vm_nics(vm_id.to_string()).await? {
+    for on_host in host.vm_nics(vm_id.to_string()).await? {
         if !wanted.contains(&on_host) {
-            cloud.agent.unlink_nic(vm_id.to_string(), on_host.ifname.clone()).await?;
+            host.unlink_nic(vm_id.to_string(), on_host.ifname.clone()).await?;
         }
     }
     for nic in &wanted {
-        cloud.agent.link_nic(vm_id.to_string(), nic.clone()).await?;
+        host.link_nic(vm_id.to_string(), nic.clone()).await?;
     }
     Ok(nics.iter().map(network::compile::net_key).collect())
 }
 
-async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
+async fn start(cloud: &Arc<Cloud>, host: &dyn Host, vm: &VmRow) -> Result<(), ReconcileError> {
     let image_id = vm.image_id.clone();
     let image = cloud.store.read(move |c| image_store::get(c, &image_id)).await?;
-    let files = match image {
-        Some(image) => ImageFiles {
-            kernel: image.kernel_path.map(Into::into),
-            initrd: image.initrd_path.map(Into::into),
-            disk: image.disk_path.into(),
-        },
-        // The image was deleted since: the VM keeps booting what it booted.
-        None => match cloud.agent.vm_spec(vm.vm_id.to_string()).await {
-            Ok(spec) => spec.image,
+    let named = |name: &Option<String>| name.as_deref().and_then(PlatformImage::from_name);
+    let (kernel, base) = match image {
+        Some(image) => (named(&image.boot_kernel), named(&image.base_image)),
+        // The image was deleted since: the VM keeps booting what it booted
+        // (a VM of a deleted image boots from its root volume).
+        None => match host.vm_spec(vm.vm_id.to_string()).await {
+            Ok(spec) => (spec.kernel, None),
             Err(_) => return Err(ReconcileError::MissingImage(vm.vm_id.to_string(), vm.image_id.to_string())),
         },
     };
@@ -437,7 +466,7 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
         vm_id: vm.vm_id.to_string(),
         vcpus: vm.vcpus as u32,
         memory_mib: vm.memory_mib as u64,
-        image: files,
+        kernel,
         user_data,
         kernel_cmdline: None,
     };
@@ -447,27 +476,30 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
     };
     match &root {
         Some(r) => {
-            cloud.agent.define_vm(spec, RootDisk::Volume(r.volume_id.to_string())).await?;
+            host.define_vm(spec, RootDisk::Volume(r.volume_id.to_string())).await?;
             let limits = storage_reconciler::limits_for(&r.volume_type, r.size_gib, r.iops);
-            cloud.agent.set_volume_limits(r.volume_id.to_string(), limits).await?;
+            host.set_volume_limits(r.volume_id.to_string(), limits).await?;
         }
-        None => cloud.agent.define_vm(spec, RootDisk::Overlay).await?,
+        None => {
+            let base = base.ok_or_else(|| ReconcileError::MissingImage(vm.vm_id.to_string(), vm.image_id.to_string()))?;
+            host.define_vm(spec, RootDisk::Overlay(base)).await?
+        }
     }
     let vm_id = vm.vm_id.clone();
-    let keys = sync_volumes(cloud, &vm_id).await?;
+    let keys = sync_volumes(cloud, host, &vm_id).await?;
     let hold = match &cloud.network {
         Some(net) => Some(net.hold_passes().await),
         None => None,
     };
-    let networks = prepare_nics(cloud, &vm_id).await?;
-    match cloud.agent.start_vm(vm_id.to_string(), keys).await {
+    let networks = prepare_nics(cloud, host, &vm_id).await?;
+    match host.start_vm(vm_id.to_string(), keys).await {
         Ok(()) => {}
         // A volume link settled on the host after the devices were read
         // (LinkVolume while the VM starts): read them again, once.
         Err(HostError { kind: HostErrorKind::MissingVolumeKey { volume_id, .. }, .. }) => {
             tracing::info!(vm = %vm_id, volume = %volume_id, "a volume was linked while the VM started; reading its volumes again");
-            let keys = sync_volumes(cloud, &vm_id).await?;
-            cloud.agent.start_vm(vm_id.to_string(), keys).await?;
+            let keys = sync_volumes(cloud, host, &vm_id).await?;
+            host.start_vm(vm_id.to_string(), keys).await?;
         }
         Err(e) => return Err(e.into()),
     }
@@ -485,6 +517,7 @@ async fn start(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
 /// database and returns their keys (unwrapped for QEMU), by volume ID.
 async fn sync_volumes(
     cloud: &Arc<Cloud>,
+    host: &dyn Host,
     vm_id: &VmId,
 ) -> Result<std::collections::HashMap<String, VolumeKey>, ReconcileError> {
     // Bring the host's list of linked volumes in line with the database,
@@ -512,24 +545,26 @@ async fn sync_volumes(
         }
         let limits = storage_reconciler::limits_for(&v.volume_type, v.size_gib, v.iops);
         let device = v.device_name.clone().unwrap_or_default();
-        cloud.agent.link_volume(vm_id.to_string(), v.volume_id.to_string(), key.clone(), device, limits).await?;
+        host.link_volume(vm_id.to_string(), v.volume_id.to_string(), key.clone(), device, limits).await?;
         keys.insert(v.volume_id.to_string(), key);
     }
-    for on_host in cloud.agent.vm_volumes(vm_id.to_string()).await? {
+    for on_host in host.vm_volumes(vm_id.to_string()).await? {
         if !linked.iter().any(|(v, _)| v.volume_id.as_str() == on_host.volume_id) {
-            cloud.agent.unlink_volume(vm_id.to_string(), on_host.volume_id.clone()).await?;
+            host.unlink_volume(vm_id.to_string(), on_host.volume_id.clone()).await?;
         }
     }
     Ok(keys)
 }
 
 /// A running VM whose guest powered itself off becomes stopped.
-async fn check_health(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
-    match cloud.agent.vm_runtime(id.to_string()).await? {
+async fn check_health(cloud: &Arc<Cloud>, vm: &VmRow) -> Result<(), ReconcileError> {
+    let host = cloud.host(vm.host_id.as_ref()).await?;
+    let id = &vm.vm_id;
+    match host.vm_runtime(id.to_string()).await? {
         VmRuntime::Running | VmRuntime::Paused => Ok(()),
         VmRuntime::Shutdown | VmRuntime::NotRunning => {
             tracing::info!(vm = %id, "guest powered off by itself");
-            cloud.agent.stop_vm(id.to_string(), true, 0).await?;
+            host.stop_vm(id.to_string(), true, 0).await?;
             let id = id.clone();
             cloud.store.write(move |c| vm_store::mark_guest_stopped(c, &id)).await?;
             Ok(())

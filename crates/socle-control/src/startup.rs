@@ -2,24 +2,24 @@
 //! agent, the platform image and the default account.
 
 use std::fs;
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt};
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use socle_agent_api::{Host, HostError, ImageFiles, PROTOCOL_VERSION};
+use socle_agent_api::{Host, HostError, HostInfo, PlatformImage, PROTOCOL_VERSION};
+use socle_store::hosts as host_store;
+use socle_store::placement;
 use socle_store::accounts::{self, Quotas};
 use socle_store::images::{self as image_store, ImageRow};
 use socle_store::{now_iso, Store};
-use socle_types::ids::{AccountId, ImageId};
+use socle_types::ids::{AccountId, HostId, ImageId};
 
 use crate::identity::{self, NewCredentials};
 use crate::ops::images::PLATFORM_ACCOUNT;
 use crate::secrets::SecretBox;
 use crate::{Cloud, CloudConfig};
 
-pub const TINY_IMAGE_NAME: &str = "socle-tiny";
-pub const TINY_DISK_IMAGE_NAME: &str = "socle-tiny-disk";
 pub const DEFAULT_ACCOUNT: &str = "default";
 
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +32,8 @@ pub enum StartupError {
     Secrets(#[from] crate::secrets::SecretError),
     #[error(transparent)]
     Agent(#[from] HostError),
+    #[error("the host agent calls itself {0:?}, which is not a host ID (h-…)")]
+    AgentIdentity(String),
     #[error("the host agent speaks protocol v{found}; this control plane speaks v{PROTOCOL_VERSION}")]
     AgentVersion { found: u32 },
     #[error(transparent)]
@@ -61,15 +63,17 @@ pub fn open_identity(data_dir: &Path, database: Option<&str>) -> Result<(Store, 
     Ok((store, secrets))
 }
 
-/// Opens everything `socle up` needs, with `agent` as its host.
-pub async fn open_cloud(config: CloudConfig, agent: Arc<dyn Host>) -> Result<Arc<Cloud>, StartupError> {
+/// Opens everything `socle up` needs, with `agent` (reached at
+/// `agent_endpoint`, `unix:PATH`) as its own host.
+pub async fn open_cloud(config: CloudConfig, agent: Arc<dyn Host>, agent_endpoint: &str) -> Result<Arc<Cloud>, StartupError> {
     let (store, secrets) = open_identity(&config.data_dir, config.database.as_deref())?;
     let info = agent.host_info().await?;
     if info.protocol_version != PROTOCOL_VERSION {
         return Err(StartupError::AgentVersion { found: info.protocol_version });
     }
-    tracing::info!(accel = %info.accel, qemu = %info.qemu_version, "host agent ready");
-    ensure_platform_images(&store, &*agent, &config.data_dir).await?;
+    tracing::info!(accel = %info.accel, qemu = %info.qemu_version, host = %info.host_id, "host agent ready");
+    let local_host = register_local_host(&store, &config, &info, agent_endpoint).await?;
+    ensure_platform_images(&store, &*agent).await?;
     let keystores = crate::hsm::Keystores::open(&config.data_dir)?;
     let network = match &config.network {
         Some(cfg) => Some(crate::network::Network::new(cfg.clone(), &config.data_dir)?),
@@ -78,95 +82,70 @@ pub async fn open_cloud(config: CloudConfig, agent: Arc<dyn Host>) -> Result<Arc
             None
         }
     };
-    let cloud = Cloud::new(config, store, secrets, agent, keystores, network);
+    let cloud = Cloud::new(config, store, secrets, (local_host, agent), keystores, network);
     // What a crash left is repaired by the server that holds the lease of
     // background work, not by every server that starts.
     crate::reconciler::recover_at_start(&cloud).await?;
     Ok(cloud)
 }
 
+/// Records this server's own agent as a host of the cloud (in the first
+/// subregion, ready unless an operator cordoned it), with its capacity;
+/// what was made before hosts existed becomes its.
+async fn register_local_host(store: &Store, config: &CloudConfig, info: &HostInfo, endpoint: &str) -> Result<HostId, StartupError> {
+    let host_id = HostId::parse(&info.host_id).map_err(|_| StartupError::AgentIdentity(info.host_id.clone()))?;
+    let (vcpus, memory_mib) = config.overcommit.apply(info.capacity);
+    let (id, subregion, endpoint) = (host_id.clone(), config.default_subregion(), endpoint.to_string());
+    let adopted = store
+        .write(move |c| -> Result<usize, socle_store::StoreError> {
+            host_store::ensure_local(c, &id, &subregion, &endpoint, &now_iso())?;
+            host_store::record_capacity(c, &id, vcpus, memory_mib)?;
+            placement::adopt_unplaced(c, &id)
+        })
+        .await?;
+    if adopted > 0 {
+        tracing::info!(host = %host_id, rows = adopted, "VMs, volumes and snapshots made before hosts existed are this host's");
+    }
+    Ok(host_id)
+}
+
 /// The platform's public images: socle-tiny booted with a direct kernel,
 /// and the same system as a full disk with a bootloader, booted through the
-/// BIOS as cloud images are.
-async fn ensure_platform_images(store: &Store, agent: &dyn Host, data_dir: &Path) -> Result<(), StartupError> {
-    let tiny = PlatformImage {
-        name: TINY_IMAGE_NAME,
-        description: "Debian cloud kernel with a busybox userspace; prints 'socle-guest: ready' on its console",
-    };
-    if tiny.needs_files(store).await? {
-        tiny.register(store, data_dir, agent.build_tiny_image().await?).await?;
-    }
-    let disk = PlatformImage {
-        name: TINY_DISK_IMAGE_NAME,
-        description: "socle-tiny as a full disk (MBR, SYSLINUX, kernel and initramfs on a FAT partition), booted through the BIOS",
-    };
-    if disk.needs_files(store).await? {
-        disk.register(store, data_dir, agent.build_tiny_disk_image().await?).await?;
-    }
-    Ok(())
-}
-
-struct PlatformImage {
-    name: &'static str,
-    description: &'static str,
-}
-
-impl PlatformImage {
-    async fn existing(&self, store: &Store) -> Result<Option<ImageRow>, StartupError> {
-        let (owner, name) = (AccountId::from_trusted(PLATFORM_ACCOUNT.to_string()), self.name);
-        Ok(store.read(move |c| image_store::get_by_owner_and_name(c, &owner, name)).await?)
-    }
-
-    /// True when the image is not registered or a file of it is missing.
-    async fn needs_files(&self, store: &Store) -> Result<bool, StartupError> {
-        let Some(row) = self.existing(store).await? else { return Ok(true) };
-        let present = [row.kernel_path.as_deref(), row.initrd_path.as_deref(), Some(row.disk_path.as_str())]
-            .into_iter()
-            .flatten()
-            .all(|p| Path::new(p).exists());
-        if !present {
-            tracing::warn!(image = %row.image_id, "platform image files are missing; rebuilding them");
+/// BIOS as cloud images are. The local agent prepares their files (other
+/// hosts prepare theirs on first use); the catalogue names them.
+async fn ensure_platform_images(store: &Store, agent: &dyn Host) -> Result<(), StartupError> {
+    for image in PlatformImage::ALL {
+        agent.prepare_platform_image(image).await?;
+        let (owner, name) = (AccountId::from_trusted(PLATFORM_ACCOUNT.to_string()), image.name());
+        if store.read(move |c| image_store::get_by_owner_and_name(c, &owner, name)).await?.is_some() {
+            continue;
         }
-        Ok(!present)
-    }
-
-    /// Copies the built files into the data dir (so it is self-contained and
-    /// a later cache rebuild never changes a VM's disk base) and records them.
-    async fn register(&self, store: &Store, data_dir: &Path, built: ImageFiles) -> Result<(), StartupError> {
-        let existing = self.existing(store).await?;
-        let image_id = existing.as_ref().map(|r| r.image_id.clone()).unwrap_or_else(ImageId::generate);
-        let dir = data_dir.join("images").join(image_id.as_str());
-        fs::create_dir_all(&dir).map_err(data_dir_err(&dir))?;
-        let copy = |from: &Path, name: &str| -> Result<String, StartupError> {
-            let to = dir.join(name);
-            let tmp = dir.join(format!(".{name}.tmp"));
-            fs::copy(from, &tmp).map_err(data_dir_err(&tmp))?;
-            // Base images are never written: read-only protects every VM overlay on them.
-            fs::set_permissions(&tmp, fs::Permissions::from_mode(0o444)).map_err(data_dir_err(&tmp))?;
-            fs::rename(&tmp, &to).map_err(data_dir_err(&to))?;
-            Ok(to.display().to_string())
-        };
         let row = ImageRow {
-            image_id,
+            image_id: ImageId::generate(),
             account_id: AccountId::from_trusted(PLATFORM_ACCOUNT.to_string()),
-            name: self.name.into(),
-            description: self.description.into(),
+            name: image.name().into(),
+            description: platform_description(image).into(),
             state: "available".into(),
             architecture: "x86_64".into(),
-            kernel_path: built.kernel.as_deref().map(|k| copy(k, "vmlinuz")).transpose()?,
-            initrd_path: built.initrd.as_deref().map(|i| copy(i, "initrd.img")).transpose()?,
-            disk_path: copy(&built.disk, "disk.qcow2")?,
+            boot_kernel: image.has_kernel().then(|| image.name().to_string()),
+            base_image: Some(image.name().to_string()),
             is_public: true,
             created_at: now_iso(),
             // The agent builds socle-tiny's disks at 1 GiB.
             size_gib: 1,
             root_snapshot_id: None,
         };
-        let update = existing.is_some();
-        store
-            .write(move |c| if update { image_store::update_files(c, &row) } else { image_store::insert(c, &row) })
-            .await?;
-        Ok(())
+        store.write(move |c| image_store::insert(c, &row)).await?;
+    }
+    Ok(())
+}
+
+fn platform_description(image: PlatformImage) -> &'static str {
+    match image {
+        PlatformImage::SocleTiny => "Debian cloud kernel with a busybox userspace; prints 'socle-guest: ready' on its console",
+        PlatformImage::SocleTinyDisk => {
+            "socle-tiny as a full disk (MBR, SYSLINUX, kernel and initramfs on a FAT partition), booted through the BIOS"
+        }
     }
 }
 

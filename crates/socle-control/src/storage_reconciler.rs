@@ -7,7 +7,7 @@
 
 use std::sync::Arc;
 
-use socle_agent_api::{HostError, HostErrorKind, IoLimits, VolumeKey, VolumeSource};
+use socle_agent_api::{Host, HostError, HostErrorKind, IoLimits, PlatformImage, VolumeKey, VolumeSource};
 use socle_store::snapshots::{self as snapshot_store, SnapshotRow};
 use socle_store::volumes::{self as volume_store, VolumeRow};
 use socle_store::{tags as tag_store, StoreError};
@@ -79,6 +79,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
         return Ok(());
     };
     let vid = v.volume_id.to_string();
+    let host = cloud.host(v.host_id.as_ref()).await?;
     match v.pending.as_str() {
         "create" => {
             let result = async {
@@ -91,7 +92,9 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                             .read(move |c| socle_store::images::get(c, &iid))
                             .await?
                             .ok_or_else(|| ApiError::internal(format!("source image {image_id} is gone")))?;
-                        Some(VolumeSource::Image { disk: image.disk_path.into() })
+                        let base = image.base_image.as_deref().and_then(PlatformImage::from_name);
+                        let image = base.ok_or_else(|| ApiError::internal(format!("image {image_id} has no platform base disk")))?;
+                        Some(VolumeSource::Platform { image })
                     }
                     (None, None) => None,
                     (Some(sid), _) => {
@@ -105,7 +108,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                         Some(VolumeSource::Snapshot { snapshot_id: sid.clone(), key: snap_key })
                     }
                 };
-                cloud.agent.create_volume(vid.clone(), v.size_gib as u64, key, source).await?;
+                host.create_volume(vid.clone(), v.size_gib as u64, key, source).await?;
                 faults::point("volume-created");
                 Ok::<_, StorageError>(())
             }
@@ -124,21 +127,21 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
             save_volume(cloud, v).await
         }
         "delete" => {
-            cloud.agent.delete_volume(vid.clone()).await?;
+            host.delete_volume(vid.clone()).await?;
             faults::point("volume-deleted");
             let id = v.volume_id.clone();
             forget(cloud, &v.account_id, id.to_string(), v.wrapped_key.clone(), move |tx| volume_store::delete(tx, &id)).await
         }
         "resize" => {
             let key = volume_key(cloud, &v.account_id, &vid, v.wrapped_key.clone()).await?;
-            cloud.agent.resize_volume(vid.clone(), v.size_gib as u64, key).await?;
-            cloud.agent.set_volume_limits(vid.clone(), limits_for(&v.volume_type, v.size_gib, v.iops)).await?;
+            host.resize_volume(vid.clone(), v.size_gib as u64, key).await?;
+            host.set_volume_limits(vid.clone(), limits_for(&v.volume_type, v.size_gib, v.iops)).await?;
             v.pending.clear();
             v.state = if v.vm_id.is_some() { "in-use" } else { "available" }.into();
             save_volume(cloud, v).await
         }
         "limits" => {
-            cloud.agent.set_volume_limits(vid.clone(), limits_for(&v.volume_type, v.size_gib, v.iops)).await?;
+            host.set_volume_limits(vid.clone(), limits_for(&v.volume_type, v.size_gib, v.iops)).await?;
             v.pending.clear();
             save_volume(cloud, v).await
         }
@@ -161,7 +164,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                 };
                 let device = v.device_name.clone().unwrap_or_default();
                 let limits = limits_for(&v.volume_type, v.size_gib, v.iops);
-                match cloud.agent.link_volume(vm.to_string(), vid.clone(), key, device, limits).await {
+                match host.link_volume(vm.to_string(), vid.clone(), key, device, limits).await {
                     // A VM that never ran has nothing on the host yet: it gets
                     // the volume when it starts (the reconciler links it then).
                     Ok(()) | Err(HostError { kind: HostErrorKind::VmNotFound { .. }, .. }) => {}
@@ -172,7 +175,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                 save_volume(cloud, v).await
             }
             (Some("detaching"), Some(vm)) => {
-                cloud.agent.unlink_volume(vm.to_string(), vid.clone()).await?;
+                host.unlink_volume(vm.to_string(), vid.clone()).await?;
                 faults::point("volume-unlinked");
                 v.vm_id = None;
                 v.device_name = None;
@@ -194,9 +197,10 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
         return Ok(());
     };
     let sid = s.snapshot_id.to_string();
+    let host = cloud.host(s.host_id.as_ref()).await?;
     match s.pending.as_str() {
         "create" => {
-            let result = take_snapshot(cloud, &s).await;
+            let result = take_snapshot(cloud, &*host, &s).await;
             faults::point("snapshot-taken");
             record_snapshot_outcome(cloud, s, result, "snapshot failed").await
         }
@@ -207,7 +211,7 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
             let result = async {
                 let key = volume_key(cloud, &s.account_id, &sid, s.wrapped_key.clone()).await?;
                 // The agent inspects the upload again before converting it.
-                cloud.agent.import_snapshot(upload.clone(), None, sid.clone(), key).await?;
+                host.import_snapshot(upload.clone(), None, sid.clone(), key).await?;
                 faults::point("snapshot-imported");
                 Ok::<_, StorageError>(())
             }
@@ -217,7 +221,7 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
             Ok(())
         }
         "delete" => {
-            cloud.agent.delete_snapshot(sid.clone()).await?;
+            host.delete_snapshot(sid.clone()).await?;
             faults::point("snapshot-deleted");
             let id = s.snapshot_id.clone();
             forget(cloud, &s.account_id, id.to_string(), s.wrapped_key.clone(), move |tx| snapshot_store::delete(tx, &id)).await
@@ -274,7 +278,7 @@ async fn forget(
     Ok(())
 }
 
-async fn take_snapshot(cloud: &Arc<Cloud>, s: &SnapshotRow) -> Result<(), StorageError> {
+async fn take_snapshot(cloud: &Arc<Cloud>, host: &dyn Host, s: &SnapshotRow) -> Result<(), StorageError> {
     let vid = s.volume_id.clone().ok_or_else(|| ApiError::internal("snapshot without a source volume"))?;
     let vid2 = VolumeId::from_trusted(vid.clone());
     let volume = cloud
@@ -284,7 +288,7 @@ async fn take_snapshot(cloud: &Arc<Cloud>, s: &SnapshotRow) -> Result<(), Storag
         .ok_or_else(|| ApiError::internal(format!("source volume {vid} is gone")))?;
     let key = volume_key(cloud, &volume.account_id, &vid, volume.wrapped_key.clone()).await?;
     let snap_key = volume_key(cloud, &s.account_id, s.snapshot_id.as_str(), s.wrapped_key.clone()).await?;
-    let copy = cloud.agent.snapshot_volume(vid, s.snapshot_id.to_string(), key, snap_key);
+    let copy = host.snapshot_volume(vid, s.snapshot_id.to_string(), key, snap_key);
     tokio::pin!(copy);
     // Progress is informative: while the copy runs, ask the agent how far
     // it is and record each new 10% step.
@@ -297,7 +301,7 @@ async fn take_snapshot(cloud: &Arc<Cloud>, s: &SnapshotRow) -> Result<(), Storag
                 return Ok(());
             }
             _ = poll.tick() => {
-                let Ok(Some(p)) = cloud.agent.snapshot_progress(s.snapshot_id.to_string()).await else { continue };
+                let Ok(Some(p)) = host.snapshot_progress(s.snapshot_id.to_string()).await else { continue };
                 let pct = (p.percent() as i64 / 10) * 10;
                 if pct > recorded && pct < 100 {
                     recorded = pct;

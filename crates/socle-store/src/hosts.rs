@@ -13,13 +13,45 @@ pub struct HostRow {
     /// host:port of its agent.
     pub endpoint: String,
     pub cert_sha256: String,
-    /// ready, cordoned, unreachable or revoked.
+    /// ready, unreachable or revoked.
     pub state: String,
+    /// The operator keeps new VMs off it.
+    pub cordoned: bool,
     pub joined_at: String,
     pub seen_at: Option<String>,
+    /// Schedulable capacity (the host's own, times the overcommit ratios).
+    pub vcpus: i64,
+    pub memory_mib: i64,
+    /// What the VMs placed there reserve (until they terminate).
+    pub used_vcpus: i64,
+    pub used_memory_mib: i64,
+    /// The account whose dedicated VM runs there, if any.
+    pub dedicated_to: Option<String>,
 }
 
-const COLUMNS: &str = "host_id, subregion, endpoint, cert_sha256, state, joined_at, seen_at";
+impl HostRow {
+    /// A host as it joins: ready, nothing known of its capacity yet.
+    pub fn joining(host_id: HostId, subregion: String, endpoint: String, cert_sha256: String, now: String) -> HostRow {
+        HostRow {
+            host_id,
+            subregion,
+            endpoint,
+            cert_sha256,
+            state: "ready".into(),
+            cordoned: false,
+            joined_at: now,
+            seen_at: None,
+            vcpus: 0,
+            memory_mib: 0,
+            used_vcpus: 0,
+            used_memory_mib: 0,
+            dedicated_to: None,
+        }
+    }
+}
+
+const COLUMNS: &str =
+    "host_id, subregion, endpoint, cert_sha256, state, joined_at, seen_at, vcpus, memory_mib, used_vcpus, used_memory_mib, dedicated_to, cordoned";
 
 fn from_row(r: &Row) -> Result<HostRow> {
     Ok(HostRow {
@@ -30,13 +62,43 @@ fn from_row(r: &Row) -> Result<HostRow> {
         state: r.get(4)?,
         joined_at: r.get(5)?,
         seen_at: r.get(6)?,
+        vcpus: r.get(7)?,
+        memory_mib: r.get(8)?,
+        used_vcpus: r.get(9)?,
+        used_memory_mib: r.get(10)?,
+        dedicated_to: r.get(11)?,
+        cordoned: r.get(12)?,
     })
 }
 
+/// Records a new host (its capacity and use come later: see
+/// [`record_capacity`]).
 pub fn insert(conn: &Conn, h: &HostRow) -> Result<()> {
     conn.execute(
-        &format!("INSERT INTO hosts ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)"),
+        "INSERT INTO hosts (host_id, subregion, endpoint, cert_sha256, state, joined_at, seen_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
         params![h.host_id.as_str(), h.subregion, h.endpoint, h.cert_sha256, h.state, h.joined_at, h.seen_at],
+    )?;
+    Ok(())
+}
+
+/// Records the host of `socle up` (its agent on this machine, reached over
+/// a Unix socket, not through a join) if it is not known yet; its
+/// endpoint is updated if the socket moved. Returns its row.
+pub fn ensure_local(conn: &Conn, host_id: &HostId, subregion: &str, endpoint: &str, now: &str) -> Result<HostRow> {
+    conn.execute(
+        "INSERT INTO hosts (host_id, subregion, endpoint, cert_sha256, state, joined_at) VALUES (?1, ?2, ?3, '', 'ready', ?4) \
+         ON CONFLICT (host_id) DO UPDATE SET endpoint = excluded.endpoint",
+        params![host_id.as_str(), subregion, endpoint, now],
+    )?;
+    get(conn, host_id)?.ok_or(crate::StoreError::NoRows)
+}
+
+/// Sets what a host can take: its own CPUs and memory times the
+/// overcommit ratios (what it already holds is kept, even above).
+pub fn record_capacity(conn: &Conn, host_id: &HostId, vcpus: i64, memory_mib: i64) -> Result<()> {
+    conn.execute(
+        "UPDATE hosts SET vcpus = ?2, memory_mib = ?3 WHERE host_id = ?1 AND (vcpus <> ?2 OR memory_mib <> ?3)",
+        params![host_id.as_str(), vcpus, memory_mib],
     )?;
     Ok(())
 }
@@ -50,6 +112,26 @@ pub fn get(conn: &Conn, host_id: &HostId) -> Result<Option<HostRow>> {
     Ok(conn.query_row(&format!("SELECT {COLUMNS} FROM hosts WHERE host_id = ?1"), [host_id.as_str()], from_row).optional()?)
 }
 
+/// The subregions that have a host: a ready one with `ready_only`, else
+/// any host not revoked (a subregion whose hosts are all away still is).
+pub fn subregions(conn: &Conn, ready_only: bool) -> Result<Vec<String>> {
+    let which = if ready_only { "state = 'ready' AND cordoned = 0" } else { "state <> 'revoked'" };
+    conn.query_map(&format!("SELECT DISTINCT subregion FROM hosts WHERE {which} ORDER BY subregion"), [], |r| r.get(0))
+}
+
+/// The ready host of `subregion` that is least loaded (where a new volume
+/// goes).
+pub fn least_loaded_in(conn: &Conn, subregion: &str) -> Result<Option<HostId>> {
+    Ok(conn
+        .query_row(
+            "SELECT host_id FROM hosts WHERE state = 'ready' AND cordoned = 0 AND subregion = ?1 \
+             ORDER BY COALESCE(used_vcpus * 1000 / NULLIF(vcpus, 0), 1000000000), host_id LIMIT 1",
+            [subregion],
+            |r| Ok(HostId::from_trusted(r.get(0)?)),
+        )
+        .optional()?)
+}
+
 /// Sets a host's state; false when there is no such host. A revoked host
 /// stays revoked.
 pub fn set_state(conn: &Conn, host_id: &HostId, state: &str) -> Result<bool> {
@@ -57,18 +139,23 @@ pub fn set_state(conn: &Conn, host_id: &HostId, state: &str) -> Result<bool> {
     Ok(n == 1)
 }
 
-/// What the health check saw: `ready` when the agent answered (unless the
-/// operator cordoned the host), `unreachable` when it did not; revoked
-/// hosts are left alone.
+/// Cordons a host (no new VM is placed there) or lifts it; false when
+/// there is no such host.
+pub fn set_cordoned(conn: &Conn, host_id: &HostId, cordoned: bool) -> Result<bool> {
+    Ok(conn.execute("UPDATE hosts SET cordoned = ?2 WHERE host_id = ?1", params![host_id.as_str(), cordoned])? == 1)
+}
+
+/// What the health check saw: `ready` when the agent answered,
+/// `unreachable` when it did not; revoked hosts are left alone.
 pub fn record_check(conn: &Conn, host_id: &HostId, answered: bool, now: &str) -> Result<()> {
     if answered {
         conn.execute(
-            "UPDATE hosts SET seen_at = ?2, state = CASE WHEN state = 'unreachable' THEN 'ready' ELSE state END \
+            "UPDATE hosts SET seen_at = ?2, state = 'ready' \
              WHERE host_id = ?1 AND state <> 'revoked'",
             params![host_id.as_str(), now],
         )?;
     } else {
-        conn.execute("UPDATE hosts SET state = 'unreachable' WHERE host_id = ?1 AND state IN ('ready', 'cordoned')", params![host_id.as_str()])?;
+        conn.execute("UPDATE hosts SET state = 'unreachable' WHERE host_id = ?1 AND state = 'ready'", params![host_id.as_str()])?;
     }
     Ok(())
 }

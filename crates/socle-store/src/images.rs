@@ -16,9 +16,13 @@ pub struct ImageRow {
     pub description: String,
     pub state: String,
     pub architecture: String,
-    pub kernel_path: Option<String>,
-    pub initrd_path: Option<String>,
-    pub disk_path: String,
+    /// The platform image (by name) whose kernel QEMU loads directly to
+    /// boot it; None: the firmware boots the root disk's own boot loader.
+    pub boot_kernel: Option<String>,
+    /// The platform image (by name) whose disk its VMs' root disks start
+    /// from; None for an image made from a VM or imported (its root
+    /// snapshot is that disk). Every host holds platform images itself.
+    pub base_image: Option<String>,
     pub is_public: bool,
     pub created_at: String,
     /// Virtual size of the disk: the smallest root volume made from it.
@@ -28,8 +32,8 @@ pub struct ImageRow {
     pub root_snapshot_id: Option<String>,
 }
 
-const COLUMNS: &str = "image_id, account_id, name, description, state, architecture, kernel_path, \
-                       initrd_path, disk_path, is_public, created_at, size_gib, root_snapshot_id";
+const COLUMNS: &str = "image_id, account_id, name, description, state, architecture, boot_kernel, \
+                       base_image, is_public, created_at, size_gib, root_snapshot_id";
 
 fn from_row(r: &Row) -> crate::Result<ImageRow> {
     Ok(ImageRow {
@@ -39,19 +43,18 @@ fn from_row(r: &Row) -> crate::Result<ImageRow> {
         description: r.get(3)?,
         state: r.get(4)?,
         architecture: r.get(5)?,
-        kernel_path: r.get(6)?,
-        initrd_path: r.get(7)?,
-        disk_path: r.get(8)?,
-        is_public: r.get(9)?,
-        created_at: r.get(10)?,
-        size_gib: r.get(11)?,
-        root_snapshot_id: r.get(12)?,
+        boot_kernel: r.get(6)?,
+        base_image: r.get(7)?,
+        is_public: r.get(8)?,
+        created_at: r.get(9)?,
+        size_gib: r.get(10)?,
+        root_snapshot_id: r.get(11)?,
     })
 }
 
 pub fn insert(conn: &Conn, i: &ImageRow) -> Result<()> {
     conn.execute(
-        &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
+        &format!("INSERT INTO images ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
         params![
             i.image_id.as_str(),
             i.account_id.as_str(),
@@ -59,23 +62,13 @@ pub fn insert(conn: &Conn, i: &ImageRow) -> Result<()> {
             i.description,
             i.state,
             i.architecture,
-            i.kernel_path,
-            i.initrd_path,
-            i.disk_path,
+            i.boot_kernel,
+            i.base_image,
             i.is_public,
             i.created_at,
             i.size_gib,
             i.root_snapshot_id
         ],
-    )?;
-    Ok(())
-}
-
-/// Updates the files and state of an image (when a platform image is rebuilt).
-pub fn update_files(conn: &Conn, i: &ImageRow) -> Result<()> {
-    conn.execute(
-        "UPDATE images SET kernel_path = ?2, initrd_path = ?3, disk_path = ?4, state = ?5 WHERE image_id = ?1",
-        params![i.image_id.as_str(), i.kernel_path, i.initrd_path, i.disk_path, i.state],
     )?;
     Ok(())
 }

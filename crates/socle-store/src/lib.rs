@@ -21,6 +21,7 @@ pub mod keypairs;
 pub mod leases;
 pub mod nat_services;
 pub mod nets;
+pub mod placement;
 pub mod nics;
 pub mod uplinks;
 pub mod public_ips;

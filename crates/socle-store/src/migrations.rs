@@ -485,6 +485,55 @@ const MIGRATIONS: &[Migration] = &[
     // 11: a volume row's revision, bumped by every save, so host work saves
     // its outcome only over the row it read.
     both("ALTER TABLE volumes ADD COLUMN revision INTEGER NOT NULL DEFAULT 0;"),
+    // 12: placement. A host's schedulable capacity (after overcommit) and
+    // what its VMs reserve, kept on the host's row so that choosing a host
+    // and reserving on it is one conditional UPDATE; the reservation of
+    // each VM, released once when the VM terminates; where each VM, volume
+    // and snapshot lives. NULL host IDs (rows made before hosts existed)
+    // are given the local host of `socle up` at start.
+    both(
+        r#"
+    ALTER TABLE hosts ADD COLUMN vcpus INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE hosts ADD COLUMN memory_mib INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE hosts ADD COLUMN used_vcpus INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE hosts ADD COLUMN used_memory_mib INTEGER NOT NULL DEFAULT 0;
+    -- The account whose dedicated-tenancy VM runs there: no other account's
+    -- VM may come while it holds any VM.
+    ALTER TABLE hosts ADD COLUMN dedicated_to TEXT;
+    -- Cordoned by the operator (no new VM goes there), whether it answers
+    -- or not: the state says only ready, unreachable or revoked from now on.
+    ALTER TABLE hosts ADD COLUMN cordoned INTEGER NOT NULL DEFAULT 0;
+    UPDATE hosts SET cordoned = 1, state = 'ready' WHERE state = 'cordoned';
+    CREATE TABLE host_reservations (
+        vm_id TEXT PRIMARY KEY,
+        host_id TEXT NOT NULL,
+        vcpus INTEGER NOT NULL,
+        memory_mib INTEGER NOT NULL
+    );
+    ALTER TABLE vms ADD COLUMN host_id TEXT;
+    ALTER TABLE vms ADD COLUMN tenancy TEXT NOT NULL DEFAULT 'default';
+    ALTER TABLE volumes ADD COLUMN host_id TEXT;
+    ALTER TABLE snapshots ADD COLUMN host_id TEXT;
+    CREATE INDEX vms_host ON vms(host_id);
+    "#,
+    ),
+    // 13: images name what they boot instead of holding control-plane file
+    // paths: every host keeps its own copy of the platform images, so a
+    // row says which platform image's kernel boots it and which one's disk
+    // its root disks start from. Until now only socle-tiny had a kernel,
+    // and only the two platform images had no root snapshot.
+    both(
+        r#"
+    ALTER TABLE images ADD COLUMN boot_kernel TEXT;
+    ALTER TABLE images ADD COLUMN base_image TEXT;
+    UPDATE images SET boot_kernel = 'socle-tiny' WHERE kernel_path IS NOT NULL;
+    UPDATE images SET base_image = name
+        WHERE root_snapshot_id IS NULL AND account_id = '000000000000' AND name IN ('socle-tiny', 'socle-tiny-disk');
+    ALTER TABLE images DROP COLUMN kernel_path;
+    ALTER TABLE images DROP COLUMN initrd_path;
+    ALTER TABLE images DROP COLUMN disk_path;
+    "#,
+    ),
 ];
 
 /// The key of the advisory lock that keeps two servers starting at once

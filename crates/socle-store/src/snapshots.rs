@@ -2,7 +2,7 @@
 
 use crate::params;
 use crate::db::{Conn, OptionalExtension, Row};
-use socle_types::ids::{AccountId, SnapshotId};
+use socle_types::ids::{AccountId, HostId, SnapshotId};
 
 use crate::Result;
 
@@ -22,10 +22,13 @@ pub struct SnapshotRow {
     /// Host work owed: '' (none), create, delete.
     pub pending: String,
     pub created_at: String,
+    /// The host it lives on (None only for rows made before hosts existed,
+    /// until the start that gives them the local host).
+    pub host_id: Option<HostId>,
 }
 
 const COLUMNS: &str = "snapshot_id, account_id, volume_id, volume_size, description, client_token, state, progress, \
-                       wrapped_key, is_public, pending, created_at";
+                       wrapped_key, is_public, pending, created_at, host_id";
 
 fn from_row(r: &Row) -> crate::Result<SnapshotRow> {
     Ok(SnapshotRow {
@@ -41,12 +44,13 @@ fn from_row(r: &Row) -> crate::Result<SnapshotRow> {
         is_public: r.get(9)?,
         pending: r.get(10)?,
         created_at: r.get(11)?,
+        host_id: r.get::<_, Option<String>>(12)?.map(HostId::from_trusted),
     })
 }
 
 pub fn insert(conn: &Conn, s: &SnapshotRow) -> Result<()> {
     conn.execute(
-        &format!("INSERT INTO snapshots ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)"),
+        &format!("INSERT INTO snapshots ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"),
         params![
             s.snapshot_id.as_str(),
             s.account_id.as_str(),
@@ -59,7 +63,8 @@ pub fn insert(conn: &Conn, s: &SnapshotRow) -> Result<()> {
             s.wrapped_key,
             s.is_public,
             s.pending,
-            s.created_at
+            s.created_at,
+            s.host_id.as_ref().map(HostId::as_str)
         ],
     )?;
     Ok(())

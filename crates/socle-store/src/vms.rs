@@ -8,7 +8,7 @@
 
 use crate::params;
 use crate::db::{Conn, OptionalExtension, Row};
-use socle_types::ids::{AccountId, ImageId, ReservationId, VmId};
+use socle_types::ids::{AccountId, HostId, ImageId, ReservationId, VmId};
 
 use crate::accounts::Quotas;
 use crate::Result;
@@ -36,11 +36,16 @@ pub struct VmRow {
     pub state_reason: String,
     pub created_at: String,
     pub terminated_at: Option<String>,
+    /// The host it lives on (None only for rows made before hosts existed,
+    /// until the start that gives them the local host).
+    pub host_id: Option<HostId>,
+    /// `default`, or `dedicated`: its host carries no other account's VM.
+    pub tenancy: String,
 }
 
 const COLUMNS: &str = "vm_id, account_id, reservation_id, image_id, vm_type, vcpus, memory_mib, performance, \
      keypair_name, user_data, subregion, deletion_protection, client_token, launch_number, state, desired, \
-     force_stop, state_reason, created_at, terminated_at";
+     force_stop, state_reason, created_at, terminated_at, host_id, tenancy";
 
 fn from_row(r: &Row) -> crate::Result<VmRow> {
     Ok(VmRow {
@@ -64,6 +69,8 @@ fn from_row(r: &Row) -> crate::Result<VmRow> {
         state_reason: r.get(17)?,
         created_at: r.get(18)?,
         terminated_at: r.get(19)?,
+        host_id: r.get::<_, Option<String>>(20)?.map(HostId::from_trusted),
+        tenancy: r.get(21)?,
     })
 }
 
@@ -82,6 +89,20 @@ pub fn usage(conn: &Conn, account: &AccountId) -> Result<Usage> {
         [account.as_str()],
         |r| Ok(Usage { vms: r.get(0)?, vcpus: r.get(1)?, memory_mib: r.get(2)? }),
     )?)
+}
+
+/// Whether `account` may add `add` to what it uses.
+pub fn check_quota(tx: &Conn, account: &AccountId, quotas: &Quotas, add: Usage) -> Result<Result<(), QuotaExceeded>> {
+    let used = usage(tx, account)?;
+    Ok(if used.vms + add.vms > quotas.max_vms {
+        Err(QuotaExceeded::Vms { max: quotas.max_vms, used: used.vms })
+    } else if used.vcpus + add.vcpus > quotas.max_vcpus {
+        Err(QuotaExceeded::Vcpus { max: quotas.max_vcpus, used: used.vcpus })
+    } else if used.memory_mib + add.memory_mib > quotas.max_memory_mib {
+        Err(QuotaExceeded::Memory { max_mib: quotas.max_memory_mib, used_mib: used.memory_mib })
+    } else {
+        Ok(())
+    })
 }
 
 /// Which quota a create would break.
@@ -104,20 +125,12 @@ pub fn insert_within_quota(
     quotas: &Quotas,
     vms: &[VmRow],
 ) -> Result<Result<(), QuotaExceeded>> {
-    let used = usage(tx, account)?;
-    let add_vcpus: i64 = vms.iter().map(|v| v.vcpus).sum();
-    let add_mem: i64 = vms.iter().map(|v| v.memory_mib).sum();
-    if used.vms + vms.len() as i64 > quotas.max_vms {
-        return Ok(Err(QuotaExceeded::Vms { max: quotas.max_vms, used: used.vms }));
-    }
-    if used.vcpus + add_vcpus > quotas.max_vcpus {
-        return Ok(Err(QuotaExceeded::Vcpus { max: quotas.max_vcpus, used: used.vcpus }));
-    }
-    if used.memory_mib + add_mem > quotas.max_memory_mib {
-        return Ok(Err(QuotaExceeded::Memory { max_mib: quotas.max_memory_mib, used_mib: used.memory_mib }));
+    let add = Usage { vms: vms.len() as i64, vcpus: vms.iter().map(|v| v.vcpus).sum(), memory_mib: vms.iter().map(|v| v.memory_mib).sum() };
+    if let Err(e) = check_quota(tx, account, quotas, add)? {
+        return Ok(Err(e));
     }
     let mut stmt = tx.prepare(&format!(
-        "INSERT INTO vms ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"
+        "INSERT INTO vms ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21, ?22)"
     ))?;
     for v in vms {
         stmt.execute(params![
@@ -140,7 +153,9 @@ pub fn insert_within_quota(
             v.force_stop,
             v.state_reason,
             v.created_at,
-            v.terminated_at
+            v.terminated_at,
+            v.host_id.as_ref().map(HostId::as_str),
+            v.tenancy
         ])?;
     }
     Ok(Ok(()))
@@ -335,6 +350,8 @@ mod tests {
             state_reason: String::new(),
             created_at: crate::now_iso(),
             terminated_at: None,
+            host_id: None,
+            tenancy: "default".into(),
         }
     }
 

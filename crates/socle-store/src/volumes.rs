@@ -7,7 +7,7 @@
 
 use crate::params;
 use crate::db::{Conn, OptionalExtension, Row};
-use socle_types::ids::{AccountId, VmId, VolumeId};
+use socle_types::ids::{AccountId, HostId, VmId, VolumeId};
 
 use crate::Result;
 
@@ -37,11 +37,14 @@ pub struct VolumeRow {
     /// Bumped by every save: host work saves its outcome only over the
     /// revision it read (see `update_if_unchanged`).
     pub revision: i64,
+    /// The host it lives on (None only for rows made before hosts existed,
+    /// until the start that gives them the local host).
+    pub host_id: Option<HostId>,
 }
 
 const COLUMNS: &str = "volume_id, account_id, size_gib, volume_type, iops, subregion, snapshot_id, client_token, \
      state, wrapped_key, vm_id, device_name, link_state, delete_on_vm_deletion, linked_at, pending, state_reason, created_at, \
-     source_image_id, revision";
+     source_image_id, revision, host_id";
 
 /// The device name of a VM's root volume.
 pub const ROOT_DEVICE: &str = "/dev/sda1";
@@ -68,6 +71,7 @@ fn from_row(r: &Row) -> crate::Result<VolumeRow> {
         created_at: r.get(17)?,
         source_image_id: r.get(18)?,
         revision: r.get(19)?,
+        host_id: r.get::<_, Option<String>>(20)?.map(HostId::from_trusted),
     })
 }
 
@@ -105,7 +109,7 @@ pub fn insert_within_capacity(
 
 fn insert(conn: &Conn, v: &VolumeRow) -> Result<()> {
     conn.execute(
-        &format!("INSERT INTO volumes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20)"),
+        &format!("INSERT INTO volumes ({COLUMNS}) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19, ?20, ?21)"),
         params![
             v.volume_id.as_str(),
             v.account_id.as_str(),
@@ -126,7 +130,8 @@ fn insert(conn: &Conn, v: &VolumeRow) -> Result<()> {
             v.state_reason,
             v.created_at,
             v.source_image_id,
-            v.revision
+            v.revision,
+            v.host_id.as_ref().map(HostId::as_str)
         ],
     )?;
     Ok(())
@@ -291,6 +296,7 @@ mod tests {
                 state_reason: String::new(),
                 created_at: crate::now_iso(),
                 revision: 0,
+                host_id: None,
             };
             insert(conn, &row)?;
             // The reconciler reads the row and starts applying 200 IOPS...

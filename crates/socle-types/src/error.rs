@@ -166,6 +166,12 @@ pub enum ErrorCode {
     VmNotInNet,
     /// 2000 — an internal error (HTTP 500); details are in the server log.
     InternalError,
+    /// 10001 — no host of the subregion (or of the cloud) has room for the
+    /// VM now (HTTP 503, so that clients try again later). Outscale's
+    /// gateway catalogue has no capacity error: the code is the free one
+    /// before its TooManyResources range, the Type the name AWS-compatible
+    /// tools know (InsufficientInstanceCapacity's family).
+    InsufficientCapacity,
 }
 
 impl ErrorCode {
@@ -247,6 +253,7 @@ impl ErrorCode {
             VmNotInNet => "9062",
             InternalError => "2000",
             Unavailable => "6",
+            InsufficientCapacity => "10001",
         }
     }
 
@@ -276,6 +283,7 @@ impl ErrorCode {
             TooManyPublicIps | TooManyNics | TooManyPrivateIps | TooManyNatServices => "TooManyResources (QuotaExceded)",
             InternalError => "InternalError",
             Unavailable => "ServiceUnavailable",
+            InsufficientCapacity => "InsufficientCapacity",
         }
     }
 
@@ -287,7 +295,7 @@ impl ErrorCode {
             // A duplicate name or rule: Outscale answers 409 Conflict.
             DuplicateKey | DuplicateGroup | DuplicateRule => 409,
             InternalError => 500,
-            Unavailable => 503,
+            Unavailable | InsufficientCapacity => 503,
             _ => 400,
         }
     }

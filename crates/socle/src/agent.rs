@@ -137,7 +137,28 @@ async fn start(data_dir: &Path, accel: AccelChoice) -> anyhow::Result<Agent> {
         .with_context(|| format!("cannot create the data dir {}", data_dir.display()))?;
     let mut cfg = AgentConfig::new(data_dir.join("agent"));
     cfg.accel = accel;
+    cfg.host_id = host_id(data_dir)?;
     Agent::new(cfg).await.context("cannot start the host agent")
+}
+
+/// The host's ID: the one it was given when it joined a cloud, else the
+/// one it made at its first start (kept in `DATA/agent/host-id`), so that
+/// the control plane of `socle up` knows the same host after a restart.
+fn host_id(data_dir: &Path) -> anyhow::Result<String> {
+    if let Some(host) = crate::join::joined(&data_dir.join("tls"))? {
+        return Ok(host.host_id);
+    }
+    let path = data_dir.join("agent").join("host-id");
+    match std::fs::read_to_string(&path) {
+        Ok(id) => Ok(socle_types::ids::HostId::parse(id.trim()).with_context(|| format!("corrupt {}", path.display()))?.to_string()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            let id = socle_types::ids::HostId::generate().to_string();
+            std::fs::create_dir_all(data_dir.join("agent")).with_context(|| format!("cannot create {}", data_dir.join("agent").display()))?;
+            socle_control::startup::write_atomic(&path, id.as_bytes(), 0o600).with_context(|| format!("cannot write {}", path.display()))?;
+            Ok(id)
+        }
+        Err(e) => Err(e).with_context(|| format!("cannot read {}", path.display())),
+    }
 }
 
 /// Listens on `socket`, usable by this user only (requests carry volume

@@ -24,13 +24,27 @@ pub enum HostCommand {
         #[arg(long, default_value_t = 60)]
         ttl_minutes: u64,
     },
-    /// List the hosts: subregion, state (ready, cordoned, unreachable, revoked), agent endpoint.
+    /// List the hosts: subregion, state (ready, unreachable, revoked; cordoned),
+    /// vCPUs and memory reserved by VMs out of what the host may carry
+    /// (after overcommit), tenancy, agent endpoint.
     List {
         #[command(flatten)]
         state: StateArgs,
         /// JSON instead of a table.
         #[arg(long)]
         json: bool,
+    },
+    /// Cordon a host: no new VM is placed there (its VMs keep running).
+    Cordon {
+        host_id: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
+    /// Lift a host's cordon: new VMs may be placed there again.
+    Uncordon {
+        host_id: String,
+        #[command(flatten)]
+        state: StateArgs,
     },
     /// Revoke a host: the cloud never reaches its agent again (it must join
     /// anew, with a new token, to come back).
@@ -64,7 +78,9 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
                     .iter()
                     .map(|h| {
                         serde_json::json!({
-                            "HostId": h.host_id, "Subregion": h.subregion, "State": h.state,
+                            "HostId": h.host_id, "Subregion": h.subregion, "State": h.state, "Cordoned": h.cordoned,
+                            "Vcpus": h.vcpus, "UsedVcpus": h.used_vcpus, "MemoryMib": h.memory_mib, "UsedMemoryMib": h.used_memory_mib,
+                            "DedicatedTo": h.dedicated_to,
                             "Endpoint": h.endpoint, "JoinedAt": h.joined_at, "SeenAt": h.seen_at,
                         })
                     })
@@ -73,13 +89,27 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
                 return Ok(());
             }
             let mut table = comfy_table::Table::new();
-            table.load_preset(comfy_table::presets::NOTHING).set_header(["HOST", "SUBREGION", "STATE", "ENDPOINT", "JOINED", "SEEN"]);
+            table
+                .load_preset(comfy_table::presets::NOTHING)
+                .set_header(["HOST", "SUBREGION", "STATE", "VCPUS", "MEMORY (GiB)", "DEDICATED TO", "ENDPOINT", "SEEN"]);
             for h in list {
-                table.add_row([h.host_id.to_string(), h.subregion, h.state, h.endpoint, h.joined_at, h.seen_at.unwrap_or_default()]);
+                let state = if h.cordoned { format!("{},cordoned", h.state) } else { h.state };
+                table.add_row([
+                    h.host_id.to_string(),
+                    h.subregion,
+                    state,
+                    format!("{}/{}", h.used_vcpus, h.vcpus),
+                    format!("{:.1}/{:.1}", h.used_memory_mib as f64 / 1024.0, h.memory_mib as f64 / 1024.0),
+                    h.dedicated_to.unwrap_or_default(),
+                    h.endpoint,
+                    h.seen_at.unwrap_or_default(),
+                ]);
             }
             println!("{table}");
             Ok(())
         }
+        HostCommand::Cordon { host_id, state } => set_cordoned(&host_id, &state, true),
+        HostCommand::Uncordon { host_id, state } => set_cordoned(&host_id, &state, false),
         HostCommand::Revoke { host_id, state } => {
             let host_id = HostId::parse(&host_id).map_err(|e| anyhow::anyhow!("{}", e.details))?;
             let (store, _) = open_identity(&state.dir.resolve(), state.database.as_deref())?;
@@ -90,4 +120,14 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn set_cordoned(host_id: &str, state: &StateArgs, cordoned: bool) -> anyhow::Result<()> {
+    let host_id = HostId::parse(host_id).map_err(|e| anyhow::anyhow!("{}", e.details))?;
+    let (store, _) = open_identity(&state.dir.resolve(), state.database.as_deref())?;
+    let id = host_id.clone();
+    let changed = store.write_sync(move |c| host_store::set_cordoned(c, &id, cordoned))?;
+    anyhow::ensure!(changed, "no host {host_id}");
+    println!("{host_id} is {}", if cordoned { "cordoned: no new VM goes there" } else { "schedulable again" });
+    Ok(())
 }

@@ -42,6 +42,12 @@ pub struct UpArgs {
     /// Storage pool size in GiB: volumes and snapshots (at their full size) must fit in it.
     #[arg(long, default_value_t = 1024)]
     storage_capacity_gib: i64,
+    /// Guest vCPUs a host may carry per logical CPU it has.
+    #[arg(long, default_value_t = socle_control::config::Overcommit::default().vcpus)]
+    cpu_overcommit: f64,
+    /// Guest memory a host may promise per unit of memory it has.
+    #[arg(long, default_value_t = socle_control::config::Overcommit::default().memory)]
+    memory_overcommit: f64,
     /// Prefix of the namespaces, taps, veths and nftables tables of this
     /// cloud's networks (1-6 lowercase letters/digits; differ per cloud on one host).
     #[arg(long, default_value = "socle", env = "SOCLE_NET_PREFIX")]
@@ -122,6 +128,10 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
     config.stop_timeout = Duration::from_secs(args.stop_timeout);
     config.terminated_retention = Duration::from_secs(args.terminated_retention);
     config.storage_capacity_gib = args.storage_capacity_gib;
+    if !(args.cpu_overcommit > 0.0 && args.memory_overcommit > 0.0) {
+        anyhow::bail!("--cpu-overcommit and --memory-overcommit must be above 0");
+    }
+    config.overcommit = socle_control::config::Overcommit { vcpus: args.cpu_overcommit, memory: args.memory_overcommit };
     // Tenant networks need namespaces, taps and nftables: root only.
     if unsafe { libc::geteuid() } == 0 {
         let (uplink_range, public_ip_pool) = host_ranges(args.uplink_range, &args.public_ip_pool, &args.net_prefix)?;
@@ -142,7 +152,8 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
         }
         None => crate::agent::start_in_process(&data_dir, args.accel).await?,
     };
-    let cloud = open_cloud(config, Arc::new(agent)).await.context("cannot bring the cloud up")?;
+    let agent_endpoint = agent.endpoint();
+    let cloud = open_cloud(config, Arc::new(agent), &agent_endpoint).await.context("cannot bring the cloud up")?;
     let creds_path = ensure_default_credentials(&cloud).context("cannot write the default credentials")?;
 
     let reconciler = tokio::spawn(socle_control::reconciler::run(cloud.clone()));

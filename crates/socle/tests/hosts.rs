@@ -1,7 +1,9 @@
 //! A host joins a cloud once, with a one-time token, and is from then on
 //! reached over mutual TLS: the cloud sees it `ready`, `unreachable` when
 //! its agent stops answering and `ready` again when it is back; a forged or
-//! spent token is refused; a revoked host stays revoked.
+//! spent token is refused; a revoked host stays revoked. VMs are placed on
+//! the hosts: in the subregion asked for, within each host's capacity,
+//! alone on a host with dedicated tenancy, never on a cordoned host.
 
 mod common;
 
@@ -32,13 +34,19 @@ impl Hosts<'_> {
         String::from_utf8(out.stdout).unwrap().trim().to_string()
     }
 
-    fn list(&self) -> Vec<Value> {
+    /// Every host, the cloud's own (its agent on a Unix socket) included.
+    fn all(&self) -> Vec<Value> {
         let out = self.run(&["list", "--json"]);
         assert!(out.status.success(), "{}", text(&out));
         serde_json::from_slice::<Value>(&out.stdout).unwrap().as_array().unwrap().clone()
     }
 
-    /// Waits until the one host is `state` and `check` holds for it.
+    /// The hosts that joined.
+    fn list(&self) -> Vec<Value> {
+        self.all().into_iter().filter(|h| !h["Endpoint"].as_str().unwrap().starts_with("unix:")).collect()
+    }
+
+    /// Waits until the one joined host is `state` and `check` holds for it.
     fn wait(&self, state: &str, check: impl Fn(&Value) -> bool) -> Value {
         let deadline = Instant::now() + Duration::from_secs(60);
         loop {
@@ -117,4 +125,124 @@ fn a_host_joins_once_is_watched_over_mutual_tls_and_can_be_revoked() {
     assert_eq!(hosts.list()[0]["State"], "revoked");
     let out = hosts.run(&["revoke", "h-00000000"]);
     assert!(!out.status.success() && text(&out).contains("no host"), "{}", text(&out));
+}
+
+fn subregions(creds: &Creds) -> Vec<String> {
+    let out = call(creds, "ReadSubregions", serde_json::json!({})).ok();
+    out["Subregions"].as_array().unwrap().iter().map(|s| s["SubregionName"].as_str().unwrap().to_string()).collect()
+}
+
+fn create_vms(creds: &Creds, body: Value) -> Answer {
+    let mut body = body;
+    body["ImageId"] = Value::from(creds_image(creds));
+    call(creds, "CreateVms", body)
+}
+
+fn creds_image(creds: &Creds) -> String {
+    let images = call(creds, "ReadImages", serde_json::json!({"Filters": {"ImageNames": ["socle-tiny"]}})).ok();
+    images["Images"][0]["ImageId"].as_str().unwrap().to_string()
+}
+
+fn vm_ids(answer: Value) -> Vec<String> {
+    answer["Vms"].as_array().unwrap().iter().map(|v| v["VmId"].as_str().unwrap().to_string()).collect()
+}
+
+/// Host capacity as `socle host list` shows it, by host ID: (used, total) vCPUs.
+fn vcpus(hosts: &Hosts, host_id: &str) -> (i64, i64) {
+    let h = hosts.all().into_iter().find(|h| h["HostId"] == host_id).unwrap();
+    (h["UsedVcpus"].as_i64().unwrap(), h["Vcpus"].as_i64().unwrap())
+}
+
+#[test]
+fn vms_are_placed_by_subregion_capacity_and_tenancy() {
+    // One vCPU per CPU: each host (2 CPUs here) takes 2 vCPUs of VMs.
+    let cloud = TestCloud::start_with(&["--cpu-overcommit", "1"]);
+    let hosts = Hosts { cloud: &cloud };
+    let creds = &cloud.creds;
+    let local = hosts.all();
+    assert_eq!(local.len(), 1, "the cloud's own agent is a host: {local:?}");
+    assert_eq!(local[0]["Subregion"], "eu-west-2a");
+    let cpus = local[0]["Vcpus"].as_i64().unwrap();
+    assert!(cpus >= 2, "{local:?}");
+    assert_eq!(subregions(creds), vec!["eu-west-2a"]);
+    let err = create_vms(creds, serde_json::json!({"Placement": {"SubregionName": "eu-west-2b"}})).expect_error(400, "4047");
+    assert!(err.to_string().contains("eu-west-2b"), "{err}");
+
+    // A host joins in eu-west-2b: its subregion appears once its capacity is known.
+    let host_dir = cloud.slot.subdir("host-b");
+    let listen = format!("127.0.0.1:{}", free_port());
+    let token = hosts.token("eu-west-2b");
+    let _agent = spawn(agent(&host_dir, &listen, Some((&creds.endpoint, &token))), &host_dir.join("agent.log"));
+    let b = hosts.wait("ready", |h| h["Vcpus"].as_i64().unwrap() > 0);
+    let b_id = b["HostId"].as_str().unwrap().to_string();
+    assert_eq!(subregions(creds), vec!["eu-west-2a", "eu-west-2b"]);
+
+    // A VM asked in eu-west-2b runs on that host's agent.
+    let vm = vm_ids(create_vms(creds, serde_json::json!({"Placement": {"SubregionName": "eu-west-2b"}, "VmType": "tinav5.c1r1p2"})).ok());
+    wait_state(creds, &vm, "running", Duration::from_secs(120));
+    assert!(host_dir.join("agent/vms").join(&vm[0]).is_dir(), "the VM is on the joined host");
+    assert_eq!(vcpus(&hosts, &b_id).0, 1);
+    let shown = call(creds, "ReadVms", serde_json::json!({"Filters": {"VmIds": [vm[0]]}})).ok();
+    assert_eq!(shown["Vms"][0]["Placement"]["SubregionName"], "eu-west-2b");
+    call(creds, "ReadConsoleOutput", serde_json::json!({"VmId": vm[0]})).ok();
+
+    // No host has room for more vCPUs than it has: Outscale's capacity
+    // error, nothing made. Between Min and Max, as many as fit.
+    let big = format!("tinav5.c{}r1p2", cpus + 1);
+    create_vms(creds, serde_json::json!({"VmType": big, "BootOnCreation": false})).expect_error(503, "10001");
+    let some = create_vms(creds, serde_json::json!({"VmType": "tinav5.c1r1p2", "BootOnCreation": false, "MinVmsCount": 1, "MaxVmsCount": 2 * cpus}));
+    let filled = vm_ids(some.ok());
+    assert_eq!(filled.len() as i64, 2 * cpus - 1, "every free vCPU of both hosts, no more");
+    assert_eq!(vcpus(&hosts, &b_id), (cpus, cpus));
+    create_vms(creds, serde_json::json!({"VmType": "tinav5.c1r1p2", "BootOnCreation": false})).expect_error(503, "10001");
+    let read = call(creds, "ReadVms", serde_json::json!({})).ok();
+    assert_eq!(read["Vms"].as_array().unwrap().len() as i64, 2 * cpus, "the refused creates left no VM");
+
+    // Deleted VMs give their room back.
+    call(creds, "DeleteVms", serde_json::json!({"VmIds": filled})).ok();
+    call(creds, "DeleteVms", serde_json::json!({"VmIds": vm})).ok();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while vcpus(&hosts, &b_id).0 != 0 || vcpus(&hosts, local[0]["HostId"].as_str().unwrap()).0 != 0 {
+        assert!(Instant::now() < deadline, "capacity never released: {:?}", hosts.all());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    // Dedicated tenancy: the host takes no other account's VM while it holds one.
+    let other = cloud.new_account("tenant-b");
+    let dedicated = vm_ids(
+        create_vms(
+            creds,
+            serde_json::json!({"Placement": {"SubregionName": "eu-west-2b", "Tenancy": "dedicated"}, "BootOnCreation": false, "VmType": "tinav5.c1r1p2"}),
+        )
+        .ok(),
+    );
+    let shown = call(creds, "ReadVms", serde_json::json!({"Filters": {"VmIds": dedicated}})).ok();
+    assert_eq!(shown["Vms"][0]["Placement"]["Tenancy"], "dedicated");
+    create_vms(&other, serde_json::json!({"Placement": {"SubregionName": "eu-west-2b"}, "BootOnCreation": false, "VmType": "tinav5.c1r1p2"}))
+        .expect_error(503, "10001");
+    let elsewhere = vm_ids(create_vms(&other, serde_json::json!({"BootOnCreation": false, "VmType": "tinav5.c1r1p2"})).ok());
+    let shown = call(&other, "ReadVms", serde_json::json!({"Filters": {"VmIds": elsewhere}})).ok();
+    assert_eq!(shown["Vms"][0]["Placement"]["SubregionName"], "eu-west-2a");
+    let err = create_vms(creds, serde_json::json!({"Placement": {"Tenancy": "host"}})).expect_error(400, "4047");
+    assert!(err.to_string().contains("Tenancy"), "{err}");
+
+    // Cordoned: no new VM there, and its subregion is not offered.
+    call(creds, "DeleteVms", serde_json::json!({"VmIds": dedicated})).ok();
+    let out = hosts.run(&["cordon", &b_id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(subregions(creds), vec!["eu-west-2a"]);
+    create_vms(&other, serde_json::json!({"Placement": {"SubregionName": "eu-west-2b"}, "BootOnCreation": false, "VmType": "tinav5.c1r1p2"}))
+        .expect_error(503, "10001");
+    let out = hosts.run(&["uncordon", &b_id]);
+    assert!(out.status.success(), "{}", text(&out));
+    // Once the dedicated VM is gone, the host is anyone's.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let a = create_vms(&other, serde_json::json!({"Placement": {"SubregionName": "eu-west-2b"}, "BootOnCreation": false, "VmType": "tinav5.c1r1p2"}));
+        if a.status == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the host stayed dedicated: {:?}", hosts.all());
+        std::thread::sleep(Duration::from_millis(500));
+    }
 }

@@ -77,7 +77,8 @@ fn imported_raw_and_qcow2_disks_boot_through_the_bios_encrypted_at_rest() {
 
     // A raw disk (that same system) with a marker written past its
     // filesystem; the marker is assembled here so no file holds it whole.
-    let base = cloud.data_dir().join("images").join(disk_image["ImageId"].as_str().unwrap()).join("disk.qcow2");
+    // The host holds the platform image's files by name, in its agent's state.
+    let base = cloud.data_dir().join("agent/images/socle-tiny-disk/disk.qcow2");
     let raw = work.path().join("disk.raw");
     qemu_img(&["convert", "-f", "qcow2", "-O", "raw", base.to_str().unwrap(), raw.to_str().unwrap()]);
     let marker = format!("SOCLE-IMPORT-{}", 40 + 2);

@@ -5,7 +5,8 @@ use socle_store::snapshots as snapshot_store;
 use socle_store::volumes::{self as volume_store, VolumeRow, ROOT_DEVICE};
 use socle_store::{images::ImageRow, now_iso, Conn};
 use socle_types::error::ErrorCode;
-use socle_types::ids::{AccountId, SnapshotId, VmId, VolumeId};
+use socle_store::vms::VmRow;
+use socle_types::ids::{AccountId, HostId, SnapshotId, VolumeId};
 use socle_types::osc::BlockDeviceMappingVmCreation;
 use socle_types::ApiError;
 
@@ -71,6 +72,31 @@ pub(crate) fn plan(mappings: &Option<Vec<BlockDeviceMappingVmCreation>>) -> Resu
     Ok(all)
 }
 
+/// The host where the VM's disks made from snapshots (the image's root
+/// snapshot, mappings' SnapshotIds) can be made: the one holding those
+/// snapshots. None when no disk comes from a snapshot. Until snapshots can
+/// be copied between hosts, snapshots held on two hosts cannot be combined.
+pub(crate) fn snapshot_host(tx: &Conn, image: &ImageRow, planned: &[PlannedVolume]) -> Result<Option<HostId>, ApiError> {
+    let ids = image.root_snapshot_id.iter().cloned().chain(planned.iter().filter_map(|p| p.snapshot_id.as_ref().map(|s| s.to_string())));
+    let mut host: Option<(HostId, String)> = None;
+    for id in ids {
+        // A snapshot that is not there (or not the caller's) is refused
+        // by `record`, with the right error.
+        let Some(snap) = snapshot_store::get_any(tx, &SnapshotId::from_trusted(id.clone()))? else { continue };
+        let Some(h) = snap.host_id else { continue };
+        match &host {
+            None => host = Some((h, id)),
+            Some((first, first_id)) if *first != h => {
+                return Err(ApiError::invalid_value(format!(
+                    "the snapshots {first_id} and {id} are kept on different machines; this Socle version cannot make one VM's disks from both"
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(host.map(|(h, _)| h))
+}
+
 /// Records the planned volumes of one new VM, linked to it, keys wrapped,
 /// within the pool's capacity (all in the caller's transaction). Their files
 /// are made by the reconciler before the VM first starts.
@@ -80,8 +106,7 @@ pub(crate) fn record(
     tx: &Conn,
     account: &AccountId,
     actor: &str,
-    vm: &VmId,
-    subregion: &str,
+    vm: &VmRow,
     image: &ImageRow,
     planned: &[PlannedVolume],
 ) -> Result<(), ApiError> {
@@ -122,13 +147,13 @@ pub(crate) fn record(
             size_gib: size,
             volume_type: p.volume_type.clone(),
             iops: p.iops,
-            subregion: subregion.to_string(),
+            subregion: vm.subregion.clone(),
             snapshot_id,
             source_image_id,
             client_token: None,
             state: "in-use".into(),
             wrapped_key: Some(wrapped),
-            vm_id: Some(vm.clone()),
+            vm_id: Some(vm.vm_id.clone()),
             device_name: Some(p.device.clone()),
             // Linked from the start: the VM gets it at its first boot.
             link_state: Some("attached".into()),
@@ -138,6 +163,8 @@ pub(crate) fn record(
             state_reason: String::new(),
             created_at: now.clone(),
             revision: 0,
+            // Where the VM runs.
+            host_id: vm.host_id.clone(),
         };
         volume_store::insert_within_capacity(tx, &row, cloud.config.storage_capacity_gib)?
             .map_err(|e| capacity_error(size, e.provisioned_gib, e.capacity_gib))?;

@@ -25,9 +25,9 @@ pub async fn read_subregions(
     reject_unsupported_filters(&req.filters, &["RegionNames", "States", "SubregionNames"])?;
     let f = req.filters.unwrap_or_default();
     let region = &cloud.config.region;
-    let items: Vec<Subregion> = cloud
-        .config
-        .subregions()
+    // The subregions where a VM can be placed now: those with a ready host.
+    let schedulable = cloud.store.read(|c| socle_store::hosts::subregions(c, true)).await?;
+    let items: Vec<Subregion> = schedulable
         .into_iter()
         .filter(|s| matches(&f.subregion_names, s) && matches(&f.region_names, region) && matches(&f.states, "available"))
         .map(|s| Subregion {

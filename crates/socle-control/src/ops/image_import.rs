@@ -91,7 +91,8 @@ pub async fn finish_import(cloud: &Arc<Cloud>, caller: &Caller, params: ImportPa
 }
 
 async fn accept(cloud: &Arc<Cloud>, caller: &Caller, params: ImportParams, part: &Path) -> Result<ImageRow, ApiError> {
-    let info = cloud.agent.inspect_upload(part.to_path_buf()).await.map_err(|e| match e.kind {
+    // Uploads land in this server's data dir: its own agent imports them.
+    let info = cloud.hosts.local().inspect_upload(part.to_path_buf()).await.map_err(|e| match e.kind {
         socle_agent_api::HostErrorKind::ImportRefused { reason } => ApiError::invalid_value(format!("the upload is refused: {reason}")),
         _ => crate::host_api_error("inspecting an upload", e),
     })?;
@@ -121,13 +122,14 @@ async fn accept(cloud: &Arc<Cloud>, caller: &Caller, params: ImportParams, part:
                 is_public: false,
                 pending: "import".into(),
                 created_at: now.clone(),
+                host_id: Some(cloud2.hosts.local_id().clone()),
             },
         )?;
         // A whole disk with its own bootloader: BIOS boot.
         let row = ImageRow {
             name: params.name.clone(),
             description: params.description.clone(),
-            ..account_image_row(image_id, &account, (None, None), size_gib, &snapshot_id, now)
+            ..account_image_row(image_id, &account, None, size_gib, &snapshot_id, now)
         };
         image_store::insert(tx, &row)?;
         Ok(row)

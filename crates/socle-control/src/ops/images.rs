@@ -261,10 +261,11 @@ fn image_vm(cloud: &Arc<Cloud>, tx: &socle_store::Conn, account: &AccountId, act
             is_public: false,
             pending: "create".into(),
             created_at: now.clone(),
+            host_id: root.host_id.clone(),
         },
     )?;
     // Same boot as the VM it comes from.
-    Ok(account_image_row(image_id, account, (source.kernel_path, source.initrd_path), root.size_gib, &snapshot_id, now))
+    Ok(account_image_row(image_id, account, source.boot_kernel, root.size_gib, &snapshot_id, now))
 }
 
 /// CreateImage from a snapshot of the caller's: the image uses it as its
@@ -299,12 +300,12 @@ fn register_snapshot(tx: &socle_store::Conn, account: &AccountId, root: &Registe
 
 /// The row of an account's image whose root disk is `root_snapshot`. Its
 /// state is not stored but derived from that snapshot ([`effective_state`]);
-/// name and description are the caller's to fill. `boot`: kernel and initrd
-/// paths, or none for a BIOS boot of the disk.
+/// name and description are the caller's to fill. `boot_kernel`: the
+/// platform image whose kernel boots it, or none for a BIOS boot of the disk.
 pub(crate) fn account_image_row(
     image_id: ImageId,
     account: &AccountId,
-    boot: (Option<String>, Option<String>),
+    boot_kernel: Option<String>,
     size_gib: i64,
     root_snapshot: &SnapshotId,
     created_at: String,
@@ -316,9 +317,8 @@ pub(crate) fn account_image_row(
         description: String::new(),
         state: "pending".into(),
         architecture: "x86_64".into(),
-        kernel_path: boot.0,
-        initrd_path: boot.1,
-        disk_path: String::new(),
+        boot_kernel,
+        base_image: None,
         is_public: false,
         created_at,
         size_gib,
@@ -331,7 +331,7 @@ pub(crate) fn account_image_row(
 /// with that kernel; anything else boots as a full disk through the BIOS,
 /// as cloud images do. The lineage is followed through the volume the
 /// snapshot was taken of, while that volume exists.
-fn boot_of_snapshot(tx: &socle_store::Conn, snap: &SnapshotRow) -> Result<(Option<String>, Option<String>), ApiError> {
+fn boot_of_snapshot(tx: &socle_store::Conn, snap: &SnapshotRow) -> Result<Option<String>, ApiError> {
     let volume = match &snap.volume_id {
         Some(v) => volume_store::get_any(tx, &VolumeId::from_trusted(v.clone()))?,
         None => None,
@@ -340,7 +340,7 @@ fn boot_of_snapshot(tx: &socle_store::Conn, snap: &SnapshotRow) -> Result<(Optio
         Some(i) => image_store::get(tx, &ImageId::from_trusted(i))?,
         None => None,
     };
-    Ok(image.map(|i| (i.kernel_path, i.initrd_path)).unwrap_or((None, None)))
+    Ok(image.and_then(|i| i.boot_kernel))
 }
 
 pub async fn update_image(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateImageRequest) -> Result<UpdateImageResponse, ApiError> {

@@ -167,18 +167,17 @@ impl LaunchNetwork {
     }
 
     /// Checks subnets, NICs and groups as the caller's and returns them with
-    /// the subregion the VMs go to (the NICs'; a different Placement is
-    /// refused).
+    /// the subregion the VMs must go to: the NICs' (a different Placement
+    /// is refused), else the Placement's, else None (placement chooses).
     pub(crate) fn resolve(
         &self,
         tx: &Conn,
         account: &AccountId,
         placement: Option<&str>,
-        default_subregion: &str,
-    ) -> Result<(ResolvedNetwork, String), ApiError> {
+    ) -> Result<(ResolvedNetwork, Option<String>), ApiError> {
         let mut nics = vec![];
         // (Net, subregion) of the NICs seen so far, and which NIC set them.
-        let mut place: Option<(Option<NetId>, String, String)> = None;
+        let mut place: Option<(Option<NetId>, Option<String>, String)> = None;
         for n in &self.nics {
             let (resolved, net, subregion, what) = match n {
                 LaunchNic::Existing { nic_id, device } => {
@@ -203,7 +202,7 @@ impl LaunchNetwork {
                     (ResolvedNic::New { spec: spec.clone(), subnet }, net, subregion, what)
                 }
             };
-            let subregion = subregion.unwrap_or_else(|| placement.unwrap_or(default_subregion).to_string());
+            let subregion = subregion.or_else(|| placement.map(str::to_string));
             match &place {
                 None => place = Some((net, subregion, what)),
                 Some((first_net, first_subregion, first)) => {
@@ -212,7 +211,9 @@ impl LaunchNetwork {
                     }
                     if *first_subregion != subregion {
                         return Err(ApiError::invalid_value(format!(
-                            "{what} is in {subregion}, {first} in {first_subregion}; a VM's NICs share one subregion"
+                            "{what} is in {}, {first} in {}; a VM's NICs share one subregion",
+                            subregion.as_deref().unwrap_or("the public cloud"),
+                            first_subregion.as_deref().unwrap_or("the public cloud")
                         )));
                     }
                 }
@@ -220,8 +221,10 @@ impl LaunchNetwork {
             nics.push(resolved);
         }
         let (net, subregion, first) = place.ok_or_else(|| ApiError::internal("a launch without any NIC"))?;
-        if let Some(p) = placement.filter(|p| *p != subregion) {
-            return Err(ApiError::invalid_value(format!("{first} is in {subregion}, not in the requested subregion {p}")));
+        if let (Some(p), Some(s)) = (placement, subregion.as_deref()) {
+            if p != s {
+                return Err(ApiError::invalid_value(format!("{first} is in {s}, not in the requested subregion {p}")));
+            }
         }
         // Group names of the simple form, in the Net of the primary NIC.
         if let Some(ResolvedNic::New { spec, .. }) = nics.first_mut() {

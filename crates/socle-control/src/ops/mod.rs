@@ -19,6 +19,7 @@ pub mod nets;
 pub(crate) mod nic_alloc;
 pub mod nic_links;
 pub mod nics;
+mod placement;
 pub mod public_ips;
 pub mod route_tables;
 pub mod security_groups;

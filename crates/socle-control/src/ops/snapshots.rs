@@ -84,6 +84,8 @@ pub async fn create_snapshot(cloud: &Arc<Cloud>, caller: &Caller, req: CreateSna
             is_public: false,
             pending: "create".into(),
             created_at: now_iso(),
+            // Copied where the volume lives.
+            host_id: v.host_id.clone(),
         };
         snapshot_store::insert(tx, &row)?;
         Ok(row)

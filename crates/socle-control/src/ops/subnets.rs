@@ -47,14 +47,9 @@ pub async fn create_subnet(cloud: &Arc<Cloud>, caller: &Caller, req: CreateSubne
     let net_id = NetId::parse(&req.net_id)?;
     let range = parse_range("IpRange", &req.ip_range)?;
     let subregion = req.subregion_name.clone().unwrap_or_else(|| cloud.config.default_subregion());
-    if !cloud.config.subregions().contains(&subregion) {
-        return Err(ApiError::invalid_value(format!(
-            "no subregion named {subregion:?}; this cloud has {}",
-            cloud.config.subregions().join(", ")
-        )));
-    }
     let account = caller.account_id.clone();
     let row = write(cloud, req.dry_run, move |tx| {
+        super::placement::check_subregion(tx, &subregion)?;
         let net = owned_net(tx, &account, &net_id)?;
         let net_range: socle_net::Ipv4Net = net.ip_range.parse().map_err(|e| ApiError::internal(format!("stored range: {e}")))?;
         if !net_range.contains_net(&range) {

@@ -146,11 +146,8 @@ pub async fn reboot_vms(cloud: &Arc<Cloud>, caller: &Caller, req: RebootVmsReque
         return Ok(RebootVmsResponse::default());
     }
     for vm in &vms {
-        cloud
-            .agent
-            .reboot_vm(vm.vm_id.to_string())
-            .await
-            .map_err(|e| crate::host_api_error(&format!("reboot {}", vm.vm_id), e))?;
+        let reboot = async { cloud.host(vm.host_id.as_ref()).await?.reboot_vm(vm.vm_id.to_string()).await };
+        reboot.await.map_err(|e| crate::host_api_error(&format!("reboot {}", vm.vm_id), e))?;
     }
     Ok(RebootVmsResponse::default())
 }

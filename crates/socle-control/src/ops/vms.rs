@@ -10,6 +10,7 @@ use socle_agent_api::{HostError, HostErrorKind};
 use socle_store::vms::{self as vm_store, ClientTokenRecord, QuotaExceeded, VmRow};
 use socle_store::volumes::{self as volume_store, VolumeRow};
 use socle_store::listing::Listing;
+use socle_store::placement::{self, Demand};
 use socle_store::{accounts, images as image_store, keypairs as keypair_store, now_iso};
 use socle_types::error::ErrorCode;
 use socle_types::ids::{ImageId, ReservationId, VmId};
@@ -81,7 +82,7 @@ pub(crate) fn vm_view(row: &VmRow, tags: Vec<ResourceTag>, volumes: &[VolumeRow]
         nics: Some(vec![]),
         os_family: Some(String::new()),
         performance: Some(row.performance.clone()),
-        placement: Some(Placement { subregion_name: Some(row.subregion.clone()), tenancy: Some("default".into()) }),
+        placement: Some(Placement { subregion_name: Some(row.subregion.clone()), tenancy: Some(row.tenancy.clone()) }),
         product_codes: Some(vec!["0001".into()]),
         reservation_id: Some(row.reservation_id.to_string()),
         root_device_name: Some("/dev/sda1".into()),
@@ -164,19 +165,14 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
         return Err(ApiError::invalid_value(format!("UserData is limited to {MAX_USER_DATA} bytes once decoded")));
     }
     let placement = req.placement.as_ref().and_then(|p| p.subregion_name.clone());
-    if let Some(s) = placement.as_ref().filter(|s| !cloud.config.subregions().contains(s)) {
-        return Err(ApiError::invalid_value(format!(
-            "no subregion named {s:?}; this cloud has {}",
-            cloud.config.subregions().join(", ")
-        )));
-    }
-    let default_subregion = cloud.config.default_subregion();
+    let tenancy = match req.placement.as_ref().and_then(|p| p.tenancy.as_deref()) {
+        None | Some("default") => "default",
+        Some("dedicated") => "dedicated",
+        Some(t) => return Err(ApiError::invalid_value(format!("Placement.Tenancy must be default or dedicated, got {t:?}"))),
+    };
     let region = cloud.config.region.clone();
     let pool = cloud.config.public_ip_pool.clone();
     let network = LaunchNetwork::parse(&req, max)?;
-    if req.placement.as_ref().and_then(|p| p.tenancy.as_deref()).is_some_and(|t| t != "default") {
-        return Err(ApiError::invalid_value("Placement.Tenancy: only \"default\" is supported"));
-    }
     if let Some(token) = &req.client_token {
         if token.is_empty() || token.len() > 64 {
             return Err(ApiError::invalid_value("ClientToken must be 1 to 64 characters"));
@@ -206,7 +202,7 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
                     return Ok((rows, vm_network_views(tx, &ids, &region)?));
                 }
             }
-            let (net, subregion) = network.resolve(tx, &account, placement.as_deref(), &default_subregion)?;
+            let (net, subregion) = network.resolve(tx, &account, placement.as_deref())?;
             let acct = accounts::get(tx, &account)
                 ?
                 .ok_or_else(|| ApiError::internal("authenticated account has no row"))?;
@@ -237,9 +233,31 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
             let reservation = ReservationId::generate();
             let now = now_iso();
             let boot = req.boot_on_creation != Some(false);
-            let rows: Vec<VmRow> = (0..count)
-                .map(|i| VmRow {
-                    vm_id: VmId::generate(),
+            // Over quota is said before any host is looked for.
+            let add = vm_store::Usage { vms: count, vcpus: count * i64::from(shape.vcpus), memory_mib: count * shape.memory_mib as i64 };
+            vm_store::check_quota(tx, &account, &q, add)?.map_err(|e| quota_error(e, count))?;
+            // Disks made from snapshots are made where the snapshots are.
+            let pinned = super::block_devices::snapshot_host(tx, &image, &planned)?;
+            let mut rows: Vec<VmRow> = vec![];
+            for i in 0..count {
+                let vm_id = VmId::generate();
+                let demand = Demand {
+                    vm_id: &vm_id,
+                    account: &account,
+                    vcpus: i64::from(shape.vcpus),
+                    memory_mib: shape.memory_mib as i64,
+                    subregion: subregion.as_deref(),
+                    host: pinned.as_ref(),
+                    dedicated: tenancy == "dedicated",
+                };
+                let placed = match super::placement::place_vm(tx, &demand) {
+                    Ok(p) => p,
+                    // Launch as many as there is room for, at least Min.
+                    Err(e) if e.code == ErrorCode::InsufficientCapacity && i >= min => break,
+                    Err(e) => return Err(e),
+                };
+                rows.push(VmRow {
+                    vm_id,
                     account_id: account.clone(),
                     reservation_id: reservation.clone(),
                     image_id: image_id.clone(),
@@ -249,7 +267,7 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
                     performance: performance.clone(),
                     keypair_name: req.keypair_name.clone(),
                     user_data: user_data.clone(),
-                    subregion: subregion.clone(),
+                    subregion: placed.subregion,
                     deletion_protection: req.deletion_protection.unwrap_or(false),
                     client_token: req.client_token.clone(),
                     launch_number: i,
@@ -259,12 +277,14 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
                     state_reason: String::new(),
                     created_at: now.clone(),
                     terminated_at: None,
-                })
-                .collect();
+                    host_id: Some(placed.host_id),
+                    tenancy: tenancy.to_string(),
+                });
+            }
             vm_store::insert_within_quota(tx, &account, &q, &rows)?.map_err(|e| quota_error(e, count))?;
             for vm in &rows {
-                super::block_devices::record(&cloud2, tx, &account, &actor, &vm.vm_id, &subregion, &image, &planned)?;
-                create_vm_nics(tx, &net, &account, &vm.vm_id, &subregion, &pool)?;
+                super::block_devices::record(&cloud2, tx, &account, &actor, vm, &image, &planned)?;
+                create_vm_nics(tx, &net, &account, &vm.vm_id, &vm.subregion, &pool)?;
             }
             if let Some(token) = &req.client_token {
                 let rec = ClientTokenRecord { request_hash: request_hash.clone(), result: reservation.to_string() };
@@ -440,6 +460,13 @@ pub async fn update_vm(cloud: &Arc<Cloud>, caller: &Caller, req: UpdateVmRequest
                         0,
                     ));
                 }
+                // And its host must have room for it (a stopped VM keeps its place).
+                if !placement::resize(tx, &vm.vm_id, i64::from(shape.vcpus), shape.memory_mib as i64)? {
+                    return Err(ApiError::new(
+                        ErrorCode::InsufficientCapacity,
+                        format!("the host of {vm_id} has no room for a {name} at the moment; retry later"),
+                    ));
+                }
                 vm.vm_type = name.clone();
                 vm.vcpus = i64::from(shape.vcpus);
                 vm.memory_mib = shape.memory_mib as i64;
@@ -486,7 +513,7 @@ pub async fn read_console_output(
     let vm_id = VmId::parse(&req.vm_id)?;
     let account = caller.account_id.clone();
     let id = vm_id.clone();
-    cloud
+    let vm = cloud
         .store
         .read(move |conn| vm_store::get(conn, &account, &id).map_err(ApiError::from))
         .await?
@@ -494,8 +521,9 @@ pub async fn read_console_output(
     if is_dry_run(req.dry_run) {
         return Ok(ReadConsoleOutputResponse::default());
     }
+    let host = cloud.host(vm.host_id.as_ref()).await.map_err(|e| crate::host_api_error(&format!("console of {vm_id}"), e))?;
     // A VM that never ran (or was terminated and cleaned up) has no console yet.
-    let bytes = match cloud.agent.console_output(vm_id.to_string(), CONSOLE_TAIL).await {
+    let bytes = match host.console_output(vm_id.to_string(), CONSOLE_TAIL).await {
         Ok(blob) => blob.0,
         Err(HostError { kind: HostErrorKind::VmNotFound { .. }, .. }) => Vec::new(),
         Err(e) => return Err(crate::host_api_error(&format!("console of {vm_id}"), e)),

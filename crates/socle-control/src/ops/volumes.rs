@@ -124,13 +124,6 @@ fn get_owned(tx: &Conn, account: &AccountId, id: &VolumeId) -> Result<VolumeRow,
 pub async fn create_volume(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVolumeRequest) -> Result<CreateVolumeResponse, ApiError> {
     let volume_type = req.volume_type.clone().unwrap_or_else(|| DEFAULT_TYPE.into());
     let iops = check_type(&volume_type, req.iops)?;
-    if !cloud.config.subregions().contains(&req.subregion_name) {
-        return Err(ApiError::invalid_value(format!(
-            "no subregion named {:?}; this cloud has {}",
-            req.subregion_name,
-            cloud.config.subregions().join(", ")
-        )));
-    }
     let snapshot_id = req.snapshot_id.as_deref().map(SnapshotId::parse).transpose()?;
     if snapshot_id.is_none() && req.size.is_none() {
         return Err(ApiError::missing("Size (or SnapshotId)"));
@@ -149,8 +142,8 @@ pub async fn create_volume(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVolum
                 return Ok(v);
             }
         }
-        let size = match &snapshot_id {
-            None => req.size.expect("checked above"),
+        let (size, snapshot_host) = match &snapshot_id {
+            None => (req.size.expect("checked above"), None),
             Some(sid) => {
                 let snap = snapshot_store::get_visible(tx, &account, sid)?
                     .ok_or_else(|| ApiError::not_found(ErrorCode::NoSuchSnapshot, "snapshot", sid.as_str()))?;
@@ -167,9 +160,10 @@ pub async fn create_volume(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVolum
                         format!("Size must be at least the snapshot's {} GiB", snap.volume_size),
                     ));
                 }
-                size
+                (size, snap.host_id)
             }
         };
+        let host_id = super::placement::volume_host(tx, &req.subregion_name, snapshot_host.as_ref())?;
         check_iops_ratio(iops, size)?;
         // Capacity first: a refused create should not touch the keystore.
         ensure_room(tx, size, capacity)?;
@@ -196,6 +190,7 @@ pub async fn create_volume(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVolum
             state_reason: String::new(),
             created_at: now_iso(),
             revision: 0,
+            host_id: Some(host_id),
         };
         volume_store::insert_within_capacity(tx, &row, capacity)?
             .map_err(|e| capacity_error(row.size_gib, e.provisioned_gib, e.capacity_gib))?;
@@ -320,6 +315,19 @@ pub async fn link_volume(cloud: &Arc<Cloud>, caller: &Caller, req: LinkVolumeReq
             return Err(ApiError::new(
                 ErrorCode::InvalidVolumeState,
                 format!("the volume {id} is {}; only available volumes can be linked", v.state),
+            ));
+        }
+        if v.subregion != vm.subregion {
+            return Err(ApiError::invalid_value(format!(
+                "the volume {id} is in {}, the VM {vm_id} in {}: a volume links to VMs of its own subregion",
+                v.subregion, vm.subregion
+            )));
+        }
+        if v.host_id != vm.host_id {
+            // Until volumes can move between hosts (the cross-host data plane).
+            return Err(ApiError::new(
+                ErrorCode::ResourceConflict,
+                format!("the volume {id} and the VM {vm_id} are kept on different machines of {}; this Socle version cannot link them", v.subregion),
             ));
         }
         // The volume's key must open now: a revoked customer key is refused
