@@ -3,6 +3,7 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::{BodyExt, Full};
@@ -18,6 +19,8 @@ use crate::error::HostError;
 #[derive(Clone)]
 pub struct HostClient {
     endpoint: Endpoint,
+    /// Caps every call's deadline (health checks want an answer in seconds).
+    max_deadline: Option<Duration>,
 }
 
 #[derive(Clone)]
@@ -34,18 +37,62 @@ impl std::fmt::Debug for HostClient {
 }
 
 /// How long a connection to an agent may take to establish.
-const CONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
+
+const MINUTE: u64 = 60;
+
+/// How long `method` may take, connection included, before the call fails
+/// as `Unreachable`: a stuck or hostile agent never holds a caller (the
+/// lease holder's recovery, a reconciler task) for ever. Calls that copy or
+/// convert whole disks get hours; the rest answer from the host's state or
+/// drive QEMU, and get a minute or a few. Every step the control plane
+/// retries is safe to do again, so a call that ran out is simply retried.
+pub fn deadline(method: &str) -> Duration {
+    Duration::from_secs(match method {
+        "import_snapshot" => 6 * 60 * MINUTE,
+        "create_volume" | "snapshot_volume" | "prepare_platform_image" | "define_vm" => 60 * MINUTE,
+        "resize_volume" | "delete_volume" | "delete_snapshot" | "inspect_upload" => 30 * MINUTE,
+        // A graceful stop waits for the guest (StopVms' own timeout).
+        "stop_vm" => 15 * MINUTE,
+        "start_vm" | "link_volume" | "unlink_volume" | "link_nic" | "unlink_nic" | "destroy_vm" => 5 * MINUTE,
+        // Answered from what the host has: a host that takes longer is as
+        // good as away (a server's start waits for these on every host).
+        "host_info" | "vm_runtime" | "list_vms" | "list_volumes" | "list_snapshots" | "vm_spec" | "vm_volumes" | "vm_nics"
+        | "nic_plugged" | "snapshot_progress" | "console_output" => 15,
+        _ => MINUTE,
+    })
+}
+
+/// The largest answer `method` may send. Answers are read into memory: an
+/// agent that sends more (a bug, or a hostile host) fails the call instead
+/// of exhausting the control plane.
+pub fn answer_cap(method: &str) -> usize {
+    const MIB: usize = 1024 * 1024;
+    match method {
+        // IDs of everything on the host.
+        "list_vms" | "list_volumes" | "list_snapshots" => 16 * MIB,
+        // User data (up to 500 KiB in OSC), a console tail: base64 in JSON.
+        "vm_spec" | "console_output" => 4 * MIB,
+        _ => MIB,
+    }
+}
 
 impl HostClient {
     /// An agent listening on the Unix socket `socket`.
     pub fn unix(socket: impl Into<PathBuf>) -> HostClient {
-        HostClient { endpoint: Endpoint::Unix(socket.into()) }
+        HostClient { endpoint: Endpoint::Unix(socket.into()), max_deadline: None }
     }
 
     /// Host `host_id`'s agent at `addr` (host:port), over mutual TLS with
     /// the control plane's `config` (see [`crate::tls::client_config`]).
     pub fn tls(addr: impl Into<String>, host_id: impl Into<String>, config: Arc<rustls::ClientConfig>) -> HostClient {
-        HostClient { endpoint: Endpoint::Tls { addr: addr.into(), host_id: host_id.into(), config } }
+        HostClient { endpoint: Endpoint::Tls { addr: addr.into(), host_id: host_id.into(), config }, max_deadline: None }
+    }
+
+    /// The same agent, with every call's deadline at most `limit`.
+    pub fn with_max_deadline(mut self, limit: Duration) -> HostClient {
+        self.max_deadline = Some(limit);
+        self
     }
 
     /// Where the agent listens, for messages.
@@ -62,6 +109,13 @@ impl HostClient {
     }
 
     pub(crate) async fn call<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, HostError> {
+        let limit = self.max_deadline.map_or(deadline(method), |max| max.min(deadline(method)));
+        tokio::time::timeout(limit, self.call_now(method, args))
+            .await
+            .unwrap_or_else(|_| Err(HostError::unreachable(format!("agent at {}: {method}: no answer within {} s", self.endpoint(), limit.as_secs_f32()))))
+    }
+
+    async fn call_now<A: Serialize, R: DeserializeOwned>(&self, method: &str, args: &A) -> Result<R, HostError> {
         let unreachable = |what: &str, e: &dyn std::fmt::Display| self.unreachable(method, what, e);
         let body = serde_json::to_vec(args).map_err(|e| HostError::internal(format!("{method}: cannot encode the request: {e}")))?;
         match &self.endpoint {
@@ -102,7 +156,15 @@ impl HostClient {
             .map_err(|e| HostError::internal(format!("{method}: {e}")))?;
         let response = sender.send_request(request).await.map_err(|e| unreachable("request", &e))?;
         let status = response.status();
-        let bytes = response.into_body().collect().await.map_err(|e| unreachable("reading the answer", &e))?.to_bytes();
+        let cap = answer_cap(method);
+        let bytes = http_body_util::Limited::new(response.into_body(), cap)
+            .collect()
+            .await
+            .map_err(|e| match e.downcast_ref::<http_body_util::LengthLimitError>() {
+                Some(_) => unreachable("answer refused", &format!("larger than {cap} bytes")),
+                None => unreachable("reading the answer", &e),
+            })?
+            .to_bytes();
         if status.is_success() {
             return serde_json::from_slice(&bytes).map_err(|e| unreachable("answer not in the protocol", &e));
         }

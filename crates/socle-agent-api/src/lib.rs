@@ -26,7 +26,7 @@ pub mod server;
 pub mod tls;
 pub mod types;
 
-pub use client::HostClient;
+pub use client::{answer_cap, deadline, HostClient};
 pub use error::{HostError, HostErrorKind};
 pub use host::{Host, METHODS};
 pub use key::{VolumeKey, VOLUME_KEY_LEN};

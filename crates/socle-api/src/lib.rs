@@ -68,9 +68,16 @@ fn error_response(err: &ApiError, request_id: &str) -> Response {
 /// one-time token's proof, not by an account's signature.
 async fn handle_join(State(cloud): State<Arc<Cloud>>, body: axum::body::Bytes) -> Response {
     let request_id = new_request_id();
-    let result = match serde_json::from_slice::<socle_agent_api::join::JoinRequest>(&body) {
-        Ok(req) => socle_control::hosts::join(&cloud, req).await,
-        Err(e) => Err(ApiError::new(ErrorCode::InvalidJson, format!("not a join request: {e}"))),
+    // A join request is a certificate request and a few names: anything
+    // much bigger is not one, and is not read further.
+    const MAX_JOIN: usize = 16 * 1024;
+    let result = if body.len() > MAX_JOIN {
+        Err(ApiError::new(ErrorCode::BodyTooLarge, format!("a join request is at most {MAX_JOIN} bytes")))
+    } else {
+        match serde_json::from_slice::<socle_agent_api::join::JoinRequest>(&body) {
+            Ok(req) => socle_control::hosts::join(&cloud, req).await,
+            Err(e) => Err(ApiError::new(ErrorCode::InvalidJson, format!("not a join request: {e}"))),
+        }
     };
     match result {
         Ok(answer) => json_response(StatusCode::OK, &serde_json::to_value(answer).expect("JSON values serialise")),

@@ -18,6 +18,7 @@ use std::time::{Duration, Instant};
 use base64::engine::general_purpose::STANDARD;
 use base64::Engine;
 use socle_agent_api::{Host, HostError, HostErrorKind, PlatformImage, RootDisk, VmNic, VmRuntime, VmSpec, VolumeKey};
+use socle_store::hosts::HostRow;
 use socle_store::nics as nic_store;
 use socle_store::vms::{self as vm_store, VmRow};
 use socle_store::{format_iso, images as image_store, now_iso, placement, snapshots as snapshot_store, volumes as volume_store, StoreError};
@@ -71,45 +72,67 @@ pub async fn recover_at_start(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> 
 /// directories with nothing in the database behind them (a crash between
 /// the host work and the database write) are removed.
 pub async fn recover(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
+    crate::image_import::remove_stale_uploads(cloud).await.map_err(ReconcileError::Key)?;
     let live = cloud.store.read(|c| vm_store::list_live(c)).await?;
-    for vm in live.iter().filter(|vm| vm.state == "running" && vm.desired == "running") {
-        let runtime = match cloud.host(vm.host_id.as_ref()).await {
-            Ok(host) => host.vm_runtime(vm.vm_id.to_string()).await,
-            Err(e) => Err(e),
-        };
-        match runtime {
-            Ok(VmRuntime::Running | VmRuntime::Paused) => {
-                tracing::info!(vm = %vm.vm_id, "re-attached to running VM");
-            }
-            Ok(VmRuntime::Shutdown | VmRuntime::NotRunning) => {
-                tracing::warn!(vm = %vm.vm_id, "VM was running before the restart but its QEMU is gone; starting it again");
-                let id = vm.vm_id.clone();
-                cloud
-                    .store
-                    .write(move |c| vm_store::set_state(c, &id, "running", "pending", "restarting after a host restart", &now_iso()))
-                    .await?;
-            }
-            // Its host is away: the health pass and the host's return settle it.
-            Err(e) if e.kind == HostErrorKind::Unreachable => {
-                tracing::warn!(vm = %vm.vm_id, error = %e, "cannot see the VM's host");
-            }
-            Err(e) => return Err(e.into()),
+    let hosts = cloud.store.read(socle_store::hosts::list).await?;
+    // Each host on its own: one that is slow or away (its calls end at
+    // their deadlines) never holds up the others.
+    let mut per_host = tokio::task::JoinSet::new();
+    for host in hosts.into_iter().filter(|h| h.state != "revoked") {
+        let vms: Vec<VmRow> = live
+            .iter()
+            .filter(|vm| vm.state == "running" && vm.desired == "running")
+            .filter(|vm| vm.host_id.as_ref().unwrap_or(cloud.hosts.local_id()) == &host.host_id)
+            .cloned()
+            .collect();
+        let cloud = cloud.clone();
+        per_host.spawn(async move { recover_host(&cloud, host, vms).await });
+    }
+    let mut first_error = None;
+    while let Some(done) = per_host.join_next().await {
+        match done {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => first_error = first_error.or(Some(e)),
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => {}
         }
     }
-    crate::image_import::remove_stale_uploads(cloud).await.map_err(ReconcileError::Key)?;
-    let hosts = cloud.store.read(socle_store::hosts::list).await?;
-    for host in hosts.into_iter().filter(|h| h.state != "revoked") {
-        let swept = match cloud.hosts.client(&host) {
-            Ok(agent) => sweep_host(cloud, &host.host_id, &*agent).await,
-            Err(e) => Err(e.into()),
-        };
-        match swept {
-            Ok(()) => {}
-            // A host away now is swept at the next recovery.
-            Err(ReconcileError::Agent(e)) if e.kind == HostErrorKind::Unreachable => {
-                tracing::warn!(host = %host.host_id, error = %e, "host not swept: it does not answer");
-            }
-            Err(e) => return Err(e),
+    first_error.map_or(Ok(()), Err)
+}
+
+/// Re-attaches to the VMs of `host` that ran, queues those whose QEMU is
+/// gone to start again, and sweeps the host. A host that does not answer
+/// is left to the health checks and to the next recovery.
+async fn recover_host(cloud: &Arc<Cloud>, host: HostRow, vms: Vec<VmRow>) -> Result<(), ReconcileError> {
+    let result = async {
+        let agent = cloud.hosts.client(&host)?;
+        for vm in &vms {
+            reattach(cloud, &*agent, vm).await?;
+        }
+        sweep_host(cloud, &host.host_id, &*agent).await
+    }
+    .await;
+    match result {
+        Err(ReconcileError::Agent(e)) if e.kind == HostErrorKind::Unreachable => {
+            tracing::warn!(host = %host.host_id, error = %e, "host not recovered: it does not answer");
+            Ok(())
+        }
+        other => other,
+    }
+}
+
+async fn reattach(cloud: &Arc<Cloud>, agent: &dyn Host, vm: &VmRow) -> Result<(), ReconcileError> {
+    match agent.vm_runtime(vm.vm_id.to_string()).await? {
+        VmRuntime::Running | VmRuntime::Paused => {
+            tracing::info!(vm = %vm.vm_id, "re-attached to running VM");
+        }
+        VmRuntime::Shutdown | VmRuntime::NotRunning => {
+            tracing::warn!(vm = %vm.vm_id, "VM was running before the restart but its QEMU is gone; starting it again");
+            let id = vm.vm_id.clone();
+            cloud
+                .store
+                .write(move |c| vm_store::set_state(c, &id, "running", "pending", "restarting after a host restart", &now_iso()))
+                .await?;
         }
     }
     Ok(())

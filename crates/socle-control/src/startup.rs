@@ -44,6 +44,8 @@ pub enum StartupError {
     Hsm(#[from] crate::hsm::HsmError),
     #[error("host networking: {0}")]
     Network(#[from] socle_net::NetError),
+    #[error("the cloud's CA: {0}")]
+    Ca(String),
 }
 
 fn data_dir_err(path: &Path) -> impl Fn(std::io::Error) -> StartupError + '_ {
@@ -67,6 +69,13 @@ pub fn open_identity(data_dir: &Path, database: Option<&str>) -> Result<(Store, 
 /// `agent_endpoint`, `unix:PATH`) as its own host.
 pub async fn open_cloud(config: CloudConfig, agent: Arc<dyn Host>, agent_endpoint: &str) -> Result<Arc<Cloud>, StartupError> {
     let (store, secrets) = open_identity(&config.data_dir, config.database.as_deref())?;
+    // A server with another CA than the cloud's, or none while it has one,
+    // refuses to start rather than fail every host call later.
+    let dir = config.data_dir.clone();
+    store
+        .write(move |c| crate::hosts::cloud_ca(c, &dir, false).map(|_| ()))
+        .await
+        .map_err(|e: socle_types::ApiError| StartupError::Ca(e.internal.unwrap_or(e.details)))?;
     let info = agent.host_info().await?;
     if info.protocol_version != PROTOCOL_VERSION {
         return Err(StartupError::AgentVersion { found: info.protocol_version });
@@ -218,12 +227,21 @@ pub fn write_private_json<T: serde::Serialize>(path: &Path, value: &T) -> std::i
 /// `mode` and synced, then renamed over `path`. A crash leaves the old file
 /// or the new one, never half of it.
 pub fn write_atomic(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<()> {
+    let tmp = written_aside(path, bytes, mode)?;
+    fs::rename(&tmp, path).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })
+}
+
+/// Writes `bytes` to a new file beside `path`, named for this writer alone
+/// (two processes writing the same file never share a temp file), synced.
+pub fn written_aside(path: &Path, bytes: &[u8], mode: u32) -> std::io::Result<PathBuf> {
     let mut tmp = path.as_os_str().to_owned();
-    tmp.push(".tmp");
+    tmp.push(format!(".{}.{:016x}.tmp", std::process::id(), rand::random::<u64>()));
     let tmp = PathBuf::from(tmp);
-    let _ = fs::remove_file(&tmp);
     let mut f = fs::OpenOptions::new().write(true).create_new(true).mode(mode).open(&tmp)?;
-    f.write_all(bytes)?;
-    f.sync_all()?;
-    fs::rename(&tmp, path)
+    f.write_all(bytes).and_then(|_| f.sync_all()).inspect_err(|_| {
+        let _ = fs::remove_file(&tmp);
+    })?;
+    Ok(tmp)
 }

@@ -200,3 +200,32 @@ pub fn get_token(conn: &Conn, token_id: &JoinTokenId) -> Result<Option<HostToken
 pub fn use_token(conn: &Conn, token_id: &JoinTokenId, host_id: &HostId) -> Result<bool> {
     Ok(conn.execute("UPDATE host_tokens SET used_by = ?2 WHERE token_id = ?1 AND used_by IS NULL", params![token_id.as_str(), host_id.as_str()])? == 1)
 }
+
+/// The SHA-256 of the cloud's CA certificate, once a server recorded it.
+pub fn recorded_ca(conn: &Conn) -> Result<Option<String>> {
+    Ok(conn.query_row("SELECT cert_sha256 FROM cloud_ca WHERE one = 1", [], |r| r.get(0)).optional()?)
+}
+
+/// Records `cert_sha256` as the cloud's CA unless one is recorded already;
+/// returns the one recorded (the first server's, if several race).
+pub fn record_ca(conn: &Conn, cert_sha256: &str, now: &str) -> Result<String> {
+    conn.execute(
+        "INSERT INTO cloud_ca (one, cert_sha256, recorded_at) VALUES (1, ?1, ?2) ON CONFLICT (one) DO NOTHING",
+        params![cert_sha256, now],
+    )?;
+    Ok(recorded_ca(conn)?.unwrap_or_default())
+}
+
+#[cfg(test)]
+mod ca_tests {
+    #[test]
+    fn the_first_ca_recorded_stays_the_clouds() {
+        crate::on_each_engine(|c| {
+            assert_eq!(super::recorded_ca(c)?, None);
+            assert_eq!(super::record_ca(c, "aa", "t1")?, "aa");
+            assert_eq!(super::record_ca(c, "bb", "t2")?, "aa", "a second CA does not replace the first");
+            assert_eq!(super::recorded_ca(c)?.as_deref(), Some("aa"));
+            Ok(())
+        });
+    }
+}

@@ -349,6 +349,8 @@ const MAX_SESSIONS: usize = 16;
 /// request answers "retry later" (503) instead of waiting for ever behind a
 /// stuck statement.
 const SESSION_WAIT: Duration = Duration::from_secs(10);
+/// The longest any one statement may take on PostgreSQL.
+const STATEMENT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Closing a session blocks on the client's own runtime, which tokio
 /// forbids on a runtime thread (the pool is often dropped there, at
@@ -369,6 +371,16 @@ impl PgPool {
             config.connect_timeout(Duration::from_secs(5));
         }
         config.application_name("socle");
+        // No statement waits or runs for ever (a lock held by a stuck
+        // session, a runaway query): it fails after STATEMENT_TIMEOUT, and
+        // a session idle inside a transaction is ended, freeing its locks.
+        let options = format!(
+            "{} -c statement_timeout={}s -c idle_in_transaction_session_timeout={}s",
+            config.get_options().unwrap_or_default(),
+            STATEMENT_TIMEOUT.as_secs(),
+            2 * STATEMENT_TIMEOUT.as_secs()
+        );
+        config.options(options.trim());
         Ok(PgPool { config, idle: Mutex::new(Vec::new()), busy: Mutex::new(0), freed: Condvar::new() })
     }
 
@@ -490,6 +502,22 @@ pub(crate) fn test_stores() -> Vec<Store> {
     let cluster = testing::PgCluster::shared().unwrap_or_else(|e| panic!("no PostgreSQL for the store tests: {e}"));
     let url = cluster.new_database().expect("a test database");
     vec![test_store(), Store::connect(&url).expect("connect to the test database")]
+}
+
+#[cfg(test)]
+mod session_tests {
+    #[test]
+    fn postgres_sessions_bound_every_statement() {
+        for store in crate::test_stores().into_iter().filter(|s| s.engine() == crate::Engine::Postgres) {
+            let settings = store
+                .read_sync(|c| {
+                    let get = |name: &str| c.query_row(&format!("SHOW {name}"), [], |r| r.get::<_, String>(0));
+                    Ok::<_, crate::StoreError>((get("statement_timeout")?, get("idle_in_transaction_session_timeout")?))
+                })
+                .unwrap();
+            assert_eq!(settings, ("30s".to_string(), "1min".to_string()));
+        }
+    }
 }
 
 /// A storage failure is an internal error to API callers: they cannot fix it,

@@ -534,6 +534,18 @@ const MIGRATIONS: &[Migration] = &[
     ALTER TABLE images DROP COLUMN disk_path;
     "#,
     ),
+    // 14: the cloud's CA, as the database knows it: the SHA-256 of the
+    // first `DATA/ca/ca.pem` a server used. A server whose data dir holds
+    // another CA, or none, refuses to issue or trust host certificates.
+    both(
+        r#"
+    CREATE TABLE cloud_ca (
+        one INTEGER PRIMARY KEY CHECK (one = 1),
+        cert_sha256 TEXT NOT NULL,
+        recorded_at TEXT NOT NULL
+    );
+    "#,
+    ),
 ];
 
 /// The key of the advisory lock that keeps two servers starting at once

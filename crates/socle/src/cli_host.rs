@@ -61,7 +61,10 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
             let dir = state.dir.resolve();
             let (store, secrets) = open_identity(&dir, state.database.as_deref())?;
             // The CA exists before the first host asks for a certificate.
-            hosts::load_or_create_ca(&dir).map_err(|e| anyhow::anyhow!("{}", e.details))?;
+            let ca_dir = dir.clone();
+            store
+                .write_sync(move |c| hosts::cloud_ca(c, &ca_dir, true))
+                .map_err(|e: socle_types::ApiError| anyhow::anyhow!("{}", e.internal.unwrap_or(e.details)))?;
             let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
             let ttl = Duration::from_secs(ttl_minutes.max(1) * 60);
             let token = runtime

@@ -94,6 +94,11 @@ fn a_host_joins_once_is_watched_over_mutual_tls_and_can_be_revoked() {
     assert!(!out.status.success() && text(&out).contains("refused"), "{}", text(&out));
     assert!(hosts.list().is_empty());
     assert!(!&host_dir.join("tls/host.json").exists());
+    // Listening on every address without --advertise: servers could not
+    // reach that; refused, and the token is not spent.
+    let out = agent(&host_dir, &format!("0.0.0.0:{}", free_port()), Some((&url, &token))).output_within(CLI_TIMEOUT);
+    assert!(!out.status.success() && text(&out).contains("unspecified address"), "{}", text(&out));
+    assert!(hosts.list().is_empty());
 
     // The real one: the host joins and the cloud reaches it over mutual TLS.
     let log = &host_dir.join("agent.log");
