@@ -9,8 +9,10 @@ VENV="$ROOT/.venv"
 PYTHON="${PYTHON:-python3}"
 
 # Pinned versions. osc-sdk-python 0.42.0 bundles OSC API spec 1.42.0, the one in shared/reference.
+# osc-sdk 1.11.0 is osc-cli, the command-line client (tests/python/test_osc_cli.py).
 REQUIREMENTS=(
   "osc-sdk-python==0.42.0"
+  "osc-sdk==1.11.0"
   "pytest==8.4.2"
   "pytest-timeout==2.4.0"
 )

@@ -26,7 +26,43 @@ use socle_types::ApiError;
 /// Largest request body accepted (UserData may be 500 KiB once decoded).
 pub const MAX_BODY_BYTES: usize = 1024 * 1024;
 
-pub fn router(cloud: Arc<Cloud>) -> Router {
+/// What `socle up` serves: the router behind a rewrite of the path, as
+/// Outscale's gateway does before routing and verifying signatures.
+pub type Service = axum::routing::IntoMakeService<tower::util::MapRequest<Router, fn(axum::extract::Request) -> axum::extract::Request>>;
+
+pub fn service(cloud: Arc<Cloud>) -> Service {
+    let rewrite: fn(axum::extract::Request) -> axum::extract::Request = collapse_slashes;
+    axum::ServiceExt::<axum::extract::Request>::into_make_service(tower::util::MapRequest::new(router(cloud), rewrite))
+}
+
+/// `//api/latest/ReadVms` is `/api/latest/ReadVms`: osc-cli 1.11 joins its
+/// endpoint and `/api/latest/…` with a slash of its own, and signs the path
+/// without it. The signature is then checked against the collapsed path.
+fn collapse_slashes(mut req: axum::extract::Request) -> axum::extract::Request {
+    let uri = req.uri();
+    if !uri.path().contains("//") {
+        return req;
+    }
+    let mut path = String::with_capacity(uri.path().len());
+    for c in uri.path().chars() {
+        if !(c == '/' && path.ends_with('/')) {
+            path.push(c);
+        }
+    }
+    if let Some(q) = uri.query() {
+        path = format!("{path}?{q}");
+    }
+    if let Ok(collapsed) = path.parse::<http::uri::PathAndQuery>() {
+        let mut parts = uri.clone().into_parts();
+        parts.path_and_query = Some(collapsed);
+        if let Ok(new) = http::Uri::from_parts(parts) {
+            *req.uri_mut() = new;
+        }
+    }
+    req
+}
+
+fn router(cloud: Arc<Cloud>) -> Router {
     Router::new()
         .route("/api/{version}/{operation}", post(handle))
         .route(&format!("/api/{{version}}/{}", import::OPERATION), post(handle_import))

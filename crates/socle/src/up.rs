@@ -159,7 +159,7 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
     let reconciler = tokio::spawn(socle_control::reconciler::run(cloud.clone()));
     // Hosts that joined with `socle agent --join`: ready or unreachable.
     let host_watch = tokio::spawn(socle_control::hosts::watch(cloud.clone()));
-    let app = socle_api::router(cloud.clone());
+    let app = socle_api::service(cloud.clone());
     eprintln!(
         "\nSocle is up: API {endpoint} (accelerator {}, data in {}, state in {})\n\
          Credentials of the default account: {}\n\
