@@ -8,7 +8,7 @@ ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="$ROOT/.venv"
 PYTHON="${PYTHON:-python3}"
 
-# Pinned versions. osc-sdk-python 0.42.0 bundles OSC API spec 1.42.0, the one in shared/reference.
+# Pinned versions. osc-sdk-python 0.42.0 bundles OSC API spec 1.42.0, the one in reference/osc-api.
 # osc-sdk 1.11.0 is osc-cli, the command-line client (tests/python/test_osc_cli.py).
 REQUIREMENTS=(
   "osc-sdk-python==0.42.0"

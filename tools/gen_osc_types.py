@@ -10,7 +10,7 @@ Only the operations listed in OPERATIONS (and the schemas they reach) are
 emitted, so the generated file grows with what Socle implements. Add an
 operation here, re-run, commit the output:
 
-    python3 tools/gen_osc_types.py ../shared/reference/osc-api/outscale.yaml
+    python3 tools/gen_osc_types.py reference/osc-api/outscale.yaml
 
 Conventions of the output:
 - one struct per schema, fields renamed to the spec's PascalCase names;
@@ -150,5 +150,5 @@ def main(spec_path, out_path):
 
 
 if __name__ == "__main__":
-    spec = sys.argv[1] if len(sys.argv) > 1 else "../shared/reference/osc-api/outscale.yaml"
+    spec = sys.argv[1] if len(sys.argv) > 1 else "reference/osc-api/outscale.yaml"
     main(spec, "crates/socle-types/src/osc.rs")

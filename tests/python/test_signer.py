@@ -9,7 +9,7 @@ import pytest
 
 from socle_lib import sign
 
-REFERENCE = Path(__file__).resolve().parents[3] / "shared" / "reference" / "osc-api"
+REFERENCE = Path(__file__).resolve().parents[2] / "reference" / "osc-api"
 CAPTURED = REFERENCE / "captured-requests.jsonl"
 
 

@@ -64,13 +64,13 @@ impl Captured {
 fn captured() -> Vec<Captured> {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),
-        "/../../../shared/reference/osc-api/captured-requests.jsonl"
+        "/../../reference/osc-api/captured-requests.jsonl"
     );
     let text = std::fs::read_to_string(path).unwrap_or_else(|e| {
         panic!(
             "cannot read the captured requests at {path}: {e}. These test vectors (real \
              osc-sdk-python, osc-cli and outscale_api requests) live in \
-             shared/reference/osc-api/ beside the repository and are required."
+             reference/osc-api/ in the repository and are required."
         )
     });
     let out: Vec<Captured> = text
