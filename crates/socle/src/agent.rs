@@ -129,7 +129,7 @@ pub async fn start_in_process(data_dir: &Path, accel: AccelChoice) -> anyhow::Re
     Ok((HostClient::unix(socket), accel))
 }
 
-async fn start(data_dir: &Path, accel: AccelChoice) -> anyhow::Result<Agent> {
+pub(crate) async fn start(data_dir: &Path, accel: AccelChoice) -> anyhow::Result<Agent> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)

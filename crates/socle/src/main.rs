@@ -15,6 +15,7 @@ mod cli_vm;
 mod join;
 mod agent;
 mod up;
+mod down;
 
 use std::path::PathBuf;
 
@@ -61,6 +62,8 @@ pub struct StateArgs {
 enum Command {
     /// Run an all-in-one cloud on this machine, in the foreground.
     Up(up::UpArgs),
+    /// End the cloud of a data dir on this machine (after `socle up` is stopped): shut its VMs down and remove its networks; --purge also deletes the data dir.
+    Down(down::DownArgs),
     /// Run the host agent alone, in the foreground: for `socle up --agent` on this machine, or as a host joined to a cloud (`--join`).
     Agent(agent::AgentArgs),
     /// Manage accounts of a local cloud (works on its data dir).
@@ -92,6 +95,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Up(args) => up::run(args),
         Command::Agent(args) => agent::run(args),
+        Command::Down(args) => down::run(args),
         Command::Account(cmd) => cli_account::run(cmd),
         Command::Host(cmd) => cli_host::run(cmd),
         Command::Vm(cmd) => cli_vm::run_vm(cmd),
