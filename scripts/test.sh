@@ -99,7 +99,7 @@ pytest_suite() {
 # nftables, QEMU's I/O throttling, host route checks, the CLI's output, the
 # harness's own sweep). What they store is covered on PostgreSQL by the
 # other integration tests and the Python suite.
-HOST_ONLY='binary(=harness) | binary(=host_ranges) | binary(=cli) | binary(=networking_nat)
+HOST_ONLY='binary(=harness) | binary(=host_ranges) | binary(=cli) | binary(=networking_nat) | binary(=down)
   | test(=imported_raw_and_qcow2_disks_boot_through_the_bios_encrypted_at_rest)
   | test(=a_guest_cannot_pass_for_another_address_or_mac)
   | test(=a_public_ip_lets_the_outside_in_and_only_to_its_guest)

@@ -80,6 +80,10 @@ enum Command {
     Image(cli_image::ImageCommand),
     /// Call any API operation: `socle api ReadVms '{"Filters":{"VmStateNames":["running"]}}'`.
     Api(cli_vm::ApiArgs),
+    /// Print the shell completion script: `source <(socle completions bash)`, or keep it where your shell loads completions from.
+    Completions {
+        shell: clap_complete::Shell,
+    },
 }
 
 /// Logs to stderr, `info` unless RUST_LOG says otherwise.
@@ -101,6 +105,15 @@ fn main() -> std::process::ExitCode {
         Command::Vm(cmd) => cli_vm::run_vm(cmd),
         Command::Image(cmd) => cli_image::run(cmd),
         Command::Api(args) => cli_vm::run_api(args),
+        Command::Completions { shell } => {
+            let mut script = Vec::new();
+            clap_complete::generate(shell, &mut <Cli as clap::CommandFactory>::command(), "socle", &mut script);
+            match std::io::Write::write_all(&mut std::io::stdout(), &script) {
+                // `socle completions bash | head`: the reader has enough.
+                Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+                other => other.map_err(anyhow::Error::from),
+            }
+        }
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -19,6 +19,38 @@ fn socle(cloud: &TestCloud, args: &[&str]) -> String {
     String::from_utf8(out.stdout).unwrap()
 }
 
+/// What bash offers for the last of `words` (possibly empty: a new word)
+/// after `socle`, with the generated completions.
+fn bash_completes(words: &[&str]) -> Vec<String> {
+    let quoted: Vec<String> = words.iter().map(|w| format!("'{w}'")).collect();
+    let line = format!("socle {}", words.join(" "));
+    let script = format!(
+        "source <('{}' completions bash) && COMP_WORDS=(socle {}) && COMP_CWORD={} && COMP_LINE='{line}' && \
+         COMP_POINT=${{#COMP_LINE}} && _socle socle && printf '%s\\n' \"${{COMPREPLY[@]}}\"",
+        socle_bin().display(),
+        quoted.join(" "),
+        words.len()
+    );
+    let out = Command::new("bash").args(["-c", &script]).output_within(CLI_TIMEOUT);
+    assert!(out.status.success(), "bash: {}", String::from_utf8_lossy(&out.stderr));
+    String::from_utf8(out.stdout).unwrap().lines().map(str::to_string).collect()
+}
+
+#[test]
+fn shell_completions_offer_the_commands_and_their_options() {
+    assert!(bash_completes(&["d"]).contains(&"down".to_string()), "{:?}", bash_completes(&["d"]));
+    let vm = bash_completes(&["vm", ""]);
+    for sub in ["create", "list", "stop", "delete"] {
+        assert!(vm.contains(&sub.to_string()), "socle vm <TAB>: {vm:?}");
+    }
+    assert!(bash_completes(&["down", "--p"]).contains(&"--purge".to_string()), "{:?}", bash_completes(&["down", "--p"]));
+    for shell in ["zsh", "fish", "elvish", "powershell"] {
+        let out = Command::new(socle_bin()).args(["completions", shell]).output_within(CLI_TIMEOUT);
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && script.contains("down") && script.contains("--purge"), "{shell}: {script:.300}");
+    }
+}
+
 #[test]
 fn vm_commands_drive_a_vm_through_its_life() {
     let cloud = TestCloud::start();
