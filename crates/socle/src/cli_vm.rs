@@ -161,12 +161,29 @@ fn image_id(client: &Client, image: &str) -> anyhow::Result<String> {
         .ok_or_else(|| anyhow!("no image named {image:?} (see `socle api ReadImages`)"))
 }
 
+/// Waits until every VM runs, saying on stderr each state a VM reaches
+/// (with the seconds since the call) and, once it runs, the last line its
+/// console printed: the boot is seen as it goes.
 fn wait_running(client: &Client, ids: &[String]) -> anyhow::Result<Vec<Value>> {
-    let deadline = Instant::now() + Duration::from_secs(300);
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(300);
+    let mut said: std::collections::HashMap<String, String> = Default::default();
     loop {
         let out = client.call("ReadVms", &json!({"Filters": {"VmIds": ids}}))?;
         let vms = out["Vms"].as_array().cloned().unwrap_or_default();
+        for v in &vms {
+            let (id, state) = (v["VmId"].as_str().unwrap_or_default(), v["State"].as_str().unwrap_or_default());
+            if said.get(id).map(String::as_str) != Some(state) {
+                eprintln!("{id}: {state} ({} s)", started.elapsed().as_secs());
+                said.insert(id.to_string(), state.to_string());
+            }
+        }
         if vms.iter().all(|v| v["State"] == "running") {
+            for id in ids {
+                if let Some(line) = last_console_line(client, id) {
+                    eprintln!("{id}: console: {line}");
+                }
+            }
             return Ok(vms);
         }
         if let Some(v) = vms.iter().find(|v| v["State"] == "stopped" || v["State"] == "terminated") {
@@ -177,6 +194,13 @@ fn wait_running(client: &Client, ids: &[String]) -> anyhow::Result<Vec<Value>> {
         }
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+/// The last non-empty line of a VM's console, if it printed any yet.
+fn last_console_line(client: &Client, id: &str) -> Option<String> {
+    let out = client.call("ReadConsoleOutput", &json!({"VmId": id})).ok()?;
+    let text = STANDARD.decode(out["ConsoleOutput"].as_str()?).ok()?;
+    String::from_utf8_lossy(&text).lines().rev().map(str::trim).find(|l| !l.is_empty()).map(|l| l.chars().filter(|c| !c.is_control()).take(160).collect())
 }
 
 pub fn run_vm(cmd: VmCommand) -> anyhow::Result<()> {

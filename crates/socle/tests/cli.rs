@@ -54,9 +54,19 @@ fn shell_completions_offer_the_commands_and_their_options() {
 #[test]
 fn vm_commands_drive_a_vm_through_its_life() {
     let cloud = TestCloud::start();
-    let created: Value = serde_json::from_str(&socle(&cloud, &["vm", "create", "--name", "web", "--wait", "--json"])).unwrap();
+    let out = cloud
+        .socle()
+        .args(["vm", "create", "--name", "web", "--wait", "--json", "--data-dir"])
+        .arg(cloud.data_dir())
+        .env_remove("OSC_ACCESS_KEY")
+        .output_within(CLI_TIMEOUT);
+    assert!(out.status.success(), "socle vm create failed: {}", String::from_utf8_lossy(&out.stderr));
+    let created: Value = serde_json::from_slice(&out.stdout).unwrap();
     let id = created[0]["VmId"].as_str().unwrap().to_string();
     assert_eq!(created[0]["State"], "running");
+    // --wait says how it goes, on stderr (stdout stays the JSON).
+    let progress = String::from_utf8_lossy(&out.stderr);
+    assert!(progress.contains(&format!("{id}: running (")), "{progress}");
 
     let table = socle(&cloud, &["vm", "list"]);
     assert!(table.contains(&id) && table.contains("web") && table.contains("running"), "{table}");
