@@ -26,8 +26,10 @@ pub struct HostClient {
 #[derive(Clone)]
 enum Endpoint {
     Unix(PathBuf),
-    /// `addr` (host:port) over mutual TLS, expecting the certificate of `host_id`.
-    Tls { addr: String, host_id: String, config: Arc<rustls::ClientConfig> },
+    /// `addr` (host:port) over mutual TLS, expecting the certificate of
+    /// `host_id` — and, when `pinned`, that very certificate (its
+    /// fingerprint as recorded at its join, see `pki::cert_fingerprint`).
+    Tls { addr: String, host_id: String, config: Arc<rustls::ClientConfig>, pinned: Option<String> },
 }
 
 impl std::fmt::Debug for HostClient {
@@ -86,7 +88,17 @@ impl HostClient {
     /// Host `host_id`'s agent at `addr` (host:port), over mutual TLS with
     /// the control plane's `config` (see [`crate::tls::client_config`]).
     pub fn tls(addr: impl Into<String>, host_id: impl Into<String>, config: Arc<rustls::ClientConfig>) -> HostClient {
-        HostClient { endpoint: Endpoint::Tls { addr: addr.into(), host_id: host_id.into(), config }, max_deadline: None }
+        HostClient { endpoint: Endpoint::Tls { addr: addr.into(), host_id: host_id.into(), config, pinned: None }, max_deadline: None }
+    }
+
+    /// The same host, answering only with the certificate whose fingerprint
+    /// is `cert_sha256`: another certificate the CA issued under the same
+    /// name (a join whose answer was lost, a compromised copy) is refused.
+    pub fn pinned_to(mut self, cert_sha256: impl Into<String>) -> HostClient {
+        if let Endpoint::Tls { pinned, .. } = &mut self.endpoint {
+            *pinned = Some(cert_sha256.into());
+        }
+        self
     }
 
     /// The same agent, with every call's deadline at most `limit`.
@@ -123,7 +135,7 @@ impl HostClient {
                 let stream = tokio::net::UnixStream::connect(socket).await.map_err(|e| unreachable("connect", &e))?;
                 self.exchange(method, body, stream).await
             }
-            Endpoint::Tls { addr, host_id, config } => {
+            Endpoint::Tls { addr, host_id, config, pinned } => {
                 let name = rustls::pki_types::ServerName::try_from(crate::tls::host_name(host_id))
                     .map_err(|e| HostError::internal(format!("host name {host_id:?}: {e}")))?;
                 let connect = async {
@@ -131,6 +143,15 @@ impl HostClient {
                     tokio_rustls::TlsConnector::from(config.clone()).connect(name, tcp).await.map_err(|e| unreachable("TLS", &e))
                 };
                 let stream = tokio::time::timeout(CONNECT_TIMEOUT, connect).await.map_err(|_| unreachable("connect", &"timed out"))??;
+                if let Some(want) = pinned {
+                    let presented = stream.get_ref().1.peer_certificates().and_then(|c| c.first()).map(|c| crate::pki::der_fingerprint(c));
+                    if presented.as_deref() != Some(want.as_str()) {
+                        return Err(unreachable(
+                            "TLS",
+                            &format!("the host presented another certificate than the one it joined with (SHA-256 {want})"),
+                        ));
+                    }
+                }
                 self.exchange(method, body, stream).await
             }
         }

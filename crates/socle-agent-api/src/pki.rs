@@ -86,3 +86,42 @@ pub fn host_key_and_request() -> Result<(String, String), HostError> {
     let csr = CertificateParams::default().serialize_request(&key).map_err(pki_err("signing request"))?;
     Ok((key.serialize_pem(), csr.pem().map_err(pki_err("signing request"))?))
 }
+
+/// What the cloud records of a host's certificate when it joins: the
+/// SHA-256 (hex) of its PEM text as the CA issued it.
+pub fn cert_fingerprint(cert_pem: &str) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(cert_pem.as_bytes()))
+}
+
+/// The same fingerprint from the DER a TLS handshake presents: the PEM
+/// text is rebuilt exactly as the CA wrote it (rcgen: 64 base64 characters
+/// a line, LF endings).
+pub fn der_fingerprint(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut pem = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        pem.push_str(std::str::from_utf8(line).expect("base64 is ASCII"));
+        pem.push('\n');
+    }
+    pem.push_str("-----END CERTIFICATE-----\n");
+    cert_fingerprint(&pem)
+}
+
+#[cfg(test)]
+mod fingerprint_tests {
+    use super::*;
+
+    #[test]
+    fn a_presented_certificate_has_the_fingerprint_recorded_at_its_join() {
+        let ca = Ca::generate("test").unwrap();
+        for host in ["h-1", "h-0a1b2c3d"] {
+            let (_, request) = host_key_and_request().unwrap();
+            let pem = ca.sign_host(&request, host).unwrap();
+            use rustls::pki_types::pem::PemObject;
+            let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes()).unwrap();
+            assert_eq!(der_fingerprint(&der), cert_fingerprint(&pem), "{pem}");
+        }
+    }
+}

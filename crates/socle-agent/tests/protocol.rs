@@ -135,6 +135,16 @@ async fn over_tcp_only_the_control_plane_of_the_cloud_reaches_the_host_it_names(
     let (ocert, okey) = other.issue_control().unwrap();
     let stranger = client_config(TlsIdentity::from_pem(&ocert, &okey).unwrap(), &ca.cert_pem).unwrap();
     refused("other CA", HostClient::tls(addr.clone(), "h-1", stranger).list_vms().await.unwrap_err());
+    // Pinned to the certificate recorded at its join: served; pinned to
+    // another one the CA issued under the same name: refused.
+    let recorded = socle_agent_api::pki::cert_fingerprint(&host_cert);
+    let pinned = HostClient::tls(addr.clone(), "h-1", control.clone()).pinned_to(recorded);
+    assert!(pinned.list_vms().await.unwrap().is_empty());
+    let (_, request) = host_key_and_request().unwrap();
+    let other_copy = socle_agent_api::pki::cert_fingerprint(&ca.sign_host(&request, "h-1").unwrap());
+    let e = HostClient::tls(addr.clone(), "h-1", control.clone()).pinned_to(other_copy).list_vms().await.unwrap_err();
+    refused("another certificate of h-1", e.clone());
+    assert!(e.message.contains("another certificate"), "{e}");
     // And the control plane still gets in after all that.
     assert!(HostClient::tls(addr, "h-1", control).list_vms().await.unwrap().is_empty());
 }

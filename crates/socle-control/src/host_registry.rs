@@ -48,7 +48,7 @@ impl HostRegistry {
         let client: Arc<dyn Host> = match host.endpoint.strip_prefix("unix:") {
             // Another server's own agent, on this machine.
             Some(path) => Arc::new(HostClient::unix(path)),
-            None => Arc::new(HostClient::tls(host.endpoint.clone(), host.host_id.to_string(), self.control_tls()?)),
+            None => Arc::new(HostClient::tls(host.endpoint.clone(), host.host_id.to_string(), self.control_tls()?).pinned_to(host.cert_sha256.clone())),
         };
         clients.insert(host.host_id.clone(), client.clone());
         Ok(client)

@@ -213,7 +213,7 @@ pub async fn join(cloud: &Arc<Cloud>, req: JoinRequest) -> Result<JoinAnswer, Ap
         host_id.clone(),
         token.subregion.clone(),
         req.endpoint.clone(),
-        hex::encode(Sha256::digest(cert_pem.as_bytes())),
+        socle_agent_api::pki::cert_fingerprint(&cert_pem),
         now_iso(),
     );
     let token_id = token.token_id.clone();
