@@ -94,11 +94,23 @@ pub fn init_logs() {
         .init();
 }
 
+/// Keys pass through the memory of `socle up` and `socle agent` (volume
+/// data keys, the master key, TLS keys): no core dump may carry them, and
+/// no other process of the same user may read that memory (ptrace,
+/// /proc/PID/mem). QEMU, started by exec, is not affected.
+fn keep_out_of_core_dumps() -> anyhow::Result<()> {
+    // SAFETY: PR_SET_DUMPABLE takes a plain integer and touches no memory.
+    if unsafe { libc::prctl(libc::PR_SET_DUMPABLE, 0, 0, 0, 0) } != 0 {
+        anyhow::bail!("cannot keep this process out of core dumps: {}", std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Up(args) => up::run(args),
-        Command::Agent(args) => agent::run(args),
+        Command::Up(args) => keep_out_of_core_dumps().and_then(|()| up::run(args)),
+        Command::Agent(args) => keep_out_of_core_dumps().and_then(|()| agent::run(args)),
         Command::Down(args) => down::run(args),
         Command::Account(cmd) => cli_account::run(cmd),
         Command::Host(cmd) => cli_host::run(cmd),
@@ -121,5 +133,16 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn servers_and_agents_stay_out_of_core_dumps() {
+        // SAFETY: PR_GET_DUMPABLE reads a flag of this process.
+        assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }, 1, "dumpable before");
+        super::keep_out_of_core_dumps().unwrap();
+        assert_eq!(unsafe { libc::prctl(libc::PR_GET_DUMPABLE, 0, 0, 0, 0) }, 0);
     }
 }
