@@ -15,7 +15,6 @@ use std::time::Duration;
 
 use rand::RngCore;
 use socle_types::ids::{HostId, JoinTokenId};
-use sha2::{Digest, Sha256};
 use socle_agent_api::join::{proof, proof_holds, JoinAnswer, JoinRequest};
 use socle_agent_api::pki::Ca;
 use socle_agent_api::tls::{client_config, TlsIdentity};
@@ -106,7 +105,7 @@ pub fn cloud_ca(conn: &socle_store::Conn, data_dir: &Path, create: bool) -> Resu
         }
     }
     let ca = load_or_create_ca(data_dir)?;
-    let sha = hex::encode(Sha256::digest(ca.cert_pem.as_bytes()));
+    let sha = socle_agent_api::pki::cert_fingerprint(&ca.cert_pem);
     let kept = host_store::record_ca(conn, &sha, &now_iso())?;
     if kept != sha {
         return Err(ApiError::internal(format!(
