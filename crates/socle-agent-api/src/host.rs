@@ -168,6 +168,21 @@ host_protocol! {
     /// True when the running VM has the NIC's device.
     fn nic_plugged(vm_id: String, ifname: String) -> bool;
 
+    /// Makes the host's share of a tenant network match `spec` (namespace,
+    /// bridge, DHCP, nftables; idempotent, converging from any partial
+    /// state) and serves `guests` their metadata inside it. Answers the
+    /// ports whose tap is not there yet (a stopped VM's NIC: wired when it
+    /// starts and the network is applied again).
+    fn apply_net(spec: socle_net::NetSpec, guests: Vec<GuestMetadata>) -> Vec<String>;
+    /// Removes a network from the host (gone already is fine).
+    fn destroy_net(net_id: String) -> ();
+    /// The networks on the host, and the agent's boot ID.
+    fn list_nets() -> HostNets;
+    /// Creates the tap QEMU will open for a NIC, in the root namespace
+    /// (idempotent; an existing tap is kept).
+    fn prepare_tap(ifname: String) -> ();
+    fn remove_tap(ifname: String) -> ();
+
     /// Checks an uploaded disk image (format, size, no backing or external
     /// file, not encrypted) without changing it.
     fn inspect_upload(path: PathBuf) -> UploadInfo;

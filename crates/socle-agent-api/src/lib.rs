@@ -18,6 +18,7 @@
 
 pub mod client;
 pub mod error;
+pub mod faults;
 pub mod host;
 pub mod join;
 mod key;

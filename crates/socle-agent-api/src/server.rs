@@ -11,8 +11,10 @@ use bytes::Bytes;
 
 use crate::host::{dispatch, Host};
 
-/// Requests can carry an uploaded file's path, never its bytes: 1 MiB is plenty.
-const MAX_REQUEST_BYTES: usize = 1 << 20;
+/// Requests carry an uploaded file's path, never its bytes; the largest are
+/// network specs with the metadata documents of their guests (about 1 KiB
+/// per NIC), so 16 MiB leaves room for thousands of NICs in one network.
+const MAX_REQUEST_BYTES: usize = 16 << 20;
 
 /// The routes of protocol v1 over `host`.
 pub fn router(host: Arc<dyn Host>) -> Router {

@@ -338,3 +338,73 @@ mod optional_base64 {
         Ok(Option::<Blob>::deserialize(d)?.map(|b| b.0))
     }
 }
+
+/// The tenant networks wired on a host, and which run of the agent says so.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct HostNets {
+    /// Changes at every start of the agent: what a previous run was told
+    /// (its networks' metadata documents) is then gone, and the control
+    /// plane applies every network again.
+    pub boot_id: String,
+    /// The networks present on the host (by `net_id`), applied by this run
+    /// or left by an earlier one.
+    pub nets: Vec<String>,
+}
+
+/// What the metadata service at 169.254.169.254 tells one guest, as the
+/// EC2 layout has it (cloud-init's EC2 datasource and Outscale guests read
+/// it). The agent answers a caller by its source address, which
+/// anti-spoofing makes one of the guest's own: a guest only sees its own
+/// document. User data is not here: the agent has it from the VM's spec.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct GuestMetadata {
+    /// The addresses this document answers, in the network it is pushed with.
+    pub addresses: Vec<std::net::Ipv4Addr>,
+    pub vm_id: String,
+    pub image_id: String,
+    pub vm_type: String,
+    pub reservation_id: String,
+    /// The primary private IP of the VM's primary NIC.
+    pub local_ipv4: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_ipv4: Option<String>,
+    pub hostname: String,
+    pub mac: String,
+    /// Names of the primary NIC's security groups.
+    #[serde(default)]
+    pub security_groups: Vec<String>,
+    pub subregion: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub public_key: Option<GuestKey>,
+    /// Every NIC of the VM, primary first.
+    #[serde(default)]
+    pub interfaces: Vec<GuestInterface>,
+}
+
+/// The keypair a VM was created with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct GuestKey {
+    pub name: String,
+    /// OpenSSH public key line.
+    pub public_key: String,
+}
+
+/// One NIC in the `network/interfaces/macs/` tree of the metadata service.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct GuestInterface {
+    pub mac: String,
+    pub device_number: i64,
+    pub nic_id: String,
+    /// The primary first.
+    pub private_ips: Vec<String>,
+    #[serde(default)]
+    pub public_ips: Vec<String>,
+    #[serde(default)]
+    pub group_ids: Vec<String>,
+    /// (subnet ID, its range); None in the public cloud.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub subnet: Option<(String, String)>,
+    /// (Net ID, its range); None in the public cloud.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub net: Option<(String, String)>,
+}

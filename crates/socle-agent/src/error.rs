@@ -126,6 +126,15 @@ pub enum AgentError {
         detail: String,
     },
 
+    #[error("host network driver: {0}")]
+    Net(#[from] socle_net::NetError),
+
+    #[error("{0}")]
+    Network(String),
+
+    #[error("this host's agent runs without tenant networking (it is not root, or was started without a network prefix)")]
+    NetworkingOff,
+
     #[error("VM {vm_id}: NIC on tap {ifname}: {detail}")]
     Nic {
         vm_id: String,

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use socle_agent_api::{
-    Blob, BlockJobProgress, Host, HostError, HostErrorKind, HostInfo, IoLimits, LinkedVolume, PlatformImage, RootDisk,
+    Blob, BlockJobProgress, GuestMetadata, Host, HostError, HostErrorKind, HostInfo, HostNets, IoLimits, LinkedVolume, PlatformImage, RootDisk,
     SnapshotInfo, UploadFormat, UploadInfo, VmNic, VmRuntime, VmSpec, VolumeInfo, VolumeKey, VolumeSource,
     PROTOCOL_VERSION,
 };
@@ -31,7 +31,10 @@ impl From<AgentError> for HostError {
             | AgentError::VmNotRunning { .. }
             | AgentError::Conflict { .. }
             | AgentError::VolumeConflict { .. } => HostErrorKind::Conflict,
-            AgentError::InvalidVmId(_) | AgentError::InvalidId { .. } | AgentError::InvalidArgument(_) => {
+            AgentError::InvalidVmId(_)
+            | AgentError::InvalidId { .. }
+            | AgentError::InvalidArgument(_)
+            | AgentError::Net(socle_net::NetError::Spec { .. } | socle_net::NetError::InvalidNetId(_) | socle_net::NetError::InvalidInterfaceName(_)) => {
                 HostErrorKind::InvalidArgument
             }
             _ => HostErrorKind::Internal,
@@ -186,6 +189,26 @@ impl Host for Agent {
 
     async fn nic_plugged(&self, vm_id: String, ifname: String) -> Result<bool, HostError> {
         Ok(Agent::nic_plugged(self, &vm_id, &ifname).await?)
+    }
+
+    async fn apply_net(&self, spec: socle_net::NetSpec, guests: Vec<GuestMetadata>) -> Result<Vec<String>, HostError> {
+        Ok(Agent::apply_net(self, spec, guests).await?)
+    }
+
+    async fn destroy_net(&self, net_id: String) -> Result<(), HostError> {
+        Ok(Agent::destroy_net(self, &net_id).await?)
+    }
+
+    async fn list_nets(&self) -> Result<HostNets, HostError> {
+        Ok(Agent::list_nets(self).await?)
+    }
+
+    async fn prepare_tap(&self, ifname: String) -> Result<(), HostError> {
+        Ok(Agent::prepare_tap(self, &ifname).await?)
+    }
+
+    async fn remove_tap(&self, ifname: String) -> Result<(), HostError> {
+        Ok(Agent::remove_tap(self, &ifname).await?)
     }
 
     async fn inspect_upload(&self, path: PathBuf) -> Result<UploadInfo, HostError> {

@@ -31,6 +31,9 @@ mod image;
 mod platform;
 mod spec;
 mod import;
+mod metadata;
+mod metadata_interfaces;
+mod network;
 mod nic;
 mod qmp;
 mod secret;
@@ -106,6 +109,18 @@ pub struct AgentConfig {
     /// The host's ID in its cloud, reported by `host_info` (the binary
     /// gives the joined ID, or one it keeps in the data dir).
     pub host_id: String,
+    /// Tenant networking: the driver's directory and the prefix of the
+    /// namespaces, taps and tables it makes. None: no tenant networks on
+    /// this host (not root); their methods answer an error.
+    pub network: Option<NetworkConfig>,
+}
+
+/// Where and under which name the host's tenant networks live.
+#[derive(Debug, Clone)]
+pub struct NetworkConfig {
+    pub dir: PathBuf,
+    /// 1-6 lowercase letters/digits, one per cloud on a machine.
+    pub prefix: String,
 }
 
 impl AgentConfig {
@@ -119,6 +134,7 @@ impl AgentConfig {
             image_cache_dir: Self::default_image_cache_dir(),
             deb_cache_dir: None,
             host_id: String::new(),
+            network: None,
         }
     }
 
@@ -176,6 +192,8 @@ struct Inner {
     platform_lock: tokio::sync::Mutex<()>,
     /// Progress of the snapshots being taken, by snapshot id.
     progress: Mutex<HashMap<String, BlockJobProgress>>,
+    /// Tenant networks (see [`AgentConfig::network`]).
+    network: Option<network::HostNetwork>,
 }
 
 /// The host agent. Cheap to clone (shared state behind an `Arc`).
@@ -216,6 +234,10 @@ impl Agent {
             .trim()
             .to_string();
 
+        let network = match &cfg.network {
+            Some(n) => Some(network::HostNetwork::new(n.dir.clone(), &n.prefix, vms_dir.clone())?),
+            None => None,
+        };
         let mut agent = Agent {
             inner: Arc::new(Inner {
                 cfg,
@@ -227,6 +249,7 @@ impl Agent {
                 image_lock: tokio::sync::Mutex::new(()),
                 platform_lock: tokio::sync::Mutex::new(()),
                 progress: Mutex::new(HashMap::new()),
+                network,
             }),
         };
         let (accel, why) = agent.resolve_accel().await?;

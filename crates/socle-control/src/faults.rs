@@ -1,13 +1,3 @@
-//! Fault injection for crash tests: `SOCLE_FAULT=<point>` makes the process
-//! abort when it reaches that point, as a power cut would. Points sit right
-//! after host work and before the database records it — the windows where a
-//! crash could leave orphans if the design were wrong. Unset, it costs one
-//! environment lookup per point.
+//! Fault points of the control plane (see [`socle_agent_api::faults`]).
 
-/// Aborts the process if `SOCLE_FAULT` names this point.
-pub(crate) fn point(name: &str) {
-    if std::env::var("SOCLE_FAULT").is_ok_and(|f| f == name) {
-        eprintln!("SOCLE_FAULT: aborting at {name}");
-        std::process::abort();
-    }
-}
+pub(crate) use socle_agent_api::faults::point;

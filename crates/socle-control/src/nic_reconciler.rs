@@ -56,7 +56,7 @@ async fn attach(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), Recon
         // QEMU's, and preparing it again would re-create it under QEMU.
         let tap = net.tap_of(nic);
         if !host.nic_plugged(vm.to_string(), tap.clone()).await? {
-            net.prepare_tap(nic).await?;
+            net.prepare_tap(&*host, nic).await?;
         }
         host.link_nic(vm.to_string(), VmNic { ifname: tap, mac: nic.mac.clone() }).await?;
         faults::point("nic-hot-plugged");
@@ -104,9 +104,9 @@ async fn detach(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), Recon
 /// removes its tap. Idempotent.
 async fn unplug(cloud: &Arc<Cloud>, nic: &NicRow, vm: &VmId) -> Result<(), ReconcileError> {
     let Some(net) = &cloud.network else { return Ok(()) };
-    let tap = net.tap_of(nic);
-    cloud.host_of_vm(vm).await?.unlink_nic(vm.to_string(), tap.clone()).await?;
-    net.remove_tap(tap).await?;
+    let host = cloud.host_of_vm(vm).await?;
+    host.unlink_nic(vm.to_string(), net.tap_of(nic)).await?;
+    net.remove_tap(&*host, nic).await?;
     Ok(())
 }
 

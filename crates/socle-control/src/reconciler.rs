@@ -370,7 +370,7 @@ async fn work(cloud: &Arc<Cloud>, id: &VmId) -> Result<(), ReconcileError> {
         "terminated" => {
             host.destroy_vm(vm.vm_id.to_string()).await?;
             release_volumes(cloud, &vm.vm_id).await?;
-            release_nics(cloud, &vm.vm_id).await?;
+            release_nics(cloud, &*host, &vm.vm_id).await?;
             ("terminated", "User initiated".to_string())
         }
         other => {
@@ -426,12 +426,12 @@ async fn release_volumes(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<(), Reconci
 
 /// After a VM is destroyed: its taps go, its NICs marked
 /// DeleteOnVmDeletion are deleted, the others become available again.
-async fn release_nics(cloud: &Arc<Cloud>, vm_id: &VmId) -> Result<(), ReconcileError> {
+async fn release_nics(cloud: &Arc<Cloud>, host: &dyn Host, vm_id: &VmId) -> Result<(), ReconcileError> {
     let lookup = vm_id.clone();
     let nics = cloud.store.read(move |c| nic_store::of_vm(c, &lookup)).await?;
     if let Some(net) = &cloud.network {
         for nic in &nics {
-            net.remove_tap(net.tap_of(nic)).await?;
+            net.remove_tap(host, nic).await?;
         }
     }
     let vm_id = vm_id.clone();
@@ -457,7 +457,7 @@ async fn prepare_nics(cloud: &Arc<Cloud>, host: &dyn Host, vm_id: &VmId) -> Resu
     let Some(net) = &cloud.network else { return Ok(vec![]) };
     let mut wanted = vec![];
     for nic in &nics {
-        let ifname = net.prepare_tap(nic).await?;
+        let ifname = net.prepare_tap(host, nic).await?;
         wanted.push(VmNic { ifname, mac: nic.mac.clone() });
     }
     for on_host in host.vm_nics(vm_id.to_string()).await? {

@@ -42,8 +42,6 @@ pub enum StartupError {
     Reconcile(#[from] crate::reconciler::ReconcileError),
     #[error("key custody: {0}")]
     Hsm(#[from] crate::hsm::HsmError),
-    #[error("host networking: {0}")]
-    Network(#[from] socle_net::NetError),
     #[error("the cloud's CA: {0}")]
     Ca(String),
 }
@@ -85,7 +83,7 @@ pub async fn open_cloud(config: CloudConfig, agent: Arc<dyn Host>, agent_endpoin
     ensure_platform_images(&store, &*agent).await?;
     let keystores = crate::hsm::Keystores::open(&config.data_dir)?;
     let network = match &config.network {
-        Some(cfg) => Some(crate::network::Network::new(cfg.clone(), &config.data_dir)?),
+        Some(cfg) => Some(crate::network::Network::new(cfg.clone())),
         None => {
             tracing::warn!("host networking is off: VMs run without NICs");
             None

@@ -241,6 +241,25 @@ impl<'de> serde::Deserialize<'de> for MacAddr {
     }
 }
 
+/// Both travel as strings (`10.0.0.0/16`, `02:00:00:aa:bb:cc`) in the
+/// agent protocol's generated document.
+macro_rules! string_schema {
+    ($t:ty, $name:literal, $pattern:literal, $description:literal) => {
+        impl schemars::JsonSchema for $t {
+            fn schema_name() -> std::borrow::Cow<'static, str> {
+                $name.into()
+            }
+
+            fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+                schemars::json_schema!({"type": "string", "pattern": $pattern, "description": $description})
+            }
+        }
+    };
+}
+
+string_schema!(Ipv4Net, "Ipv4Net", r"^\d{1,3}(\.\d{1,3}){3}/\d{1,2}$", "an IPv4 network in CIDR notation, host bits clear");
+string_schema!(MacAddr, "MacAddr", r"^[0-9a-f]{2}(:[0-9a-f]{2}){5}$", "an Ethernet address, six hex bytes separated by ':'");
+
 #[cfg(test)]
 mod tests {
     use super::*;

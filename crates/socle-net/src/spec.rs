@@ -7,6 +7,7 @@
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
+use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
 use crate::cidr::{Ipv4Net, MacAddr};
@@ -14,7 +15,7 @@ use crate::error::SpecError;
 use crate::naming;
 
 /// One tenant network (an Outscale "Net", an AWS VPC).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NetSpec {
     /// e.g. `vpc-1a2b3c4d`; names the namespace and files of the Net.
     pub net_id: String,
@@ -33,7 +34,7 @@ pub struct NetSpec {
     pub nat_services: Vec<NatServiceSpec>,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SubnetSpec {
     pub subnet_id: String,
     /// Inside the Net's range, at least /29. The gateway is its first host
@@ -56,7 +57,7 @@ impl SubnetSpec {
     }
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Route {
     /// Must not lie inside the Net's range (that range is always local);
     /// wider prefixes such as 0.0.0.0/0 are fine.
@@ -64,7 +65,7 @@ pub struct Route {
     pub target: RouteTarget,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(tag = "type", rename_all = "snake_case")]
 pub enum RouteTarget {
     /// Out through the uplink, with the 1:1 public IP of the sender as
@@ -77,7 +78,7 @@ pub enum RouteTarget {
 }
 
 /// One NIC of a VM: the host-side interface and what the guest may do.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PortSpec {
     pub nic_id: String,
     /// The interface in the root namespace (a tap the agent created with
@@ -117,7 +118,7 @@ impl PortSpec {
 /// One allow rule of a security group, already resolved for one port:
 /// a security group given as source/destination has been expanded by the
 /// caller into its members' addresses.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Rule {
     pub protocol: Protocol,
     /// Inclusive destination port range; only for tcp and udp. `None` is all
@@ -134,14 +135,14 @@ pub struct Rule {
 }
 
 /// An ICMP type (`8`: echo request) and optionally one of its codes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct IcmpMatch {
     pub kind: u8,
     #[serde(default)]
     pub code: Option<u8>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
     Any,
@@ -153,7 +154,7 @@ pub enum Protocol {
 /// The link between the Net's namespace and the root namespace. Allocated by
 /// the control plane (from a link pool such as 100.64.0.0/10) and recorded,
 /// so the addresses stay stable and a later multi-host design can keep them.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct UplinkSpec {
     /// Address of the root-namespace end (the Net's next hop to Internet).
     pub root_ip: Ipv4Addr,
@@ -161,13 +162,13 @@ pub struct UplinkSpec {
     pub net_ip: Ipv4Addr,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct PublicIpMapping {
     pub public_ip: Ipv4Addr,
     pub private_ip: Ipv4Addr,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NatServiceSpec {
     pub nat_id: String,
     pub public_ip: Ipv4Addr,

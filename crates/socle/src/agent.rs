@@ -46,6 +46,12 @@ pub struct AgentArgs {
     /// falls back to TCG (software) when KVM cannot run it.
     #[arg(long, default_value = "auto", env = "SOCLE_ACCEL")]
     accel: AccelChoice,
+    /// Prefix of the namespaces, taps, veths and nftables tables of the
+    /// cloud's networks on this host (1-6 lowercase letters/digits; differ
+    /// per cloud on one host). Tenant networks need root: another user's
+    /// agent runs VMs without them.
+    #[arg(long, default_value = "socle", env = "SOCLE_NET_PREFIX")]
+    net_prefix: String,
 }
 
 /// The path of a `unix:PATH` endpoint.
@@ -78,7 +84,13 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
     }
     let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
     runtime.block_on(async {
-        let agent = Arc::new(start(&data_dir, args.accel).await?);
+        let networking = if unsafe { libc::geteuid() } == 0 {
+            Some(args.net_prefix.as_str())
+        } else {
+            eprintln!("socle agent: not running as root, so this host wires no tenant networks (its VMs get no NICs)");
+            None
+        };
+        let agent = Arc::new(start(&data_dir, args.accel, networking).await?);
         let accel = agent.accel();
         let state = data_dir.join("agent");
         let (served, socket) = match tcp {
@@ -116,8 +128,9 @@ pub fn run(args: AgentArgs) -> anyhow::Result<()> {
 
 /// Starts the agent on `data_dir` and serves it on `DATA/agent.sock`; a
 /// client of it, and the accelerator it chose.
-pub async fn start_in_process(data_dir: &Path, accel: AccelChoice) -> anyhow::Result<(HostClient, String)> {
-    let agent = start(data_dir, accel).await?;
+/// `net_prefix`: tenant networks under that prefix, or none.
+pub async fn start_in_process(data_dir: &Path, accel: AccelChoice, net_prefix: Option<&str>) -> anyhow::Result<(HostClient, String)> {
+    let agent = start(data_dir, accel, net_prefix).await?;
     let accel = agent.accel().to_string();
     let socket = data_dir.join(SOCKET);
     let listener = listen(&socket).await?;
@@ -129,7 +142,7 @@ pub async fn start_in_process(data_dir: &Path, accel: AccelChoice) -> anyhow::Re
     Ok((HostClient::unix(socket), accel))
 }
 
-pub(crate) async fn start(data_dir: &Path, accel: AccelChoice) -> anyhow::Result<Agent> {
+pub(crate) async fn start(data_dir: &Path, accel: AccelChoice, net_prefix: Option<&str>) -> anyhow::Result<Agent> {
     std::fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -138,6 +151,8 @@ pub(crate) async fn start(data_dir: &Path, accel: AccelChoice) -> anyhow::Result
     let mut cfg = AgentConfig::new(data_dir.join("agent"));
     cfg.accel = accel;
     cfg.host_id = host_id(data_dir)?;
+    // `DATA/net`: where the all-in-one's networks always lived.
+    cfg.network = net_prefix.map(|prefix| socle_agent::NetworkConfig { dir: data_dir.join("net"), prefix: prefix.to_string() });
     Agent::new(cfg).await.context("cannot start the host agent")
 }
 

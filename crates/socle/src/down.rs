@@ -77,7 +77,7 @@ fn confirmed(data_dir: &Path) -> anyhow::Result<bool> {
 /// Shuts down every VM the data dir's agent defined, all at once: each gets
 /// an ACPI shutdown and `timeout` before it is powered off.
 async fn stop_vms(data_dir: &Path, timeout: Duration) -> anyhow::Result<usize> {
-    let agent = std::sync::Arc::new(crate::agent::start(data_dir, AccelChoice::Auto).await?);
+    let agent = std::sync::Arc::new(crate::agent::start(data_dir, AccelChoice::Auto, None).await?);
     let vms = agent.list_vms().await.context("cannot list the VMs")?;
     let mut stops = tokio::task::JoinSet::new();
     for vm in vms {

@@ -150,7 +150,7 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
             let info = socle_agent_api::Host::host_info(&client).await.with_context(|| format!("cannot reach the agent at {endpoint}"))?;
             (client, info.accel)
         }
-        None => crate::agent::start_in_process(&data_dir, args.accel).await?,
+        None => crate::agent::start_in_process(&data_dir, args.accel, config.network.as_ref().map(|n| n.prefix.as_str())).await?,
     };
     let agent_endpoint = agent.endpoint();
     let cloud = open_cloud(config, Arc::new(agent), &agent_endpoint).await.context("cannot bring the cloud up")?;

@@ -1,7 +1,9 @@
-//! The network compiler: from database rows to the `socle_net::NetSpec` of
-//! every network this host must wire.
+//! The network compiler: from database rows to each host's share of every
+//! network: a `socle_net::NetSpec` with the ports of the VMs on that host,
+//! and the metadata documents of those VMs.
 //!
-//! A network is wired while at least one of its NICs is linked to a VM.
+//! A network is wired while at least one of its NICs is linked to a VM,
+//! and on the hosts of those VMs.
 //! Two kinds exist: a tenant Net (`vpc-…`, its subnets and routes), and the
 //! public-cloud network of an account (`pub-<account>`, one subnet
 //! covering [`public_cloud_range`], always with an uplink) that VMs launched
@@ -15,10 +17,13 @@ use std::net::Ipv4Addr;
 use socle_net::{IcmpMatch, Ipv4Net, NatServiceSpec, NetSpec, PortSpec, Protocol, PublicIpMapping, Route, RouteTarget, Rule, SubnetSpec, UplinkSpec};
 use socle_store::nics::{self as nic_store, NicRow};
 use socle_store::security_groups::{self as sg_store, RuleRow};
-use socle_store::{internet_services, nat_services, nets as net_store, public_ips, route_tables, uplinks, Conn};
-use socle_types::ids::{AccountId, NetId, NicId, SecurityGroupId, SubnetId};
+use socle_store::{internet_services, nat_services, nets as net_store, public_ips, route_tables, uplinks, vms as vm_store, Conn};
+use socle_types::ids::{HostId, NetId, NicId, SecurityGroupId, SubnetId, VmId};
 use socle_types::ApiError;
 
+use socle_agent_api::GuestMetadata;
+
+use super::guests;
 use crate::config::NetworkConfig;
 use crate::ops::nic_alloc::public_cloud_range;
 
@@ -36,32 +41,29 @@ pub(crate) fn net_key(nic: &NicRow) -> String {
     }
 }
 
-/// The address space (see `socle_store::nics::address_space`) that `ip`
-/// belongs to in network `key`: the subnet containing it, or the public
-/// cloud of the account. None when no subnet of the Net contains it.
-pub(crate) fn space_of(conn: &Conn, key: &str, ip: Ipv4Addr) -> Result<Option<String>, ApiError> {
-    if let Some(account) = key.strip_prefix(PUBLIC_KEY_PREFIX) {
-        return Ok(Some(nic_store::address_space(None, &AccountId::from_trusted(account.to_string()))));
-    }
-    for s in net_store::subnets_of(conn, &NetId::from_trusted(key.to_string()))? {
-        if parse(&s.ip_range)?.contains(ip) {
-            return Ok(Some(s.subnet_id.to_string()));
-        }
-    }
-    Ok(None)
-}
-
-/// The tap of a NIC on this host: the prefix and the NIC's hex digits
+/// The tap of a NIC on its VM's host: the prefix and the NIC's hex digits
 /// (at most 14 bytes, unique per cloud, so per host with distinct prefixes).
 pub(crate) fn tap_name(prefix: &str, nic: &NicId) -> String {
     let hex = nic.as_str().rsplit('-').next().unwrap_or_default();
     format!("{prefix}{hex}")
 }
 
-/// Every network to wire, by key. Takes uplink slots for new networks and
-/// frees those of networks neither wired nor in `on_host` (the networks
-/// the driver finds on the host), so it runs in a write transaction.
-pub(crate) fn compile(conn: &Conn, cfg: &NetworkConfig, on_host: &BTreeSet<String>) -> Result<BTreeMap<String, NetSpec>, ApiError> {
+/// A host's share of a network: the spec its agent applies, the metadata
+/// documents it serves.
+pub(crate) type Share = (NetSpec, Vec<GuestMetadata>);
+
+/// Every network to wire, by host and key (a VM without a host is on
+/// `local`, the host of rows older than hosts). Takes uplink slots for new
+/// networks and frees those of networks neither wired nor in `on_hosts`
+/// (the networks the hosts have; None when some host did not say, and then
+/// no slot is freed), so it runs in a write transaction.
+pub(crate) fn compile(
+    conn: &Conn,
+    cfg: &NetworkConfig,
+    region: &str,
+    local: &HostId,
+    on_hosts: Option<&BTreeSet<String>>,
+) -> Result<BTreeMap<HostId, BTreeMap<String, Share>>, ApiError> {
     let mut by_net: BTreeMap<String, Vec<NicRow>> = BTreeMap::new();
     for nic in nic_store::linked(conn)? {
         by_net.entry(net_key(&nic)).or_default().push(nic);
@@ -71,13 +73,16 @@ pub(crate) fn compile(conn: &Conn, cfg: &NetworkConfig, on_host: &BTreeSet<Strin
     // here, before any slot is taken, rather than right after each removal,
     // means no slot is lost to a crash between a removal and its release,
     // nor to a network that took one but never reached the host.
-    let keep: BTreeSet<String> = by_net.keys().chain(on_host).cloned().collect();
-    let freed = uplinks::release_all_but(conn, &keep)?;
-    if !freed.is_empty() {
-        tracing::info!(nets = ?freed, "uplink slots freed");
+    if let Some(on_hosts) = on_hosts {
+        let keep: BTreeSet<String> = by_net.keys().chain(on_hosts).cloned().collect();
+        let freed = uplinks::release_all_but(conn, &keep)?;
+        if !freed.is_empty() {
+            tracing::info!(nets = ?freed, "uplink slots freed");
+        }
     }
+    let mut hosts = VmHosts::default();
     let mut addresses = Addresses::default();
-    let mut out = BTreeMap::new();
+    let mut out: BTreeMap<HostId, BTreeMap<String, Share>> = BTreeMap::new();
     for (key, nics) in by_net {
         let first = &nics[0];
         let (ip_range, subnets, uplink) = match &first.net_id {
@@ -126,9 +131,33 @@ pub(crate) fn compile(conn: &Conn, cfg: &NetworkConfig, on_host: &BTreeSet<Strin
                 .collect::<Result<Vec<_>, ApiError>>()?,
             None => vec![],
         };
-        out.insert(key.clone(), NetSpec { net_id: key, ip_range, subnets, ports, uplink, public_ips, nat_services });
+        let whole = NetSpec { net_id: key.clone(), ip_range, subnets, ports: vec![], uplink, public_ips, nat_services };
+        for (nic, port) in nics.iter().zip(ports) {
+            let host = hosts.of(conn, nic, local)?;
+            let share: &mut Share = out.entry(host).or_default().entry(key.clone()).or_insert_with(|| (whole.clone(), vec![]));
+            if let Some(doc) = guests::document(conn, nic, &port.private_ips, region)? {
+                share.1.push(doc);
+            }
+            share.0.ports.push(port);
+        }
     }
     Ok(out)
+}
+
+/// The host of each NIC's VM, read once per VM.
+#[derive(Default)]
+struct VmHosts(HashMap<VmId, HostId>);
+
+impl VmHosts {
+    fn of(&mut self, conn: &Conn, nic: &NicRow, local: &HostId) -> Result<HostId, ApiError> {
+        let Some(vm_id) = &nic.vm_id else { return Ok(local.clone()) };
+        if let Some(h) = self.0.get(vm_id) {
+            return Ok(h.clone());
+        }
+        let host = vm_store::get_any(conn, vm_id)?.and_then(|v| v.host_id).unwrap_or_else(|| local.clone());
+        self.0.insert(vm_id.clone(), host.clone());
+        Ok(host)
+    }
 }
 
 fn ip(s: &str) -> Result<Ipv4Addr, ApiError> {

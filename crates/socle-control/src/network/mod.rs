@@ -1,31 +1,32 @@
-//! Tenant networking on this host: the compiler from rows to `NetSpec`s,
-//! the pass that applies them with the host driver (socle-net), and the
-//! metadata service of every wired network.
+//! Tenant networking: the compiler from rows to each host's share of every
+//! network (a `NetSpec` and the metadata documents of its guests there),
+//! and the pass that pushes them to the hosts' agents, which apply them
+//! with the host driver (socle-net) and serve the metadata.
 //!
-//! The database is the truth; the host follows it. A pass compiles every
-//! network, applies those whose spec changed since the last apply (or that
-//! were never applied by this process, so a restart re-applies all), and
-//! destroys the networks present on the host that the database no longer
-//! wires. Uplink slots are freed by the compilation, once a network is
-//! neither wired nor on the host.
-//! `NetDriver::apply` and `destroy` are idempotent and converge from any
-//! partial state, so a crash anywhere is repaired by the next pass (fault
-//! points: `network-applied`, `net-half-destroyed` inside the driver's
-//! destroy, `network-destroyed`; crates/socle/tests/networking_faults.rs).
+//! The database is the truth; the hosts follow it. A pass asks every host
+//! which networks it has, compiles, applies those whose share changed
+//! since this process last applied it there (or that were never applied to
+//! this run of the host's agent: a restart of either side re-applies
+//! all), and destroys the networks present on a host that the database no
+//! longer wires there. Uplink slots are freed by the compilation, once a
+//! network is neither wired nor on any host.
+//! The agent's `apply_net` and `destroy_net` are idempotent and converge
+//! from any partial state, so a crash anywhere is repaired by the next
+//! pass (fault points: `network-applied` in the agent, `net-half-destroyed`
+//! inside the driver's destroy, `network-destroyed`;
+//! crates/socle/tests/networking_faults.rs).
 
 pub(crate) mod compile;
-mod metadata;
-mod metadata_interfaces;
+mod guests;
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
-use std::net::SocketAddrV4;
-use std::path::Path;
+use std::collections::{BTreeSet, HashMap};
 use std::sync::Arc;
 
-use socle_net::{NetDriver, NetSpec, METADATA_IP};
+use socle_agent_api::{GuestMetadata, Host, HostError, HostNets};
+use socle_net::NetSpec;
 use socle_store::nics::NicRow;
+use socle_types::ids::HostId;
 use socle_types::ApiError;
-use tokio::task::JoinHandle;
 
 use crate::config::NetworkConfig;
 use crate::{faults, Cloud};
@@ -34,50 +35,41 @@ pub(crate) use compile::tap_name;
 
 pub struct Network {
     pub(crate) cfg: NetworkConfig,
-    driver: Arc<NetDriver>,
     state: tokio::sync::Mutex<State>,
 }
 
 #[derive(Default)]
 struct State {
-    /// What this process last applied, by network key.
-    applied: HashMap<String, NetSpec>,
-    /// The metadata listener of each wired network.
-    metadata: HashMap<String, JoinHandle<()>>,
+    /// What this process last applied, by host.
+    hosts: HashMap<HostId, Applied>,
+}
+
+/// What this process applied to one run of a host's agent.
+#[derive(Default)]
+struct Applied {
+    boot_id: String,
+    nets: HashMap<String, (NetSpec, Vec<GuestMetadata>)>,
 }
 
 impl Network {
-    pub fn new(cfg: NetworkConfig, data_dir: &Path) -> Result<Network, socle_net::NetError> {
-        let driver = NetDriver::new(data_dir.join("net"), &cfg.prefix)?.with_checkpoint(faults::point);
-        Ok(Network { cfg, driver: Arc::new(driver), state: Default::default() })
+    pub fn new(cfg: NetworkConfig) -> Network {
+        Network { cfg, state: Default::default() }
     }
 
-    /// The tap of `nic` on this host.
+    /// The tap of `nic` (on its VM's host).
     pub(crate) fn tap_of(&self, nic: &NicRow) -> String {
         tap_name(&self.cfg.prefix, &nic.nic_id)
     }
 
-    /// Creates the tap QEMU will open for `nic` (root namespace).
-    pub(crate) async fn prepare_tap(&self, nic: &NicRow) -> Result<String, NetworkError> {
+    /// Has `host` create the tap QEMU will open for `nic` (root namespace).
+    pub(crate) async fn prepare_tap(&self, host: &dyn Host, nic: &NicRow) -> Result<String, NetworkError> {
         let tap = self.tap_of(nic);
-        let (driver, t) = (self.driver.clone(), tap.clone());
-        blocking(move || driver.prepare_tap(&t)).await?;
+        host.prepare_tap(tap.clone()).await?;
         Ok(tap)
     }
 
-    pub(crate) async fn remove_tap(&self, tap: String) -> Result<(), NetworkError> {
-        let driver = self.driver.clone();
-        blocking(move || driver.remove_tap(&tap)).await
-    }
-}
-
-/// Runs a driver call (synchronous: it runs `ip`, `nft`…) off the runtime.
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, socle_net::NetError> + Send + 'static,
-) -> Result<T, NetworkError> {
-    match tokio::task::spawn_blocking(f).await {
-        Ok(r) => Ok(r?),
-        Err(e) => Err(NetworkError::Task(e.to_string())),
+    pub(crate) async fn remove_tap(&self, host: &dyn Host, nic: &NicRow) -> Result<(), NetworkError> {
+        Ok(host.remove_tap(self.tap_of(nic)).await?)
     }
 }
 
@@ -85,10 +77,8 @@ async fn blocking<T: Send + 'static>(
 pub enum NetworkError {
     #[error("network compiler: {}", .0.internal.clone().unwrap_or_else(|| .0.details.clone()))]
     Compile(ApiError),
-    #[error("host network driver: {0}")]
-    Driver(#[from] socle_net::NetError),
-    #[error("network task failed: {0}")]
-    Task(String),
+    #[error("host agent: {0}")]
+    Host(#[from] HostError),
 }
 
 /// Holds off network passes while a VM starts: a pass must not move a tap
@@ -110,8 +100,10 @@ impl StartGuard<'_> {
     /// their specs did not change, to move the new taps in), then lets
     /// passes run again.
     pub(crate) async fn wire(mut self, cloud: &Arc<Cloud>, keys: &[String]) -> Result<(), NetworkError> {
-        for k in keys {
-            self.state.applied.remove(k);
+        for applied in self.state.hosts.values_mut() {
+            for k in keys {
+                applied.nets.remove(k);
+            }
         }
         pass_locked(cloud, self.net, &mut self.state).await
     }
@@ -135,63 +127,75 @@ async fn pass_locked(cloud: &Arc<Cloud>, net: &Network, state: &mut State) -> Re
 }
 
 async fn apply_all(cloud: &Arc<Cloud>, net: &Network, state: &mut State) -> Result<(), NetworkError> {
-    let cfg = net.cfg.clone();
-    let driver = net.driver.clone();
-    let on_host: BTreeSet<String> = blocking(move || driver.list_nets()).await?.into_iter().collect();
-    let listed = on_host.clone();
-    let specs: BTreeMap<String, NetSpec> = cloud
-        .store
-        .write(move |c| {
-            let specs = compile::compile(c, &cfg, &listed)?;
-            Ok::<_, ApiError>(specs)
-        })
-        .await
-        .map_err(NetworkError::Compile)?;
+    let rows = cloud.store.read(socle_store::hosts::list).await.map_err(|e| NetworkError::Compile(e.into()))?;
     let mut failed = None;
-    for (key, spec) in &specs {
-        if state.applied.get(key) == Some(spec) {
-            continue;
-        }
-        let (driver, s) = (net.driver.clone(), spec.clone());
-        match blocking(move || driver.apply(&s)).await {
-            Ok(report) => {
-                // Crash tests: wired on the host, not recorded by this
-                // process (a restart re-applies every network anyway).
-                faults::point("network-applied");
-                if !report.missing_ports.is_empty() {
-                    // A stopped VM's NIC: wired when it starts.
-                    tracing::debug!(net = %key, missing = ?report.missing_ports, "ports without their tap");
-                }
-                tracing::info!(net = %key, ports = spec.ports.len(), "network applied");
-                state.applied.insert(key.clone(), spec.clone());
-                if state.metadata.get(key).is_none_or(|h| h.is_finished()) {
-                    let (driver, k) = (net.driver.clone(), key.clone());
-                    let addr = SocketAddrV4::new(METADATA_IP, 80);
-                    let listener = blocking(move || driver.listen_tcp_in(&k, addr)).await?;
-                    let task = tokio::spawn(metadata::serve(Arc::downgrade(cloud), key.clone(), listener));
-                    state.metadata.insert(key.clone(), task);
-                }
+    // What each host has. A host that does not answer keeps what it has;
+    // its networks keep their uplink slots meanwhile.
+    let mut listed: Vec<(HostId, Arc<dyn Host>, HostNets)> = vec![];
+    let mut on_hosts = BTreeSet::new();
+    let mut complete = true;
+    for row in rows.into_iter().filter(|h| h.state != "revoked") {
+        let answer = match cloud.hosts.client(&row) {
+            Ok(client) => client.list_nets().await.map(|nets| (client, nets)),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok((client, nets)) => {
+                on_hosts.extend(nets.nets.iter().cloned());
+                listed.push((row.host_id, client, nets));
             }
             Err(e) => {
-                tracing::error!(net = %key, error = %e, "network apply failed; will retry");
-                state.applied.remove(key);
-                failed = Some(e);
+                tracing::warn!(host = %row.host_id, error = %e, "cannot list the host's networks; will retry");
+                complete = false;
+                failed = Some(NetworkError::Host(e));
             }
         }
     }
-    // Only the applies above add networks to the host, and those are in
-    // `specs`: the list taken before them still names every one to remove.
-    for key in on_host.into_iter().filter(|k| !specs.contains_key(k)) {
-        if let Some(task) = state.metadata.remove(&key) {
-            task.abort();
+    let (cfg, local, region) = (net.cfg.clone(), cloud.hosts.local_id().clone(), cloud.config.region.clone());
+    let mut shares = cloud
+        .store
+        .write(move |c| compile::compile(c, &cfg, &region, &local, complete.then_some(&on_hosts)))
+        .await
+        .map_err(NetworkError::Compile)?;
+    for (host_id, host, nets) in listed {
+        let applied = state.hosts.entry(host_id.clone()).or_default();
+        if applied.boot_id != nets.boot_id {
+            // A new run of the agent: it serves no metadata yet.
+            *applied = Applied { boot_id: nets.boot_id.clone(), nets: HashMap::new() };
         }
-        state.applied.remove(&key);
-        let (driver, k) = (net.driver.clone(), key.clone());
-        blocking(move || driver.destroy(&k)).await?;
-        // Crash tests: gone from the host, its uplink slot still taken
-        // (the next compilation frees it).
-        faults::point("network-destroyed");
-        tracing::info!(net = %key, "network removed from the host");
+        let wanted = shares.remove(&host_id).unwrap_or_default();
+        for (key, share) in &wanted {
+            if applied.nets.get(key) == Some(share) {
+                continue;
+            }
+            match host.apply_net(share.0.clone(), share.1.clone()).await {
+                Ok(missing) => {
+                    if !missing.is_empty() {
+                        // A stopped VM's NIC: wired when it starts.
+                        tracing::debug!(host = %host_id, net = %key, ?missing, "ports without their tap");
+                    }
+                    applied.nets.insert(key.clone(), share.clone());
+                }
+                Err(e) => {
+                    tracing::error!(host = %host_id, net = %key, error = %e, "network apply failed; will retry");
+                    applied.nets.remove(key);
+                    failed = Some(e.into());
+                }
+            }
+        }
+        // Only the applies above add networks to the host, and those are
+        // wanted: the list taken before them still names every one to remove.
+        for key in nets.nets.into_iter().filter(|k| !wanted.contains_key(k)) {
+            applied.nets.remove(&key);
+            if let Err(e) = host.destroy_net(key.clone()).await {
+                tracing::error!(host = %host_id, net = %key, error = %e, "network removal failed; will retry");
+                failed = Some(e.into());
+                continue;
+            }
+            // Crash tests: gone from the host, its uplink slot still taken
+            // (the next compilation frees it).
+            faults::point("network-destroyed");
+        }
     }
     match failed {
         Some(e) => Err(e),

@@ -2,54 +2,11 @@
 //! directory per NIC of the calling VM, named by MAC, as EC2 lays it out
 //! (cloud-init reads the secondary addresses of each NIC there).
 
-use socle_store::nics::{self as nic_store, NicRow};
-use socle_store::{nets as net_store, Conn};
-use socle_types::ApiError;
-
-/// What the tree shows of one NIC.
-#[derive(Debug, Clone, Default, PartialEq)]
-pub(crate) struct NicInfo {
-    pub mac: String,
-    pub device_number: i64,
-    pub nic_id: String,
-    /// The primary first.
-    pub private_ips: Vec<String>,
-    pub public_ips: Vec<String>,
-    pub group_ids: Vec<String>,
-    /// None in the public cloud.
-    pub subnet: Option<(String, String)>,
-    pub net: Option<(String, String)>,
-}
-
-/// The NICs of a VM, primary first.
-pub(crate) fn nics_of(conn: &Conn, nics: &[NicRow]) -> Result<Vec<NicInfo>, ApiError> {
-    let mut out = vec![];
-    for n in nics {
-        let subnet = match &n.subnet_id {
-            Some(id) => net_store::get_subnet(conn, &n.account_id, id)?.map(|s| (s.subnet_id.to_string(), s.ip_range)),
-            None => None,
-        };
-        let net = match &n.net_id {
-            Some(id) => net_store::get_net_any(conn, id)?.map(|v| (v.net_id.to_string(), v.ip_range)),
-            None => None,
-        };
-        out.push(NicInfo {
-            mac: n.mac.clone(),
-            device_number: n.device_number.unwrap_or_default(),
-            nic_id: n.nic_id.to_string(),
-            private_ips: nic_store::ips_of(conn, &n.nic_id)?.into_iter().map(|p| p.ip).collect(),
-            public_ips: socle_store::public_ips::of_nic(conn, &n.nic_id)?.into_iter().map(|p| p.public_ip).collect(),
-            group_ids: nic_store::groups_of(conn, &n.nic_id)?.iter().map(|g| g.to_string()).collect(),
-            subnet,
-            net,
-        });
-    }
-    Ok(out)
-}
+use socle_agent_api::GuestInterface;
 
 /// The body of `rest`, the path below `network/interfaces/macs` (`""`,
 /// `/MAC`, `/MAC/field`); None: 404.
-pub(crate) fn answer(nics: &[NicInfo], rest: &str) -> Option<String> {
+pub(crate) fn answer(nics: &[GuestInterface], rest: &str) -> Option<String> {
     let parts: Vec<&str> = rest.split('/').filter(|p| !p.is_empty()).collect();
     match parts.as_slice() {
         [] => Some(nics.iter().map(|n| format!("{}/\n", n.mac)).collect()),
@@ -91,9 +48,9 @@ pub(crate) fn answer(nics: &[NicInfo], rest: &str) -> Option<String> {
 mod tests {
     use super::*;
 
-    fn nics() -> Vec<NicInfo> {
+    fn nics() -> Vec<GuestInterface> {
         vec![
-            NicInfo {
+            GuestInterface {
                 mac: "aa:fc:00:00:00:01".into(),
                 device_number: 0,
                 nic_id: "eni-00000001".into(),
@@ -103,7 +60,7 @@ mod tests {
                 subnet: Some(("subnet-00000001".into(), "10.0.1.0/24".into())),
                 net: Some(("vpc-00000001".into(), "10.0.0.0/16".into())),
             },
-            NicInfo { mac: "aa:fc:00:00:00:02".into(), device_number: 1, nic_id: "eni-00000002".into(), private_ips: vec!["10.0.2.5".into()], ..Default::default() },
+            GuestInterface { mac: "aa:fc:00:00:00:02".into(), device_number: 1, nic_id: "eni-00000002".into(), private_ips: vec!["10.0.2.5".into()], ..Default::default() },
         ]
     }
 
