@@ -26,6 +26,9 @@ pub struct HostInfo {
     /// What the host has for guests, before any overcommit.
     #[serde(default)]
     pub capacity: HostCapacity,
+    /// Changes at every start of the agent (see [`HostNets::boot_id`]).
+    #[serde(default)]
+    pub boot_id: String,
 }
 
 /// A host's physical resources for guests.

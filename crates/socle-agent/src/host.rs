@@ -53,6 +53,7 @@ impl Host for Agent {
             accel_reason: self.accel_reason().to_string(),
             qemu_version: self.qemu_version().to_string(),
             capacity: crate::capacity::of_this_machine(),
+            boot_id: self.boot_id().to_string(),
         })
     }
 

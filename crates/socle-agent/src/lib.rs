@@ -194,6 +194,8 @@ struct Inner {
     progress: Mutex<HashMap<String, BlockJobProgress>>,
     /// Tenant networks (see [`AgentConfig::network`]).
     network: Option<network::HostNetwork>,
+    /// A new ID at every start (see [`socle_agent_api::HostInfo::boot_id`]).
+    boot_id: String,
 }
 
 /// The host agent. Cheap to clone (shared state behind an `Arc`).
@@ -209,6 +211,13 @@ impl std::fmt::Debug for Agent {
             .field("accel", &self.inner.accel)
             .finish()
     }
+}
+
+/// A new ID for this run of the agent: the kernel's random UUID.
+fn boot_id() -> Result<String, AgentError> {
+    let path = "/proc/sys/kernel/random/uuid";
+    let id = std::fs::read_to_string(path).map_err(|e| AgentError::io("cannot read", path, e))?;
+    Ok(id.trim().to_string())
 }
 
 impl Agent {
@@ -250,6 +259,7 @@ impl Agent {
                 platform_lock: tokio::sync::Mutex::new(()),
                 progress: Mutex::new(HashMap::new()),
                 network,
+                boot_id: boot_id()?,
             }),
         };
         let (accel, why) = agent.resolve_accel().await?;
@@ -273,6 +283,11 @@ impl Agent {
             tracing::info!(count = running.len(), vms = ?running, "re-attached to running VMs");
         }
         Ok(agent)
+    }
+
+    /// This run's ID: it changes at every start of the agent.
+    pub fn boot_id(&self) -> &str {
+        &self.inner.boot_id
     }
 
     /// The accelerator every VM of this agent runs with.

@@ -9,7 +9,7 @@
 //! spec but what the driver writes. A network present on the host but
 //! never applied by this run of the agent (it restarted) keeps working
 //! except for its metadata until the control plane applies it again, which
-//! it does when [`HostNets::boot_id`] changes.
+//! it does when the agent's boot ID ([`HostNets::boot_id`]) changes.
 
 use std::collections::HashMap;
 use std::net::SocketAddrV4;
@@ -25,7 +25,6 @@ use crate::{Agent, AgentError};
 
 pub(crate) struct HostNetwork {
     driver: Arc<NetDriver>,
-    boot_id: String,
     vms_dir: PathBuf,
     /// The networks this run applied: their guests' documents and the
     /// metadata listener serving them. One apply or destroy at a time.
@@ -43,15 +42,8 @@ impl HostNetwork {
     /// with `prefix`.
     pub(crate) fn new(net_dir: PathBuf, prefix: &str, vms_dir: PathBuf) -> Result<HostNetwork, AgentError> {
         let driver = NetDriver::new(net_dir, prefix)?.with_checkpoint(faults::point);
-        Ok(HostNetwork { driver: Arc::new(driver), boot_id: boot_id()?, vms_dir, served: Default::default() })
+        Ok(HostNetwork { driver: Arc::new(driver), vms_dir, served: Default::default() })
     }
-}
-
-/// A new ID for this run of the agent: the kernel's random UUID.
-fn boot_id() -> Result<String, AgentError> {
-    let path = "/proc/sys/kernel/random/uuid";
-    let id = std::fs::read_to_string(path).map_err(|e| AgentError::io("cannot read", path, e))?;
-    Ok(id.trim().to_string())
 }
 
 /// Runs a driver call (synchronous: it runs `ip`, `nft`…) off the runtime.
@@ -116,7 +108,7 @@ impl Agent {
         let net = self.network()?;
         let driver = net.driver.clone();
         let nets = blocking(move || driver.list_nets()).await?;
-        Ok(HostNets { boot_id: net.boot_id.clone(), nets })
+        Ok(HostNets { boot_id: self.inner.boot_id.clone(), nets })
     }
 
     /// See [`socle_agent_api::Host::prepare_tap`].

@@ -17,11 +17,21 @@ pub struct HostRegistry {
     data_dir: PathBuf,
     tls: OnceLock<Arc<rustls::ClientConfig>>,
     clients: Mutex<HashMap<HostId, Arc<dyn Host>>>,
+    /// The boot ID each host's agent last showed.
+    boots: Mutex<HashMap<HostId, String>>,
 }
 
 impl HostRegistry {
     pub fn new(local_id: HostId, local: Arc<dyn Host>, data_dir: PathBuf) -> HostRegistry {
-        HostRegistry { local_id, local, data_dir, tls: OnceLock::new(), clients: Mutex::default() }
+        HostRegistry { local_id, local, data_dir, tls: OnceLock::new(), clients: Mutex::default(), boots: Mutex::default() }
+    }
+
+    /// Records the boot ID `host`'s agent showed; true when it is another
+    /// run than the one seen before (it restarted: what it was told in
+    /// memory, such as its networks' metadata, must be told again).
+    pub fn note_boot(&self, host: &HostId, boot_id: &str) -> bool {
+        let mut boots = self.boots.lock().expect("host boots lock");
+        boots.insert(host.clone(), boot_id.to_string()).is_some_and(|before| before != boot_id)
     }
 
     /// The host of this server's own agent.

@@ -270,6 +270,10 @@ async fn check(cloud: &Arc<Cloud>, host: HostRow) {
     if info.is_none() && host.state != "unreachable" {
         tracing::warn!(host = %host.host_id, endpoint = %host.endpoint, "host does not answer");
     }
+    if info.as_ref().is_some_and(|i| cloud.hosts.note_boot(&host.host_id, &i.boot_id)) {
+        tracing::info!(host = %host.host_id, "the host's agent restarted; its networks are applied again");
+        cloud.network_changed();
+    }
     let capacity = info.map(|i| cloud.config.overcommit.apply(i.capacity));
     let (id, now) = (host.host_id.clone(), now_iso());
     let recorded = cloud

@@ -177,6 +177,12 @@ impl Slot {
         block("lab public IPs", &["198.18.192.0/23", "100.74.0.0/23"]).nth(29, self.index)
     }
 
+    /// A /26 for the links of a cloud's hosts played by namespaces: sixteen
+    /// /30s, host `i` on the `i`-th (.1 the root end, .2 the host).
+    pub fn host_links(&self) -> Ipv4Range {
+        block("host links", &["172.31.0.0/20", "100.75.0.0/20"]).nth(26, self.index)
+    }
+
     /// A /24 for a network lab's uplink links.
     pub fn lab_uplinks(&self) -> Ipv4Range {
         block("lab uplinks", &["100.64.0.0/18", "100.80.0.0/18"]).nth(24, self.index)

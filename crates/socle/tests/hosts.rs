@@ -3,7 +3,9 @@
 //! its agent stops answering and `ready` again when it is back; a forged or
 //! spent token is refused; a revoked host stays revoked. VMs are placed on
 //! the hosts: in the subregion asked for, within each host's capacity,
-//! alone on a host with dedicated tenancy, never on a cordoned host.
+//! alone on a host with dedicated tenancy, never on a cordoned host. A VM
+//! on another host gets its Net there: that host's agent wires it and
+//! serves the guest its metadata.
 
 mod common;
 
@@ -60,10 +62,12 @@ impl Hosts<'_> {
     }
 }
 
-fn agent(dir: &std::path::Path, listen: &str, join: Option<(&str, &str)>) -> Command {
+/// An agent in the root namespace, under the slot's network prefix (it
+/// makes no network here: no VM of these tests runs on it).
+fn agent(cloud: &TestCloud, dir: &std::path::Path, listen: &str, join: Option<(&str, &str)>) -> Command {
     let mut cmd = Command::new(socle_bin());
     socle_testkit::die_with_parent(&mut cmd);
-    cmd.args(["agent", "--data-dir"]).arg(dir).args(["--accel", "tcg", "--listen", listen]).env("RUST_LOG", "info");
+    cmd.args(["agent", "--data-dir"]).arg(dir).args(["--accel", "tcg", "--listen", listen, "--net-prefix", &cloud.net_prefix()]).env("RUST_LOG", "info");
     if let Some((url, token)) = join {
         cmd.args(["--join", url, "--token", token]);
     }
@@ -90,19 +94,19 @@ fn a_host_joins_once_is_watched_over_mutual_tls_and_can_be_revoked() {
     let listen = format!("127.0.0.1:{}", free_port());
     // A token with the wrong secret: refused, nothing recorded, nothing spent.
     let forged = format!("{token_id}.{}", "0".repeat(48));
-    let out = agent(&host_dir, &listen, Some((&url, &forged))).output_within(CLI_TIMEOUT);
+    let out = agent(&cloud, &host_dir, &listen, Some((&url, &forged))).output_within(CLI_TIMEOUT);
     assert!(!out.status.success() && text(&out).contains("refused"), "{}", text(&out));
     assert!(hosts.list().is_empty());
     assert!(!&host_dir.join("tls/host.json").exists());
     // Listening on every address without --advertise: servers could not
     // reach that; refused, and the token is not spent.
-    let out = agent(&host_dir, &format!("0.0.0.0:{}", free_port()), Some((&url, &token))).output_within(CLI_TIMEOUT);
+    let out = agent(&cloud, &host_dir, &format!("0.0.0.0:{}", free_port()), Some((&url, &token))).output_within(CLI_TIMEOUT);
     assert!(!out.status.success() && text(&out).contains("unspecified address"), "{}", text(&out));
     assert!(hosts.list().is_empty());
 
     // The real one: the host joins and the cloud reaches it over mutual TLS.
     let log = &host_dir.join("agent.log");
-    let child = spawn(agent(&host_dir, &listen, Some((&url, &token))), &log);
+    let child = spawn(agent(&cloud, &host_dir, &listen, Some((&url, &token))), &log);
     let joined = hosts.wait("ready", |h| !h["SeenAt"].is_null());
     assert_eq!(joined["Subregion"], "eu-west-2b");
     assert_eq!(joined["Endpoint"], listen.as_str());
@@ -112,7 +116,7 @@ fn a_host_joins_once_is_watched_over_mutual_tls_and_can_be_revoked() {
 
     // The token is spent: another machine cannot join with it.
     let other = cloud.slot.subdir("other-host");
-    let out = agent(&other, &format!("127.0.0.1:{}", free_port()), Some((&url, &token))).output_within(CLI_TIMEOUT);
+    let out = agent(&cloud, &other, &format!("127.0.0.1:{}", free_port()), Some((&url, &token))).output_within(CLI_TIMEOUT);
     assert!(!out.status.success() && text(&out).contains("refused"), "{}", text(&out));
     assert_eq!(hosts.list().len(), 1);
 
@@ -120,7 +124,7 @@ fn a_host_joins_once_is_watched_over_mutual_tls_and_can_be_revoked() {
     drop(child);
     hosts.wait("unreachable", |_| true);
     let seen = hosts.list()[0]["SeenAt"].as_str().unwrap().to_string();
-    let _child = spawn(agent(&host_dir, &listen, None), &log);
+    let _child = spawn(agent(&cloud, &host_dir, &listen, None), &log);
     hosts.wait("ready", |h| h["SeenAt"].as_str().is_some_and(|s| s > seen.as_str()));
 
     // Revoked: it stays so although it answers.
@@ -161,7 +165,7 @@ fn vcpus(hosts: &Hosts, host_id: &str) -> (i64, i64) {
 #[test]
 fn vms_are_placed_by_subregion_capacity_and_tenancy() {
     // One vCPU per CPU: each host (2 CPUs here) takes 2 vCPUs of VMs.
-    let cloud = TestCloud::start_with(&["--cpu-overcommit", "1"]);
+    let (cloud, mut lab) = TestCloud::start_with_hosts(1, &["--cpu-overcommit", "1"]);
     let hosts = Hosts { cloud: &cloud };
     let creds = &cloud.creds;
     let local = hosts.all();
@@ -174,10 +178,9 @@ fn vms_are_placed_by_subregion_capacity_and_tenancy() {
     assert!(err.to_string().contains("eu-west-2b"), "{err}");
 
     // A host joins in eu-west-2b: its subregion appears once its capacity is known.
-    let host_dir = cloud.slot.subdir("host-b");
-    let listen = format!("127.0.0.1:{}", free_port());
     let token = hosts.token("eu-west-2b");
-    let _agent = spawn(agent(&host_dir, &listen, Some((&creds.endpoint, &token))), &host_dir.join("agent.log"));
+    lab[0].start_agent(Some((&creds.endpoint, &token)));
+    let host_dir = lab[0].dir.clone();
     let b = hosts.wait("ready", |h| h["Vcpus"].as_i64().unwrap() > 0);
     let b_id = b["HostId"].as_str().unwrap().to_string();
     assert_eq!(subregions(creds), vec!["eu-west-2a", "eu-west-2b"]);
@@ -250,4 +253,65 @@ fn vms_are_placed_by_subregion_capacity_and_tenancy() {
         assert!(Instant::now() < deadline, "the host stayed dedicated: {:?}", hosts.all());
         std::thread::sleep(Duration::from_millis(500));
     }
+}
+
+#[test]
+fn a_vm_on_another_host_gets_its_net_and_metadata_from_that_host() {
+    assert!(unsafe { libc::geteuid() } == 0, "this test needs root (network namespaces, taps, nftables)");
+    let (cloud, mut lab) = TestCloud::start_with_hosts(1, &[]);
+    let hosts = Hosts { cloud: &cloud };
+    let c = &cloud.creds;
+    let token = hosts.token("eu-west-2b");
+    lab[0].start_agent(Some((&c.endpoint, &token)));
+    hosts.wait("ready", |h| h["Vcpus"].as_i64().unwrap() > 0);
+    let image = cloud.tiny_image();
+
+    // One Net, a subnet and a VM in each subregion: one on each host.
+    let net = create(c, "CreateNet", serde_json::json!({"IpRange": "10.0.0.0/16"}), "Net");
+    let net_id = net["NetId"].as_str().unwrap().to_string();
+    let mut vms = vec![];
+    for (subregion, range) in [("eu-west-2b", "10.0.1.0/24"), ("eu-west-2a", "10.0.2.0/24")] {
+        let subnet = create(c, "CreateSubnet", serde_json::json!({"NetId": net_id, "IpRange": range, "SubregionName": subregion}), "Subnet");
+        let body = serde_json::json!({"ImageId": image, "VmType": SMALL, "SubnetId": subnet["SubnetId"]});
+        let vm = call(c, "CreateVms", body).ok()["Vms"][0].clone();
+        assert_eq!(vm["Placement"]["SubregionName"], subregion, "a VM goes to its subnet's subregion: {vm}");
+        vms.push(vm);
+    }
+    let (there, here) = (vms[0]["VmId"].as_str().unwrap().to_string(), vms[1]["VmId"].as_str().unwrap().to_string());
+    for vm in &vms {
+        let (id, ip) = (vm["VmId"].as_str().unwrap(), vm["PrivateIp"].as_str().unwrap());
+        let gateway = ip.rsplit_once('.').unwrap().0.to_string() + ".1";
+        wait_console(c, id, &format!("socle-guest: net eth0 {ip}/24 gw {gateway}"), 1, Duration::from_secs(240));
+        wait_console(c, id, &format!("socle-guest: metadata instance-id {id}"), 1, Duration::from_secs(60));
+    }
+    assert!(lab[0].dir.join("agent/vms").join(&there).is_dir(), "the VM is on the joined host");
+    // Each host wired its share of the Net, on its own.
+    let prefix = cloud.net_prefix();
+    let wired = format!("{prefix}-{net_id}");
+    assert_eq!(namespaces(&prefix), vec![wired.clone()], "this machine's share");
+    assert!(lab[0].sh("ip netns list").contains(&wired), "the other host's share: {}", lab[0].sh("ip netns list"));
+    let taps = lab[0].sh(&format!("ip netns exec {wired} ip -o link show"));
+    let nic = vms[0]["Nics"][0]["NicId"].as_str().unwrap();
+    assert!(taps.contains(&cloud.tap_of(nic)), "the remote VM's tap is in its Net there: {taps}");
+    assert!(!taps.contains(&cloud.tap_of(vms[1]["Nics"][0]["NicId"].as_str().unwrap())), "only its own VMs' ports: {taps}");
+
+    // The host's agent restarts: the guest keeps running, and the new
+    // agent gets the Net's metadata again (the guest reads it at reboot).
+    lab[0].kill_agent();
+    hosts.wait("unreachable", |_| true);
+    lab[0].start_agent(None);
+    hosts.wait("ready", |_| true);
+    call(c, "RebootVms", serde_json::json!({"VmIds": [there]})).ok();
+    wait_console(c, &there, &format!("socle-guest: metadata instance-id {there}"), 2, Duration::from_secs(240));
+
+    // The VM gone, its host drops the Net; this one keeps its share.
+    call(c, "DeleteVms", serde_json::json!({"VmIds": [there]})).ok();
+    wait_state(c, &[there], "terminated", Duration::from_secs(120));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while lab[0].sh("ip netns list").contains(&wired) {
+        assert!(Instant::now() < deadline, "the Net stayed on the other host:\n{}", lab[0].log_tail());
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    assert_eq!(namespaces(&prefix), vec![wired], "this machine's share stays");
+    call(c, "DeleteVms", serde_json::json!({"VmIds": [here]})).ok();
 }

@@ -3,9 +3,10 @@
 #![allow(dead_code)]
 
 mod guests;
+mod lab_hosts;
 mod outside;
-#[allow(unused_imports)] // only the networking tests use them
-pub use {guests::*, outside::*};
+#[allow(unused_imports)] // only the networking and host tests use them
+pub use {guests::*, lab_hosts::*, outside::*};
 
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
@@ -131,6 +132,9 @@ pub struct TestCloud {
     /// agent inside).
     agent: Option<Child>,
     separate_agent: bool,
+    /// Where the API listens (port `port`): loopback, unless hosts in
+    /// namespaces must reach it (see [`TestCloud::start_with_hosts`]).
+    listen_ip: std::net::Ipv4Addr,
 }
 
 /// The database of a new test cloud: None (SQLite) unless
@@ -173,7 +177,18 @@ impl TestCloud {
         let slot = socle_testkit::Slot::claim();
         let port = free_port();
         let creds = Creds { access_key: String::new(), secret_key: String::new(), region: String::new(), endpoint: String::new() };
-        TestCloud { slot, port, child: None, creds, database, agent: None, separate_agent }
+        TestCloud { slot, port, child: None, creds, database, agent: None, separate_agent, listen_ip: std::net::Ipv4Addr::LOCALHOST }
+    }
+
+    /// A cloud with `hosts` more hosts, each played by a namespace of its
+    /// own (see [`LabHost`]), none joined yet; the API listens on the root
+    /// end of the first host's link, where every host reaches it.
+    pub fn start_with_hosts(hosts: u32, extra: &[&str]) -> (TestCloud, Vec<LabHost>) {
+        let mut cloud = Self::unlaunched(test_database(), false);
+        let lab: Vec<LabHost> = (1..=hosts).map(|i| LabHost::new(&cloud.slot, i)).collect();
+        cloud.listen_ip = lab[0].root_ip;
+        cloud.launch(extra);
+        (cloud, lab)
     }
 
     /// A cloud whose host agent is a `socle agent` process of its own, which
@@ -333,7 +348,7 @@ impl TestCloud {
         if self.separate_agent {
             cmd.arg("--agent").arg(format!("unix:{}", self.agent_socket().display()));
         }
-        cmd.args(["--listen", &format!("127.0.0.1:{port}"), "--accel", "tcg", "--stop-timeout", "20"])
+        cmd.args(["--listen", &format!("{}:{port}", self.listen_ip), "--accel", "tcg", "--stop-timeout", "20"])
             .args(["--net-prefix", &self.net_prefix(), "--uplink-range", &self.uplink_range()])
             .env("SOCLE_PUBLIC_IP_POOL", self.public_ip_pool())
             .env("RUST_LOG", "info")
