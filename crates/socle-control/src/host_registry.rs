@@ -12,8 +12,8 @@ use socle_store::hosts::HostRow;
 use socle_types::ids::HostId;
 
 pub struct HostRegistry {
-    local_id: HostId,
-    local: Arc<dyn Host>,
+    /// The agent of this server's machine (`socle up`); None for `socle server`.
+    local: Option<(HostId, Arc<dyn Host>)>,
     data_dir: PathBuf,
     tls: OnceLock<Arc<rustls::ClientConfig>>,
     clients: Mutex<HashMap<HostId, Arc<dyn Host>>>,
@@ -22,8 +22,8 @@ pub struct HostRegistry {
 }
 
 impl HostRegistry {
-    pub fn new(local_id: HostId, local: Arc<dyn Host>, data_dir: PathBuf) -> HostRegistry {
-        HostRegistry { local_id, local, data_dir, tls: OnceLock::new(), clients: Mutex::default(), boots: Mutex::default() }
+    pub fn new(local: Option<(HostId, Arc<dyn Host>)>, data_dir: PathBuf) -> HostRegistry {
+        HostRegistry { local, data_dir, tls: OnceLock::new(), clients: Mutex::default(), boots: Mutex::default() }
     }
 
     /// Records the boot ID `host`'s agent showed; true when it is another
@@ -34,19 +34,24 @@ impl HostRegistry {
         boots.insert(host.clone(), boot_id.to_string()).is_some_and(|before| before != boot_id)
     }
 
-    /// The host of this server's own agent.
-    pub fn local_id(&self) -> &HostId {
-        &self.local_id
+    /// The host of this server's own agent, if it has one.
+    pub fn local_id(&self) -> Option<&HostId> {
+        self.local.as_ref().map(|(id, _)| id)
     }
 
-    pub fn local(&self) -> &Arc<dyn Host> {
-        &self.local
+    /// This server's own agent: uploads land on its machine.
+    pub fn local(&self) -> Result<&Arc<dyn Host>, HostError> {
+        self.local.as_ref().map(|(_, agent)| agent).ok_or_else(|| {
+            HostError::new(HostErrorKind::Unreachable, "this server has no host agent of its own (socle server)".to_string())
+        })
     }
 
     /// A client of `host`'s agent (made once per host and kept).
     pub fn client(&self, host: &HostRow) -> Result<Arc<dyn Host>, HostError> {
-        if host.host_id == self.local_id {
-            return Ok(self.local.clone());
+        if let Some((id, agent)) = &self.local {
+            if host.host_id == *id {
+                return Ok(agent.clone());
+            }
         }
         if host.state == "revoked" {
             return Err(HostError::new(HostErrorKind::Unreachable, format!("host {} is revoked", host.host_id)));
@@ -78,8 +83,8 @@ impl crate::Cloud {
     /// The agent of `host` (None: a row made before hosts existed, which
     /// the start gave to the local host).
     pub(crate) async fn host(&self, host: Option<&HostId>) -> Result<Arc<dyn Host>, HostError> {
-        let Some(id) = host.filter(|h| *h != self.hosts.local_id()) else {
-            return Ok(self.hosts.local().clone());
+        let Some(id) = host.filter(|h| Some(*h) != self.hosts.local_id()) else {
+            return Ok(self.hosts.local()?.clone());
         };
         let lookup = id.clone();
         let row = self

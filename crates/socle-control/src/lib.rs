@@ -75,12 +75,12 @@ impl Cloud {
         config: CloudConfig,
         store: Store,
         secrets: secrets::SecretBox,
-        local_host: (HostId, Arc<dyn Host>),
+        local_host: Option<(HostId, Arc<dyn Host>)>,
         keystores: hsm::Keystores,
         network: Option<network::Network>,
     ) -> Arc<Cloud> {
         let lease = lease::Lease::new(&config.endpoint);
-        let hosts = host_registry::HostRegistry::new(local_host.0, local_host.1, config.data_dir.clone());
+        let hosts = host_registry::HostRegistry::new(local_host, config.data_dir.clone());
         Arc::new(Cloud {
             config,
             store,

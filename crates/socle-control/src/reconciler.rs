@@ -82,7 +82,7 @@ pub async fn recover(cloud: &Arc<Cloud>) -> Result<(), ReconcileError> {
         let vms: Vec<VmRow> = live
             .iter()
             .filter(|vm| vm.state == "running" && vm.desired == "running")
-            .filter(|vm| vm.host_id.as_ref().unwrap_or(cloud.hosts.local_id()) == &host.host_id)
+            .filter(|vm| vm.host_id.as_ref().or(cloud.hosts.local_id()) == Some(&host.host_id))
             .cloned()
             .collect();
         let cloud = cloud.clone();

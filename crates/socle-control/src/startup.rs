@@ -63,9 +63,10 @@ pub fn open_identity(data_dir: &Path, database: Option<&str>) -> Result<(Store, 
     Ok((store, secrets))
 }
 
-/// Opens everything `socle up` needs, with `agent` (reached at
-/// `agent_endpoint`, `unix:PATH`) as its own host.
-pub async fn open_cloud(config: CloudConfig, agent: Arc<dyn Host>, agent_endpoint: &str) -> Result<Arc<Cloud>, StartupError> {
+/// Opens everything a server needs, with `agent` (reached at its endpoint,
+/// `unix:PATH`) as its own host — `socle up` — or none: `socle server`,
+/// whose hosts all joined.
+pub async fn open_cloud(config: CloudConfig, agent: Option<(Arc<dyn Host>, String)>) -> Result<Arc<Cloud>, StartupError> {
     let (store, secrets) = open_identity(&config.data_dir, config.database.as_deref())?;
     // A server with another CA than the cloud's, or none while it has one,
     // refuses to start rather than fail every host call later.
@@ -74,13 +75,26 @@ pub async fn open_cloud(config: CloudConfig, agent: Arc<dyn Host>, agent_endpoin
         .write(move |c| crate::hosts::cloud_ca(c, &dir, false).map(|_| ()))
         .await
         .map_err(|e: socle_types::ApiError| StartupError::Ca(e.internal.unwrap_or(e.details)))?;
-    let info = agent.host_info().await?;
-    if info.protocol_version != PROTOCOL_VERSION {
-        return Err(StartupError::AgentVersion { found: info.protocol_version });
-    }
-    tracing::info!(accel = %info.accel, qemu = %info.qemu_version, host = %info.host_id, "host agent ready");
-    let local_host = register_local_host(&store, &config, &info, agent_endpoint).await?;
-    ensure_platform_images(&store, &*agent).await?;
+    let local = match agent {
+        Some((agent, endpoint)) => {
+            let info = agent.host_info().await?;
+            if info.protocol_version != PROTOCOL_VERSION {
+                return Err(StartupError::AgentVersion { found: info.protocol_version });
+            }
+            tracing::info!(accel = %info.accel, qemu = %info.qemu_version, host = %info.host_id, "host agent ready");
+            let local_host = register_local_host(&store, &config, &info, &endpoint).await?;
+            for image in PlatformImage::ALL {
+                // Built now rather than at the first VM (each host builds its own).
+                agent.prepare_platform_image(image).await?;
+            }
+            Some((local_host, agent))
+        }
+        None => {
+            tracing::info!("no host agent in this server: VMs go to the hosts that joined");
+            None
+        }
+    };
+    register_platform_images(&store).await?;
     let keystores = crate::hsm::Keystores::open(&config.data_dir)?;
     let network = match &config.network {
         Some(cfg) => Some(crate::network::Network::new(cfg.clone())),
@@ -89,7 +103,7 @@ pub async fn open_cloud(config: CloudConfig, agent: Arc<dyn Host>, agent_endpoin
             None
         }
     };
-    let cloud = Cloud::new(config, store, secrets, (local_host, agent), keystores, network);
+    let cloud = Cloud::new(config, store, secrets, local, keystores, network);
     // What a crash left is repaired by the server that holds the lease of
     // background work, not by every server that starts.
     crate::reconciler::recover_at_start(&cloud).await?;
@@ -120,9 +134,8 @@ async fn register_local_host(store: &Store, config: &CloudConfig, info: &HostInf
 /// and the same system as a full disk with a bootloader, booted through the
 /// BIOS as cloud images are. The local agent prepares their files (other
 /// hosts prepare theirs on first use); the catalogue names them.
-async fn ensure_platform_images(store: &Store, agent: &dyn Host) -> Result<(), StartupError> {
+async fn register_platform_images(store: &Store) -> Result<(), StartupError> {
     for image in PlatformImage::ALL {
-        agent.prepare_platform_image(image).await?;
         let (owner, name) = (AccountId::from_trusted(PLATFORM_ACCOUNT.to_string()), image.name());
         if store.read(move |c| image_store::get_by_owner_and_name(c, &owner, name)).await?.is_some() {
             continue;

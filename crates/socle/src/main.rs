@@ -62,6 +62,8 @@ pub struct StateArgs {
 enum Command {
     /// Run an all-in-one cloud on this machine, in the foreground.
     Up(up::UpArgs),
+    /// Run the API and control plane of a cloud whose hosts all joined (`socle agent --join`), without a host agent of its own; several may serve one PostgreSQL database.
+    Server(up::ServerArgs),
     /// End the cloud of a data dir on this machine (after `socle up` is stopped): shut its VMs down and remove its networks; --purge also deletes the data dir.
     Down(down::DownArgs),
     /// Run the host agent alone, in the foreground: for `socle up --agent` on this machine, or as a host joined to a cloud (`--join`).
@@ -110,6 +112,7 @@ fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Up(args) => keep_out_of_core_dumps().and_then(|()| up::run(args)),
+        Command::Server(args) => keep_out_of_core_dumps().and_then(|()| up::run_server(args)),
         Command::Agent(args) => keep_out_of_core_dumps().and_then(|()| agent::run(args)),
         Command::Down(args) => down::run(args),
         Command::Account(cmd) => cli_account::run(cmd),

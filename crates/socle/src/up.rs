@@ -1,5 +1,6 @@
 //! `socle up`: control plane + host agent + state (SQLite in the data dir, or
-//! a PostgreSQL database) on this machine.
+//! a PostgreSQL database) on this machine; `socle server`: the same without
+//! a host agent of its own, for a cloud whose hosts all joined.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -18,10 +19,7 @@ pub const DEFAULT_LISTEN: &str = "127.0.0.1:8700";
 #[derive(clap::Args)]
 pub struct UpArgs {
     #[command(flatten)]
-    state: StateArgs,
-    /// Address the API listens on.
-    #[arg(long, default_value = DEFAULT_LISTEN, env = "SOCLE_LISTEN")]
-    listen: SocketAddr,
+    server: ServerArgs,
     /// Hardware accelerator for guests: auto probes KVM with a real guest and
     /// falls back to TCG (software) when KVM cannot run it.
     #[arg(long, default_value = "auto", env = "SOCLE_ACCEL")]
@@ -30,6 +28,17 @@ pub struct UpArgs {
     /// see `socle agent`) instead of starting one in this process.
     #[arg(long, env = "SOCLE_AGENT")]
     agent: Option<String>,
+}
+
+/// What `socle up` and `socle server` share: the API, the state, the
+/// cloud's settings.
+#[derive(clap::Args)]
+pub struct ServerArgs {
+    #[command(flatten)]
+    state: StateArgs,
+    /// Address the API listens on.
+    #[arg(long, default_value = DEFAULT_LISTEN, env = "SOCLE_LISTEN")]
+    listen: SocketAddr,
     /// Region name this cloud answers as.
     #[arg(long, default_value = "eu-west-2")]
     region: String,
@@ -106,13 +115,35 @@ fn host_ranges(uplink_range: Option<Ipv4Net>, public_ip_pool: &[Ipv4Net], prefix
     Ok((uplinks, pool))
 }
 
-pub fn run(args: UpArgs) -> anyhow::Result<()> {
-    crate::init_logs();
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
-    runtime.block_on(serve(args))
+/// The host agent of a server's own machine.
+enum LocalAgent {
+    /// Started inside the process (`socle up`).
+    InProcess(AccelChoice),
+    /// Already serving on this machine (`socle up --agent unix:PATH`).
+    Unix(String),
+    /// None (`socle server`): every host joined.
+    None,
 }
 
-async fn serve(args: UpArgs) -> anyhow::Result<()> {
+pub fn run(args: UpArgs) -> anyhow::Result<()> {
+    crate::init_logs();
+    let local = match args.agent {
+        Some(endpoint) => LocalAgent::Unix(endpoint),
+        None => LocalAgent::InProcess(args.accel),
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(args.server, local))
+}
+
+/// `socle server`.
+pub fn run_server(args: ServerArgs) -> anyhow::Result<()> {
+    crate::init_logs();
+    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build()?;
+    runtime.block_on(serve(args, LocalAgent::None))
+}
+
+async fn serve(args: ServerArgs, local: LocalAgent) -> anyhow::Result<()> {
+    let name = if matches!(local, LocalAgent::None) { "socle server" } else { "socle up" };
     let data_dir = args.state.dir.resolve();
     // Bind first: a busy port should fail in a second, not after the image build.
     let listener = tokio::net::TcpListener::bind(args.listen)
@@ -132,28 +163,37 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
         anyhow::bail!("--cpu-overcommit and --memory-overcommit must be above 0");
     }
     config.overcommit = socle_control::config::Overcommit { vcpus: args.cpu_overcommit, memory: args.memory_overcommit };
-    // Tenant networks need namespaces, taps and nftables: root only.
-    if unsafe { libc::geteuid() } == 0 {
+    // Tenant networks need namespaces, taps and nftables: root only, on
+    // the hosts. A server without an agent wires nothing itself: its hosts'
+    // agents say whether they can.
+    if unsafe { libc::geteuid() } == 0 || matches!(local, LocalAgent::None) {
         let (uplink_range, public_ip_pool) = host_ranges(args.uplink_range, &args.public_ip_pool, &args.net_prefix)?;
         config.network = Some(socle_control::NetworkConfig { prefix: args.net_prefix.clone(), uplink_range });
         config.public_ip_pool = public_ip_pool;
     } else {
-        eprintln!("socle up: not running as root, so VMs get no network (their NICs exist in the API only)");
+        eprintln!("{name}: not running as root, so VMs get no network (their NICs exist in the API only)");
         config.network = None;
         if !args.public_ip_pool.is_empty() {
             config.public_ip_pool = args.public_ip_pool.clone();
         }
     }
-    let (agent, accel) = match &args.agent {
-        Some(endpoint) => {
+    let (agent, accel) = match &local {
+        LocalAgent::Unix(endpoint) => {
             let client = socle_agent_api::HostClient::unix(crate::agent::unix_endpoint(endpoint)?);
             let info = socle_agent_api::Host::host_info(&client).await.with_context(|| format!("cannot reach the agent at {endpoint}"))?;
-            (client, info.accel)
+            (Some(client), format!("accelerator {}", info.accel))
         }
-        None => crate::agent::start_in_process(&data_dir, args.accel, config.network.as_ref().map(|n| n.prefix.as_str())).await?,
+        LocalAgent::InProcess(accel) => {
+            let (client, accel) = crate::agent::start_in_process(&data_dir, *accel, config.network.as_ref().map(|n| n.prefix.as_str())).await?;
+            (Some(client), format!("accelerator {accel}"))
+        }
+        LocalAgent::None => (None, "no host agent here: VMs go to the hosts that joined".to_string()),
     };
-    let agent_endpoint = agent.endpoint();
-    let cloud = open_cloud(config, Arc::new(agent), &agent_endpoint).await.context("cannot bring the cloud up")?;
+    let agent = agent.map(|a| {
+        let endpoint = a.endpoint();
+        (Arc::new(a) as Arc<dyn socle_agent_api::Host>, endpoint)
+    });
+    let cloud = open_cloud(config, agent).await.context("cannot bring the cloud up")?;
     let creds_path = ensure_default_credentials(&cloud).context("cannot write the default credentials")?;
 
     let reconciler = tokio::spawn(socle_control::reconciler::run(cloud.clone()));
@@ -161,7 +201,7 @@ async fn serve(args: UpArgs) -> anyhow::Result<()> {
     let host_watch = tokio::spawn(socle_control::hosts::watch(cloud.clone()));
     let app = socle_api::service(cloud.clone());
     eprintln!(
-        "\nSocle is up: API {endpoint} (accelerator {}, data in {}, state in {})\n\
+        "\nSocle is up: API {endpoint} ({}, data in {}, state in {})\n\
          Credentials of the default account: {}\n\
          Try: socle vm create --data-dir {}   or   socle api ReadVms --data-dir {}\n",
         accel,

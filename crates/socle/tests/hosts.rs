@@ -315,3 +315,39 @@ fn a_vm_on_another_host_gets_its_net_and_metadata_from_that_host() {
     assert_eq!(namespaces(&prefix), vec![wired], "this machine's share stays");
     call(c, "DeleteVms", serde_json::json!({"VmIds": [here]})).ok();
 }
+
+#[test]
+fn a_server_without_an_agent_runs_vms_on_the_hosts_that_joined() {
+    assert!(unsafe { libc::geteuid() } == 0, "this test needs root (network namespaces, taps, nftables)");
+    let (cloud, mut lab) = TestCloud::start_server_with_hosts(1, &[]);
+    let hosts = Hosts { cloud: &cloud };
+    let c = &cloud.creds;
+    // No host yet: no subregion, and no room anywhere (nothing made).
+    assert!(hosts.all().is_empty(), "socle server is no host: {:?}", hosts.all());
+    assert!(subregions(c).is_empty());
+    let image = cloud.tiny_image();
+    create_vms(c, serde_json::json!({"ImageId": image, "VmType": SMALL})).expect_error(503, "10001");
+    assert!(call(c, "ReadVms", serde_json::json!({})).ok()["Vms"].as_array().unwrap().is_empty());
+
+    let token = hosts.token("eu-west-2a");
+    lab[0].start_agent(Some((&c.endpoint, &token)));
+    hosts.wait("ready", |h| h["Vcpus"].as_i64().unwrap() > 0);
+    assert_eq!(subregions(c), vec!["eu-west-2a"]);
+
+    // A VM of the public cloud: made, booted and wired on the host.
+    let vm = call(c, "CreateVms", serde_json::json!({"ImageId": image, "VmType": SMALL})).ok()["Vms"][0].clone();
+    let (id, ip) = (vm["VmId"].as_str().unwrap(), vm["PrivateIp"].as_str().unwrap());
+    wait_console(c, id, &format!("socle-guest: net eth0 {ip}/16 gw 10.0.0.1"), 1, Duration::from_secs(240));
+    wait_console(c, id, &format!("socle-guest: metadata instance-id {id}"), 1, Duration::from_secs(60));
+    assert!(lab[0].dir.join("agent/vms").join(id).is_dir());
+    assert!(!cloud.data_dir().join("agent").exists(), "the server ran no agent");
+
+    // Uploads need a server with a host of its own: refused, clearly, before the body is taken.
+    let disk = cloud.slot.subdir("upload").join("disk.raw");
+    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    let out = cloud.socle().args(["image", "import"]).arg(&disk).args(["--name", "refused", "--data-dir"]).arg(cloud.data_dir()).output_within(CLI_TIMEOUT);
+    assert!(!out.status.success() && text(&out).contains("socle server"), "{}", text(&out));
+
+    call(c, "DeleteVms", serde_json::json!({"VmIds": [id]})).ok();
+    wait_state(c, &[id.to_string()], "terminated", Duration::from_secs(120));
+}

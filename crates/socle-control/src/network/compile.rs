@@ -53,7 +53,7 @@ pub(crate) fn tap_name(prefix: &str, nic: &NicId) -> String {
 pub(crate) type Share = (NetSpec, Vec<GuestMetadata>);
 
 /// Every network to wire, by host and key (a VM without a host is on
-/// `local`, the host of rows older than hosts). Takes uplink slots for new
+/// `local`, the host of rows older than hosts; not wired without one). Takes uplink slots for new
 /// networks and frees those of networks neither wired nor in `on_hosts`
 /// (the networks the hosts have; None when some host did not say, and then
 /// no slot is freed), so it runs in a write transaction.
@@ -61,7 +61,7 @@ pub(crate) fn compile(
     conn: &Conn,
     cfg: &NetworkConfig,
     region: &str,
-    local: &HostId,
+    local: Option<&HostId>,
     on_hosts: Option<&BTreeSet<String>>,
 ) -> Result<BTreeMap<HostId, BTreeMap<String, Share>>, ApiError> {
     let mut by_net: BTreeMap<String, Vec<NicRow>> = BTreeMap::new();
@@ -133,7 +133,7 @@ pub(crate) fn compile(
         };
         let whole = NetSpec { net_id: key.clone(), ip_range, subnets, ports: vec![], uplink, public_ips, nat_services };
         for (nic, port) in nics.iter().zip(ports) {
-            let host = hosts.of(conn, nic, local)?;
+            let Some(host) = hosts.of(conn, nic, local)? else { continue };
             let share: &mut Share = out.entry(host).or_default().entry(key.clone()).or_insert_with(|| (whole.clone(), vec![]));
             if let Some(doc) = guests::document(conn, nic, &port.private_ips, region)? {
                 share.1.push(doc);
@@ -146,15 +146,15 @@ pub(crate) fn compile(
 
 /// The host of each NIC's VM, read once per VM.
 #[derive(Default)]
-struct VmHosts(HashMap<VmId, HostId>);
+struct VmHosts(HashMap<VmId, Option<HostId>>);
 
 impl VmHosts {
-    fn of(&mut self, conn: &Conn, nic: &NicRow, local: &HostId) -> Result<HostId, ApiError> {
-        let Some(vm_id) = &nic.vm_id else { return Ok(local.clone()) };
+    fn of(&mut self, conn: &Conn, nic: &NicRow, local: Option<&HostId>) -> Result<Option<HostId>, ApiError> {
+        let Some(vm_id) = &nic.vm_id else { return Ok(local.cloned()) };
         if let Some(h) = self.0.get(vm_id) {
             return Ok(h.clone());
         }
-        let host = vm_store::get_any(conn, vm_id)?.and_then(|v| v.host_id).unwrap_or_else(|| local.clone());
+        let host = vm_store::get_any(conn, vm_id)?.and_then(|v| v.host_id).or_else(|| local.cloned());
         self.0.insert(vm_id.clone(), host.clone());
         Ok(host)
     }

@@ -151,10 +151,10 @@ async fn apply_all(cloud: &Arc<Cloud>, net: &Network, state: &mut State) -> Resu
             }
         }
     }
-    let (cfg, local, region) = (net.cfg.clone(), cloud.hosts.local_id().clone(), cloud.config.region.clone());
+    let (cfg, local, region) = (net.cfg.clone(), cloud.hosts.local_id().cloned(), cloud.config.region.clone());
     let mut shares = cloud
         .store
-        .write(move |c| compile::compile(c, &cfg, &region, &local, complete.then_some(&on_hosts)))
+        .write(move |c| compile::compile(c, &cfg, &region, local.as_ref(), complete.then_some(&on_hosts)))
         .await
         .map_err(NetworkError::Compile)?;
     for (host_id, host, nets) in listed {

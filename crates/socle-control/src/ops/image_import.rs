@@ -16,7 +16,7 @@ use std::sync::Arc;
 use socle_store::images::{self as image_store, ImageRow};
 use socle_store::snapshots::{self as snapshot_store, SnapshotRow};
 use socle_store::now_iso;
-use socle_types::ids::{ImageId, SnapshotId};
+use socle_types::ids::{HostId, ImageId, SnapshotId};
 use socle_types::osc::CreateImageResponse;
 use socle_types::ApiError;
 
@@ -46,6 +46,7 @@ pub(crate) fn upload_path(cloud: &Cloud, snapshot_id: &str) -> PathBuf {
 /// declared size against the free space of the storage pool (the virtual
 /// size is checked again once the image is inspected).
 pub async fn check_import(cloud: &Arc<Cloud>, caller: &Caller, params: &ImportParams, declared_bytes: u64) -> Result<(), ApiError> {
+    uploading_host(cloud)?;
     check_image_name(&params.name)?;
     if params.description.len() > 255 {
         return Err(ApiError::new(socle_types::error::ErrorCode::InvalidParameterValueLength, "Description is limited to 255 characters"));
@@ -90,9 +91,23 @@ pub async fn finish_import(cloud: &Arc<Cloud>, caller: &Caller, params: ImportPa
     Ok(CreateImageResponse { image: Some(image_view(&row, vec![], vec![], "pending", &caller.account_id)), ..Default::default() })
 }
 
+/// Uploads land in this server's data dir: its own agent imports them
+/// (until uploads cross to any host by ID, a server without an agent of
+/// its own takes none).
+fn uploading_host(cloud: &Cloud) -> Result<(&Arc<dyn socle_agent_api::Host>, &HostId), ApiError> {
+    match (cloud.hosts.local(), cloud.hosts.local_id()) {
+        (Ok(agent), Some(id)) => Ok((agent, id)),
+        _ => Err(ApiError::new(
+            socle_types::ErrorCode::Unavailable,
+            "this server has no host agent on its machine (socle server), and image uploads land on the server's own host: send the upload to a server of the cloud started with socle up",
+        )),
+    }
+}
+
 async fn accept(cloud: &Arc<Cloud>, caller: &Caller, params: ImportParams, part: &Path) -> Result<ImageRow, ApiError> {
-    // Uploads land in this server's data dir: its own agent imports them.
-    let info = cloud.hosts.local().inspect_upload(part.to_path_buf()).await.map_err(|e| match e.kind {
+    let (agent, host_id) = uploading_host(cloud)?;
+    let host_id = host_id.clone();
+    let info = agent.inspect_upload(part.to_path_buf()).await.map_err(|e| match e.kind {
         socle_agent_api::HostErrorKind::ImportRefused { reason } => ApiError::invalid_value(format!("the upload is refused: {reason}")),
         _ => crate::host_api_error("inspecting an upload", e),
     })?;
@@ -122,7 +137,7 @@ async fn accept(cloud: &Arc<Cloud>, caller: &Caller, params: ImportParams, part:
                 is_public: false,
                 pending: "import".into(),
                 created_at: now.clone(),
-                host_id: Some(cloud2.hosts.local_id().clone()),
+                host_id: Some(host_id.clone()),
             },
         )?;
         // A whole disk with its own bootloader: BIOS boot.

@@ -135,6 +135,8 @@ pub struct TestCloud {
     /// Where the API listens (port `port`): loopback, unless hosts in
     /// namespaces must reach it (see [`TestCloud::start_with_hosts`]).
     listen_ip: std::net::Ipv4Addr,
+    /// `socle server` (no host agent of its own) rather than `socle up`.
+    server_only: bool,
 }
 
 /// The database of a new test cloud: None (SQLite) unless
@@ -177,14 +179,25 @@ impl TestCloud {
         let slot = socle_testkit::Slot::claim();
         let port = free_port();
         let creds = Creds { access_key: String::new(), secret_key: String::new(), region: String::new(), endpoint: String::new() };
-        TestCloud { slot, port, child: None, creds, database, agent: None, separate_agent, listen_ip: std::net::Ipv4Addr::LOCALHOST }
+        TestCloud { slot, port, child: None, creds, database, agent: None, separate_agent, listen_ip: std::net::Ipv4Addr::LOCALHOST, server_only: false }
     }
 
     /// A cloud with `hosts` more hosts, each played by a namespace of its
     /// own (see [`LabHost`]), none joined yet; the API listens on the root
     /// end of the first host's link, where every host reaches it.
     pub fn start_with_hosts(hosts: u32, extra: &[&str]) -> (TestCloud, Vec<LabHost>) {
+        Self::with_hosts(hosts, false, extra)
+    }
+
+    /// [`TestCloud::start_with_hosts`] served by `socle server`: no host
+    /// agent of its own, every VM on a host that joined.
+    pub fn start_server_with_hosts(hosts: u32, extra: &[&str]) -> (TestCloud, Vec<LabHost>) {
+        Self::with_hosts(hosts, true, extra)
+    }
+
+    fn with_hosts(hosts: u32, server_only: bool, extra: &[&str]) -> (TestCloud, Vec<LabHost>) {
         let mut cloud = Self::unlaunched(test_database(), false);
+        cloud.server_only = server_only;
         let lab: Vec<LabHost> = (1..=hosts).map(|i| LabHost::new(&cloud.slot, i)).collect();
         cloud.listen_ip = lab[0].root_ip;
         cloud.launch(extra);
@@ -344,11 +357,14 @@ impl TestCloud {
         // Ends with the test, even a killed one (QEMU, daemonized, is the
         // slot's sweep's).
         socle_testkit::die_with_parent(&mut cmd);
-        cmd.args(["up", "--data-dir"]).arg(self.slot.path());
+        cmd.arg(if self.server_only { "server" } else { "up" }).arg("--data-dir").arg(self.slot.path());
         if self.separate_agent {
             cmd.arg("--agent").arg(format!("unix:{}", self.agent_socket().display()));
         }
-        cmd.args(["--listen", &format!("{}:{port}", self.listen_ip), "--accel", "tcg", "--stop-timeout", "20"])
+        if !self.server_only {
+            cmd.args(["--accel", "tcg"]);
+        }
+        cmd.args(["--listen", &format!("{}:{port}", self.listen_ip), "--stop-timeout", "20"])
             .args(["--net-prefix", &self.net_prefix(), "--uplink-range", &self.uplink_range()])
             .env("SOCLE_PUBLIC_IP_POOL", self.public_ip_pool())
             .env("RUST_LOG", "info")
