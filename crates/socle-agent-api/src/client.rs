@@ -53,7 +53,7 @@ pub fn deadline(method: &str) -> Duration {
     Duration::from_secs(match method {
         "import_snapshot" => 6 * 60 * MINUTE,
         "create_volume" | "snapshot_volume" | "prepare_platform_image" | "define_vm" => 60 * MINUTE,
-        "resize_volume" | "delete_volume" | "delete_snapshot" | "inspect_upload" => 30 * MINUTE,
+        "resize_volume" | "delete_volume" | "delete_snapshot" | "inspect_upload" | "snapshot_file" | "finish_snapshot" => 30 * MINUTE,
         // A graceful stop waits for the guest (StopVms' own timeout).
         "stop_vm" => 15 * MINUTE,
         "start_vm" | "link_volume" | "unlink_volume" | "link_nic" | "unlink_nic" | "destroy_vm" => 5 * MINUTE,
@@ -75,6 +75,8 @@ pub fn answer_cap(method: &str) -> usize {
         "list_vms" | "list_volumes" | "list_snapshots" => 16 * MIB,
         // User data (up to 500 KiB in OSC), a console tail: base64 in JSON.
         "vm_spec" | "console_output" => 4 * MIB,
+        // A piece of a snapshot copied between hosts (at most 8 MiB, base64).
+        "read_snapshot" => 12 * MIB,
         _ => MIB,
     }
 }

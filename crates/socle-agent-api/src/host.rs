@@ -159,6 +159,15 @@ host_protocol! {
     fn snapshot_progress(snapshot_id: String) -> Option<BlockJobProgress>;
     fn list_snapshots() -> Vec<String>;
     fn delete_snapshot(snapshot_id: String) -> ();
+    /// Size and SHA-256 of a snapshot's file, to copy it to another host.
+    fn snapshot_file(snapshot_id: String) -> SnapshotFile;
+    /// Up to `len` bytes (at most 8 MiB) of a snapshot's file from `offset`.
+    fn read_snapshot(snapshot_id: String, offset: u64, len: u64) -> Blob;
+    /// Writes a piece of a snapshot copied to this host (offset 0 starts
+    /// the copy over; others must be where it stands).
+    fn receive_snapshot(snapshot_id: String, offset: u64, data: Blob) -> ();
+    /// Takes the copied file as the snapshot if it is exactly `expected`.
+    fn finish_snapshot(snapshot_id: String, expected: SnapshotFile) -> ();
 
     /// Links a NIC (a tap the network driver prepared) to a VM, hot-plugged
     /// if it runs.

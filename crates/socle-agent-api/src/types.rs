@@ -411,3 +411,12 @@ pub struct GuestInterface {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub net: Option<(String, String)>,
 }
+
+/// A snapshot's file as a host keeps it (its qcow2, encrypted under the
+/// snapshot's key): what a copy to another host must match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct SnapshotFile {
+    pub size: u64,
+    /// Hex.
+    pub sha256: String,
+}

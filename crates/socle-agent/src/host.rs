@@ -8,7 +8,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 use socle_agent_api::{
     Blob, BlockJobProgress, GuestMetadata, Host, HostError, HostErrorKind, HostInfo, HostNets, IoLimits, LinkedVolume, PlatformImage, RootDisk,
-    SnapshotInfo, UploadFormat, UploadInfo, VmNic, VmRuntime, VmSpec, VolumeInfo, VolumeKey, VolumeSource,
+    SnapshotFile, SnapshotInfo, UploadFormat, UploadInfo, VmNic, VmRuntime, VmSpec, VolumeInfo, VolumeKey, VolumeSource,
     PROTOCOL_VERSION,
 };
 
@@ -174,6 +174,22 @@ impl Host for Agent {
 
     async fn delete_snapshot(&self, snapshot_id: String) -> Result<(), HostError> {
         Ok(Agent::delete_snapshot(self, &snapshot_id).await?)
+    }
+
+    async fn snapshot_file(&self, snapshot_id: String) -> Result<SnapshotFile, HostError> {
+        Ok(Agent::snapshot_file(self, &snapshot_id).await?)
+    }
+
+    async fn read_snapshot(&self, snapshot_id: String, offset: u64, len: u64) -> Result<Blob, HostError> {
+        Ok(Agent::read_snapshot(self, &snapshot_id, offset, len).await?)
+    }
+
+    async fn receive_snapshot(&self, snapshot_id: String, offset: u64, data: Blob) -> Result<(), HostError> {
+        Ok(Agent::receive_snapshot(self, &snapshot_id, offset, data).await?)
+    }
+
+    async fn finish_snapshot(&self, snapshot_id: String, expected: SnapshotFile) -> Result<(), HostError> {
+        Ok(Agent::finish_snapshot(self, &snapshot_id, expected).await?)
     }
 
     async fn link_nic(&self, vm_id: String, nic: VmNic) -> Result<(), HostError> {

@@ -37,6 +37,7 @@ mod network;
 mod nic;
 mod qmp;
 mod secret;
+mod snapshot_copy;
 mod util;
 mod volume;
 

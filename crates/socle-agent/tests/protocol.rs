@@ -148,3 +148,49 @@ async fn over_tcp_only_the_control_plane_of_the_cloud_reaches_the_host_it_names(
     // And the control plane still gets in after all that.
     assert!(HostClient::tls(addr, "h-1", control).list_vms().await.unwrap().is_empty());
 }
+
+/// A snapshot crosses from one host to another through the protocol, piece
+/// by piece: the destination takes it only when whole and unchanged, a
+/// piece out of place or a different file is refused, and finishing again
+/// is harmless.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_snapshot_is_copied_between_hosts_only_whole_and_unchanged() {
+    let dir = socle_testkit::Slot::claim();
+    let (from, from_agent) = served(&dir.subdir("from")).await;
+    let (to, _) = served(&dir.subdir("to")).await;
+    // A snapshot's file, as the source keeps it (its bytes are opaque here).
+    let data: Vec<u8> = (0..(9u32 << 20) + 12345).map(|i| (i.wrapping_mul(2654435761) >> 13) as u8).collect();
+    std::fs::create_dir_all(from_agent.snapshot_path("snap-1").parent().unwrap()).unwrap();
+    std::fs::write(from_agent.snapshot_path("snap-1"), &data).unwrap();
+
+    let file = from.snapshot_file("snap-1".into()).await.unwrap();
+    assert_eq!(file.size, data.len() as u64);
+    let e = from.snapshot_file("snap-none".into()).await.unwrap_err();
+    assert_eq!(e.kind, HostErrorKind::SnapshotNotFound { snapshot_id: "snap-none".into() }, "{e}");
+
+    // A piece ahead of the copy is refused; so is finishing a copy that differs.
+    let first = from.read_snapshot("snap-1".into(), 0, 1 << 20).await.unwrap();
+    let e = to.receive_snapshot("snap-1".into(), 1 << 20, first.clone()).await.unwrap_err();
+    assert_eq!(e.kind, HostErrorKind::InvalidArgument, "{e}");
+    to.receive_snapshot("snap-1".into(), 0, first).await.unwrap();
+    let e = to.finish_snapshot("snap-1".into(), file.clone()).await.unwrap_err();
+    assert_eq!(e.kind, HostErrorKind::InvalidArgument, "a part is not the whole: {e}");
+    assert!(!to.list_snapshots().await.unwrap().contains(&"snap-1".to_string()));
+
+    // The whole, in pieces of at most 8 MiB (a piece sent twice is harmless).
+    let mut offset = 0;
+    while offset < file.size {
+        let piece = from.read_snapshot("snap-1".into(), offset, 64 << 20).await.unwrap();
+        assert!(!piece.0.is_empty() && piece.0.len() <= 8 << 20, "{}", piece.0.len());
+        to.receive_snapshot("snap-1".into(), offset, piece.clone()).await.unwrap();
+        to.receive_snapshot("snap-1".into(), offset, piece.clone()).await.unwrap();
+        offset += piece.0.len() as u64;
+    }
+    to.finish_snapshot("snap-1".into(), file.clone()).await.unwrap();
+    to.finish_snapshot("snap-1".into(), file.clone()).await.expect("finishing again is idempotent");
+    assert_eq!(to.list_snapshots().await.unwrap(), vec!["snap-1".to_string()]);
+    assert_eq!(to.snapshot_file("snap-1".into()).await.unwrap(), file);
+    // Once there, it is not overwritten by another copy.
+    let e = to.receive_snapshot("snap-1".into(), 0, socle_agent_api::Blob(vec![0; 10])).await.unwrap_err();
+    assert_eq!(e.kind, HostErrorKind::Conflict, "{e}");
+}

@@ -20,6 +20,7 @@ pub mod network;
 mod nic_reconciler;
 pub mod reconciler;
 pub mod secrets;
+mod snapshot_copies;
 pub mod startup;
 mod storage_reconciler;
 

@@ -104,6 +104,7 @@ pub async fn work_volume(cloud: &Arc<Cloud>, id: &VolumeId) -> Result<(), Storag
                             .read(move |c| snapshot_store::get_any(c, &sid2))
                             .await?
                             .ok_or_else(|| ApiError::internal(format!("source snapshot {sid} is gone")))?;
+                        crate::snapshot_copies::bring(cloud, &snap, v.host_id.as_ref(), &*host).await?;
                         let snap_key = volume_key(cloud, &snap.account_id, sid, snap.wrapped_key.clone()).await?;
                         Some(VolumeSource::Snapshot { snapshot_id: sid.clone(), key: snap_key })
                     }
@@ -222,6 +223,7 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
         }
         "delete" => {
             host.delete_snapshot(sid.clone()).await?;
+            crate::snapshot_copies::delete_copies(cloud, &s).await?;
             faults::point("snapshot-deleted");
             let id = s.snapshot_id.clone();
             forget(cloud, &s.account_id, id.to_string(), s.wrapped_key.clone(), move |tx| snapshot_store::delete(tx, &id)).await

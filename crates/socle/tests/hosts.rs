@@ -5,7 +5,8 @@
 //! the hosts: in the subregion asked for, within each host's capacity,
 //! alone on a host with dedicated tenancy, never on a cordoned host. A VM
 //! on another host gets its Net there: that host's agent wires it and
-//! serves the guest its metadata.
+//! serves the guest its metadata. An image made on one host boots VMs on
+//! another: its snapshot is copied there (encrypted) and kept by ID.
 
 mod common;
 
@@ -303,6 +304,39 @@ fn a_vm_on_another_host_gets_its_net_and_metadata_from_that_host() {
     hosts.wait("ready", |_| true);
     call(c, "RebootVms", serde_json::json!({"VmIds": [there]})).ok();
     wait_console(c, &there, &format!("socle-guest: metadata instance-id {there}"), 2, Duration::from_secs(240));
+
+    // An image of the VM here (its snapshot kept on this machine) boots a
+    // VM there: the snapshot is copied to that host, and deleted with it.
+    let image2 = call(c, "CreateImage", serde_json::json!({"VmId": here, "ImageName": "made-here"})).ok()["Image"].clone();
+    let image2_id = image2["ImageId"].as_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(120);
+    let snapshot = loop {
+        let shown = call(c, "ReadImages", serde_json::json!({"Filters": {"ImageIds": [image2_id]}})).ok()["Images"][0].clone();
+        if shown["State"] == "available" {
+            break shown["BlockDeviceMappings"][0]["Bsu"]["SnapshotId"].as_str().unwrap().to_string();
+        }
+        assert!(Instant::now() < deadline, "the image never became available: {shown}");
+        std::thread::sleep(Duration::from_millis(300));
+    };
+    let copy = lab[0].dir.join("agent/snapshots").join(format!("{snapshot}.qcow2"));
+    assert!(!copy.exists(), "the snapshot is made here");
+    let subnet_there = vms[0]["SubnetId"].as_str().unwrap();
+    let body = serde_json::json!({"ImageId": image2_id, "VmType": SMALL, "SubnetId": subnet_there});
+    let from_image = call(c, "CreateVms", body).ok()["Vms"][0]["VmId"].as_str().unwrap().to_string();
+    wait_console(c, &from_image, &format!("socle-guest: metadata instance-id {from_image}"), 1, Duration::from_secs(240));
+    assert!(lab[0].dir.join("agent/vms").join(&from_image).is_dir(), "the VM is on the other host");
+    assert!(copy.is_file(), "the snapshot was copied there");
+    let here_file = cloud.data_dir().join("agent/snapshots").join(format!("{snapshot}.qcow2"));
+    assert_eq!(std::fs::read(&copy).unwrap(), std::fs::read(&here_file).unwrap(), "the same encrypted file");
+    call(c, "DeleteVms", serde_json::json!({"VmIds": [from_image]})).ok();
+    wait_state(c, &[from_image], "terminated", Duration::from_secs(120));
+    call(c, "DeleteImage", serde_json::json!({"ImageId": image2_id})).ok();
+    call(c, "DeleteSnapshot", serde_json::json!({"SnapshotId": snapshot})).ok();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while copy.exists() || here_file.exists() {
+        assert!(Instant::now() < deadline, "the snapshot or its copy stayed:\n{}", cloud.log_tail());
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
     // The VM gone, its host drops the Net; this one keeps its share.
     call(c, "DeleteVms", serde_json::json!({"VmIds": [there]})).ok();

@@ -6,7 +6,7 @@ use socle_store::volumes::{self as volume_store, VolumeRow, ROOT_DEVICE};
 use socle_store::{images::ImageRow, now_iso, Conn};
 use socle_types::error::ErrorCode;
 use socle_store::vms::VmRow;
-use socle_types::ids::{AccountId, HostId, SnapshotId, VolumeId};
+use socle_types::ids::{AccountId, SnapshotId, VolumeId};
 use socle_types::osc::BlockDeviceMappingVmCreation;
 use socle_types::ApiError;
 
@@ -70,31 +70,6 @@ pub(crate) fn plan(mappings: &Option<Vec<BlockDeviceMappingVmCreation>>) -> Resu
     let mut all = vec![root];
     all.extend(data);
     Ok(all)
-}
-
-/// The host where the VM's disks made from snapshots (the image's root
-/// snapshot, mappings' SnapshotIds) can be made: the one holding those
-/// snapshots. None when no disk comes from a snapshot. Until snapshots can
-/// be copied between hosts, snapshots held on two hosts cannot be combined.
-pub(crate) fn snapshot_host(tx: &Conn, image: &ImageRow, planned: &[PlannedVolume]) -> Result<Option<HostId>, ApiError> {
-    let ids = image.root_snapshot_id.iter().cloned().chain(planned.iter().filter_map(|p| p.snapshot_id.as_ref().map(|s| s.to_string())));
-    let mut host: Option<(HostId, String)> = None;
-    for id in ids {
-        // A snapshot that is not there (or not the caller's) is refused
-        // by `record`, with the right error.
-        let Some(snap) = snapshot_store::get_any(tx, &SnapshotId::from_trusted(id.clone()))? else { continue };
-        let Some(h) = snap.host_id else { continue };
-        match &host {
-            None => host = Some((h, id)),
-            Some((first, first_id)) if *first != h => {
-                return Err(ApiError::invalid_value(format!(
-                    "the snapshots {first_id} and {id} are kept on different machines; this Socle version cannot make one VM's disks from both"
-                )));
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(host.map(|(h, _)| h))
 }
 
 /// Records the planned volumes of one new VM, linked to it, keys wrapped,

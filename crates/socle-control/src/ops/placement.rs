@@ -37,20 +37,15 @@ pub(crate) fn place_vm(tx: &Conn, demand: &Demand) -> Result<Placed, ApiError> {
 }
 
 /// The host a new volume of `subregion` goes to: the host of the snapshot
-/// it is made from, else the least loaded ready host of the subregion.
+/// it is made from if it is a ready host of that subregion (no copy), else
+/// the least loaded ready host of the subregion (the snapshot is copied
+/// there before the volume is made).
 pub(crate) fn volume_host(tx: &Conn, subregion: &str, snapshot_host: Option<&HostId>) -> Result<HostId, ApiError> {
     check_subregion(tx, subregion)?;
     if let Some(h) = snapshot_host {
-        let host = host_store::get(tx, h)?.ok_or_else(|| ApiError::internal(format!("the host {h} of a snapshot is not known")))?;
-        if host.subregion != subregion {
-            // Copying a snapshot between hosts comes with the cross-host
-            // data plane.
-            return Err(ApiError::invalid_value(format!(
-                "this snapshot is kept in {}: a volume made from it must be in {} too",
-                host.subregion, host.subregion
-            )));
+        if host_store::get(tx, h)?.is_some_and(|host| host.subregion == subregion && host.state == "ready" && !host.cordoned) {
+            return Ok(h.clone());
         }
-        return Ok(h.clone());
     }
     host_store::least_loaded_in(tx, subregion)?.ok_or_else(|| {
         ApiError::new(ErrorCode::InsufficientCapacity, format!("no host of {subregion} can take a volume at the moment; retry later"))

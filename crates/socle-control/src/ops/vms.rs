@@ -236,8 +236,6 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
             // Over quota is said before any host is looked for.
             let add = vm_store::Usage { vms: count, vcpus: count * i64::from(shape.vcpus), memory_mib: count * shape.memory_mib as i64 };
             vm_store::check_quota(tx, &account, &q, add)?.map_err(|e| quota_error(e, count))?;
-            // Disks made from snapshots are made where the snapshots are.
-            let pinned = super::block_devices::snapshot_host(tx, &image, &planned)?;
             let mut rows: Vec<VmRow> = vec![];
             for i in 0..count {
                 let vm_id = VmId::generate();
@@ -247,7 +245,9 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
                     vcpus: i64::from(shape.vcpus),
                     memory_mib: shape.memory_mib as i64,
                     subregion: subregion.as_deref(),
-                    host: pinned.as_ref(),
+                    // Disks made from snapshots kept elsewhere are made
+                    // once the snapshots are copied to the VM's host.
+                    host: None,
                     dedicated: tenancy == "dedicated",
                 };
                 let placed = match super::placement::place_vm(tx, &demand) {
