@@ -12,10 +12,9 @@
 
 use std::net::Ipv4Addr;
 use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
-use std::time::Duration;
+use std::process::{Command, Stdio};
 
-use super::{free_port, socle_bin, KillOnDrop};
+use super::{free_port, sh, socle_bin, KillOnDrop};
 
 pub struct LabHost {
     /// `<slot prefix>h<i>`: the host's network namespace.
@@ -36,15 +35,6 @@ pub struct LabHost {
     agent: Option<KillOnDrop>,
 }
 
-fn sh(cmdline: &str) -> Output {
-    socle_testkit::output_within(Command::new("sh").args(["-c", cmdline]), Duration::from_secs(60))
-}
-
-fn sh_ok(cmdline: &str) {
-    let out = sh(cmdline);
-    assert!(out.status.success(), "`{cmdline}` failed: {}", String::from_utf8_lossy(&out.stderr));
-}
-
 impl LabHost {
     /// Host `i` (1..=16) of the cloud holding `slot`: its namespace and link.
     pub fn new(slot: &socle_testkit::Slot, i: u32) -> LabHost {
@@ -63,14 +53,8 @@ impl LabHost {
         };
         host.remove();
         // From here on Drop cleans up, whatever fails below.
-        let (ns, root_if, root_ip, ip) = (&host.ns, &host.root_if, host.root_ip, host.ip);
-        sh_ok(&format!("ip netns add {ns}"));
-        sh_ok(&format!(
-            "ip link add {root_if} type veth peer name eth0 netns {ns} && \
-             ip addr add {root_ip}/30 dev {root_if} && ip link set {root_if} up && \
-             ip -n {ns} addr add {ip}/30 dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} link set lo up && \
-             ip -n {ns} route add default via {root_ip}"
-        ));
+        super::linked_namespace(&host.ns, &host.root_if, host.root_ip, host.ip, "default");
+        let ns = &host.ns;
         // `ip netns exec` enters the network namespace; unshare makes the
         // mount namespace, where a fresh /run/netns hides the other hosts'
         // namespaces. Each exec keeps the parent-death signal.

@@ -481,6 +481,29 @@ pub fn qemu_pids_under(dir: &Path) -> Vec<i32> {
     pids
 }
 
+/// Runs a shell command line (bounded: 60 s).
+pub fn sh(cmdline: &str) -> std::process::Output {
+    socle_testkit::output_within(Command::new("sh").args(["-c", cmdline]), Duration::from_secs(60))
+}
+
+pub fn sh_ok(cmdline: &str) {
+    let out = sh(cmdline);
+    assert!(out.status.success(), "`{cmdline}` failed: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// A network namespace `ns` joined to the root namespace by a veth:
+/// `root_if` with `root_ip`/30 in the root namespace, `eth0` with `ip`/30
+/// inside, which routes `route` (`default`, a range) through the root end.
+pub fn linked_namespace(ns: &str, root_if: &str, root_ip: std::net::Ipv4Addr, ip: std::net::Ipv4Addr, route: &str) {
+    sh_ok(&format!("ip netns add {ns}"));
+    sh_ok(&format!(
+        "ip link add {root_if} type veth peer name eth0 netns {ns} && \
+         ip addr add {root_ip}/30 dev {root_if} && ip link set {root_if} up && \
+         ip -n {ns} addr add {ip}/30 dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} link set lo up && \
+         ip -n {ns} route add {route} via {root_ip}"
+    ));
+}
+
 /// A process of a test, SIGKILLed and reaped when dropped: a test that
 /// fails half-way leaves nothing running behind it.
 pub struct KillOnDrop(pub Child);

@@ -8,10 +8,9 @@
 use std::io::Write;
 use std::net::{Ipv4Addr, SocketAddrV4, TcpListener};
 use std::os::fd::AsRawFd;
-use std::process::Command;
 use std::sync::{Arc, Mutex};
 
-use super::TestCloud;
+use super::{sh, TestCloud};
 
 pub struct Outside {
     /// `<cloud prefix>out`: not `<prefix>-…`, so never taken for a Net.
@@ -21,15 +20,6 @@ pub struct Outside {
     pub root_ip: Ipv4Addr,
     /// The outside host's own address.
     pub ip: Ipv4Addr,
-}
-
-fn sh(cmdline: &str) -> std::process::Output {
-    socle_testkit::output_within(Command::new("sh").args(["-c", cmdline]), std::time::Duration::from_secs(60))
-}
-
-fn sh_ok(cmdline: &str) {
-    let out = sh(cmdline);
-    assert!(out.status.success(), "`{cmdline}` failed: {}", String::from_utf8_lossy(&out.stderr));
 }
 
 impl Outside {
@@ -47,14 +37,7 @@ impl Outside {
         };
         o.remove();
         // From here on Drop cleans up, whatever fails below.
-        let (ns, root_if, root_ip, ip) = (&o.ns, &o.root_if, o.root_ip, o.ip);
-        sh_ok(&format!("ip netns add {ns}"));
-        sh_ok(&format!(
-            "ip link add {root_if} type veth peer name eth0 netns {ns} && \
-             ip addr add {root_ip}/30 dev {root_if} && ip link set {root_if} up && \
-             ip -n {ns} addr add {ip}/30 dev eth0 && ip -n {ns} link set eth0 up && ip -n {ns} link set lo up && \
-             ip -n {ns} route add {pool} via {root_ip}"
-        ));
+        super::linked_namespace(&o.ns, &o.root_if, o.root_ip, o.ip, pool);
         o
     }
 
