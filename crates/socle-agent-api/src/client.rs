@@ -72,7 +72,7 @@ pub fn answer_cap(method: &str) -> usize {
     const MIB: usize = 1024 * 1024;
     match method {
         // IDs of everything on the host.
-        "list_vms" | "list_volumes" | "list_snapshots" => 16 * MIB,
+        "list_vms" | "list_volumes" | "list_snapshots" | "list_uploads" => 16 * MIB,
         // User data (up to 500 KiB in OSC), a console tail: base64 in JSON.
         "vm_spec" | "console_output" => 4 * MIB,
         // A piece of a snapshot copied between hosts (at most 8 MiB, base64).

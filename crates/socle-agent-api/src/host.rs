@@ -7,7 +7,6 @@
 //! linked): a caller that lost an answer asks again.
 
 use std::collections::HashMap;
-use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
@@ -192,11 +191,17 @@ host_protocol! {
     fn prepare_tap(ifname: String) -> ();
     fn remove_tap(ifname: String) -> ();
 
-    /// Checks an uploaded disk image (format, size, no backing or external
+    /// Writes a piece of a user's upload arriving on this host (offset 0
+    /// starts it over; others must be where it stands).
+    fn receive_upload(upload_id: String, offset: u64, data: Blob) -> ();
+    /// Checks an upload held here (format, size, no backing or external
     /// file, not encrypted) without changing it.
-    fn inspect_upload(path: PathBuf) -> UploadInfo;
-    /// Imports an uploaded disk image as a snapshot encrypted under `key`.
-    fn import_snapshot(path: PathBuf, format: Option<UploadFormat>, snapshot_id: String, key: VolumeKey) -> SnapshotInfo;
+    fn inspect_upload(upload_id: String) -> UploadInfo;
+    /// Imports an upload held here as a snapshot encrypted under `key`.
+    fn import_snapshot(upload_id: String, format: Option<UploadFormat>, snapshot_id: String, key: VolumeKey) -> SnapshotInfo;
+    /// The uploads held here, by ID.
+    fn list_uploads() -> Vec<String>;
+    fn delete_upload(upload_id: String) -> ();
 }
 
 #[cfg(test)]

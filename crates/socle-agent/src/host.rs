@@ -228,12 +228,24 @@ impl Host for Agent {
         Ok(Agent::remove_tap(self, &ifname).await?)
     }
 
-    async fn inspect_upload(&self, path: PathBuf) -> Result<UploadInfo, HostError> {
-        Ok(Agent::inspect_upload(self, &path).await?)
+    async fn receive_upload(&self, upload_id: String, offset: u64, data: Blob) -> Result<(), HostError> {
+        Ok(Agent::receive_upload(self, &upload_id, offset, data).await?)
     }
 
-    async fn import_snapshot(&self, path: PathBuf, format: Option<UploadFormat>, snapshot_id: String, key: VolumeKey) -> Result<SnapshotInfo, HostError> {
-        Ok(self.import_as_encrypted_snapshot(&path, format, &snapshot_id, &key).await?)
+    async fn inspect_upload(&self, upload_id: String) -> Result<UploadInfo, HostError> {
+        Ok(Agent::inspect_upload(self, &self.upload_path(&upload_id)?).await?)
+    }
+
+    async fn import_snapshot(&self, upload_id: String, format: Option<UploadFormat>, snapshot_id: String, key: VolumeKey) -> Result<SnapshotInfo, HostError> {
+        Ok(self.import_as_encrypted_snapshot(&self.upload_path(&upload_id)?, format, &snapshot_id, &key).await?)
+    }
+
+    async fn list_uploads(&self) -> Result<Vec<String>, HostError> {
+        Ok(Agent::list_uploads(self)?)
+    }
+
+    async fn delete_upload(&self, upload_id: String) -> Result<(), HostError> {
+        Ok(Agent::delete_upload(self, &upload_id)?)
     }
 }
 

@@ -38,6 +38,7 @@ mod nic;
 mod qmp;
 mod secret;
 mod snapshot_copy;
+mod uploads;
 mod util;
 mod volume;
 

@@ -40,6 +40,32 @@ fn digest_of(path: &Path) -> Result<SnapshotFile, AgentError> {
     Ok(SnapshotFile { size, sha256: hex::encode(hasher.finalize()) })
 }
 
+/// Writes `data` at `offset` of the file at `path`, a copy arriving in
+/// pieces: offset 0 starts it over; any other offset must be at most where
+/// the copy stands (a piece sent again after a lost answer is written
+/// again, and the file cut after it). Private to this user.
+pub(crate) async fn write_piece(path: std::path::PathBuf, offset: u64, data: Blob, what: String) -> Result<(), AgentError> {
+    if data.0.len() as u64 > MAX_PIECE {
+        return Err(AgentError::InvalidArgument(format!("{what}: a piece is at most {MAX_PIECE} bytes")));
+    }
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| AgentError::io("cannot create", dir, e))?;
+    }
+    blocking(move || {
+        let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path).map_err(|e| AgentError::io("cannot open", &path, e))?;
+        crate::util::set_mode(&path, 0o600)?;
+        let have = file.metadata().map_err(|e| AgentError::io("cannot stat", &path, e))?.len();
+        if offset > have {
+            return Err(AgentError::InvalidArgument(format!("{what}: a piece at {offset} but the copy here stands at {have}; start over from 0")));
+        }
+        file.set_len(offset).map_err(|e| AgentError::io("cannot truncate", &path, e))?;
+        file.seek(SeekFrom::Start(offset)).map_err(|e| AgentError::io("cannot seek", &path, e))?;
+        file.write_all(&data.0).map_err(|e| AgentError::io("cannot write", &path, e))?;
+        Ok(())
+    })
+    .await
+}
+
 /// Runs file work off the async workers.
 async fn blocking<T: Send + 'static>(f: impl FnOnce() -> Result<T, AgentError> + Send + 'static) -> Result<T, AgentError> {
     tokio::task::spawn_blocking(f).await.map_err(|e| AgentError::InvalidArgument(format!("snapshot copy task failed: {e}")))?
@@ -85,32 +111,11 @@ impl Agent {
     /// piece sent again after a lost answer is written again).
     pub async fn receive_snapshot(&self, snapshot_id: &str, offset: u64, data: Blob) -> Result<(), AgentError> {
         validate_snapshot_id(snapshot_id)?;
-        if data.0.len() as u64 > MAX_PIECE {
-            return Err(AgentError::InvalidArgument(format!("a piece of a snapshot is at most {MAX_PIECE} bytes")));
-        }
         let _g = self.lock_snapshot(snapshot_id).await;
         if self.snapshot_path(snapshot_id).is_file() {
             return Err(AgentError::VolumeConflict { volume_id: snapshot_id.into(), what: "this host has the snapshot already".into() });
         }
-        let dir = self.snapshots_dir();
-        std::fs::create_dir_all(&dir).map_err(|e| AgentError::io("cannot create the snapshots directory", &dir, e))?;
-        let path = self.incoming_path(snapshot_id);
-        let snapshot_id = snapshot_id.to_string();
-        blocking(move || {
-            let mut file = std::fs::OpenOptions::new().create(true).write(true).truncate(false).open(&path).map_err(|e| AgentError::io("cannot open", &path, e))?;
-            crate::util::set_mode(&path, 0o600)?;
-            let have = file.metadata().map_err(|e| AgentError::io("cannot stat", &path, e))?.len();
-            if offset > have {
-                return Err(AgentError::InvalidArgument(format!(
-                    "snapshot {snapshot_id}: a piece at {offset} but the copy here stands at {have}; start over from 0"
-                )));
-            }
-            file.set_len(offset).map_err(|e| AgentError::io("cannot truncate", &path, e))?;
-            file.seek(SeekFrom::Start(offset)).map_err(|e| AgentError::io("cannot seek", &path, e))?;
-            file.write_all(&data.0).map_err(|e| AgentError::io("cannot write", &path, e))?;
-            Ok(())
-        })
-        .await
+        write_piece(self.incoming_path(snapshot_id), offset, data, format!("snapshot {snapshot_id}")).await
     }
 
     /// Takes the copied file as the snapshot once it is exactly `expected`

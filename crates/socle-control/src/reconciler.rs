@@ -138,8 +138,8 @@ async fn reattach(cloud: &Arc<Cloud>, agent: &dyn Host, vm: &VmRow) -> Result<()
     Ok(())
 }
 
-/// Removes from one host the volume and snapshot files and the VM
-/// directories that no row stands for (a crash between the host work and
+/// Removes from one host the volume and snapshot files, the uploads and
+/// the VM directories that no row stands for (a crash between the host work and
 /// the database write; or a database restored from a backup older than the
 /// host's files). A file is kept while any row names it, on whichever host:
 /// a host that came back under another ID loses nothing.
@@ -161,6 +161,21 @@ async fn sweep_host(cloud: &Arc<Cloud>, host_id: &HostId, agent: &dyn Host) -> R
         if !snapshot_ids.contains(&id) {
             tracing::warn!(host = %host_id, snapshot = %id, "removing a snapshot file with no snapshot in the database");
             agent.delete_snapshot(id.clone()).await?;
+        }
+    }
+    // Uploads wait on their host for the import of their snapshot.
+    let importing: HashSet<String> = cloud
+        .store
+        .read(|c| snapshot_store::list_unsettled(c))
+        .await?
+        .into_iter()
+        .filter(|s| s.pending == "import")
+        .map(|s| s.snapshot_id.to_string())
+        .collect();
+    for id in agent.list_uploads().await? {
+        if !importing.contains(&id) {
+            tracing::warn!(host = %host_id, upload = %id, "removing an upload no import waits for");
+            agent.delete_upload(id.clone()).await?;
         }
     }
     for dir in agent.list_vms().await? {

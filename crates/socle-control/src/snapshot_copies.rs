@@ -19,7 +19,7 @@ use crate::Cloud;
 
 /// What one request carries: 4 MiB (5.3 MiB as base64, under the
 /// protocol's 16 MiB).
-const PIECE: u64 = 4 << 20;
+pub(crate) const PIECE: u64 = 4 << 20;
 
 /// Makes sure `to` (host `to_id`) has the snapshot's file, copying it from
 /// the snapshot's host if not.

@@ -206,19 +206,19 @@ pub async fn work_snapshot(cloud: &Arc<Cloud>, id: &SnapshotId) -> Result<(), St
             record_snapshot_outcome(cloud, s, result, "snapshot failed").await
         }
         "import" => {
-            // The upload stays until the outcome is recorded: a crash before
-            // that converts it again (the agent overwrites a partial file).
-            let upload = crate::image_import::upload_path(cloud, &sid);
+            // The upload (held by the host under the snapshot's ID) stays
+            // until the outcome is recorded: a crash before that converts it
+            // again (the agent overwrites a partial file).
             let result = async {
                 let key = volume_key(cloud, &s.account_id, &sid, s.wrapped_key.clone()).await?;
                 // The agent inspects the upload again before converting it.
-                host.import_snapshot(upload.clone(), None, sid.clone(), key).await?;
+                host.import_snapshot(sid.clone(), None, sid.clone(), key).await?;
                 faults::point("snapshot-imported");
                 Ok::<_, StorageError>(())
             }
             .await;
             record_snapshot_outcome(cloud, s, result, "image import failed").await?;
-            let _ = std::fs::remove_file(&upload);
+            host.delete_upload(sid).await?;
             Ok(())
         }
         "delete" => {

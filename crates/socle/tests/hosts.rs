@@ -376,11 +376,30 @@ fn a_server_without_an_agent_runs_vms_on_the_hosts_that_joined() {
     assert!(lab[0].dir.join("agent/vms").join(id).is_dir());
     assert!(!cloud.data_dir().join("agent").exists(), "the server ran no agent");
 
-    // Uploads need a server with a host of its own: refused, clearly, before the body is taken.
+    // An upload travels to the host, which inspects it there: a file that
+    // is no disk is refused by the host, and nothing of it stays.
     let disk = cloud.slot.subdir("upload").join("disk.raw");
-    std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
+    std::fs::write(&disk, vec![0u8; (5 << 20) + 7]).unwrap();
     let out = cloud.socle().args(["image", "import"]).arg(&disk).args(["--name", "refused", "--data-dir"]).arg(cloud.data_dir()).output_within(CLI_TIMEOUT);
-    assert!(!out.status.success() && text(&out).contains("socle server"), "{}", text(&out));
+    assert!(!out.status.success() && text(&out).contains("not a disk image"), "{}", text(&out));
+    assert!(files_under(&lab[0].dir.join("agent/uploads")).is_empty(), "{:?}", files_under(&lab[0].dir.join("agent/uploads")));
+    assert!(files_under(&cloud.data_dir().join("uploads")).is_empty());
+    // A disk (a boot signature is all a raw disk needs to be taken) becomes
+    // an encrypted snapshot on that host.
+    let mut bytes = vec![0u8; 1 << 20];
+    bytes[510..512].copy_from_slice(&[0x55, 0xaa]);
+    std::fs::write(&disk, &bytes).unwrap();
+    let out = cloud.socle().args(["image", "import"]).arg(&disk).args(["--name", "taken", "--json", "--data-dir"]).arg(cloud.data_dir()).output_within(CLI_TIMEOUT);
+    assert!(out.status.success(), "{}", text(&out));
+    let image: Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(image["State"], "available", "{image}");
+    let snapshot = image["BlockDeviceMappings"][0]["Bsu"]["SnapshotId"].as_str().unwrap();
+    assert!(lab[0].dir.join("agent/snapshots").join(format!("{snapshot}.qcow2")).is_file());
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !files_under(&lab[0].dir.join("agent/uploads")).is_empty() {
+        assert!(Instant::now() < deadline, "the upload stayed on the host once imported");
+        std::thread::sleep(Duration::from_millis(300));
+    }
 
     call(c, "DeleteVms", serde_json::json!({"VmIds": [id]})).ok();
     wait_state(c, &[id.to_string()], "terminated", Duration::from_secs(120));

@@ -58,8 +58,11 @@ fn serve_file(path: PathBuf) -> String {
     format!("http://127.0.0.1:{port}/disk.qcow2")
 }
 
+/// Uploads arriving at the server, and held by its host.
 fn uploads_left(cloud: &TestCloud) -> Vec<PathBuf> {
-    files_under(&cloud.data_dir().join("uploads"))
+    let mut left = files_under(&cloud.data_dir().join("uploads"));
+    left.extend(files_under(&cloud.data_dir().join("agent/uploads")));
+    left
 }
 
 #[test]

@@ -107,9 +107,10 @@ fn every_storage_step_survives_a_crash_right_after_host_work() {
     assert_no_orphans(&cloud);
 
     // Import: the encrypted snapshot is written, the row still says pending
-    // and the upload is still there; after the restart it completes and the
-    // upload goes. Leftover uploads (a .part of an interrupted transfer, an
-    // .upload no import refers to) are removed at start.
+    // and the upload is still on the host; after the restart it completes
+    // and the upload goes. Leftover uploads (a .part of an interrupted
+    // transfer to the server, an upload on the host no import refers to)
+    // are removed at start.
     let work = tempfile::tempdir().unwrap();
     let raw = work.path().join("disk.raw");
     let dir = cloud.data_dir().to_path_buf();
@@ -125,13 +126,22 @@ fn every_storage_step_survives_a_crash_right_after_host_work() {
     });
     poll(&c, "ReadImages", json!({"Filters": {"ImageNames": ["crashy"]}}), "Images", |i| i[0]["State"] == "available");
     assert_no_orphans(&cloud);
-    assert!(files_under(&cloud.data_dir().join("uploads")).is_empty());
-    for junk in ["0123.part", "snap-0badc0de.upload"] {
-        std::fs::write(cloud.data_dir().join("uploads").join(junk), b"junk").unwrap();
+    let deadline = std::time::Instant::now() + T;
+    while !files_under(&cloud.data_dir().join("agent/uploads")).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "the upload stayed on the host");
+        std::thread::sleep(std::time::Duration::from_millis(300));
     }
+    assert!(files_under(&cloud.data_dir().join("uploads")).is_empty());
+    std::fs::write(cloud.data_dir().join("uploads/0123.part"), b"junk").unwrap();
+    std::fs::write(cloud.data_dir().join("agent/uploads/snap-0badc0de.img"), b"junk").unwrap();
     cloud.stop_clean();
     cloud.launch(&[]);
     assert!(files_under(&cloud.data_dir().join("uploads")).is_empty());
+    let deadline = std::time::Instant::now() + T;
+    while !files_under(&cloud.data_dir().join("agent/uploads")).is_empty() {
+        assert!(std::time::Instant::now() < deadline, "an upload no import waits for stayed on the host");
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
 
     call(&c, "DeleteVms", json!({"VmIds": [vm]})).ok();
     wait_state(&c, &[vm], "terminated", T);
