@@ -51,6 +51,27 @@ fn shell_completions_offer_the_commands_and_their_options() {
     }
 }
 
+/// The unit files in contrib/systemd are what systemd accepts, and the
+/// commands they run are what the binary accepts.
+#[test]
+fn the_systemd_units_are_valid() {
+    let dir = tempfile::tempdir().unwrap();
+    let contrib = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../contrib/systemd");
+    for unit in ["socle-server.service", "socle-agent.service"] {
+        let text = std::fs::read_to_string(contrib.join(unit)).unwrap();
+        let exec = text.lines().find_map(|l| l.strip_prefix("ExecStart=")).expect("an ExecStart");
+        // The binary takes the command (`--help` after it: nothing runs).
+        let words: Vec<&str> = exec.split_whitespace().skip(1).collect();
+        let out = Command::new(socle_bin()).args(&words).arg("--help").output_within(CLI_TIMEOUT);
+        assert!(out.status.success(), "{unit}: {exec}: {}", String::from_utf8_lossy(&out.stderr));
+        let local = dir.path().join(unit);
+        std::fs::write(&local, text.replace("/usr/local/bin/socle", &socle_bin().to_string_lossy())).unwrap();
+        let out = Command::new("systemd-analyze").arg("verify").arg(&local).output_within(CLI_TIMEOUT);
+        let said = String::from_utf8_lossy(&out.stderr).into_owned() + &String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && said.trim().is_empty(), "systemd-analyze verify {unit}: {said}");
+    }
+}
+
 #[test]
 fn vm_commands_drive_a_vm_through_its_life() {
     let cloud = TestCloud::start();
