@@ -184,6 +184,11 @@ impl IoLimits {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct VolumeInfo {
     pub volume_id: String,
+    /// The file on the host: for the agent's own callers; it never crosses
+    /// the protocol (empty on the control plane's side), which names
+    /// everything by ID.
+    #[serde(skip)]
+    #[schemars(skip)]
     pub path: PathBuf,
     /// Size seen by the guest.
     pub size_bytes: u64,
@@ -215,6 +220,9 @@ pub struct LinkedVolume {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct SnapshotInfo {
     pub snapshot_id: String,
+    /// The file on the host (see [`VolumeInfo::path`]): never on the wire.
+    #[serde(skip)]
+    #[schemars(skip)]
     pub path: PathBuf,
     /// Size of the volume it was taken from.
     pub size_bytes: u64,
