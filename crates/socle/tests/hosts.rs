@@ -300,8 +300,12 @@ fn a_vm_on_another_host_gets_its_net_and_metadata_from_that_host() {
     // agent gets the Net's metadata again (the guest reads it at reboot).
     lab[0].kill_agent();
     hosts.wait("unreachable", |_| true);
+    let reason = |vm: &str| call(c, "ReadVms", serde_json::json!({"Filters": {"VmIds": [vm]}})).ok()["Vms"][0]["StateReason"].clone();
+    assert!(reason(&there).as_str().unwrap().starts_with("Server.HostUnreachable"), "{}", reason(&there));
+    assert!(!reason(&here).as_str().unwrap_or_default().contains("Unreachable"), "{}", reason(&here));
     lab[0].start_agent(None);
     hosts.wait("ready", |_| true);
+    assert!(!reason(&there).as_str().unwrap_or_default().contains("Unreachable"), "{}", reason(&there));
     call(c, "RebootVms", serde_json::json!({"VmIds": [there]})).ok();
     wait_console(c, &there, &format!("socle-guest: metadata instance-id {there}"), 2, Duration::from_secs(240));
 

@@ -11,9 +11,9 @@ use socle_store::vms::{self as vm_store, ClientTokenRecord, QuotaExceeded, VmRow
 use socle_store::volumes::{self as volume_store, VolumeRow};
 use socle_store::listing::Listing;
 use socle_store::placement::{self, Demand};
-use socle_store::{accounts, images as image_store, keypairs as keypair_store, now_iso};
+use socle_store::{accounts, hosts as host_store, images as image_store, keypairs as keypair_store, now_iso};
 use socle_types::error::ErrorCode;
-use socle_types::ids::{ImageId, ReservationId, VmId};
+use socle_types::ids::{HostId, ImageId, ReservationId, VmId};
 use socle_types::osc::*;
 use socle_types::vm_type::{parse_vm_type, VmShape, DEFAULT_VM_TYPE};
 use socle_types::ApiError;
@@ -309,6 +309,9 @@ pub async fn create_vms(cloud: &Arc<Cloud>, caller: &Caller, req: CreateVmsReque
 /// The VM states with each OSC state code (ReadVms' VmStateCodes filter).
 const VM_STATES: [&str; 6] = ["pending", "running", "shutting-down", "terminated", "stopping", "stopped"];
 
+/// The state reason of a VM whose host does not answer.
+const HOST_AWAY: &str = "Server.HostUnreachable: the host of this VM does not answer at the moment; its state is the last one known";
+
 pub async fn read_vms(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVmsRequest) -> Result<ReadVmsResponse, ApiError> {
     reject_unsupported_filters(
         &req.filters,
@@ -341,7 +344,7 @@ pub async fn read_vms(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVmsRequest) 
     }
     let account = caller.account_id.clone();
     let region = cloud.config.region.clone();
-    let (rows, tags, volumes, networks) = cloud
+    let (rows, tags, volumes, networks, away) = cloud
         .store
         .read(move |c| {
             let rows = vm_store::page(c, &listing, after.as_ref(), per_page + 1)?;
@@ -350,7 +353,8 @@ pub async fn read_vms(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVmsRequest) 
             let volumes = volume_store::linked_to_any(c, &ids)?;
             let vm_ids: Vec<VmId> = ids.iter().map(|id| VmId::from_trusted(id.to_string())).collect();
             let networks = vm_network_views(c, &vm_ids, &region)?;
-            Ok::<_, ApiError>((rows, tags, volumes, networks))
+            let away: Vec<HostId> = host_store::list(c)?.into_iter().filter(|h| h.state == "unreachable").map(|h| h.host_id).collect();
+            Ok::<_, ApiError>((rows, tags, volumes, networks, away))
         })
         .await?;
     let (page, next) = finish_page(rows, per_page, |v| created_key(&v.created_at, v.vm_id.as_str()));
@@ -366,7 +370,12 @@ pub async fn read_vms(cloud: &Arc<Cloud>, caller: &Caller, req: ReadVmsRequest) 
             page.iter()
                 .map(|v| {
                     let linked = volumes_of.get(v.vm_id.as_str()).map(Vec::as_slice).unwrap_or(&[]);
-                    vm_view(v, tags_of.remove(v.vm_id.as_str()).unwrap_or_default(), linked, networks.get(&v.vm_id))
+                    let mut view = vm_view(v, tags_of.remove(v.vm_id.as_str()).unwrap_or_default(), linked, networks.get(&v.vm_id));
+                    if v.host_id.as_ref().is_some_and(|h| away.contains(h)) && v.state != "terminated" {
+                        // Its state is what was last known: say so rather than guess.
+                        view.state_reason = Some(HOST_AWAY.into());
+                    }
+                    view
                 })
                 .collect(),
         ),
