@@ -139,6 +139,41 @@ pub fn set_state(conn: &Conn, host_id: &HostId, state: &str) -> Result<bool> {
     Ok(n == 1)
 }
 
+/// What keeps a host from being removed: what still lives there.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HostHolds {
+    /// VMs not terminated.
+    pub vms: i64,
+    pub volumes: i64,
+    pub snapshots: i64,
+}
+
+impl HostHolds {
+    pub fn is_empty(&self) -> bool {
+        *self == HostHolds::default()
+    }
+}
+
+/// Removes a host from the cloud for good, if nothing lives there any
+/// more (else says what does, and changes nothing); None when there is no
+/// such host. Terminated VMs that named it keep the name.
+pub fn remove(conn: &Conn, host_id: &HostId) -> Result<Option<HostHolds>> {
+    if get(conn, host_id)?.is_none() {
+        return Ok(None);
+    }
+    let count = |sql: &str| -> Result<i64> { conn.query_row(sql, [host_id.as_str()], |r| r.get(0)) };
+    let holds = HostHolds {
+        vms: count("SELECT COUNT(*) FROM vms WHERE host_id = ?1 AND state <> 'terminated'")?,
+        volumes: count("SELECT COUNT(*) FROM volumes WHERE host_id = ?1")?,
+        snapshots: count("SELECT COUNT(*) FROM snapshots WHERE host_id = ?1")?,
+    };
+    if holds.is_empty() {
+        conn.execute("DELETE FROM host_reservations WHERE host_id = ?1", [host_id.as_str()])?;
+        conn.execute("DELETE FROM hosts WHERE host_id = ?1", [host_id.as_str()])?;
+    }
+    Ok(Some(holds))
+}
+
 /// Cordons a host (no new VM is placed there) or lifts it; false when
 /// there is no such host.
 pub fn set_cordoned(conn: &Conn, host_id: &HostId, cordoned: bool) -> Result<bool> {

@@ -53,6 +53,14 @@ pub enum HostCommand {
         #[command(flatten)]
         state: StateArgs,
     },
+    /// Remove a host from the cloud for good, once no VM, volume or snapshot
+    /// lives there any more (delete them first: moving them comes with
+    /// drain). To use the machine again, it joins anew.
+    Remove {
+        host_id: String,
+        #[command(flatten)]
+        state: StateArgs,
+    },
 }
 
 pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
@@ -113,6 +121,7 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
         }
         HostCommand::Cordon { host_id, state } => set_cordoned(&host_id, &state, true),
         HostCommand::Uncordon { host_id, state } => set_cordoned(&host_id, &state, false),
+        HostCommand::Remove { host_id, state } => remove(&host_id, &state),
         HostCommand::Revoke { host_id, state } => {
             let host_id = HostId::parse(&host_id).map_err(|e| anyhow::anyhow!("{}", e.details))?;
             let (store, _) = open_identity(&state.dir.resolve(), state.database.as_deref())?;
@@ -123,6 +132,22 @@ pub fn run(cmd: HostCommand) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+fn remove(host_id: &str, state: &StateArgs) -> anyhow::Result<()> {
+    let host_id = HostId::parse(host_id).map_err(|e| anyhow::anyhow!("{}", e.details))?;
+    let (store, _) = open_identity(&state.dir.resolve(), state.database.as_deref())?;
+    let id = host_id.clone();
+    let holds = store.write_sync(move |c| host_store::remove(c, &id))?.ok_or_else(|| anyhow::anyhow!("no host {host_id}"))?;
+    anyhow::ensure!(
+        holds.is_empty(),
+        "{host_id} still holds {} VM(s), {} volume(s) and {} snapshot(s): delete them first; it is not removed",
+        holds.vms,
+        holds.volumes,
+        holds.snapshots
+    );
+    println!("{host_id} is removed from the cloud");
+    Ok(())
 }
 
 fn set_cordoned(host_id: &str, state: &StateArgs, cordoned: bool) -> anyhow::Result<()> {

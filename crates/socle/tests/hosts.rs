@@ -135,6 +135,13 @@ fn a_host_joins_once_is_watched_over_mutual_tls_and_can_be_revoked() {
     assert_eq!(hosts.list()[0]["State"], "revoked");
     let out = hosts.run(&["revoke", "h-00000000"]);
     assert!(!out.status.success() && text(&out).contains("no host"), "{}", text(&out));
+
+    // Nothing lives there: it can be removed for good.
+    let out = hosts.run(&["remove", &host_id]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(hosts.list().is_empty(), "{:?}", hosts.list());
+    let out = hosts.run(&["remove", &host_id]);
+    assert!(!out.status.success() && text(&out).contains("no host"), "{}", text(&out));
 }
 
 fn subregions(creds: &Creds) -> Vec<String> {
@@ -407,4 +414,10 @@ fn a_server_without_an_agent_runs_vms_on_the_hosts_that_joined() {
 
     call(c, "DeleteVms", serde_json::json!({"VmIds": [id]})).ok();
     wait_state(c, &[id.to_string()], "terminated", Duration::from_secs(120));
+    // The host still keeps the image's snapshot: it is not removed.
+    let host_id = hosts.list()[0]["HostId"].as_str().unwrap().to_string();
+    let out = hosts.run(&["remove", &host_id]);
+    // (The VM's root volume may still be on its way out.)
+    assert!(!out.status.success() && text(&out).contains("0 VM(s)") && text(&out).contains("and 1 snapshot(s)"), "{}", text(&out));
+    assert_eq!(hosts.list().len(), 1);
 }
