@@ -27,6 +27,7 @@ pub mod uplinks;
 pub mod public_ips;
 pub mod route_tables;
 mod migrations;
+mod pg_tls;
 pub mod security_groups;
 pub mod tags;
 pub mod vms;
@@ -56,6 +57,9 @@ pub enum StoreError {
     Join(String),
     #[error("corrupt row: {0}")]
     Corrupt(String),
+    /// The database URL asks for something Socle does not do (see `pg_tls`).
+    #[error("database URL: {0}")]
+    Config(String),
 }
 
 /// SQLSTATEs of PostgreSQL errors the store reasons about.
@@ -339,6 +343,7 @@ async fn blocking<T: Send + 'static, E: From<StoreError> + Send + 'static>(
 /// so a restarted server is reconnected to on the next request.
 struct PgPool {
     config: postgres::Config,
+    connector: pg_tls::PgConnector,
     idle: Mutex<Vec<db::PgSession>>,
     busy: Mutex<usize>,
     freed: Condvar,
@@ -366,7 +371,7 @@ impl Drop for PgPool {
 
 impl PgPool {
     fn new(url: &str) -> Result<PgPool> {
-        let mut config: postgres::Config = url.parse()?;
+        let (mut config, connector) = pg_tls::prepare(url)?;
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(Duration::from_secs(5));
         }
@@ -381,7 +386,7 @@ impl PgPool {
             2 * STATEMENT_TIMEOUT.as_secs()
         );
         config.options(options.trim());
-        Ok(PgPool { config, idle: Mutex::new(Vec::new()), busy: Mutex::new(0), freed: Condvar::new() })
+        Ok(PgPool { config, connector, idle: Mutex::new(Vec::new()), busy: Mutex::new(0), freed: Condvar::new() })
     }
 
     fn take(&self) -> Result<db::PgSession> {
@@ -403,7 +408,7 @@ impl PgPool {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
         let session = match idle {
             Some(s) if !s.client.is_closed() => Ok(s),
-            _ => self.config.connect(postgres::NoTls).map(db::PgSession::new).map_err(StoreError::from),
+            _ => self.connector.connect(&self.config).map(db::PgSession::new).map_err(StoreError::from),
         };
         if session.is_err() {
             self.release(None);
@@ -444,7 +449,7 @@ impl PgPool {
                 // An idle session the server closed (it restarted): nothing
                 // ran, so one fresh session may run the transaction.
                 db::PgOutcome::NotStarted(e) if attempt == 1 && (session.client.is_closed() || e.is_unavailable()) => {
-                    match self.config.connect(postgres::NoTls) {
+                    match self.connector.connect(&self.config) {
                         Ok(client) => session = db::PgSession::new(client),
                         Err(e) => break Err(E::from(StoreError::from(e))),
                     }

@@ -23,6 +23,15 @@ pub struct PgCluster {
     /// The postmaster's pid, 0 while stopped.
     pid: AtomicI32,
     next_db: AtomicUsize,
+    /// A TCP port on 127.0.0.1 too (TLS needs TCP: PostgreSQL does not
+    /// encrypt Unix sockets).
+    port: Option<u16>,
+}
+
+/// A server certificate and its key (PEM), for [`PgCluster::private_tls`].
+pub struct ServerTls {
+    pub cert_pem: String,
+    pub key_pem: String,
 }
 
 const DIR_PREFIX: &str = "socle-pg-";
@@ -38,6 +47,21 @@ impl PgCluster {
 
     /// A cluster of the caller's own, stopped and removed when dropped.
     pub fn private() -> Result<PgCluster, String> {
+        Self::private_with(None)
+    }
+
+    /// A cluster of the caller's own that also listens on `127.0.0.1:port`
+    /// (see [`PgCluster::port`]) and offers TLS there with `tls`.
+    pub fn private_tls(tls: ServerTls) -> Result<PgCluster, String> {
+        Self::private_with(Some(tls))
+    }
+
+    /// The TCP port of a cluster made with [`PgCluster::private_tls`].
+    pub fn port(&self) -> Option<u16> {
+        self.port
+    }
+
+    fn private_with(tls: Option<ServerTls>) -> Result<PgCluster, String> {
         let bin = server_bin_dir().ok_or("PostgreSQL server binaries not found under /usr/lib/postgresql (apt-get install postgresql)")?;
         remove_stale_dirs();
         let n = NEXT_CLUSTER.fetch_add(1, Ordering::Relaxed);
@@ -58,7 +82,25 @@ impl PgCluster {
         if !out.status.success() {
             return Err(format!("initdb failed: {}", String::from_utf8_lossy(&out.stderr)));
         }
-        let cluster = PgCluster { dir, bin, owner, pid: AtomicI32::new(0), next_db: AtomicUsize::new(0) };
+        let mut port = None;
+        if let Some(tls) = tls {
+            let data = dir.join("data");
+            for (name, text, mode) in [("server.crt", &tls.cert_pem, 0o644), ("server.key", &tls.key_pem, 0o600)] {
+                let path = data.join(name);
+                std::fs::write(&path, text).map_err(|e| format!("{}: {e}", path.display()))?;
+                std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(mode)).map_err(|e| e.to_string())?;
+                if let Some((uid, gid)) = owner {
+                    chown(&path, uid, gid)?;
+                }
+            }
+            let conf = data.join("postgresql.conf");
+            let mut text = std::fs::read_to_string(&conf).map_err(|e| e.to_string())?;
+            text.push_str("\nssl = on\nssl_cert_file = 'server.crt'\nssl_key_file = 'server.key'\n");
+            std::fs::write(&conf, text).map_err(|e| e.to_string())?;
+            let free = std::net::TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).map_err(|e| e.to_string())?;
+            port = Some(free.port());
+        }
+        let cluster = PgCluster { dir, bin, owner, pid: AtomicI32::new(0), next_db: AtomicUsize::new(0), port };
         cluster.start()?;
         Ok(cluster)
     }
@@ -70,6 +112,10 @@ impl PgCluster {
         // ends (it fires when the spawning *thread* exits).
         let (tx, rx) = std::sync::mpsc::channel();
         let (bin, dir, owner) = (self.bin.clone(), self.dir.clone(), self.owner);
+        let listen = match self.port {
+            Some(port) => vec!["-c".to_string(), "listen_addresses=127.0.0.1".into(), "-c".into(), format!("port={port}")],
+            None => vec!["-c".to_string(), "listen_addresses=".into()],
+        };
         std::thread::Builder::new()
             .name("postgres-parent".into())
             .spawn(move || {
@@ -78,7 +124,8 @@ impl PgCluster {
                     .arg(dir.join("data"))
                     .arg("-k")
                     .arg(&dir)
-                    .args(["-c", "listen_addresses=", "-c", "fsync=off"])
+                    .args(&listen)
+                    .args(["-c", "fsync=off"])
                     .args(["-c", "full_page_writes=off", "-c", "max_connections=400"])
                     .stdout(Stdio::null())
                     .stderr(
@@ -138,7 +185,10 @@ impl PgCluster {
 
     /// The URL of database `name` of this cluster.
     pub fn url(&self, name: &str) -> String {
-        format!("postgresql:///{name}?host={}&user=postgres", self.dir.display())
+        match self.port {
+            Some(port) => format!("postgresql:///{name}?host={}&port={port}&user=postgres", self.dir.display()),
+            None => format!("postgresql:///{name}?host={}&user=postgres", self.dir.display()),
+        }
     }
 
     /// Creates an empty database and returns its URL.
