@@ -264,3 +264,45 @@ mod ca_tests {
         });
     }
 }
+
+#[cfg(test)]
+mod remove_tests {
+    use super::*;
+    use crate::accounts::{self, Account};
+    use crate::snapshots::{self, SnapshotRow};
+    use socle_types::ids::{AccountId, SnapshotId};
+
+    #[test]
+    fn a_host_leaves_only_once_nothing_lives_there() {
+        crate::on_each_engine(|c| {
+            let id = HostId::from_trusted("h-0000000a".into());
+            insert(c, &HostRow::joining(id.clone(), "eu-west-2b".into(), "10.0.0.2:8701".into(), String::new(), "t0".into()))?;
+            let account = AccountId::from_trusted("a-1".into());
+            accounts::insert(c, &Account { account_id: account.clone(), name: "a".into(), created_at: crate::now_iso(), quotas: Default::default() })?;
+            let snap = SnapshotRow {
+                snapshot_id: SnapshotId::generate(),
+                account_id: account,
+                volume_id: None,
+                volume_size: 1,
+                description: String::new(),
+                client_token: None,
+                state: "completed".into(),
+                progress: 100,
+                wrapped_key: None,
+                is_public: false,
+                pending: String::new(),
+                created_at: "t1".into(),
+                host_id: Some(id.clone()),
+            };
+            snapshots::insert(c, &snap)?;
+            let holds = remove(c, &id)?.expect("the host exists");
+            assert_eq!(holds, HostHolds { vms: 0, volumes: 0, snapshots: 1 });
+            assert!(get(c, &id)?.is_some(), "refused: it stays");
+            snapshots::delete(c, &snap.snapshot_id)?;
+            assert!(remove(c, &id)?.expect("still there").is_empty());
+            assert!(get(c, &id)?.is_none());
+            assert_eq!(remove(c, &id)?, None, "gone");
+            Ok(())
+        });
+    }
+}
