@@ -30,14 +30,18 @@ pub struct HostRow {
 }
 
 impl HostRow {
-    /// A host as it joins: ready, nothing known of its capacity yet.
+    /// A host as it joins: nothing known of its capacity yet, and
+    /// `unreachable` (never seen) until its agent first answers a health
+    /// check with the certificate the join gave it. A host whose join
+    /// answer was lost never does: it stays so, never gets a VM, and
+    /// `socle host remove` takes it out.
     pub fn joining(host_id: HostId, subregion: String, endpoint: String, cert_sha256: String, now: String) -> HostRow {
         HostRow {
             host_id,
             subregion,
             endpoint,
             cert_sha256,
-            state: "ready".into(),
+            state: "unreachable".into(),
             cordoned: false,
             joined_at: now,
             seen_at: None,
@@ -273,7 +277,7 @@ mod remove_tests {
     use socle_types::ids::{AccountId, SnapshotId};
 
     #[test]
-    fn a_host_leaves_only_once_nothing_lives_there() {
+    fn a_joined_host_is_ready_once_it_answers_and_leaves_once_nothing_lives_there() {
         crate::on_each_engine(|c| {
             let id = HostId::from_trusted("h-0000000a".into());
             insert(c, &HostRow::joining(id.clone(), "eu-west-2b".into(), "10.0.0.2:8701".into(), String::new(), "t0".into()))?;
@@ -295,6 +299,11 @@ mod remove_tests {
                 host_id: Some(id.clone()),
             };
             snapshots::insert(c, &snap)?;
+            assert_eq!(get(c, &id)?.unwrap().state, "unreachable", "a joined host is not ready before its agent answers");
+            record_check(c, &id, false, "t1")?;
+            assert_eq!(get(c, &id)?.unwrap().state, "unreachable");
+            record_check(c, &id, true, "t2")?;
+            assert_eq!(get(c, &id)?.unwrap().state, "ready", "its agent answered");
             let holds = remove(c, &id)?.expect("the host exists");
             assert_eq!(holds, HostHolds { vms: 0, volumes: 0, snapshots: 1 });
             assert!(get(c, &id)?.is_some(), "refused: it stays");

@@ -170,6 +170,7 @@ mod tests {
     fn host(c: &Conn, id: &str, subregion: &str, vcpus: i64, memory_mib: i64) -> Result<HostId> {
         let id = HostId::from_trusted(id.to_string());
         hosts::insert(c, &HostRow::joining(id.clone(), subregion.into(), format!("{id}:1"), String::new(), "t0".into()))?;
+        hosts::record_check(c, &id, true, "t0")?;
         hosts::record_capacity(c, &id, vcpus, memory_mib)?;
         Ok(id)
     }
